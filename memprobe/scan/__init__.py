@@ -1,0 +1,140 @@
+"""Stages 1-4 of the flow, orchestrated: run the probes, keep their raw samples as curves, call
+inference, fill one ScanResult. A device's scan is a table of stages (`cpu.CPU_STAGES`); adding a
+measurement is one entry. The library never prints: progress goes through a callback.
+
+Interruption: a stage that raises, or Ctrl-C, stops the scan; what was measured so far stays in
+the result, which is marked incomplete. The caller (CLI) writes it out either way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from memprobe import __version__
+from memprobe.result import DeviceResult, ScanResult
+
+# progress(stage, done, total, message): done/total count steps inside a stage
+ProgressFn = Callable[[str, int, int, str], None]
+
+
+def no_progress(stage: str, done: int, total: int, message: str = "") -> None:
+    return None
+
+
+@dataclass
+class ScanOptions:
+    device: str = "cpu"  # "cpu" | "gpu" | "all"
+    quick: bool = False
+    max_size_bytes: int | None = None  # top of the latency sweep (default: see cpu.py)
+    repetitions: int | None = None  # per point (default depends on quick)
+    seed: int = 12345
+    train: bool = True
+    points_per_octave: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScanContext:
+    """What a stage sees: the options, the device result it fills, and the progress callback."""
+
+    options: ScanOptions
+    device: DeviceResult
+    progress: ProgressFn
+    result: ScanResult
+    state: dict = field(default_factory=dict)  # hand-over between stages (e.g. inferred levels)
+
+
+class StageFn(Protocol):
+    def __call__(self, ctx: ScanContext) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: StageFn
+    description: str
+    quick: bool = True  # also run under --quick
+
+
+class ScanInterrupted(Exception):
+    pass
+
+
+def new_result(options: ScanOptions) -> ScanResult:
+    return ScanResult(
+        host=socket.gethostname(),
+        started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        complete=False,
+        settings={
+            "device": options.device,
+            "quick": options.quick,
+            "repetitions": options.repetitions,
+            "max_size_bytes": options.max_size_bytes,
+            "seed": options.seed,
+            "memprobe_version": __version__,
+        },
+    )
+
+
+def run_stages(stages, ctx: ScanContext) -> bool:
+    """Run stages in order. Returns True when all ran; False (with a warning kept) when one
+    failed. KeyboardInterrupt propagates after the partial result is marked."""
+    for stage in stages:
+        if ctx.options.quick and not stage.quick:
+            continue
+        ctx.progress(stage.name, 0, 1, stage.description)
+        t0 = time.perf_counter()
+        try:
+            stage.run(ctx)
+        except KeyboardInterrupt:
+            ctx.device.warnings.append(f"interrupted during stage '{stage.name}'")
+            raise
+        except Exception as exc:  # a failing probe must not lose what was measured
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            ctx.device.warnings.append(
+                f"stage '{stage.name}' failed: {exc.__class__.__name__}: {exc} "
+                f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+            return False
+        ctx.device.extra.setdefault("stage_seconds", {})[stage.name] = round(time.perf_counter() - t0, 3)
+        ctx.progress(stage.name, 1, 1, stage.description)
+    return True
+
+
+def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
+             result: ScanResult | None = None) -> ScanResult:
+    """Scan the devices asked for into `result` (created if None) and return it.
+
+    The caller may pass its own `result` so that, on KeyboardInterrupt, it still holds the
+    partial scan to write out (run_scan re-raises after marking it incomplete).
+    """
+    from memprobe.scan import cpu as cpu_scan
+
+    res = result if result is not None else new_result(options)
+    t0 = time.perf_counter()
+    ok = True
+    try:
+        if options.device in ("cpu", "all", "gpu"):
+            # a GPU scan also measures the CPU: the report compares them and a GPU-less machine
+            # still gets a CPU report
+            ok &= cpu_scan.scan_cpu(options, progress, res)
+        if options.device in ("gpu", "all"):
+            from memprobe.scan import gpu as gpu_scan
+
+            ok &= gpu_scan.scan_gpu(options, progress, res)
+        if options.train:
+            from memprobe.scan import training as train_scan
+
+            ok &= train_scan.scan_training(options, progress, res)
+    except KeyboardInterrupt:
+        res.complete = False
+        res.warnings.append("scan interrupted (Ctrl-C): the result holds what was measured so far")
+        res.duration_s = round(time.perf_counter() - t0, 2)
+        raise
+    res.complete = bool(ok)
+    res.duration_s = round(time.perf_counter() - t0, 2)
+    return res

@@ -1,0 +1,214 @@
+"""The CPU scan as a table of stages: declared facts, clock, line size, latency curves (huge and
+4 KiB pages), level inference, then the ceilings (bandwidth, compute, loaded latency, sharing).
+Each stage turns probe timings into curves (the one place ns and GB/s are computed is the probe
+wrapper here or in ceilings.py) and stores them on the DeviceResult as it goes, so an
+interrupted scan keeps every finished stage."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import psutil
+
+from memprobe.infer import infer_levels
+from memprobe.infer.line import line_from_false_sharing, line_from_stride
+from memprobe.platform.cpu import declared_cpu
+from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
+from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
+
+MIN_SIZE_BYTES = 4 << 10
+DEFAULT_MAX_SIZE_BYTES = 256 << 20
+QUICK_MAX_SIZE_BYTES = 128 << 20
+EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not reached
+MEMORY_HEADROOM = 4  # refuse a sweep whose largest buffer is above free memory / this
+
+
+def sweep_sizes(min_bytes: int, max_bytes: int, per_octave: int, align: int = 64) -> list[int]:
+    """Geometric sizes, `per_octave` per doubling, multiples of `align`, no duplicates."""
+    n = int(round(math.log2(max_bytes / min_bytes) * per_octave))
+    out: list[int] = []
+    for k in range(n + 1):
+        s = int(round(min_bytes * 2 ** (k / per_octave) / align)) * align
+        if not out or s > out[-1]:
+            out.append(s)
+    return out
+
+
+def check_memory(size_bytes: int) -> None:
+    from memprobe.errors import ResourceError
+
+    free = psutil.virtual_memory().available
+    if size_bytes * MEMORY_HEADROOM > free:
+        raise ResourceError(
+            f"a {size_bytes / 2**20:.0f} MiB buffer needs {MEMORY_HEADROOM}x that free, but only "
+            f"{free / 2**20:.0f} MiB is available: use a smaller --max-size")
+
+
+def _reps(ctx: ScanContext, default: int, quick: int) -> int:
+    return ctx.options.repetitions or (quick if ctx.options.quick else default)
+
+
+# ---- stages ---------------------------------------------------------------------------------
+def stage_declared(ctx: ScanContext) -> None:
+    d = declared_cpu()
+    ctx.device.declared = d
+    ctx.device.name = d.get("model") or ctx.device.name
+
+
+def stage_clock(ctx: ScanContext) -> None:
+    from memprobe.probes.cpu.chase import clock_samples
+
+    samples = clock_samples(_reps(ctx, 7, 3))
+    ctx.device.curves.append(Curve("clock", "clock", "repetition", "GHz",
+                                   [CurvePoint(float(i), [v]) for i, v in enumerate(samples)]))
+    good = [v for v in samples if math.isfinite(v)]
+    ctx.device.clock_ghz = statistics.median(good) if good else None
+
+
+def stage_line(ctx: ScanContext) -> None:
+    from memprobe.probes.cpu.line import STRIDES_BYTES, FalseSharingProbe, StrideProbe
+
+    reps = _reps(ctx, 3, 2)
+    fs_line = None
+    if FalseSharingProbe.available():
+        fs = FalseSharingProbe(iters=300_000 if ctx.options.quick else 1_000_000)
+        pts = [CurvePoint(float(s), fs.run(s, reps)) for s in STRIDES_BYTES]
+        fs.close()
+        ctx.device.curves.append(Curve("line_false_sharing", "stride", "stride_bytes", "ns", pts,
+                                       {"method": "two threads, atomic adds stride_bytes apart"}))
+        fs_line = line_from_false_sharing([int(p.x) for p in pts], [p.median for p in pts])
+    sp = StrideProbe(size_bytes=(64 << 20) if ctx.options.quick else (256 << 20))
+    pts = []
+    for k, s in enumerate(STRIDES_BYTES):
+        pts.append(CurvePoint(float(s), sp.run(s, reps, target_ns=2e6)))
+        ctx.progress("line", k + 1, len(STRIDES_BYTES), f"stride {s} B")
+    sp.close()
+    ctx.device.curves.append(Curve("line_stride", "stride", "stride_bytes", "ns", pts,
+                                   {"method": "dependent pair per random block, stride apart"}))
+    st_line = line_from_stride([int(p.x) for p in pts], [p.median for p in pts])
+    ctx.device.line_size_bytes = fs_line or st_line
+    ctx.device.extra["line_size"] = {"false_sharing_bytes": fs_line, "stride_sweep_bytes": st_line}
+    if fs_line and st_line != fs_line:
+        ctx.device.warnings.append(
+            f"the stride sweep suggests {st_line or 'no'} line size, the false-sharing probe "
+            f"{fs_line} B: prefetchers (adjacent-line, region) hide the line in the stride sweep; "
+            f"the false-sharing figure is used")
+
+
+def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int, name: str) -> Curve:
+    from memprobe.probes.cpu.chase import ChaseProbe
+
+    slot = ctx.device.line_size_bytes or 64
+    curve = Curve(name, "latency", "size_bytes", "ns", [],
+                  {"page_kind": page_kind, "slot_bytes": slot, "method": "Sattolo pointer chase"})
+    ctx.device.curves.append(curve)  # appended first: a Ctrl-C keeps the points so far
+    probe = ChaseProbe(slot_bytes=slot, page_kind=page_kind, seed=ctx.options.seed)
+    try:
+        for k, size in enumerate(sizes):
+            probe.setup(size)
+            curve.points.append(CurvePoint(float(size), probe.run(reps, min_hops=20_000, target_ns=3e6)))
+            ctx.progress(name, k + 1, len(sizes), f"{size / 1024:.0f} KiB")
+    finally:
+        probe.close()
+    return curve
+
+
+def stage_latency(ctx: ScanContext) -> None:
+    quick = ctx.options.quick
+    max_b = ctx.options.max_size_bytes or (QUICK_MAX_SIZE_BYTES if quick else DEFAULT_MAX_SIZE_BYTES)
+    check_memory(max_b)
+    per_oct = ctx.options.points_per_octave or (2 if quick else 4)
+    sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, per_oct)
+    curve = _latency_curve(ctx, "huge", sizes, _reps(ctx, 5, 3), "latency_hugepage")
+    # grow the sweep while the curve still climbs (memory not reached), unless capped by the user
+    while ctx.options.max_size_bytes is None and max_b < EXTEND_LIMIT_BYTES:
+        h = infer_levels(curve.xs(), curve.bests())
+        if h.memory_reached:
+            break
+        try:
+            check_memory(max_b * 2)
+        except Exception:
+            ctx.device.warnings.append("the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
+            break
+        more = [s for s in sweep_sizes(max_b, max_b * 2, per_oct) if s > max_b]
+        extra = _latency_curve(ctx, "huge", more, _reps(ctx, 5, 3), "_ext")
+        ctx.device.curves.remove(extra)
+        curve.points.extend(extra.points)
+        max_b *= 2
+    ctx.state["max_size_bytes"] = max_b
+
+
+def stage_latency_4k(ctx: ScanContext) -> None:
+    max_b = ctx.state.get("max_size_bytes") or DEFAULT_MAX_SIZE_BYTES
+    sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, 2)
+    _latency_curve(ctx, "4k", sizes, _reps(ctx, 3, 2), "latency_4k")
+
+
+def stage_levels(ctx: ScanContext) -> None:
+    """Inference: the huge-page curve alone decides the levels (declared facts are not read)."""
+    curve = ctx.device.curve("latency_hugepage")
+    if curve is None or len(curve.points) < 4:
+        raise RuntimeError("no latency curve to infer levels from")
+    ctx.device.levels = levels_from_curve(curve, ctx.device.clock_ghz)
+    h = infer_levels(curve.xs(), curve.bests())
+    ctx.device.warnings.extend(h.warnings)
+    tlb = tlb_reach(ctx.device.curve("latency_hugepage"), ctx.device.curve("latency_4k"))
+    if tlb is not None:
+        ctx.device.extra["tlb_reach_4k_bytes"] = tlb
+
+
+def levels_from_curve(curve: Curve, clock_ghz: float | None) -> list[Level]:
+    # best repetition per point: contention only adds latency (the spread stays in the curve)
+    h = infer_levels(curve.xs(), curve.bests(), curve.unit)
+    levels = []
+    for lv in h.levels:
+        ns = lv.latency if curve.unit == "ns" else None
+        cyc = lv.latency if curve.unit == "cycles" else (ns * clock_ghz if ns and clock_ghz else None)
+        levels.append(Level(
+            name=lv.name, size_bytes=lv.size_bytes, latency_ns=ns, latency_cycles=cyc,
+            bandwidth_gbs={}, latency_spread=lv.spread, unstable=lv.unstable,
+            size_range_bytes=list(lv.size_range_bytes) if lv.size_range_bytes else None,
+            notes=[] if h.memory_reached or lv.name != "memory" else ["not reached: last point of the sweep"],
+        ))
+        if lv.unstable:
+            levels[-1].notes.append(f"unstable: points on this plateau spread {lv.spread:.0%}")
+    return levels
+
+
+def tlb_reach(huge: Curve | None, small: Curve | None, ratio: float = 1.25) -> int | None:
+    """First size where the 4 KiB-page curve runs `ratio` above the huge-page curve."""
+    if huge is None or small is None or not huge.points or not small.points:
+        return None
+    hx, hy = np.log2(huge.xs()), np.array(huge.medians())
+    for p in small.points:
+        ref = float(np.interp(math.log2(p.x), hx, hy))
+        if p.median > ratio * ref:
+            return int(p.x)
+    return None
+
+
+def _ceiling_stages() -> tuple[Stage, ...]:
+    try:
+        from memprobe.scan import ceilings
+    except ImportError:  # not built yet in this checkout
+        return ()
+    return ceilings.CPU_CEILING_STAGES
+
+
+CPU_STAGES: tuple[Stage, ...] = (
+    Stage("declared", stage_declared, "declared facts (sysfs, cpuinfo)"),
+    Stage("clock", stage_clock, "core clock (dependent add/xor chain)"),
+    Stage("line", stage_line, "line size (false sharing, stride sweep)"),
+    Stage("latency", stage_latency, "latency sweep, huge pages"),
+    Stage("latency_4k", stage_latency_4k, "latency sweep, 4 KiB pages (TLB reach)", quick=False),
+    Stage("levels", stage_levels, "level inference"),
+)
+
+
+def scan_cpu(options: ScanOptions, progress: ProgressFn, result: ScanResult) -> bool:
+    dev = DeviceResult(kind="cpu", name="CPU")
+    result.devices["cpu"] = dev
+    ctx = ScanContext(options=options, device=dev, progress=progress, result=result)
+    return run_stages(CPU_STAGES + _ceiling_stages(), ctx)

@@ -1,0 +1,66 @@
+"""Page-controlled buffers for the probes.
+
+The cache curve uses transparent huge pages (mmap + madvise(MADV_HUGEPAGE), 2 MiB aligned) so TLB
+misses don't pose as a cache level; the 4 KiB-page curve asks for MADV_NOHUGEPAGE so the gap
+between the two shows the TLB reach. Whether the kernel granted huge pages is read back from
+/proc/self/smaps (AnonHugePages), not assumed.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+
+import numpy as np
+
+HUGE_PAGE_BYTES = 2 * 1024 * 1024
+PAGE_KINDS = ("huge", "4k")
+
+
+@dataclass
+class Buffer:
+    """A numpy view on an anonymous mapping; keep the object alive while the view is used."""
+
+    array: np.ndarray
+    page_kind: str
+    _map: mmap.mmap
+
+    def close(self) -> None:
+        self.array = np.empty(0, dtype=self.array.dtype)
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive somewhere; the GC frees it later
+            pass
+
+
+def alloc(size_bytes: int, dtype=np.uint64, page_kind: str = "huge") -> Buffer:
+    """An uninitialised, page-aligned array of `size_bytes` with the page policy asked for."""
+    if page_kind not in PAGE_KINDS:
+        raise ValueError(f"page_kind must be one of {PAGE_KINDS}")
+    itemsize = np.dtype(dtype).itemsize
+    size_bytes = max(itemsize, size_bytes - size_bytes % itemsize)
+    span = size_bytes + HUGE_PAGE_BYTES  # room to align the start to a huge page
+    mm = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    advice = getattr(mmap, "MADV_HUGEPAGE" if page_kind == "huge" else "MADV_NOHUGEPAGE", None)
+    if advice is not None:
+        try:
+            mm.madvise(advice)
+        except OSError:  # THP disabled or unsupported: the curve is still valid, just 4 KiB
+            pass
+    raw = np.frombuffer(mm, dtype=np.uint8)
+    addr = raw.ctypes.data
+    offset = (-addr) % HUGE_PAGE_BYTES if page_kind == "huge" else 0
+    arr = raw[offset:offset + size_bytes].view(dtype)
+    return Buffer(array=arr, page_kind=page_kind, _map=mm)
+
+
+def anon_huge_bytes() -> int | None:
+    """Bytes of this process backed by transparent huge pages (None if unknown)."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,185 @@
+"""Latency probes: dependent loads over one random cycle, and the core-clock chain.
+
+The chase buffer holds addresses: slot k's first word holds the address of the next slot's
+first word. The order is one Sattolo cycle, so every slot is visited once per lap and the
+prefetchers see no pattern. The hop is a raw 64-bit load (no index arithmetic, no bounds or
+wraparound checks), so the hot loop is one `mov` per hop, like the C chase in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit
+
+from memprobe.probes.cpu.buffers import Buffer, alloc
+from memprobe.probes.cpu.intrinsics import load_u64
+
+
+@njit(cache=True)
+def sattolo_cycle(n, seed):
+    """A uniformly random cyclic permutation of 0..n-1 (one cycle through every slot)."""
+    np.random.seed(seed)
+    p = np.arange(n, dtype=np.uint64)
+    for i in range(n - 1, 0, -1):
+        j = np.random.randint(0, i)  # j < i: Sattolo, not Fisher-Yates
+        t = p[i]
+        p[i] = p[j]
+        p[j] = t
+    return p
+
+
+@njit(cache=True)
+def fill_cycle(buf, base_addr, succ, slot_words):
+    """Write the chain: slot k's first word holds the address of slot succ[k]'s first word."""
+    slot_bytes = slot_words * np.uint64(8)
+    for k in range(succ.shape[0]):
+        buf[np.uint64(k) * slot_words] = base_addr + succ[k] * slot_bytes
+
+
+@njit(cache=True)
+def fill_pairs(buf, base_addr, block_order, block_words, pair_words):
+    """Stride layout: in each block a hop goes from word 0 to word `pair_words`, then to word 0
+    of the next block in a random cycle."""
+    n = block_order.shape[0]
+    for k in range(n):
+        base = np.uint64(k) * block_words
+        buf[base] = base_addr + (base + pair_words) * np.uint64(8)
+        buf[base + pair_words] = base_addr + block_order[k] * block_words * np.uint64(8)
+
+
+@njit(cache=True)
+def chase(start_addr, hops):
+    """The timed kernel: `hops` dependent loads, each one `mov rax, [rax]` (see intrinsics).
+    Unrolled by 8 so the loop counter hides behind the loads."""
+    p = start_addr
+    for _ in range(hops >> np.uint64(3)):
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+        p = load_u64(p)
+    return p
+
+
+@njit(cache=True)
+def add_xor_chain(n, x, k1, k2):
+    """16 dependent one-cycle integer ops per iteration (add, xor alternate so nothing folds)."""
+    for _ in range(n):
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+    return x
+
+
+@njit(cache=True)
+def add_xor_chain_half(n, x, k1, k2):
+    """The same loop with 8 ops per iteration: the difference cancels the loop overhead."""
+    for _ in range(n):
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+        x = (x + k1) ^ k2
+    return x
+
+
+def _timed(fn, *args) -> tuple[float, object]:
+    t0 = time.perf_counter_ns()
+    r = fn(*args)
+    return float(time.perf_counter_ns() - t0), r
+
+
+class ChaseProbe:
+    """Pointer chase over `size_bytes` with slots `slot_bytes` apart (a cache line).
+
+    setup() builds the cycle, run() returns ns per hop for each repetition, verify() walks one
+    lap and checks it visits every slot exactly once (kept apart from timing).
+    """
+
+    name = "latency"
+    backend = "cpu"
+
+    def __init__(self, slot_bytes: int = 64, page_kind: str = "huge", seed: int = 12345):
+        self.slot_bytes = max(8, int(slot_bytes))
+        self.page_kind = page_kind
+        self.seed = seed
+        self.buffer: Buffer | None = None
+        self.n_slots = 0
+
+    def setup(self, size_bytes: int) -> None:
+        self.close()
+        slot_words = self.slot_bytes // 8
+        self.n_slots = max(2, int(size_bytes) // self.slot_bytes)
+        self.buffer = alloc(self.n_slots * self.slot_bytes, np.uint64, self.page_kind)
+        succ = sattolo_cycle(self.n_slots, self.seed)
+        fill_cycle(self.buffer.array, self.start_addr, succ, np.uint64(slot_words))
+
+    def run(self, repetitions: int, min_hops: int = 200_000, target_ns: float = 4e6) -> list[float]:
+        """ns per dependent load, one value per repetition, after a warm-up lap."""
+        assert self.buffer is not None, "setup() first"
+        start = self.start_addr
+        warm = np.uint64(max(self.n_slots, 4096) + 7)
+        chase(start, warm)  # one lap: brings the set into the caches, JIT already done
+        hops = max(min_hops, 8)
+        dt, _ = _timed(chase, start, np.uint64(hops))
+        per_hop = max(dt / hops, 0.05)
+        hops = int(max(min_hops, target_ns / per_hop)) // 8 * 8
+        out = []
+        for _ in range(repetitions):
+            dt, _ = _timed(chase, start, np.uint64(hops))
+            out.append(dt / hops)
+        return out
+
+    def verify(self) -> bool:
+        assert self.buffer is not None
+        return bool(verify_cycle(self.start_addr, np.uint64(self.slot_bytes), self.n_slots))
+
+    @property
+    def start_addr(self) -> np.uint64:
+        assert self.buffer is not None
+        return np.uint64(self.buffer.array.ctypes.data)
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+@njit(cache=True)
+def verify_cycle(base_addr, slot_bytes, n_slots):
+    """One lap from the base must visit every slot once and come back (a single cycle)."""
+    seen = np.zeros(n_slots, dtype=np.uint8)
+    p = base_addr
+    for _ in range(n_slots):
+        if p < base_addr:
+            return False
+        k = (p - base_addr) // slot_bytes
+        if k >= n_slots or seen[k]:
+            return False
+        seen[k] = 1
+        p = load_u64(p)
+    return p == base_addr
+
+
+def clock_samples(repetitions: int, iters: int = 2_000_000) -> list[float]:
+    """Measured core clock in GHz, one value per repetition: (16-op loop - 8-op loop) / 8 ops."""
+    k1, k2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0x5851F42D4C957F2D)
+    x = np.uint64(1)
+    add_xor_chain(10, x, k1, k2)
+    add_xor_chain_half(10, x, k1, k2)
+    out = []
+    for _ in range(repetitions):
+        t_full, _ = _timed(add_xor_chain, iters, x, k1, k2)
+        t_half, _ = _timed(add_xor_chain_half, iters, x, k1, k2)
+        ns_per_op = (t_full - t_half) / (iters * 8)
+        out.append(1.0 / ns_per_op if ns_per_op > 0 else float("nan"))
+    return out

@@ -1,0 +1,108 @@
+"""Line-size probes.
+
+StrideProbe: the stride sweep DESIGN.md asks for -- random blocks, two dependent loads per block
+`stride_bytes` apart; below the line the second load hits the line the first brought. On CPUs
+with adjacent-line or region prefetchers (Zen 3, most Intel cores) the second load is prefetched
+too, so this curve often stays flat past the line; it is kept as raw data.
+
+FalseSharingProbe: two threads do atomic adds on two words `stride_bytes` apart. While both
+words share a line the line ping-pongs between the cores (slow); once they are a line apart each
+core keeps its own (fast). Prefetchers cannot fake this: it is the coherence granule, i.e. the
+line size, measured. Needs two cores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit, prange
+
+from memprobe.probes.cpu.buffers import Buffer, alloc
+from memprobe.probes.cpu.chase import ChaseProbe, fill_pairs, sattolo_cycle
+from memprobe.probes.cpu.intrinsics import atomic_add_u64
+
+STRIDES_BYTES = (8, 16, 32, 64, 128, 256, 512)
+
+
+class StrideProbe:
+    name = "stride"
+    backend = "cpu"
+    block_bytes = 1024  # > largest stride; small so the touched lines overflow the caches
+
+    def __init__(self, size_bytes: int = 256 << 20, seed: int = 777):
+        self.size_bytes = size_bytes
+        self.seed = seed
+        self.buffer: Buffer | None = None
+
+    def run(self, stride_bytes: int, repetitions: int, target_ns: float = 4e6) -> list[float]:
+        """ns per hop (half a block) for one stride, one value per repetition."""
+        if self.buffer is None:
+            self.buffer = alloc(self.size_bytes, np.uint64, "huge")
+        n_blocks = self.size_bytes // self.block_bytes
+        order = sattolo_cycle(n_blocks, self.seed)
+        base = np.uint64(self.buffer.array.ctypes.data)
+        fill_pairs(self.buffer.array, base, order, np.uint64(self.block_bytes // 8), np.uint64(stride_bytes // 8))
+        probe = _Borrowed(self.buffer, n_blocks * 2)
+        return probe.run(repetitions, target_ns=target_ns)
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+class _Borrowed(ChaseProbe):
+    """A chase over a buffer someone else laid out."""
+
+    def __init__(self, buffer: Buffer, n_hops_lap: int):
+        super().__init__()
+        self.buffer = buffer
+        self.n_slots = n_hops_lap
+
+    def close(self) -> None:  # the owner closes it
+        self.buffer = None
+
+
+@njit(parallel=True, cache=True)
+def contend(base_addr, offsets_bytes, iters):
+    """Each thread t hammers base+offsets[t] with relaxed atomic adds."""
+    out = np.zeros(offsets_bytes.shape[0], np.uint64)
+    for t in prange(offsets_bytes.shape[0]):
+        addr = base_addr + offsets_bytes[t]
+        s = np.uint64(0)
+        for _ in range(iters):
+            s += atomic_add_u64(addr, np.uint64(1))
+        out[t] = s
+    return out
+
+
+class FalseSharingProbe:
+    name = "false_sharing"
+    backend = "cpu"
+
+    def __init__(self, iters: int = 1_000_000):
+        self.iters = iters
+        self.buffer = alloc(1 << 16, np.uint64, "4k")
+        # start on a 4 KiB boundary so offsets below any plausible line share one line
+        self.base = np.uint64(self.buffer.array.ctypes.data)
+
+    @staticmethod
+    def available() -> bool:
+        import numba
+
+        return numba.get_num_threads() >= 2
+
+    def run(self, stride_bytes: int, repetitions: int) -> list[float]:
+        """ns per atomic add (per thread) with the two words `stride_bytes` apart."""
+        offs = np.array([0, stride_bytes], dtype=np.uint64)
+        contend(self.base, offs, 1000)  # JIT + thread pool start
+        out = []
+        for _ in range(repetitions):
+            t0 = time.perf_counter_ns()
+            contend(self.base, offs, self.iters)
+            out.append((time.perf_counter_ns() - t0) / self.iters)
+        return out
+
+    def close(self) -> None:
+        self.buffer.close()
