@@ -39,7 +39,9 @@ def alloc(size_bytes: int, dtype=np.uint64, page_kind: str = "huge") -> Buffer:
         raise ValueError(f"page_kind must be one of {PAGE_KINDS}")
     itemsize = np.dtype(dtype).itemsize
     size_bytes = max(itemsize, size_bytes - size_bytes % itemsize)
-    span = size_bytes + HUGE_PAGE_BYTES  # room to align the start to a huge page
+    # whole huge pages plus one of slack to align the start: THP only backs aligned 2 MiB
+    # ranges that lie entirely inside the mapping
+    span = -(-size_bytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES + HUGE_PAGE_BYTES
     mm = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     advice = getattr(mmap, "MADV_HUGEPAGE" if page_kind == "huge" else "MADV_NOHUGEPAGE", None)
     if advice is not None:

@@ -123,19 +123,24 @@ class ChaseProbe:
         succ = sattolo_cycle(self.n_slots, self.seed)
         fill_cycle(self.buffer.array, self.start_addr, succ, np.uint64(slot_words))
 
-    def run(self, repetitions: int, min_hops: int = 200_000, target_ns: float = 4e6) -> list[float]:
-        """ns per dependent load, one value per repetition, after a warm-up lap."""
+    def run(self, repetitions: int, min_hops: int = 20_000, target_ns: float = 3e6) -> list[float]:
+        """ns per dependent load, one value per repetition, after a warm-up lap.
+
+        Each repetition goes on from where the last one stopped: restarting at slot 0 would
+        re-walk a prefix the previous repetition just cached whenever a repetition is shorter
+        than a lap (memory-sized buffers), and report cache latency as memory latency.
+        """
         assert self.buffer is not None, "setup() first"
-        start = self.start_addr
-        warm = np.uint64(max(self.n_slots, 4096) + 7)
-        chase(start, warm)  # one lap: brings the set into the caches, JIT already done
-        hops = max(min_hops, 8)
-        dt, _ = _timed(chase, start, np.uint64(hops))
+        p = self.start_addr
+        # one lap brings a cache-sized set in; past ~1M slots the set is beyond any cache anyway
+        p = chase(p, np.uint64((min(self.n_slots, 1 << 20) + 7) // 8 * 8))
+        hops = max(min_hops, 8) // 8 * 8
+        dt, p = _timed(chase, p, np.uint64(hops))
         per_hop = max(dt / hops, 0.05)
         hops = int(max(min_hops, target_ns / per_hop)) // 8 * 8
         out = []
         for _ in range(repetitions):
-            dt, _ = _timed(chase, start, np.uint64(hops))
+            dt, p = _timed(chase, p, np.uint64(hops))
             out.append(dt / hops)
         return out
 

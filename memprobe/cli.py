@@ -1,0 +1,439 @@
+"""The command line: parses, calls the library, prints. Nothing is measured or decided here.
+
+Every user-facing failure is one line on stderr and a non-zero exit, never a traceback:
+  2  bad arguments or input files        3  the machine cannot serve the request (memory)
+  4  cannot write the output             130 interrupted (what was measured is still written)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+from memprobe import __version__
+from memprobe.errors import InputError, MemprobeError, ResourceError
+
+EXIT_USAGE, EXIT_RESOURCE, EXIT_OUTPUT, EXIT_INTERRUPTED = 2, 3, 4, 130
+
+
+class OutputError(MemprobeError):
+    exit_code = EXIT_OUTPUT
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the default prints the usage block too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"memprobe: error: {message} (see '{self.prog} --help')\n")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'64M', '1G', '512KiB', '4096' -> bytes (binary multiples)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 4096, 512K, 64M, 1G)")
+    mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    v = int(float(m.group(1)) * mult)
+    if v < 64 << 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small: the sweep starts at 4 KiB and needs room to climb (>= 64K)")
+    return v
+
+
+def fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "-"
+    for unit, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= m:
+            return f"{b / m:.3g} {unit}"
+    return f"{int(b)} B"
+
+
+def _fmt(v: float | None, spec: str = ".3g") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+# ---- scan -----------------------------------------------------------------------------------
+def _default_out() -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"{socket.gethostname()}-{stamp}"
+
+
+def _prepare_out(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".memprobe-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_outputs(result, out: Path) -> list[Path]:
+    """scan.json and curves.csv always; report.html when the renderer is there and works."""
+    written = []
+    try:
+        result.save(out / "scan.json")
+        written.append(out / "scan.json")
+        (out / "curves.csv").write_text(result.curves_csv(), encoding="utf-8")
+        written.append(out / "curves.csv")
+    except OSError as exc:
+        raise OutputError(f"cannot write the scan to {out}: {exc.strerror or exc}") from None
+    html = _render_report(result)
+    if html is not None:
+        (out / "report.html").write_text(html, encoding="utf-8")
+        written.append(out / "report.html")
+    return written
+
+
+def _render_report(result) -> str | None:
+    try:
+        from memprobe.report.html import render_html
+    except ImportError:
+        return None
+    try:
+        return render_html(result)
+    except Exception as exc:  # the measurements are saved already; say why the page is missing
+        print(f"memprobe: warning: report.html not written: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import psutil
+
+    from memprobe.scan import ScanOptions, new_result, run_scan
+
+    if args.max_size is not None:
+        free = psutil.virtual_memory().available
+        if args.max_size * 4 > free:
+            raise ResourceError(
+                f"--max-size {fmt_bytes(args.max_size)} needs 4x that free memory, only "
+                f"{fmt_bytes(free)} is available")
+    out = _prepare_out(args.out or _default_out())
+    options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
+                          repetitions=args.repetitions, seed=args.seed, train=not args.no_train)
+    result = new_result(options)
+    interrupted = False
+    with _Progress(enabled=not args.no_progress) as progress:
+        try:
+            run_scan(options, progress.update, result)
+        except KeyboardInterrupt:
+            interrupted = True
+    paths = write_outputs(result, out)
+    for line in result.warnings:
+        print(f"memprobe: {line}", file=sys.stderr)
+    _print_summary(result)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if interrupted:
+        print("memprobe: interrupted: the files above hold what was measured, marked incomplete", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+class _Progress:
+    """rich progress on stderr: one bar for the current stage, with the step it is on."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty() or enabled and os.environ.get("MEMPROBE_PROGRESS") == "1"
+        self._p = None
+        self._task = None
+        self._stage = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn("[bold]{task.fields[stage]:<14}"), BarColumn(),
+                               TextColumn("{task.description}"), TimeElapsedColumn(),
+                               console=Console(stderr=True), transient=False)
+            self._p.__enter__()
+        return self
+
+    def update(self, stage: str, done: int, total: int, message: str = "") -> None:
+        if self._p is None:
+            if not self.enabled and done == 0:
+                print(f"memprobe: {stage}: {message}", file=sys.stderr)
+            return
+        if stage != self._stage:
+            self._task = self._p.add_task(message, total=max(total, 1), stage=stage)
+            self._stage = stage
+        self._p.update(self._task, completed=done, total=max(total, 1), description=message)
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    for key, dev in result.devices.items():
+        declared = {}
+        for c in dev.declared.get("data_caches", []) or []:
+            declared[f"L{c['level']}"] = c.get("size_bytes")
+        for k, v in (dev.declared.get("levels_declared") or {}).items():
+            declared[k] = v
+        t = Table(title=f"{key.upper()}: {dev.name}"
+                        f"  (clock {_fmt(dev.clock_ghz)} GHz measured, line {dev.line_size_bytes or '?'} B)")
+        for col in ("level", "measured size", "declared size", "latency ns", "latency cycles",
+                    "read GB/s (1 / all thr.)", "flag"):
+            t.add_column(col, justify="right" if col != "level" else "left")
+        for lv in dev.levels:
+            bw = (lv.bandwidth_gbs or {}).get("read") or {}
+            bw_s = f"{_fmt(bw.get('threads_1'))} / {_fmt(bw.get('threads_all'))}" if bw else "-"
+            flag = "unstable" if lv.unstable else ""
+            t.add_row(lv.name, fmt_bytes(lv.size_bytes), fmt_bytes(declared.get(lv.name)),
+                      _fmt(lv.latency_ns), _fmt(lv.latency_cycles, ".1f"), bw_s, flag)
+        console.print(t)
+    if not result.complete:
+        console.print("[bold red]incomplete scan[/]: " + "; ".join(
+            w for d in result.devices.values() for w in d.warnings if "failed" in w or "interrupted" in w))
+
+
+# ---- infer ----------------------------------------------------------------------------------
+def cmd_infer(args: argparse.Namespace) -> int:
+    from memprobe.infer import InferenceError, infer_levels
+    from memprobe.infer.curves import read_curve_file
+
+    curve = read_curve_file(args.curve)
+    try:
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
+    except InferenceError as exc:
+        raise InputError(f"{args.curve}: {exc}") from None
+    if args.json:
+        print(json.dumps({
+            "source": str(args.curve), "format": curve.source_format, "unit": h.unit,
+            "memory_reached": h.memory_reached, "noise": round(h.noise, 4), "warnings": h.warnings,
+            "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": lv.latency,
+                        "spread": round(lv.spread, 4), "unstable": lv.unstable,
+                        "size_range_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
+                       for lv in h.levels],
+        }, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
+    for col in ("level", "size", "between", f"latency {h.unit}", "spread", "flag"):
+        t.add_column(col)
+    for lv in h.levels:
+        rng = f"{fmt_bytes(lv.size_range_bytes[0])} - {fmt_bytes(lv.size_range_bytes[1])}" if lv.size_range_bytes else "-"
+        t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, f"{lv.latency:.3g}", f"{lv.spread:.0%}",
+                  "unstable" if lv.unstable else "")
+    Console().print(t)
+    for w in h.warnings:
+        print(f"memprobe: {w}", file=sys.stderr)
+    return 0
+
+
+# ---- report / plot / compare / train --------------------------------------------------------
+def _load_scan(path: Path):
+    from memprobe.result import ScanResult, SchemaError
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        return ScanResult.load(path)
+    except SchemaError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    scan = _load_scan(args.scan)
+    from memprobe.report.html import render_html
+
+    out = args.out or args.scan.with_name("report.html")
+    _write_text(out, render_html(scan))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    scan = _load_scan(args.scan)
+    from memprobe.report.plot import plot
+
+    if args.out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InputError(f"--out {args.out}: the format comes from the suffix: .png, .svg or .pdf")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        plot(scan, args.what, args.out)
+    except OSError as exc:
+        raise OutputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    a, b = _load_scan(args.a), _load_scan(args.b)
+    from memprobe.report.compare import render_compare
+
+    out = args.out or Path("compare.html")
+    _write_text(out, render_compare(a, b))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from memprobe.scan import ScanOptions, new_result, run_scan
+    from memprobe.train import run_training_study
+
+    if args.scan is not None:
+        result = _load_scan(args.scan)
+    else:
+        options = ScanOptions(device=args.device, quick=args.quick, train=False)
+        result = new_result(options)
+        with _Progress() as progress:
+            run_scan(options, progress.update, result)
+    with _Progress() as progress:
+        run_training_study(result, device=args.device, quick=args.quick, framework=args.framework,
+                           progress=progress.update)
+    out = _prepare_out(args.out or _default_out())
+    paths = write_outputs(result, out)
+    _print_training(result)
+    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
+def _print_training(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    pts = (result.training or {}).get("points") or []
+    if not pts:
+        print("memprobe: no training points", file=sys.stderr)
+        return
+    t = Table(title="training step: measured vs predicted")
+    for col in ("device", "level", "width", "batch", "threads", "working set", "measured ms",
+                "predicted ms", "error", "bound"):
+        t.add_column(col, justify="right")
+    for p in pts:
+        t.add_row(str(p.get("device")), str(p.get("level")), str(p.get("width")), str(p.get("batch")),
+                  str(p.get("threads")), fmt_bytes(p.get("working_set_bytes")),
+                  _fmt((p.get("measured_s") or 0) * 1e3), _fmt((p.get("predicted_s") or 0) * 1e3),
+                  f"{p['error']:+.0%}" if p.get("error") is not None else "-", str(p.get("bound")))
+    Console().print(t)
+
+
+# ---- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="memprobe", description=(
+        "Measure this machine's memory hierarchy (cache levels, line size, latency, bandwidth, "
+        "FLOP/s) on the CPU and an NVIDIA GPU, infer the levels from the measured curves, and "
+        "show how they shape neural-network training speed."))
+    p.add_argument("--version", action="version", version=f"memprobe {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("scan", help="measure this machine and write scan.json, curves.csv, report.html",
+                       description=(
+                           "Measure the memory hierarchy: core clock, line size, latency against "
+                           "working-set size (huge and 4 KiB pages), inferred levels, bandwidth and "
+                           "compute ceilings, and the training study. Writes DIR/scan.json (all "
+                           "results and raw samples, schema memprobe/1), DIR/curves.csv (every raw "
+                           "curve, one row per point) and DIR/report.html. Progress goes to stderr; "
+                           "Ctrl-C still writes what was measured, marked incomplete."))
+    s.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu",
+                   help="what to measure: cpu (default), gpu (with the CPU for comparison), or all. "
+                        "Without a usable GPU, a GPU request gives a CPU report and one line why.")
+    s.add_argument("--quick", action="store_true",
+                   help="fewer sizes (2 per octave, up to 128 MiB) and repetitions: about a third of the time")
+    s.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder (default: reports/<host>-<timestamp>/)")
+    s.add_argument("--max-size", type=parse_size, metavar="SIZE",
+                   help="largest working set of the latency sweep, e.g. 512M (default: 256M, grown "
+                        "while main memory is not reached; refused if 4x it is not free)")
+    s.add_argument("--repetitions", type=int, metavar="N",
+                   help="repetitions per point (default 5, quick 3); the spread is kept")
+    s.add_argument("--seed", type=int, default=12345, help="seed of the random chase cycles")
+    s.add_argument("--no-train", action="store_true", help="skip the training study")
+    s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")
+    s.set_defaults(func=cmd_scan)
+
+    i = sub.add_parser("infer", help="infer cache levels from a latency curve file",
+                       description=(
+                           "Read a latency curve and print the inferred levels: count, capacity "
+                           "(where the curve leaves each plateau), latency and spread. CURVE is a CSV "
+                           "with columns size_bytes and latency_ns (or latency_cycles: the unit is "
+                           "carried through), or lmbench lat_mem_rd output (size in MB, then ns)."))
+    i.add_argument("curve", type=Path, metavar="CURVE")
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.set_defaults(func=cmd_infer)
+
+    r = sub.add_parser("report", help="re-render report.html from a saved scan.json",
+                       description="Render the HTML report from a saved scan.json alone (any machine's).")
+    r.add_argument("scan", type=Path, metavar="SCAN_JSON")
+    r.add_argument("--out", type=Path, metavar="FILE", help="output HTML (default: report.html beside the scan)")
+    r.set_defaults(func=cmd_report)
+
+    pl = sub.add_parser("plot", help="one figure of a saved scan (png, svg or pdf)",
+                        description="Write one figure of a saved scan, for papers and slides.")
+    pl.add_argument("scan", type=Path, metavar="SCAN_JSON")
+    pl.add_argument("--what", choices=("latency", "bandwidth", "roofline"), default="latency",
+                    help="which figure (default latency)")
+    pl.add_argument("--out", type=Path, required=True, metavar="FILE",
+                    help="output file; .png, .svg or .pdf picks the format")
+    pl.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("compare", help="side-by-side report of two scans",
+                       description="Render one HTML page comparing two saved scans (two machines, two settings, CPU vs GPU).")
+    c.add_argument("a", type=Path, metavar="A_JSON")
+    c.add_argument("b", type=Path, metavar="B_JSON")
+    c.add_argument("--out", type=Path, metavar="FILE", help="output HTML (default: compare.html)")
+    c.set_defaults(func=cmd_compare)
+
+    t = sub.add_parser("train", help="run the training study alone (against a saved or fresh scan)",
+                       description=(
+                           "Train the reference MLP at widths whose working set crosses each measured "
+                           "level and compare each step time with the roofline prediction built from "
+                           "the scan's measured ceilings."))
+    t.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to train (default cpu)")
+    t.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="use this saved scan (default: scan now)")
+    t.add_argument("--quick", action="store_true", help="fewer widths and steps")
+    t.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
+                   help="numpy (BLAS + Numba kernels, default) or torch (needs the torch extra)")
+    t.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/<host>-<timestamp>/)")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except MemprobeError as exc:
+        print(f"memprobe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("memprobe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

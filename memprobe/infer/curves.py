@@ -1,0 +1,116 @@
+"""Reading latency curves from files (input to `memprobe infer`): a CSV with a `size_bytes`
+column and a `latency_ns` or `latency_cycles` column (the unit is carried through), or lmbench
+`lat_mem_rd` output (size in MB, then ns; `"stride=N` headers; the first stride block is read).
+Every failure is an InputError with one line that says what is wrong and where."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from memprobe.errors import InputError
+
+LATENCY_COLUMNS = {"latency_ns": "ns", "latency_cycles": "cycles"}
+MB = 1024 * 1024  # lmbench's MB is 2^20 bytes
+
+
+@dataclass
+class LatencyCurve:
+    size_bytes: list[float]
+    latency: list[float]
+    unit: str  # "ns" | "cycles"
+    source_format: str  # "csv" | "lmbench"
+
+
+def read_curve_file(path: str | Path) -> LatencyCurve:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a curve file")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return parse_curve(raw, name=str(p))
+    except InputError:
+        raise
+
+
+def parse_curve(raw: bytes | str, name: str = "input") -> LatencyCurve:
+    if isinstance(raw, bytes):
+        if b"\x00" in raw[:4096]:
+            raise InputError(f"{name}: binary file, expected a text curve (CSV or lmbench output)")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: not UTF-8 text, expected a CSV or lmbench output") from None
+    else:
+        text = raw
+    if not text.strip():
+        raise InputError(f"{name}: empty file")
+    first = next(line for line in text.splitlines() if line.strip())
+    if "size_bytes" in first or "," in first:
+        return _parse_csv(text, name)
+    return _parse_lmbench(text, name)
+
+
+def _number(tok: str, name: str, line_no: int) -> float:
+    try:
+        v = float(tok)
+    except ValueError:
+        raise InputError(f"{name}:{line_no}: {tok.strip()[:40]!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(f"{name}:{line_no}: {tok.strip()[:40]!r} must be a positive number")
+    return v
+
+
+def _parse_csv(text: str, name: str) -> LatencyCurve:
+    rows = list(csv.reader(io.StringIO(text)))
+    header = [h.strip() for h in rows[0]]
+    if "size_bytes" not in header:
+        raise InputError(f"{name}:1: the CSV header needs a 'size_bytes' column (got {','.join(header)[:80]!r})")
+    lat_col = next((c for c in header if c in LATENCY_COLUMNS), None)
+    if lat_col is None:
+        raise InputError(f"{name}:1: the CSV header needs a 'latency_ns' or 'latency_cycles' column")
+    si, li = header.index("size_bytes"), header.index(lat_col)
+    sizes, lats = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(si, li):
+            raise InputError(f"{name}:{n}: expected {len(header)} columns, got {len(row)}")
+        sizes.append(_number(row[si], name, n))
+        lats.append(_number(row[li], name, n))
+    return _checked(LatencyCurve(sizes, lats, LATENCY_COLUMNS[lat_col], "csv"), name)
+
+
+def _parse_lmbench(text: str, name: str) -> LatencyCurve:
+    sizes, lats = [], []
+    blocks_seen = 0
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        if s.startswith('"') or s.lower().startswith("stride"):
+            blocks_seen += 1
+            if blocks_seen > 1 and sizes:
+                break  # only the first stride block
+            continue
+        parts = s.split()
+        if len(parts) != 2:
+            raise InputError(f"{name}:{n}: expected 'size_MB latency_ns' (lmbench lat_mem_rd) "
+                             f"or a CSV with size_bytes, got {s[:40]!r}")
+        sizes.append(_number(parts[0], name, n) * MB)
+        lats.append(_number(parts[1], name, n))
+    return _checked(LatencyCurve(sizes, lats, "ns", "lmbench"), name)
+
+
+def _checked(c: LatencyCurve, name: str) -> LatencyCurve:
+    if len(set(c.size_bytes)) < 4:
+        raise InputError(f"{name}: a curve needs at least 4 distinct sizes, got {len(set(c.size_bytes))}")
+    return c

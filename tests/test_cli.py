@@ -1,0 +1,98 @@
+"""CLI: help on every command, one-line errors with non-zero exits, infer end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from memprobe import cli
+from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
+
+COMMANDS = ["scan", "infer", "report", "plot", "compare", "train"]
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_explains_each_command(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert len(out) > 200 and "usage" in out
+
+
+@pytest.fixture
+def curve_csv(tmp_path):
+    sizes = geometric_sizes(4096, 256 << 20, 4)
+    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(512 << 10, 4.0), SimLevel(8 << 20, 15.0)], 100.0, sizes)
+    p = tmp_path / "curve.csv"
+    p.write_text("size_bytes,latency_ns\n" + "".join(f"{s},{v}\n" for s, v in zip(sizes, lat)))
+    return p
+
+
+def test_infer_json(curve_csv, capsys):
+    code, out, err = run(["infer", str(curve_csv), "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert [lv["name"] for lv in d["levels"]] == ["L1", "L2", "L3", "memory"]
+    assert d["levels"][1]["size_bytes"] == pytest.approx(512 << 10, rel=0.25)
+
+
+def test_infer_table(curve_csv, capsys):
+    code, out, _ = run(["infer", str(curve_csv)], capsys)
+    assert code == 0 and "L3" in out and "memory" in out
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "bin.dat").write_bytes(b"\x00\x01\x02\xff" * 10)
+    (tmp_path / "bad.csv").write_text("size_bytes,latency_ns\n1,abc\n")
+    (tmp_path / "scan.json").write_text("{not json")
+    (tmp_path / "other.json").write_text('{"schema": "other/9"}')
+    return [
+        (["infer", str(tmp_path / "missing.csv")], 2, "no such file"),
+        (["infer", str(tmp_path / "empty.csv")], 2, "empty"),
+        (["infer", str(tmp_path / "bin.dat")], 2, "binary"),
+        (["infer", str(tmp_path / "bad.csv")], 2, "not a number"),
+        (["report", str(tmp_path / "scan.json")], 2, "not valid JSON"),
+        (["report", str(tmp_path / "other.json")], 2, "schema"),
+        (["report", str(tmp_path / "nope.json")], 2, "no such file"),
+        (["scan", "--device", "tpu"], 2, "invalid choice"),
+        (["scan", "--max-size", "lots"], 2, "not a size"),
+        (["scan", "--max-size", "64T"], 3, "free memory"),
+        (["scan", "--out", "/proc/memprobe-cannot-write", "--no-train"], 4, "cannot write"),
+        (["frobnicate"], 2, "invalid choice"),
+    ]
+
+
+def test_bad_inputs_one_line_no_traceback(tmp_path, capsys):
+    for argv, code, needle in _bad_inputs(tmp_path):
+        try:
+            got = cli.main(argv)
+        except SystemExit as e:  # argparse usage errors
+            got = e.code
+        _, err = capsys.readouterr()
+        assert got == code, (argv, err)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], (argv, err)
+        assert "Traceback" not in err
+
+
+def test_no_traceback_in_a_real_process(tmp_path):
+    """The installed entry point, as a user runs it."""
+    (tmp_path / "bin.dat").write_bytes(b"\x00" * 64)
+    p = subprocess.run([sys.executable, "-m", "memprobe", "infer", str(tmp_path / "bin.dat")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_parse_size():
+    assert cli.parse_size("64M") == 64 << 20
+    assert cli.parse_size("1GiB") == 1 << 30
+    assert cli.parse_size("524288") == 512 << 10

@@ -1,0 +1,124 @@
+"""Inference recovers known hierarchies from simulated curves: count, sizes (25 %), latencies
+(10 %), across edge shapes, noise, densities and a VM's slice of an L3."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
+from memprobe.infer import InferenceError, infer_levels
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+def check(h, levels, memory_latency, size_tol=0.25, lat_tol=0.10):
+    assert len(h.levels) == len(levels) + 1, [(lv.name, lv.size_bytes, lv.latency) for lv in h.levels]
+    for got, want in zip(h.levels, levels):
+        assert got.size_bytes == pytest.approx(want.size_bytes, rel=size_tol), got
+        assert got.latency == pytest.approx(want.latency, rel=lat_tol), got
+    assert h.levels[-1].name == "memory" and h.levels[-1].size_bytes is None
+    assert h.levels[-1].latency == pytest.approx(memory_latency, rel=lat_tol)
+
+
+CASES = {
+    "zen3-like, sharp": ([SimLevel(32 * KiB, 1.3), SimLevel(512 * KiB, 4.0), SimLevel(32 * MiB, 14.0)], 95.0),
+    "two levels only": ([SimLevel(64 * KiB, 1.0), SimLevel(2 * MiB, 6.0)], 80.0),
+    "big L1 (M1-like)": ([SimLevel(128 * KiB, 0.9), SimLevel(12 * MiB, 5.5)], 95.0),
+    "small L1, 4 levels": ([SimLevel(16 * KiB, 1.0), SimLevel(256 * KiB, 3.5), SimLevel(2 * MiB, 9.0),
+                            SimLevel(32 * MiB, 25.0)], 110.0),
+    "colour edges (VM pages)": ([SimLevel(32 * KiB, 1.3, "colour"), SimLevel(512 * KiB, 4.5, "colour"),
+                                 SimLevel(8 * MiB, 16.0, "colour", ways=16)], 120.0),
+    "logistic edges": ([SimLevel(48 * KiB, 1.0, "logistic"), SimLevel(1 * MiB, 3.0, "logistic"),
+                        SimLevel(16 * MiB, 11.0, "logistic", width_oct=0.25)], 100.0),
+    "VM slice of a 32 MiB L3": ([SimLevel(32 * KiB, 1.4), SimLevel(512 * KiB, 5.0, "colour"),
+                                 SimLevel(4 * MiB, 18.0, "colour", ways=16)], 160.0),
+    "GPU-like, cycles": ([SimLevel(200 * KiB, 40.0), SimLevel(25 * MiB, 290.0), SimLevel(50 * MiB, 520.0, "logistic", width_oct=0.12)], 700.0),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("noise", [0.0, 0.02, 0.04])
+def test_recovers_hierarchy(name, noise):
+    levels, mem = CASES[name]
+    sizes = geometric_sizes(2 * KiB, max(256 * MiB, levels[-1].size_bytes * 8), 4)
+    lat = latency_curve(levels, mem, sizes, noise=noise, seed=hash(name) % 1000)
+    check(infer_levels(sizes, lat), levels, mem)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_noise_seeds_do_not_add_levels(seed):
+    levels, mem = CASES["zen3-like, sharp"]
+    sizes = geometric_sizes(4 * KiB, 256 * MiB, 4)
+    h = infer_levels(sizes, latency_curve(levels, mem, sizes, noise=0.04, seed=seed))
+    check(h, levels, mem)
+
+
+def test_one_point_per_octave():
+    """lmbench/sbc-bench density: sizes can only be placed within the octave they fall in."""
+    levels, mem = [SimLevel(32 * KiB, 1.2), SimLevel(512 * KiB, 4.0), SimLevel(8 * MiB, 12.0)], 110.0
+    sizes = geometric_sizes(4 * KiB, 128 * MiB, 1)
+    h = infer_levels(sizes, latency_curve(levels, mem, sizes))
+    check(h, levels, mem, size_tol=0.45)
+    for got, want in zip(h.levels, levels):
+        lo, hi = got.size_range_bytes
+        assert lo <= want.size_bytes <= hi
+
+
+def test_memory_not_reached_is_flagged():
+    levels = [SimLevel(32 * KiB, 1.0), SimLevel(1 * MiB, 4.0, "logistic")]
+    sizes = geometric_sizes(4 * KiB, int(1.6 * MiB), 4)  # stops inside the climb to memory
+    lat = latency_curve(levels, 100.0, sizes)
+    h = infer_levels(sizes, lat)
+    assert not h.memory_reached and h.warnings
+    assert h.levels[-1].name == "memory"
+
+
+def test_unit_is_carried_and_order_does_not_matter():
+    levels, mem = CASES["two levels only"]
+    sizes = geometric_sizes(4 * KiB, 64 * MiB, 4)
+    lat = latency_curve(levels, mem, sizes)
+    perm = np.random.default_rng(1).permutation(len(sizes))
+    h = infer_levels(sizes[perm], lat[perm], unit="cycles")
+    assert h.unit == "cycles"
+    check(h, levels, mem)
+
+
+def test_real_curve_of_this_vm():
+    """A huge-page curve measured by memprobe on an AMD EPYC Zen 3 KVM guest (2 vCPUs):
+    sysfs declares L1d 32 KiB and L2 512 KiB; the VM sees ~4 MiB of the 32 MiB L3."""
+    import csv
+    from pathlib import Path
+
+    rows = list(csv.DictReader(open(Path(__file__).parent / "data" / "zen3_kvm_hugepage.csv")))
+    h = infer_levels([float(r["size_bytes"]) for r in rows], [float(r["latency_ns"]) for r in rows])
+    assert len(h.levels) == 4
+    assert h.levels[0].size_bytes == pytest.approx(32 * KiB, rel=0.25)
+    assert h.levels[1].size_bytes == pytest.approx(512 * KiB, rel=0.25)
+    assert 2 * MiB < h.levels[2].size_bytes < 8 * MiB
+
+
+@pytest.mark.parametrize("sizes,lat", [([1, 2, 3], [1, 1, 1]), ([1, 2, 3, 4], [1, -1, 2, 3]),
+                                       ([1, 2, 3, 4], [1, 2, 3])])
+def test_bad_curves_raise_inference_error(sizes, lat):
+    with pytest.raises(InferenceError):
+        infer_levels(sizes, lat)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    l1_kib=st.sampled_from([16, 32, 48, 64, 128]),
+    ratio2=st.floats(8, 64), ratio3=st.floats(8, 64),
+    lat1=st.floats(0.7, 2.0), step2=st.floats(2.5, 5.0), step3=st.floats(2.5, 5.0), step_mem=st.floats(3, 10),
+    edge=st.sampled_from(["sharp", "colour", "logistic"]), noise=st.floats(0, 0.03), seed=st.integers(0, 99),
+)
+def test_random_three_level_hierarchies(l1_kib, ratio2, ratio3, lat1, step2, step3, step_mem, edge, noise, seed):
+    s1 = l1_kib * KiB
+    s2 = int(s1 * ratio2)
+    s3 = int(s2 * ratio3)
+    levels = [SimLevel(s1, lat1, edge), SimLevel(s2, lat1 * step2, edge), SimLevel(s3, lat1 * step2 * step3, edge)]
+    mem = levels[-1].latency * step_mem
+    sizes = geometric_sizes(2 * KiB, s3 * 16, 4)
+    check(infer_levels(sizes, latency_curve(levels, mem, sizes, noise=noise, seed=seed)), levels, mem)

@@ -1,0 +1,91 @@
+"""The CPU scan end to end at tiny sizes, and what happens when it is interrupted or a probe
+fails: the result keeps what was measured and is marked incomplete."""
+
+import json
+
+import pytest
+
+from memprobe import cli
+from memprobe.result import Curve, CurvePoint, DeviceResult, ScanResult
+from memprobe.scan import ScanContext, ScanOptions, Stage, new_result, run_scan, run_stages
+from memprobe.scan import cpu as cpu_scan
+from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
+
+TINY = dict(quick=True, max_size_bytes=256 << 10, repetitions=1, train=False)
+
+
+def only_latency_stages(monkeypatch):
+    """Keep the test fast: the latency part of the table only (ceilings have their own tests)."""
+    names = {"declared", "clock", "line", "latency", "levels"}
+    monkeypatch.setattr(cpu_scan, "_ceiling_stages", lambda: ())
+    monkeypatch.setattr(cpu_scan, "CPU_STAGES", tuple(s for s in cpu_scan.CPU_STAGES if s.name in names))
+
+
+def test_tiny_scan(monkeypatch):
+    only_latency_stages(monkeypatch)
+    seen = []
+    r = run_scan(ScanOptions(**TINY), lambda *a: seen.append(a[0]))
+    assert r.complete, r.devices["cpu"].warnings
+    dev = r.devices["cpu"]
+    assert dev.clock_ghz and dev.clock_ghz > 0.2
+    assert dev.curve("latency_hugepage").points
+    assert dev.levels and dev.levels[-1].name == "memory"
+    assert {"clock", "latency", "levels"} <= set(seen)
+    assert ScanResult.from_json(r.to_json()) == r
+
+
+def test_interrupt_keeps_what_was_measured(monkeypatch, tmp_path, capsys):
+    only_latency_stages(monkeypatch)
+
+    def boom(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cpu_scan, "CPU_STAGES", cpu_scan.CPU_STAGES[:2] + (Stage("boom", boom, "x"),))
+    code = cli.main(["scan", "--out", str(tmp_path), "--quick", "--no-train", "--no-progress"])
+    assert code == 130
+    d = json.loads((tmp_path / "scan.json").read_text())
+    assert d["complete"] is False and d["cpu"]["clock_ghz"] > 0
+    assert any("interrupted" in w for w in d["cpu"]["warnings"])
+    assert (tmp_path / "curves.csv").read_text().count("clock") >= 1
+
+
+def test_failing_probe_marks_incomplete(monkeypatch):
+    only_latency_stages(monkeypatch)
+
+    def broken(ctx):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(cpu_scan, "CPU_STAGES", cpu_scan.CPU_STAGES[:2] + (Stage("broken", broken, "x"),))
+    r = run_scan(ScanOptions(**TINY))
+    assert r.complete is False
+    assert any("probe exploded" in w for w in r.devices["cpu"].warnings)
+    assert r.devices["cpu"].clock_ghz  # the stage before it is kept
+
+
+def test_declared_facts_never_feed_inference():
+    sizes = geometric_sizes(4096, 128 << 20, 4)
+    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(512 << 10, 4.5)], 90.0, sizes)
+    levels = []
+    for declared in ({"data_caches": [{"level": 1, "size_bytes": 999}, {"level": 2, "size_bytes": 7}]}, {}):
+        dev = DeviceResult("cpu", "x", declared=declared, clock_ghz=3.0)
+        dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
+                                [CurvePoint(float(s), [float(v)]) for s, v in zip(sizes, lat)]))
+        ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
+        cpu_scan.stage_levels(ctx)
+        levels.append(dev.levels)
+    assert levels[0] == levels[1]
+    assert levels[0][1].size_bytes == pytest.approx(512 << 10, rel=0.25)
+    assert levels[0][0].latency_cycles == pytest.approx(1.3 * 3.0, rel=0.01)
+
+
+def test_sweep_sizes_are_geometric():
+    s = cpu_scan.sweep_sizes(4096, 1 << 20, 4)
+    assert s[0] == 4096 and s[-1] == 1 << 20 and len(s) == 33
+    assert all(b > a for a, b in zip(s, s[1:]))
+
+
+def test_run_stages_reports_progress_and_timing():
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
+    assert run_stages((Stage("noop", lambda c: None, "nothing"),), ctx)
+    assert "noop" in dev.extra["stage_seconds"]
