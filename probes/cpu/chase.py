@@ -98,6 +98,12 @@ def _timed(fn, *args) -> tuple[float, object]:
     return float(time.perf_counter_ns() - t0), r
 
 
+def _addr(p) -> np.uint64:
+    """Numba hands a uint64 back as a Python int; passed in again as int64 it would compile a
+    second chase where int64 and uint64 unify to float64 (a conversion on every hop)."""
+    return np.uint64(p)
+
+
 class ChaseProbe:
     """Pointer chase over `size_bytes` with slots `slot_bytes` apart (a cache line).
 
@@ -133,14 +139,16 @@ class ChaseProbe:
         assert self.buffer is not None, "setup() first"
         p = self.start_addr
         # one lap brings a cache-sized set in; past ~1M slots the set is beyond any cache anyway
-        p = chase(p, np.uint64((min(self.n_slots, 1 << 20) + 7) // 8 * 8))
+        p = _addr(chase(p, np.uint64((min(self.n_slots, 1 << 20) + 7) // 8 * 8)))
         hops = max(min_hops, 8) // 8 * 8
         dt, p = _timed(chase, p, np.uint64(hops))
+        p = _addr(p)
         per_hop = max(dt / hops, 0.05)
         hops = int(max(min_hops, target_ns / per_hop)) // 8 * 8
         out = []
         for _ in range(repetitions):
             dt, p = _timed(chase, p, np.uint64(hops))
+            p = _addr(p)
             out.append(dt / hops)
         return out
 
