@@ -1,0 +1,67 @@
+"""Repeated CPU scans: time of the latency part (first run with an empty Numba cache, so JIT
+included) against its budget, and the inferred L1/L2/L3 of each run beside the declared sizes.
+
+Targets (issue 3): latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2
+within 25 % of the declared sizes across repeated scans. Declared sizes are read only to score.
+
+usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full]
+  --full times the whole scan (every stage, training study excluded) against 60 s instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import table
+
+LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "levels")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full", action="store_true")
+    args = ap.parse_args()
+    budget = 60.0 if args.full else (10.0 if args.quick else 30.0)
+    rows, ok_l1, ok_l2 = [], 0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba-cache"))  # run 1: cold JIT
+        for run in range(args.runs):
+            out = Path(tmp) / f"scan{run}"
+            cmd = [sys.executable, "-m", "memprobe", "scan", "--no-train", "--no-progress", "--out", str(out)]
+            if args.quick:
+                cmd.append("--quick")
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if p.returncode != 0:
+                print(p.stderr, file=sys.stderr)
+                return 1
+            d = json.loads((out / "scan.json").read_text())
+            cpu = d["cpu"]
+            secs = cpu["extra"]["stage_seconds"]
+            t = sum(v for k, v in secs.items() if args.full or k in LATENCY_STAGES)
+            declared = {f"L{c['level']}": c["size_bytes"] for c in cpu["declared"].get("data_caches", [])}
+            sizes = {lv["name"]: lv["size_bytes"] for lv in cpu["levels"]}
+            r1 = sizes.get("L1", 0) / declared["L1"] if declared.get("L1") else float("nan")
+            r2 = sizes.get("L2", 0) / declared["L2"] if declared.get("L2") else float("nan")
+            ok_l1 += abs(r1 - 1) <= 0.25
+            ok_l2 += abs(r2 - 1) <= 0.25
+            rows.append([str(run + 1) + (" (cold JIT)" if run == 0 else ""), f"{t:.1f}", f"{t / budget:.2f}",
+                         f"{sizes.get('L1', 0) / 1024:.0f} KiB ({r1:.2f})", f"{sizes.get('L2', 0) / 1024:.0f} KiB ({r2:.2f})",
+                         f"{(sizes.get('L3') or 0) / 2**20:.1f} MiB", str(len(cpu["levels"]) - 1),
+                         f"{cpu['levels'][-1]['latency_ns']:.0f} ns"])
+    what = "whole scan" if args.full else "latency part"
+    print(table(["run", f"{what} s", f"/ {budget:.0f} s budget", "L1 (vs declared)", "L2 (vs declared)",
+                 "L3", "caches", "memory"], rows))
+    print(f"L1 within 25 %: {ok_l1}/{args.runs} runs; L2 within 25 %: {ok_l2}/{args.runs} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
