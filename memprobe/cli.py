@@ -297,7 +297,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from memprobe.scan import ScanOptions, new_result, run_scan
-    from memprobe.train import run_training_study
+    from memprobe.scan.training import run_training_study
 
     if args.scan is not None:
         result = _load_scan(args.scan)

@@ -1,0 +1,154 @@
+"""The training study as a scan stage (after stage 4: result -> **train** -> result -> report).
+
+Runs memprobe.train against the levels and ceilings already in the ScanResult: for each device
+with levels (CPU, and the GPU when scanned), the sweep of real training steps beside the model's
+prediction, the MNIST-shaped epoch, and the CPU-vs-GPU speed-up; writes `result.training`.
+A device whose bandwidth figures are missing gets a warning and no points, never invented
+numbers. The library never prints: progress goes through the callback.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from memprobe.result import ScanResult
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+# wall-clock budgets for the timed sweep points (the rest of the study, overheads, rates and the
+# MNIST epoch, comes on top: about 3 s here); the study's target is <= 30 s (quick: <= 8 s)
+SWEEP_BUDGET_S = {"cpu": 18.0, "gpu": 30.0}
+QUICK_SWEEP_BUDGET_S = {"cpu": 3.5, "gpu": 6.0}
+
+
+def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
+    return None
+
+
+def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = False,
+                       framework: str = "numpy", progress: ProgressFn = _noop,
+                       budget_s: float | None = None, mnist: bool = True) -> dict[str, Any]:
+    """Run the study for `device` ("cpu" | "gpu" | "all") against the scan in `result`, store
+    it in `result.training` (merged with what is there for other devices) and return it.
+
+    Devices without levels or bandwidth figures are skipped with a warning in result.warnings.
+    `memprobe train` calls this; `scan_training` calls it at the end of a scan."""
+    from memprobe.train import model as M
+    from memprobe.train import network as N
+    from memprobe.train import sweep as S
+
+    t0 = time.perf_counter()
+    wanted = ["cpu", "gpu"] if device == "all" else [device]
+    training: dict[str, Any] = {
+        "points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {}, "mnist": {},
+        "speedup": [], "gpu_wins_from_width": {}, "claims": [], "summary": {},
+        "settings": {"framework": framework, "quick": quick, "layers": S.LAYERS,
+                     "batches": list(S.SWEEP_BATCHES), "multiples": list(S.SWEEP_MULTIPLES),
+                     "steps": S.STEPS, "warmup": S.WARMUP, "overhead_width": S.OVERHEAD_WIDTH,
+                     "parallel_min_elements": N.PARALLEL_MIN_ELEMENTS},
+        "method": ("predicted_s = sum over ops max(FLOPs/P, sum operand bytes/BW(level, kernel)) + "
+                   "sum call overheads; level = smallest holding the operand's reuse footprint; "
+                   "kernel = STREAM kernel with the nearest read:write mix; P per shape class "
+                   "measured on isolated in-cache calls; nothing fitted to step times. "
+                   "predicted_max_s = max(sum FLOPs/P, sum bytes/BW); predicted_sum_s = their sum; "
+                   "spread = (max-min)/median of the timed steps"),
+    }
+    ceilings_by_dev: dict[str, Any] = {}
+    for dev in wanted:
+        dres = result.devices.get(dev)
+        if dres is None or not dres.levels:
+            if device != "all" or dev == "cpu":
+                result.warnings.append(f"training study: no {dev} levels in this scan, {dev} skipped")
+            continue
+        if dev == "gpu" and framework == "numpy" and not N.gpu_available():
+            result.warnings.append("training study: GPU levels present but CuPy/numba.cuda unusable here, GPU skipped")
+            continue
+        budget = budget_s if budget_s is not None else (QUICK_SWEEP_BUDGET_S if quick else SWEEP_BUDGET_S)[dev]
+        try:
+            sw = S.run_device_sweep(dres, dev, quick, framework, progress, budget)
+        except M.MissingCeiling as exc:
+            result.warnings.append(f"training study: {dev} skipped, the prediction needs a ceiling "
+                                   f"the scan lacks ({exc}); run the bandwidth/compute stages first")
+            continue
+        training["points"] += sw["points"]
+        training["skipped"] += sw["skipped"]
+        training["overhead_s"][dev] = sw["overhead_s"]
+        training["gemm_rates"][dev] = sw["gemm_rates"]
+        training["settings"][f"{dev}_blas_threads_control"] = sw["blas_threads_control"]
+        result.warnings += [f"training study ({dev}): {w}" for w in sw["warnings"]]
+        if mnist:
+            progress("training", 0, 1, f"{dev}: MNIST-shaped epoch")
+            tkey = "threads_all"
+            nthr = N.max_threads() if dev == "cpu" else 0
+            ceil = M.ceilings_from_device(dres, tkey, max(nthr, 1), _rates_back(sw["gemm_rates"][tkey]),
+                                          sw["overhead_s"][tkey])
+            ceilings_by_dev[dev] = ceil
+            limit = 3.0 if quick else 10.0
+            if dev == "cpu":
+                with N.cpu_threads(nthr):
+                    training["mnist"][dev] = S.run_mnist_epoch("cpu", framework, nthr, ceil, limit_s=limit)
+            else:
+                training["mnist"][dev] = S.run_mnist_epoch("gpu", framework, 0, ceil, limit_s=limit)
+            if not training["mnist"][dev]["complete"]:
+                result.warnings.append(f"training study: the {dev} MNIST-shaped epoch passed {limit:.0f} s "
+                                       f"(a busy machine?): stopped early, epoch time extrapolated")
+    cpu_pts = [p for p in training["points"] if p["device"] == "cpu"]
+    gpu_pts = [p for p in training["points"] if p["device"] == "gpu"]
+    if cpu_pts and gpu_pts:
+        # the GPU sweep's widths come from the GPU's capacities: time the CPU (all threads) at
+        # those widths too, so every GPU point has a partner
+        have = {(p["width"], p["batch"]) for p in cpu_pts if p["threads"] == "threads_all"}
+        nthr = N.max_threads()
+        for g in gpu_pts:
+            if (g["width"], g["batch"]) in have:
+                continue
+            shape = N.NetShape.square(g["width"], g["layers"], g["batch"])
+            if M.working_set_bytes(shape) > 2 << 30:
+                continue
+            with N.cpu_threads(nthr):
+                samples = S.measure_point(shape, "cpu", framework, nthr, steps=S.STEPS, warmup=1)
+            cpu_pts.append({"width": g["width"], "batch": g["batch"], "threads": "threads_all",
+                            "measured_s": sorted(samples)[len(samples) // 2]})
+        training["speedup"] = S.pair_speedups(cpu_pts, gpu_pts)
+        training["gpu_wins_from_width"] = S.gpu_wins_from(training["speedup"])
+    training["claims"] = S.judge_claims(training["mnist"].get("cpu"), training["mnist"].get("gpu"),
+                                        training["speedup"])
+    training["summary"] = S.summarize(training["points"])
+    training["summary"]["study_s"] = round(time.perf_counter() - t0, 2)
+    # keep what an earlier call stored for another device
+    old = result.training or {}
+    if old.get("points") and device != "all":
+        keep = [p for p in old["points"] if p.get("device") not in wanted]
+        training["points"] = keep + training["points"]
+        training["summary"] = {**S.summarize(training["points"]), "study_s": training["summary"]["study_s"]}
+    result.training = training
+    return training
+
+
+def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float]]:
+    """The rates table as the model reads it (FLOP/s, (batch, width) keys) from its JSON form."""
+    from memprobe.train.sweep import rates_from_json
+
+    return rates_from_json(stored["rates_gflops"])
+
+
+def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> bool:
+    """The scan's training stage: every device in the result that has levels. Returns False
+    only when the study itself failed (a warning says why); a device lacking ceilings is a
+    warning, not a failure."""
+    devs = [k for k, d in result.devices.items() if d.levels]
+    if not devs:
+        result.warnings.append("training study: no device with inferred levels, skipped")
+        return True
+    progress("training", 0, 1, "training study")
+    try:
+        run_training_study(result, device="all" if len(devs) > 1 else devs[0],
+                           quick=bool(getattr(options, "quick", False)), progress=progress)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing study must not lose the scan
+        result.warnings.append(f"training study failed: {exc.__class__.__name__}: {exc}")
+        return False
+    progress("training", 1, 1, "training study")
+    return True

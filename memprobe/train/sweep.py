@@ -1,0 +1,586 @@
+"""The training study's measurements (beside stage 4: result -> **train** -> report).
+
+Plans the sweep from *this scan's* inferred capacities (widths whose step working set lands at
+0.25..4 x each level, plus a small-width point where call overhead rules), measures the model's
+own inputs that the scan does not hold (per-call overhead, per-shape-class GEMM and elementwise
+rates, all on isolated calls at fixed in-cache sizes, never on a training step), times real
+training steps (median of >= 20 after warm-up, spread and every sample kept), runs the
+MNIST-shaped epoch, and pairs CPU and GPU points for the speed-up. Nothing prints.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from memprobe.train import model as M
+from memprobe.train import network as N
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+SWEEP_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
+SWEEP_BATCHES = (1, 16, 256)
+LAYERS = 3
+OVERHEAD_WIDTH = 8  # so small that every op is a call, not work
+MIN_WIDTH = 4
+WIDTH_ALIGN = 8  # 32-byte rows: BLAS and the kernels vectorise without a ragged tail
+STEPS = 20
+WARMUP = 2
+RATE_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)  # GEMM shape classes: one per width octave
+MNIST_DIMS = (784, 256, 256, 10)
+MNIST_SAMPLES = 60_000
+MNIST_BATCH = 64
+
+
+def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
+    return None
+
+
+def spread(samples: list[float]) -> float:
+    """(max - min) / median, the same convention as result.CurvePoint.spread."""
+    if len(samples) < 2:
+        return 0.0
+    med = statistics.median(samples)
+    return (max(samples) - min(samples)) / med if med else math.nan
+
+
+# ---- planning ----------------------------------------------------------------------------------
+@dataclass
+class SweepPoint:
+    level: str  # the level whose capacity the width was chosen against ("overhead" for the tiny one)
+    capacity_multiple: float | None  # working set / that capacity, after rounding the width
+    width: int
+    layers: int
+    batch: int
+    working_set_bytes: int
+
+
+def width_for_working_set(target_bytes: float, layers: int, batch: int, align: int = WIDTH_ALIGN) -> int:
+    """The aligned width whose step working set is nearest `target_bytes` (log scale)."""
+    def ws(w: int) -> int:
+        return M.working_set_bytes(N.NetShape.square(w, layers, batch))
+
+    lo, hi = 1, 1
+    while ws(hi) < target_bytes:
+        hi *= 2
+    while hi - lo > 1:  # largest w with ws(w) <= target
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ws(mid) <= target_bytes else (lo, mid)
+    cands = {max(align, (lo // align) * align), max(align, -(-lo // align) * align),
+             max(align, -(-hi // align) * align)}
+    return min(cands, key=lambda w: abs(math.log(ws(w) / target_bytes)))
+
+
+def plan_points(capacities: list[tuple[str, int]], batches: tuple[int, ...] = SWEEP_BATCHES,
+                layers: int = LAYERS, multiples: tuple[float, ...] = SWEEP_MULTIPLES,
+                max_working_set_bytes: float | None = None) -> list[SweepPoint]:
+    """Points per batch: for each (level, capacity) nearest first and each multiple, the width
+    whose working set is nearest multiple x capacity; one width serves one point (the first
+    level that asked for it), plus the overhead point. Targets whose width would fall under
+    MIN_WIDTH (big batches inside L1) or whose working set exceeds the cap are left out."""
+    out: list[SweepPoint] = []
+    for batch in batches:
+        seen: set[int] = set()
+        shape = N.NetShape.square(OVERHEAD_WIDTH, layers, batch)
+        out.append(SweepPoint("overhead", None, OVERHEAD_WIDTH, layers, batch, M.working_set_bytes(shape)))
+        seen.add(OVERHEAD_WIDTH)
+        for name, cap in capacities:
+            for m in multiples:
+                target = m * cap
+                if max_working_set_bytes and target > max_working_set_bytes:
+                    continue
+                w = width_for_working_set(target, layers, batch)
+                ws = M.working_set_bytes(N.NetShape.square(w, layers, batch))
+                if w < MIN_WIDTH or w in seen or ws > 1.5 * target or ws < target / 1.5:
+                    continue
+                seen.add(w)
+                out.append(SweepPoint(name, round(ws / cap, 3), w, layers, batch, ws))
+    return out
+
+
+def capacities_of(device: Any) -> list[tuple[str, int]]:
+    """(name, size_bytes) of every level that has a capacity (main memory has none)."""
+    return [(lv.name, int(lv.size_bytes)) for lv in device.levels if lv.size_bytes]
+
+
+# ---- the model's own inputs: call overhead and shape-class rates -------------------------------
+def _plan_call_s(calls: list[Callable[[], Any]]) -> float:
+    # seconds per call of a list of bound calls run as CpuNetwork.step runs its plan
+    reps = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for call in calls:
+            call()
+        reps.append((time.perf_counter() - t0) / len(calls))
+    return statistics.median(reps)
+
+
+def _median_call_s(fn: Callable[[], Any], n: int) -> float:
+    # time batches of calls (one call is below timer resolution) and keep the best batch: a
+    # ceiling is what the op can do, and on a shared machine other tenants only ever add time
+    reps = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        reps.append((time.perf_counter() - t0) / n)
+    return min(reps)
+
+
+def measure_cpu_overheads(threads: int) -> dict[str, float]:
+    """Seconds per call of an empty-work call of each dispatch class: a 1x1 NumPy matmul (the
+    Python -> NumPy -> BLAS path), an empty @njit call, an empty prange call (thread wake-up)."""
+    from functools import partial
+
+    a = np.ones((1, 1), N.DTYPE)
+    c = np.empty((1, 1), N.DTYPE)
+    lab, lab2 = np.zeros(1, np.int32), np.zeros(1, np.int32)
+    N.SERIAL["empty"](a)
+    # bound calls, as the network's step plan issues them (partial objects, views made once)
+    out = {"gemm": _plan_call_s([partial(np.matmul, a, a, out=c)] * 2000),
+           "serial": _plan_call_s([partial(N.SERIAL["empty"], a)] * 2000),
+           # the data-loading op is two copies (inputs and labels)
+           "copyto": 2 * _plan_call_s([partial(np.copyto, c, a), partial(np.copyto, lab, lab2)] * 1000)}
+    if threads > 1:
+        per_thread = np.zeros(threads, N.DTYPE)
+        N.PARALLEL["empty_parallel"](per_thread)
+        out["parallel"] = _plan_call_s([partial(N.PARALLEL["empty_parallel"], per_thread)] * 500)
+    else:
+        out["parallel"] = out["serial"]
+    return out
+
+
+def _rate(flops: float, t_s: float, overhead_s: float) -> float | None:
+    # the call's overhead is a separate term of the model: take it out of the rate, but only
+    # where the work clearly dominates (else the difference is noise)
+    if t_s < 3 * overhead_s:
+        return None
+    return flops / (t_s - overhead_s)
+
+
+def _gemm_call(kind: str, batch: int, width: int) -> tuple[Callable[[], Any], float]:
+    rng = np.random.default_rng(0)
+    a = rng.random((batch, width), dtype=np.float32)
+    w = rng.random((width, width), dtype=np.float32)
+    o = np.empty((batch, width), np.float32)
+    g = np.empty((width, width), np.float32)
+    fl = 2.0 * batch * width * width
+    if kind == "fwd":
+        return (lambda: np.matmul(a, w, out=o)), fl
+    if kind == "bwd_data":
+        return (lambda: np.matmul(a, w.T, out=o)), fl
+    return (lambda: np.matmul(a.T, o, out=g)), fl
+
+
+def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[str, float],
+                      max_bytes: float) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
+    """The compute ceiling of each op class at this thread count: for GEMMs, per kind, batch
+    and width octave (RATE_WIDTHS) whose operands fit `max_bytes` (in cache, so the rate is the
+    shape's, not memory's: BLAS efficiency and its threading decisions change with the shape),
+    FLOP/s with the call overhead taken out; for elementwise kernels, one in-cache size per
+    build. Measured on isolated calls, never on a training step."""
+    rates: dict[str, dict[tuple[int, int], float]] = {}
+    raw: list[dict[str, Any]] = []
+    for kind in M.GEMM_KINDS:
+        for b in batches:
+            for wd in RATE_WIDTHS:
+                if (wd * wd + 2 * b * wd) * 4 > max_bytes:
+                    continue
+                fn, fl = _gemm_call(kind, b, wd)
+                fn()
+                n = max(1, min(200, int(1e6 / max(fl, 1.0))))
+                t = _median_call_s(fn, n)
+                r = _rate(fl, t, overhead_s["gemm"])
+                raw.append({"class": kind, "batch": b, "width": wd, "call_s": t,
+                            "gflops": None if r is None else r / 1e9})
+                if r is not None:
+                    rates.setdefault(kind, {})[(b, wd)] = r
+    # elementwise: the serial build from 16 Ki elements (in L1/L2), the prange build from the size
+    # where the network starts using it; the size grows until the work clearly exceeds the call
+    # overhead (else the rate is lost in the noise)
+    builds = [("serial", N.SERIAL, (64, 256))]
+    if threads > 1:
+        builds.append(("parallel", N.PARALLEL, (N.PARALLEL_MIN_ELEMENTS // 1024, 1024)))
+    rng = np.random.default_rng(1)
+    for build, table, (n0, m) in builds:
+        for name in ("bias_relu", "softmax_xent", "bias_grad", "relu_bwd_bias_grad", "sgd_update"):
+            for grow in range(4):
+                n = n0 * 4 ** grow
+                t, fl = _elementwise_call_s(table, name, n, m, rng)
+                r = _rate(fl, t, overhead_s[build])
+                if r is not None:
+                    break
+            if r is None:  # still overhead-sized: keep the overhead inside the rate (conservative)
+                r = fl / t
+            raw.append({"class": f"{name}:{build}", "batch": None, "width": m, "rows": n, "call_s": t,
+                        "gflops": r / 1e9})
+            rates[f"{name}:{build}"] = {(0, 0): r}
+    return rates, raw
+
+
+def rates_to_json(rates: dict[str, dict[tuple[int, int], float]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{class: {batch: {width: GFLOP/s}}} with string keys (JSON)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for c, t in rates.items():
+        for (b, w), r in sorted(t.items()):
+            out.setdefault(c, {}).setdefault(str(b), {})[str(w)] = r / 1e9
+    return out
+
+
+def rates_from_json(stored: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[tuple[int, int], float]]:
+    return {c: {(int(b), int(w)): g * 1e9 for b, row in t.items() for w, g in row.items()}
+            for c, t in stored.items()}
+
+
+def _elementwise_call_s(table: dict[str, Callable], name: str, n: int, m: int,
+                        rng: np.random.Generator) -> tuple[float, float]:
+    """Seconds per call of one elementwise kernel on an n x m operand, and its FLOPs."""
+    z = rng.standard_normal((n, m), dtype=np.float32)
+    z2 = z.copy()
+    b = np.zeros(m, np.float32)
+    db = np.zeros(m, np.float32)
+    lab = rng.integers(0, m, n).astype(np.int32)
+    k = table[name]
+    fn, fl = {
+        "bias_relu": (lambda: k(z, b), 2.0 * n * m),
+        "softmax_xent": (lambda: k(z, b, lab, z2), float(M.SOFTMAX_FLOPS_PER_ELEMENT * n * m)),
+        "bias_grad": (lambda: k(z, db), float(n * m)),
+        "relu_bwd_bias_grad": (lambda: k(z2, z, db), 2.0 * n * m),
+        "sgd_update": (lambda: k(z.reshape(-1), z2.reshape(-1), b, db, 1e-9), 2.0 * (n * m + m)),
+    }[name]
+    fn()
+    return _median_call_s(fn, max(1, min(20, int(2e6 / (n * m))))), fl
+
+
+# ---- running points ----------------------------------------------------------------------------
+def measure_point(shape: N.NetShape, device: str, framework: str, threads: int,
+                  steps: int = STEPS, warmup: int = WARMUP) -> list[float]:
+    """Seconds per step of `steps` real training steps after `warmup`."""
+    net = N.make_network(shape, device=device, framework=framework, threads=threads)
+    x, labels = N.batch_data(net, shape)
+    return N.time_steps(net, x, labels, steps, warmup)
+
+
+def point_record(device: str, pt: SweepPoint, threads_key: str, pred: M.Prediction,
+                 samples: list[float], ceilings: M.Ceilings) -> dict[str, Any]:
+    meas = statistics.median(samples)
+    # the fraction of the bounding ceiling achieved: the roofline time (no overhead) over the
+    # measured time (1.0 = the step ran at its ceilings; overhead-bound points sit far below)
+    return {
+        "device": device, "level": pt.level, "capacity_multiple": pt.capacity_multiple,
+        "width": pt.width, "layers": pt.layers, "batch": pt.batch, "threads": threads_key,
+        "n_threads": ceilings.threads,
+        "working_set_bytes": pt.working_set_bytes, "flops": pred.flops, "bytes": pred.bytes,
+        "measured_s": meas, "measured_spread": spread(samples), "samples_s": samples,
+        "predicted_s": pred.predicted_s, "predicted_max_s": pred.predicted_max_s,
+        "predicted_sum_s": pred.predicted_sum_s,
+        "error": (pred.predicted_s - meas) / meas,
+        "error_max": (pred.predicted_max_s - meas) / meas,
+        "error_sum": (pred.predicted_sum_s - meas) / meas,
+        "achieved_fraction": pred.roofline_s / meas, "bound": pred.bound,
+        "compute_s": pred.compute_s, "memory_s": pred.memory_s, "overhead_s": pred.overhead_s,
+        "levels_used": sorted({lv for op in pred.ops for lv in op.levels.values()}),
+    }
+
+
+def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median |error| of the model and of both baselines, per regime."""
+    def med(sel: list[dict[str, Any]], key: str) -> float | None:
+        v = [abs(p[key]) for p in sel if p.get(key) is not None and math.isfinite(p[key])]
+        return statistics.median(v) if v else None
+
+    out: dict[str, Any] = {}
+    groups = {
+        "batch_ge16": [p for p in points if p["batch"] >= 16 and p["level"] != "overhead"],
+        "batch_1": [p for p in points if p["batch"] == 1 and p["level"] != "overhead"],
+        "overhead_regime": [p for p in points if p["level"] == "overhead" or p["bound"] == "overhead"],
+        "all": points,
+    }
+    for dev in sorted({p["device"] for p in points}):
+        for name, sel in groups.items():
+            s = [p for p in sel if p["device"] == dev]
+            tag = name if dev == "cpu" else f"{dev}_{name}"
+            out[f"median_abs_error_{tag}"] = med(s, "error")
+            out[f"median_abs_error_max_{tag}"] = med(s, "error_max")
+            out[f"median_abs_error_sum_{tag}"] = med(s, "error_sum")
+            out[f"n_points_{tag}"] = len(s)
+    return out
+
+
+def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = False,
+                     framework: str = "numpy", progress: ProgressFn = _noop,
+                     budget_s: float | None = None, free_bytes: float | None = None) -> dict[str, Any]:
+    """Measure the model's inputs, plan and time the sweep for one device; returns
+    {"points", "skipped", "overhead_s", "gemm_rates", "ceilings", "warnings"}.
+
+    Points run cheapest first (cost estimated by the model's own prediction, so no measured
+    step is used) until the time budget is spent; the rest are listed as skipped."""
+    budget = budget_s if budget_s is not None else (4.0 if quick else 18.0)
+    warnings: list[str] = []
+    if free_bytes is None:
+        import psutil
+
+        free_bytes = psutil.virtual_memory().available
+    caps = capacities_of(device_result)
+    if not caps:
+        raise M.MissingCeiling(f"{device}: no level with a capacity in the scan")
+    n_all = N.max_threads() if device == "cpu" else 1
+    thread_runs = [("threads_1", 1), ("threads_all", n_all)] if device == "cpu" else [("threads_all", 1)]
+    if device == "cpu" and n_all == 1:
+        thread_runs = thread_runs[:1]
+    points_plan = plan_points(caps, max_working_set_bytes=free_bytes / 4)
+    last_cache = caps[-1][1]
+    out: dict[str, Any] = {"points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {},
+                           "ceilings_source": {}, "warnings": warnings, "blas_threads_control": None}
+    preds: list[tuple[float, SweepPoint, str, int, M.Prediction, M.Ceilings]] = []
+    how = "n/a"
+    for k, (tkey, nthr) in enumerate(thread_runs):
+        progress("training", k, len(thread_runs) + 1, f"{device} {tkey}: overhead and rates")
+        if device == "cpu":
+            with N.cpu_threads(nthr) as how:
+                out["blas_threads_control"] = how
+                over = measure_cpu_overheads(nthr)
+                rates, raw = measure_cpu_rates(nthr, tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH})), over,
+                                               max_bytes=min(last_cache / 2, 8 << 20))
+            dispatch = M.cpu_dispatch(nthr, N.PARALLEL_MIN_ELEMENTS)
+        else:
+            over = measure_gpu_overheads()
+            rates, raw = measure_gpu_rates(tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH})), over)
+            dispatch = M.gpu_dispatch
+        if how == "none" and device == "cpu" and nthr == 1:
+            warnings.append("could not set BLAS threads at run time: one-thread points ran BLAS with its default threads")
+        out["overhead_s"][tkey] = over
+        out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(rates), "raw": raw}
+        ceil = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
+        for pt in points_plan:
+            shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
+            pred = M.predict_step(shape, ceil, dispatch)
+            cost = (STEPS + WARMUP) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9  # + init
+            preds.append((cost, pt, tkey, nthr, pred, ceil))
+    preds.sort(key=lambda t: t[0])
+    t_start = time.perf_counter()
+    for k, (cost, pt, tkey, nthr, pred, ceil) in enumerate(preds):
+        spent = time.perf_counter() - t_start
+        if spent + cost > budget:
+            out["skipped"].append({**asdict(pt), "threads": tkey, "device": device,
+                                   "predicted_s": pred.predicted_s,
+                                   "why": f"time budget ({budget:.0f} s): about {cost:.1f} s more"})
+            continue
+        shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
+        progress("training", k + 1, len(preds), f"{device} {tkey} W={pt.width} B={pt.batch}")
+        if device == "cpu":
+            with N.cpu_threads(nthr):
+                samples = measure_point(shape, "cpu", framework, nthr)
+        else:
+            samples = measure_point(shape, "gpu", framework, 0)
+        out["points"].append(point_record(device, pt, tkey, pred, samples, ceil))
+    out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
+    return out
+
+
+# ---- GPU inputs ---------------------------------------------------------------------------------
+def measure_gpu_overheads() -> dict[str, float]:
+    """Seconds per call for an empty numba.cuda kernel launch and a 1x1 CuPy matmul, each a
+    batch of back-to-back calls then one synchronise (launches queue; their cost is the issue)."""
+    xp = N.gpu_array_module()
+    k = N._cuda_kernels()
+    a = xp.ones((1, 1), np.float32)
+    c = xp.empty((1, 1), np.float32)
+    n = 3 if N.cuda_simulated() else 2000
+
+    def sync() -> None:
+        if xp is not np:
+            xp.cuda.runtime.deviceSynchronize()
+
+    def many(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(n):
+                fn()
+            sync()
+        return run
+
+    launch = many(lambda: k["empty"][1, 1 if N.cuda_simulated() else 32](a))
+    mm = many(lambda: xp.matmul(a, a, out=c))
+    launch()
+    mm()
+    return {"kernel": _median_call_s(launch, 1) / n, "gemm": _median_call_s(mm, 1) / n}
+
+
+def measure_gpu_rates(batches: tuple[int, ...], overhead_s: dict[str, float]
+                      ) -> tuple[dict[str, dict[int, float]], list[dict[str, Any]]]:
+    """GEMM shape-class rates through CuPy (per batch and width, launch overhead taken out) and one
+    elementwise rate per kernel, on isolated calls."""
+    xp = N.gpu_array_module()
+    sim = N.cuda_simulated()
+    widths = (16,) if sim else (256, 512, 1024, 2048)
+    rates: dict[str, dict[int, float]] = {}
+    raw: list[dict[str, Any]] = []
+
+    def timed(fn: Callable[[], Any], n: int) -> float:
+        def run() -> None:
+            for _ in range(n):
+                fn()
+            if xp is not np:
+                xp.cuda.runtime.deviceSynchronize()
+        run()
+        return _median_call_s(run, 1) / n
+
+    for kind in M.GEMM_KINDS:
+        for b in batches:
+            for wd in widths:
+                a = xp.ones((b, wd), np.float32)
+                w = xp.ones((wd, wd), np.float32)
+                o = xp.empty((b, wd), np.float32)
+                g = xp.empty((wd, wd), np.float32)
+                fn = {"fwd": lambda: xp.matmul(a, w, out=o), "bwd_data": lambda: xp.matmul(a, w.T, out=o),
+                      "bwd_weight": lambda: xp.matmul(a.T, o, out=g)}[kind]
+                fl = 2.0 * b * wd * wd
+                t = timed(fn, 3 if sim else 50)
+                r = _rate(fl, t, overhead_s["gemm"]) if not sim else fl / t
+                raw.append({"class": kind, "batch": b, "width": wd, "call_s": t,
+                            "gflops": None if r is None else r / 1e9})
+                if r is not None:
+                    rates.setdefault(kind, {})[(b, wd)] = r
+    k = N._cuda_kernels()
+    n, m = (4, 8) if sim else (1024, 1024)
+    z = xp.ones((n, m), np.float32)
+    z2 = xp.ones((n, m), np.float32)
+    bb = xp.zeros(m, np.float32)
+    db = xp.zeros(m, np.float32)
+    lab = xp.zeros(n, np.int32)
+    loss = xp.zeros(1, np.float32)
+    g2, t2 = N._grid2(n, m)
+    calls = {
+        "bias_relu": (lambda: k["bias_relu"][g2, t2](z, bb), 2.0 * n * m),
+        "softmax_xent": (lambda: k["softmax_xent"][N._grid1(n)](z, bb, lab, z2, loss),
+                         float(M.SOFTMAX_FLOPS_PER_ELEMENT * n * m)),
+        "bias_grad": (lambda: k["bias_grad"][N._grid1(m)](z, db), float(n * m)),
+        "relu_bwd_bias_grad": (lambda: k["relu_bwd_bias_grad"][N._grid1(m)](z2, z, db), 2.0 * n * m),
+        "sgd_update": (lambda: k["sgd_update"][N._grid1(n * m)](z.reshape(-1), z2.reshape(-1), bb, db,
+                                                                np.float32(0)), 2.0 * (n * m + m)),
+    }
+    for name, (fn, fl) in calls.items():
+        t = timed(fn, 1 if sim else 50)
+        r = _rate(fl, t, overhead_s["kernel"]) if not sim else fl / t
+        raw.append({"class": f"{name}:kernel", "batch": None, "width": m, "call_s": t,
+                    "gflops": None if r is None else r / 1e9})
+        if r is not None:
+            rates[f"{name}:kernel"] = {(0, 0): r}
+    return rates, raw
+
+
+# ---- the MNIST-shaped epoch and the claims it tests -------------------------------------------
+CLAIMS = (
+    {"id": "cpu_several_dozen_to_hundreds_slower",
+     "text": "CPU training is several dozen to several hundred times slower than GPU training",
+     "low": 24.0, "high": 500.0},
+    {"id": "mnist_epoch_40s_8cores_vs_2s_rtx4090",
+     "text": "an MNIST epoch takes 40 s on 8 CPU cores and 2 s on an RTX 4090",
+     "cpu_s": 40.0, "cpu_cores": 8, "gpu_s": 2.0},
+)
+
+
+def run_mnist_epoch(device: str = "cpu", framework: str = "numpy", threads: int = 1,
+                    ceilings: M.Ceilings | None = None, seed: int = 0,
+                    samples: int = MNIST_SAMPLES, limit_s: float = 20.0) -> dict[str, Any]:
+    """One epoch of an MLP 784-256-256-10 over 60,000 synthetic MNIST-shaped inputs (batch 64,
+    the last batch partial), timed whole; the model's prediction beside it when ceilings are
+    given. On a machine so busy that the epoch passes `limit_s`, it stops there and says so
+    (`complete: False`, `epoch_s` then extrapolated from the steps done) rather than blow the
+    scan's time budget."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((samples, MNIST_DIMS[0]), dtype=np.float32)
+    labels = rng.integers(0, MNIST_DIMS[-1], samples).astype(np.int32)
+    shape = N.NetShape(MNIST_DIMS, MNIST_BATCH)
+    net = N.make_network(shape, device=device, framework=framework, threads=threads)
+    if device == "gpu" or framework == "torch":
+        x, labels = net.to_device(x), net.to_device(labels)
+    net.step(x[:MNIST_BATCH], labels[:MNIST_BATCH])  # warm-up: kernels loaded, pages touched
+    net.sync()
+    t0 = time.perf_counter()
+    done = 0
+    for s in range(0, samples, MNIST_BATCH):
+        net.step(x[s:s + MNIST_BATCH], labels[s:s + MNIST_BATCH])
+        done = min(samples, s + MNIST_BATCH)
+        if (s // MNIST_BATCH) % 64 == 63 and time.perf_counter() - t0 > limit_s:
+            break
+    net.sync()
+    run_s = time.perf_counter() - t0
+    epoch_s = run_s * samples / done
+    out: dict[str, Any] = {"device": device, "framework": framework, "threads": threads,
+                           "dims": list(MNIST_DIMS), "batch": MNIST_BATCH, "samples": samples,
+                           "steps": -(-samples // MNIST_BATCH), "samples_done": done,
+                           "complete": done == samples, "epoch_s": epoch_s,
+                           "samples_per_s": samples / epoch_s}
+    if ceilings is not None:
+        full, rest = divmod(samples, MNIST_BATCH)
+        disp = M.gpu_dispatch if device == "gpu" else M.cpu_dispatch(threads, N.PARALLEL_MIN_ELEMENTS)
+        copy = device == "cpu" and framework == "numpy"  # each batch is copied into the input buffer
+        pred = full * M.predict_step(shape, ceilings, disp, copy).predicted_s
+        if rest:
+            pred += M.predict_step(N.NetShape(MNIST_DIMS, rest), ceilings, disp, copy).predicted_s
+        out["predicted_epoch_s"] = pred
+        out["error"] = (pred - epoch_s) / epoch_s
+    return out
+
+
+def judge_claims(cpu_epoch: dict[str, Any] | None, gpu_epoch: dict[str, Any] | None,
+                 speedups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What this machine shows for each claim (never a verdict without the numbers)."""
+    out = []
+    c1, c2 = CLAIMS
+    if speedups:
+        vals = [s["speedup"] for s in speedups if s.get("speedup")]
+        lo, hi = (min(vals), max(vals)) if vals else (None, None)
+        verdict = ("within" if lo is not None and lo >= c1["low"] and hi <= c1["high"] else "outside")
+        out.append({**c1, "measured_min": lo, "measured_max": hi,
+                    "finding": f"GPU speed-up over this CPU ranges {lo:.1f}x..{hi:.1f}x over the sweep: "
+                               f"{verdict} the claimed range" if lo is not None else "no paired points"})
+    else:
+        out.append({**c1, "finding": "not testable here: no GPU in this scan"})
+    if cpu_epoch:
+        thr = cpu_epoch["threads"]
+        txt = (f"an MNIST-shaped epoch (MLP {'-'.join(map(str, MNIST_DIMS))}, batch {MNIST_BATCH}) took "
+               f"{cpu_epoch['epoch_s']:.2f} s on {thr} CPU thread(s) here, against the claimed "
+               f"{c2['cpu_s']:.0f} s on {c2['cpu_cores']} cores")
+        if gpu_epoch:
+            txt += (f"; {gpu_epoch['epoch_s']:.2f} s on the GPU (claimed {c2['gpu_s']:.0f} s), a ratio of "
+                    f"{cpu_epoch['epoch_s'] / gpu_epoch['epoch_s']:.1f}x against the claimed "
+                    f"{c2['cpu_s'] / c2['gpu_s']:.0f}x")
+        else:
+            txt += "; the GPU half is not testable here (no GPU)"
+        out.append({**c2, "cpu_epoch_s": cpu_epoch["epoch_s"],
+                    "gpu_epoch_s": gpu_epoch["epoch_s"] if gpu_epoch else None, "finding": txt})
+    return out
+
+
+def pair_speedups(cpu_points: list[dict[str, Any]], gpu_points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU (all threads) over GPU step time for every (width, batch) measured on both."""
+    cpu = {(p["width"], p["batch"]): p for p in cpu_points if p["threads"] == "threads_all"}
+    out = []
+    for g in gpu_points:
+        c = cpu.get((g["width"], g["batch"]))
+        if c:
+            out.append({"width": g["width"], "batch": g["batch"], "cpu_s": c["measured_s"],
+                        "gpu_s": g["measured_s"], "speedup": c["measured_s"] / g["measured_s"]})
+    return sorted(out, key=lambda s: (s["batch"], s["width"]))
+
+
+def gpu_wins_from(speedups: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Per batch, the smallest width from which the GPU is faster at every larger width."""
+    out: dict[str, int | None] = {}
+    for b in sorted({s["batch"] for s in speedups}):
+        rows = sorted((s for s in speedups if s["batch"] == b), key=lambda s: s["width"])
+        w = None
+        for s in reversed(rows):
+            if s["speedup"] > 1:
+                w = s["width"]
+            else:
+                break
+        out[str(b)] = w
+    return out
