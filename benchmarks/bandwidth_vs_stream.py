@@ -1,0 +1,119 @@
+"""Numba bandwidth kernels beside a C/OpenMP STREAM of our own, at the same working sets.
+
+Sizes: one working set centred in each level (L1, L2, L3... and memory), the levels taken from a
+quick latency sweep inferred here (never from sysfs), or given with --sizes (bytes, KiB/MiB
+suffixes allowed). Both sides: one thread and all threads, the median of --runs repetitions.
+Targets: Numba/C >= 0.95 for copy and triad at memory size, >= 0.90 in the caches.
+
+    python benchmarks/bandwidth_vs_stream.py [--sizes 16K,128K,2M,256M] [--runs 7] [--kernels copy,triad]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / "_build"
+
+
+def build_stream() -> Path:
+    BUILD.mkdir(exist_ok=True)
+    exe = BUILD / "stream"
+    src = HERE / "c" / "stream.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], check=True)
+    return exe
+
+
+def parse_size(text: str) -> int:
+    t = text.strip().upper().rstrip("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    return int(float(t[:-1] if mult > 1 else t) * mult)
+
+
+def inferred_sizes() -> list[tuple[str, int]]:
+    """A quick huge-page latency sweep, inferred into levels; one working set per level."""
+    from memprobe.infer import infer_levels
+    from memprobe.probes.cpu.chase import ChaseProbe
+    from memprobe.result import Level
+    from memprobe.scan.ceilings import level_sizes_bytes
+    from memprobe.scan.cpu import sweep_sizes
+
+    probe = ChaseProbe()
+    xs, ys = [], []
+    for s in sweep_sizes(4 << 10, 256 << 20, 3):
+        probe.setup(s)
+        xs.append(s)
+        ys.append(min(probe.run(3, min_hops=20_000, target_ns=1e6)))
+    probe.close()
+    h = infer_levels(xs, ys)
+    levels = [Level(lv.name, lv.size_bytes, lv.latency, None) for lv in h.levels]
+    return list(level_sizes_bytes(levels).items())
+
+
+def c_gbs(exe: Path, kernel: str, size: int, threads: int, reps: int) -> float:
+    from memprobe.probes.cpu.bandwidth import bandwidth_gbs, kernel_by_name
+
+    env = dict(os.environ, OMP_PROC_BIND="false")
+    out = subprocess.run([str(exe), kernel, str(size), str(threads), str(reps), "1e6"],
+                         capture_output=True, text=True, check=True, env=env).stdout.split("\n")
+    n = int(next(line.split()[1] for line in out if line.startswith("n_elements")))
+    ns = [float(x) for x in out if x and not x.startswith("n_")]
+    return statistics.median(bandwidth_gbs(kernel_by_name(kernel), n, x) for x in ns)
+
+
+def numba_gbs(kernel: str, size: int, threads: int, reps: int) -> float:
+    from memprobe.probes.cpu.bandwidth import BandwidthProbe, bandwidth_gbs
+
+    p = BandwidthProbe(kernel)
+    try:
+        p.setup(size)
+        ns = p.run(reps, threads=threads, target_ns=1e6)
+        p.verify()
+        return statistics.median(bandwidth_gbs(p.kernel, p.n_elements, x) for x in ns)
+    finally:
+        p.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", help="comma-separated working sets (e.g. 16K,128K,2M,256M)")
+    ap.add_argument("--runs", type=int, default=7, help="repetitions per point (median)")
+    ap.add_argument("--kernels", default="copy,triad")
+    args = ap.parse_args(argv)
+    from memprobe.probes.cpu.bandwidth import max_threads
+
+    exe = build_stream()
+    if args.sizes:
+        given = [parse_size(s) for s in args.sizes.split(",")]
+        # the largest given size stands for memory (its target is the stricter one)
+        sizes = [(f"#{i + 1}" if i < len(given) - 1 else "memory", s) for i, s in enumerate(sorted(given))]
+    else:
+        print("inferring levels from a quick latency sweep...", file=sys.stderr)
+        sizes = inferred_sizes()
+    n_all = max_threads()
+    print(f"{'level':8} {'size':>10} {'kernel':6} {'thr':>3} {'numba GB/s':>11} {'C GB/s':>9} {'ratio':>6}  target")
+    worst = {}
+    for label, size in sizes:
+        target = 0.95 if label == "memory" else 0.90
+        for kernel in args.kernels.split(","):
+            for threads in (1, n_all):
+                nb = numba_gbs(kernel, size, threads, args.runs)
+                cc = c_gbs(exe, kernel, size, threads, args.runs)
+                ratio = nb / cc if cc else float("nan")
+                flag = "ok" if ratio >= target else "LOW"
+                print(f"{label:8} {size / 1024:>8.0f}Ki {kernel:6} {threads:>3} {nb:>11.1f} {cc:>9.1f} {ratio:>6.2f}  >={target} {flag}")
+                worst[(label, kernel, threads)] = ratio
+    low = [k for k, r in worst.items() if r < (0.95 if k[0] == "memory" else 0.90)]
+    print(f"\n{len(worst) - len(low)}/{len(worst)} points meet their target"
+          + (" (a shared, noisy machine: rerun quietly before reading much into a miss)" if low else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): bandwidth kernels.
+
+One table, `KERNELS`, describes every streaming kernel once (as BabelStream's `bench[]` and
+likwid's `.ptt` headers do): its name, how many arrays it touches, the bytes it reads and writes
+per element (STREAM counting: no write-allocate traffic) and its flops per element. Every kernel
+has the same signature `kernel(a, b, c, s) -> float64`, so the two drivers (`repeat_serial`,
+`repeat_parallel`) take the kernel as a first-class function: a new kernel is one entry, not a
+new copy of the loops around it.
+
+The drivers repeat the kernel `times` times inside compiled code, so a working set inside L1
+is timed without Python's call overhead; the parallel driver gives each thread one contiguous,
+line-aligned chunk and repeats it there (likwid-bench style: no barrier between repetitions).
+`BandwidthProbe.run` returns ns per pass over the working set; `bandwidth_gbs` is the one place
+that turns those into GB/s. `verify()` checks the arrays after timing and raises if wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from memprobe.probes.cpu.buffers import Buffer, alloc
+
+ELEMENT_BYTES = 8  # float64, as STREAM
+SCALAR = 3.0  # s in write and triad; with integer-valued b, c every result is exact
+LINE_ELEMENTS = 8  # chunk borders on 64-byte lines: threads never share a line
+PAD_BYTES = 4096 + 320  # arrays start 5 lines off a 4 KiB boundary from each other (no 4K aliasing)
+
+
+# ---- kernels: same signature, one line of work each -------------------------------------------
+@njit(cache=True, nogil=True, fastmath=True)
+def read_kernel(a, b, c, s):
+    """Sum of a. Two halves in one loop: with fastmath LLVM vectorises each reduction and
+    interleaves it 4x, so 8 independent vector accumulators hide the add latency."""
+    n = a.shape[0]
+    h = n // 2
+    x = 0.0
+    y = 0.0
+    for i in range(h):
+        x += a[i]
+        y += a[h + i]
+    for i in range(2 * h, n):
+        x += a[i]
+    return x + y
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def write_kernel(a, b, c, s):
+    for i in range(a.shape[0]):
+        a[i] = s
+    return 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def copy_kernel(a, b, c, s):
+    for i in range(a.shape[0]):
+        a[i] = b[i]
+    return 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def triad_kernel(a, b, c, s):
+    for i in range(a.shape[0]):
+        a[i] = b[i] + s * c[i]
+    return 0.0
+
+
+# ---- drivers ----------------------------------------------------------------------------------
+# Numba cannot cache a function that takes another as an argument (the type carries the object's
+# identity, so every process recompiles, ~4 s per parallel variant); the drivers therefore pick
+# the kernel by its table index here: a new kernel is its table entry plus one line below.
+@njit(cache=True, nogil=True)
+def one_pass(kid, a, b, c, s):
+    if kid == 0:
+        return read_kernel(a, b, c, s)
+    if kid == 1:
+        return write_kernel(a, b, c, s)
+    if kid == 2:
+        return copy_kernel(a, b, c, s)
+    if kid == 3:
+        return triad_kernel(a, b, c, s)
+    return np.nan
+
+
+@njit(cache=True, nogil=True)
+def repeat_serial(kid, a, b, c, s, times):
+    acc = 0.0
+    for _ in range(times):
+        acc += one_pass(kid, a, b, c, s)
+    return acc
+
+
+@njit(cache=True, parallel=True)
+def repeat_parallel(kid, a, b, c, s, times, nchunks):
+    n = a.shape[0]
+    part = np.zeros(nchunks)
+    for t in prange(nchunks):
+        lo = (n * t // nchunks) // 8 * 8
+        hi = n if t == nchunks - 1 else (n * (t + 1) // nchunks) // 8 * 8
+        # unused arrays are empty; slicing an empty array stays empty
+        aa = a[lo:hi]
+        bb = b[lo:hi] if b.shape[0] else b
+        cc = c[lo:hi] if c.shape[0] else c
+        acc = 0.0
+        for _ in range(times):
+            acc += one_pass(kid, aa, bb, cc, s)
+        part[t] = acc
+    return part.sum()
+
+
+# ---- the table --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BandwidthKernel:
+    name: str
+    kid: int  # index in one_pass (the drivers' switch)
+    arrays: int  # arrays touched (a, b, c in that order)
+    read_bytes: int  # per element, STREAM counting
+    write_bytes: int  # per element
+    flops: int  # per element
+    kernel: Callable  # njit, signature (a, b, c, s) -> float64
+
+    @property
+    def bytes_per_element(self) -> int:
+        return self.read_bytes + self.write_bytes
+
+
+KERNELS: tuple[BandwidthKernel, ...] = (
+    #               name    kid arrays read write flops kernel
+    BandwidthKernel("read", 0, 1, 8, 0, 1, read_kernel),  # s += a[i]
+    BandwidthKernel("write", 1, 1, 0, 8, 0, write_kernel),  # a[i] = s
+    BandwidthKernel("copy", 2, 2, 8, 8, 0, copy_kernel),  # a[i] = b[i]
+    BandwidthKernel("triad", 3, 3, 16, 8, 2, triad_kernel),  # a[i] = b[i] + s*c[i]
+)
+KERNEL_NAMES = tuple(k.name for k in KERNELS)
+
+
+def kernel_by_name(name: str) -> BandwidthKernel:
+    for k in KERNELS:
+        if k.name == name:
+            return k
+    raise KeyError(f"unknown bandwidth kernel {name!r}; known: {', '.join(KERNEL_NAMES)}")
+
+
+def bandwidth_gbs(kernel: BandwidthKernel, n_elements: int, ns_per_pass: float) -> float:
+    """The one place timings become bandwidth: STREAM bytes per pass / ns = GB/s."""
+    if not ns_per_pass or ns_per_pass <= 0:
+        return float("nan")
+    return kernel.bytes_per_element * n_elements / ns_per_pass
+
+
+def elements_for(kernel: BandwidthKernel, size_bytes: int) -> int:
+    """Elements per array so that the arrays together span `size_bytes` (a multiple of 8*2)."""
+    n = int(size_bytes) // (ELEMENT_BYTES * kernel.arrays)
+    return max(16, n - n % 16)
+
+
+def arena_bytes(size_bytes: int) -> int:
+    """Buffer a probe needs to carve any kernel's arrays for a working set of `size_bytes`."""
+    return int(size_bytes) + 3 * (4096 + PAD_BYTES)
+
+
+def max_threads() -> int:
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+class BandwidthError(AssertionError):
+    """A kernel produced wrong values: its timings are meaningless."""
+
+
+def _entry(dispatcher, args: tuple):
+    """The compiled entry point for these argument types, skipping the dispatcher's type
+    resolution (a few us): a pass at L1 size lasts well under a microsecond."""
+    try:
+        key = tuple(numba.typeof(x) for x in args)
+        cres = dispatcher.overloads.get(key)
+    except Exception:  # typeof of an odd argument: the dispatcher handles it
+        cres = None
+    if cres is None:
+        return dispatcher
+    return cres.entry_point
+
+
+def _timed_ns(fn, *args) -> tuple[float, float]:
+    t0 = time.perf_counter_ns()
+    r = fn(*args)
+    return float(time.perf_counter_ns() - t0), r
+
+
+class BandwidthProbe:
+    """One kernel of the table over a working set of `size_bytes` (all its arrays together).
+
+    setup(size_bytes) carves the arrays out of one huge-page buffer (reused across sizes, so
+    pages are faulted in once) and fills them; run() returns ns per pass, one per repetition;
+    verify() checks the arrays and the last reduction, and raises BandwidthError if wrong.
+    """
+
+    backend = "cpu"
+
+    def __init__(self, kernel: str | BandwidthKernel, page_kind: str = "huge"):
+        self.kernel = kernel_by_name(kernel) if isinstance(kernel, str) else kernel
+        self.name = f"bandwidth_{self.kernel.name}"
+        self.page_kind = page_kind
+        self.buffer: Buffer | None = None
+        self.n_elements = 0
+        self.size_bytes = 0
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._last: tuple[float, int, float] | None = None  # (result, times, passes' scalar)
+
+    @property
+    def bytes_per_element(self) -> int:
+        return self.kernel.bytes_per_element
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self._arrays is not None, "setup() first"
+        return self._arrays
+
+    @property
+    def bytes_per_pass(self) -> int:
+        return self.kernel.bytes_per_element * self.n_elements
+
+    def setup(self, size_bytes: int) -> None:
+        k = self.kernel
+        need = arena_bytes(size_bytes)
+        if self.buffer is None or self.buffer.array.nbytes < need:
+            self.close()
+            self.buffer = alloc(need, np.float64, self.page_kind)
+            self.buffer.array[:] = 0.0  # fault every page in now, not inside a timed run
+        n = elements_for(k, size_bytes)
+        stride = (n * ELEMENT_BYTES + 4095) // 4096 * 4096 + PAD_BYTES
+        arena = self.buffer.array
+        views = []
+        for i in range(3):
+            if i < k.arrays:
+                off = i * stride // ELEMENT_BYTES
+                views.append(arena[off:off + n])
+            else:
+                views.append(np.empty(0, np.float64))
+        a, b, c = views
+        # integer-valued inputs below 2**10: sums and b + 3*c are exact in float64
+        a[:] = np.arange(n, dtype=np.float64) % 1024.0
+        if k.arrays > 1:
+            b[:] = (np.arange(n, dtype=np.float64) * 7.0) % 512.0
+        if k.arrays > 2:
+            c[:] = (np.arange(n, dtype=np.float64) * 3.0) % 256.0
+        self._arrays = (a, b, c)
+        self.n_elements = n
+        self.size_bytes = int(size_bytes)
+        self._last = None
+
+    def _call(self, times: int, threads: int) -> tuple[float, float]:
+        a, b, c = self._arrays  # type: ignore[misc]
+        kid = self.kernel.kid
+        if threads <= 1:
+            fn = _entry(repeat_serial, (kid, a, b, c, SCALAR, times))
+            return _timed_ns(fn, kid, a, b, c, SCALAR, times)
+        fn = _entry(repeat_parallel, (kid, a, b, c, SCALAR, times, threads))
+        return _timed_ns(fn, kid, a, b, c, SCALAR, times, threads)
+
+    def run(self, repetitions: int, threads: int = 1, target_ns: float = 2e6) -> list[float]:
+        """ns per pass over the working set, one value per repetition (each repetition repeats
+        the pass enough times to last about `target_ns`). threads=1: the serial driver; more:
+        numba's pool set to that many threads (restored afterwards)."""
+        assert self._arrays is not None, "setup() first"
+        threads = max(1, min(int(threads), max_threads()))
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            # calibrate on one thread: a parallel call's timing carries the pool's wake-up,
+            # which on a shared machine can be milliseconds and would leave `times` at 1
+            self._call(1, 1)  # warm-up: compiles if needed, brings the data in
+            times = 1
+            while True:  # grow until one call is long enough to trust the clock
+                dt = min(self._call(times, 1)[0] for _ in range(2))
+                if dt >= target_ns / 4 or times >= 1 << 30:
+                    break
+                times *= 4 if dt < target_ns / 16 else 2
+            times = max(1, int(times * target_ns / max(dt, 1.0)))
+            if threads > 1:
+                self._call(1, threads)  # wake the pool
+            out = []
+            r = 0.0
+            for _ in range(repetitions):
+                dt, r = self._call(times, threads)
+                out.append(dt / times)
+            self._last = (float(r), times, SCALAR)
+        finally:
+            numba.set_num_threads(before)
+        return out
+
+    def verify(self) -> None:
+        """Raise BandwidthError unless the arrays (and the last reduction) hold what the kernel
+        must have produced."""
+        assert self._arrays is not None, "setup() first"
+        a, b, c = self._arrays
+        name = self.kernel.name
+        n = self.n_elements
+        ref_a = np.arange(n, dtype=np.float64) % 1024.0
+        if name == "read":
+            ok = np.array_equal(a, ref_a)
+            if ok and self._last is not None:
+                result, times, _ = self._last
+                ok = result == float(ref_a.sum()) * times
+        elif name == "write":
+            ok = bool(np.all(a == SCALAR))
+        elif name == "copy":
+            ok = np.array_equal(a, b)
+        elif name == "triad":
+            ok = np.array_equal(a, b + SCALAR * c)
+        else:  # a kernel added to the table without a check here
+            raise BandwidthError(f"no verification for kernel {name!r}")
+        if not ok:
+            raise BandwidthError(
+                f"bandwidth kernel {name!r} produced wrong values at {self.size_bytes} bytes: "
+                f"its timings are not valid")
+
+    def close(self) -> None:
+        self._arrays = None
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+
+
+def stream_pass(kernel: BandwidthKernel, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+    """One serial pass (nogil): what the loaded-latency probe's streaming threads call."""
+    a, b, c = arrays
+    return kernel.kernel(a, b, c, SCALAR)

@@ -1,0 +1,70 @@
+"""Bandwidth kernels: the byte-counting table against hand counts, and every kernel verified on
+small arrays at one and at all threads (values, not timings)."""
+
+import numpy as np
+import pytest
+
+from memprobe.probes.cpu import bandwidth as bw
+from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthError, BandwidthProbe, bandwidth_gbs, kernel_by_name
+
+
+def test_table_matches_hand_counts():
+    # STREAM counting, float64: read a (8 B); write a (8 B); copy reads b writes a (16 B);
+    # triad reads b and c, writes a (24 B) and does a multiply and an add
+    hand = {"read": (1, 8, 0, 1), "write": (1, 0, 8, 0), "copy": (2, 8, 8, 0), "triad": (3, 16, 8, 2)}
+    assert {k.name for k in KERNELS} == set(hand)
+    for k in KERNELS:
+        assert (k.arrays, k.read_bytes, k.write_bytes, k.flops) == hand[k.name]
+        assert k.bytes_per_element == k.read_bytes + k.write_bytes
+    assert [k.kid for k in KERNELS] == list(range(len(KERNELS)))
+
+
+def test_bandwidth_is_bytes_over_ns():
+    triad = kernel_by_name("triad")
+    assert bandwidth_gbs(triad, 1000, 24000.0) == pytest.approx(1.0)
+    assert np.isnan(bandwidth_gbs(triad, 1000, 0.0))
+    with pytest.raises(KeyError):
+        kernel_by_name("scale")
+
+
+@pytest.mark.parametrize("name", [k.name for k in KERNELS])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_values(name, threads):
+    p = BandwidthProbe(name)
+    try:
+        p.setup(48 << 10)
+        assert p.n_elements * p.kernel.arrays * 8 <= 48 << 10
+        ns = p.run(2, threads=threads, target_ns=2e4)
+        assert len(ns) == 2 and all(x > 0 for x in ns)
+        p.verify()
+    finally:
+        p.close()
+
+
+def test_kernels_direct_small_arrays():
+    n = 37  # odd: exercises every remainder loop
+    a = np.zeros(n)
+    b = np.arange(n, dtype=np.float64)
+    c = np.arange(n, dtype=np.float64) * 2
+    e = np.empty(0)
+    assert bw.read_kernel(b, e, e, 0.0) == b.sum()
+    bw.write_kernel(a, e, e, 3.0)
+    assert np.all(a == 3.0)
+    bw.copy_kernel(a, b, e, 0.0)
+    assert np.array_equal(a, b)
+    bw.triad_kernel(a, b, c, 3.0)
+    assert np.array_equal(a, b + 3.0 * c)
+    assert bw.repeat_serial(0, b, e, e, 0.0, 3) == 3 * b.sum()
+    assert bw.repeat_parallel(0, b, e, e, 0.0, 3, 2) == 3 * b.sum()
+
+
+def test_verify_fails_loudly_on_wrong_values():
+    p = BandwidthProbe("triad")
+    try:
+        p.setup(16 << 10)
+        p.run(1, target_ns=1e4)
+        p.arrays[0][5] += 1.0
+        with pytest.raises(BandwidthError):
+            p.verify()
+    finally:
+        p.close()

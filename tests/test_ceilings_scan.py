@@ -1,0 +1,64 @@
+"""The ceiling stages on a fake DeviceResult with three levels, at tiny sizes: every level gets
+bandwidth for every kernel at one and all threads; compute, loaded latency and sharing filled."""
+
+import json
+
+import pytest
+
+from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, DeviceResult, Level, ScanResult
+from memprobe.scan import ScanContext, ScanOptions, run_stages
+from memprobe.scan import ceilings
+
+
+def _device():
+    return DeviceResult(
+        kind="cpu", name="fake", clock_ghz=3.0, line_size_bytes=64,
+        levels=[Level("L1", 32 << 10, 1.0, 3.0), Level("L2", 256 << 10, 4.0, 12.0),
+                Level("memory", None, 90.0, 270.0)],
+        declared={"fma_flops_per_cycle_fp64": 16, "fma_flops_per_cycle_fp32": 32,
+                  "data_caches": [{"level": 1, "shared_cpu_list": "0"}, {"level": 2, "shared_cpu_list": "0"}]},
+    )
+
+
+def test_level_sizes_centred():
+    levels = _device().levels
+    s = ceilings.level_sizes_bytes(levels)
+    assert s["L1"] == 16 << 10
+    assert (32 << 10) < s["L2"] < (256 << 10)
+    assert s["memory"] >= ceilings.MEMORY_MIN_BYTES
+
+
+def test_ceiling_stages_fill_every_level(monkeypatch):
+    monkeypatch.setattr(ceilings, "MEMORY_MIN_BYTES", 2 << 20)
+    monkeypatch.setattr(ceilings, "GEMM_SIZES_QUICK", (64,))
+    dev = _device()
+    res = ScanResult(host="t", started_at="now", devices={"cpu": dev})
+    seen = []
+    ctx = ScanContext(options=ScanOptions(quick=True, repetitions=2), device=dev,
+                      progress=lambda *a: seen.append(a[0]), result=res)
+    assert run_stages(ceilings.CPU_CEILING_STAGES, ctx), dev.warnings
+    for lv in dev.levels:
+        for k in BANDWIDTH_KERNELS:
+            for t in THREAD_KEYS:
+                assert lv.bandwidth_gbs[k][t] > 0, (lv.name, k, t)
+    names = {c.name for c in dev.curves}
+    assert {f"bandwidth_{k}_{t}" for k in BANDWIDTH_KERNELS for t in THREAD_KEYS} <= names
+    c = dev.curve("bandwidth_triad_threads_1")
+    assert c.points[0].x <= 16 << 10 and c.points[-1].x >= 2 << 20
+    for dt in ("float32", "float64"):
+        assert dev.compute["fma"][dt]["threads_1"] > 0
+    assert dev.compute["gemm"] and dev.compute["gemm"][0]["library"]
+    th = dev.compute["theoretical"]
+    assert th["peak_gflops_fp64"] == pytest.approx(3.0 * th["cores"] * 16)
+    assert dev.loaded_latency[0]["streaming_threads"] == 0
+    assert all(p["latency_ns"] > 0 for p in dev.loaded_latency)
+    sharing = dev.extra["sharing"]
+    assert sharing["L1"]["declared_shared_cpu_list"] == "0"
+    for lv in dev.levels[:-1]:
+        if sharing[lv.name].get("other_threads"):
+            assert lv.sharing in ("private", "shared")
+    assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
+    # the whole thing still round-trips through JSON
+    back = ScanResult.from_json(res.to_json())
+    assert back.devices["cpu"].levels[0].bandwidth_gbs.keys() == dev.levels[0].bandwidth_gbs.keys()
+    json.loads(res.to_json())
