@@ -26,12 +26,21 @@ import pytest
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 
 _prev = os.environ.get("NUMBA_ENABLE_CUDASIM")
-_already_real = "numba.cuda" in sys.modules
+# conftest.py normally imported numba.cuda in simulator mode already; "real" means it did not
+_already_real = False
+if "numba.cuda" in sys.modules:
+    from memprobe.probes.gpu.clock import simulator_enabled as _sim_on
+
+    _already_real = not _sim_on()
 # MEMPROBE_REAL_GPU=1 (set by benchmarks/gpu_smoke.sh): leave the simulator off so the
 # `gpu`-marked tests see the real device; the simulator tests then skip.
 _real_requested = os.environ.get("MEMPROBE_REAL_GPU") == "1"
 SIM_OK = False
-if HAVE_NUMBA_CUDA and not _already_real and not _real_requested:
+if HAVE_NUMBA_CUDA and not _already_real and not _real_requested and "numba.cuda" in sys.modules:
+    from memprobe.probes.gpu.clock import SIMULATOR
+
+    SIM_OK = SIMULATOR
+elif HAVE_NUMBA_CUDA and not _already_real and not _real_requested:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     try:
         from numba import cuda  # noqa: F401  (fixes the simulator mode for this process)

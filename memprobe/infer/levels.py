@@ -43,6 +43,7 @@ import numpy as np
 SMOOTH_HALF_WIDTH_OCT = 0.3
 BAND_MIN = math.log(1.10)
 MIN_PLATEAU_OCT = 0.4
+BAND_SIGMAS = 3.0  # band half-width in sigmas of the smoothed curve's own noise
 MERGE_RATIO = 1.20
 LEAVE_FRACTION = 0.5  # of the linear latency gap to the next plateau (half the accesses miss)
 UNSTABLE_SPREAD = 0.15  # relative spread of a level's points above which it is flagged
@@ -139,7 +140,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     dense = np.median(np.diff(x)) < 0.6
     ys = _running_median(x, y, SMOOTH_HALF_WIDTH_OCT) if dense else y.copy()
     noise = _noise(y)
-    tol = max(BAND_MIN, 3.0 * _noise(ys))
+    tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)
     warnings: list[str] = []
     if not runs:

@@ -44,12 +44,12 @@ def simulator_enabled() -> bool:
     Once numba.cuda is imported its mode is fixed for the process, so numba's own config is
     asked first; the environment variable only decides for a future import."""
     if "numba.cuda" in sys.modules:
-        try:
-            from numba.cuda.core import config
-
-            return bool(config.ENABLE_CUDASIM)
-        except ImportError:
-            pass
+        # ask the imported module itself: numba's config can be re-read from an environment
+        # that changed since the import, but the functions numba.cuda exported cannot
+        cuda_mod = sys.modules["numba.cuda"]
+        jit = getattr(cuda_mod, "jit", None)
+        if jit is not None:
+            return "simulator" in getattr(jit, "__module__", "")
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0").strip() not in ("", "0")
 
 

@@ -1,0 +1,23 @@
+"""Test session setup: put numba.cuda in its simulator before any test module imports it
+(numba.cuda fixes its mode at first import), so the GPU kernels' logic runs here without a GPU.
+The variable is removed again at once, so subprocesses spawned by tests see the machine as it
+is. MEMPROBE_REAL_GPU=1 (benchmarks/gpu_smoke.sh on a GPU machine) leaves the simulator off so
+the `gpu`-marked tests use the real device."""
+
+import importlib.util
+import os
+import sys
+
+if (os.environ.get("MEMPROBE_REAL_GPU") != "1" and "numba.cuda" not in sys.modules
+        and importlib.util.find_spec("numba_cuda") is not None):
+    _prev = os.environ.get("NUMBA_ENABLE_CUDASIM")
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    try:
+        from numba import cuda  # noqa: F401
+    except Exception:  # a broken install: the GPU tests skip and say why
+        pass
+    finally:
+        if _prev is None:
+            os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+        else:
+            os.environ["NUMBA_ENABLE_CUDASIM"] = _prev
