@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to measure: cpu (default), gpu (with the CPU for comparison), or all. "
                         "Without a usable GPU, a GPU request gives a CPU report and one line why.")
     s.add_argument("--quick", action="store_true",
-                   help="fewer sizes (2 per octave, up to 128 MiB) and repetitions: about a third of the time")
+                   help="fewer sizes (3 per octave, up to 128 MiB) and repetitions: about a third of the time")
     s.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: reports/<host>-<timestamp>/)")
     s.add_argument("--max-size", type=parse_size, metavar="SIZE",

@@ -6,7 +6,7 @@ leaves a plateau. Only the curve is read; declared sizes never enter here.
 Method (and why this one):
   1. Work in x = log2(size), y = ln(latency): cache levels are multiplicative in both, so one
      tolerance fits an L1 at 1 ns and an HBM at 700 cycles.
-  2. Smooth with a running *median* over +-0.3 octave. A median keeps a step where it is (a
+  2. Smooth with a running *median* over +-0.3 octave (at least one neighbour each side). A median keeps a step where it is (a
      mean or a spline would drag it) while killing single noisy repetitions. Curves with one
      point per octave are left as they are.
   3. Flat runs: a greedy band segmentation, left to right, keeps extending a run while the
@@ -137,8 +137,11 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first."""
     s, v = _prepare(size_bytes, latency)
     x, y = np.log2(s), np.log(v)
-    dense = np.median(np.diff(x)) < 0.6
-    ys = _running_median(x, y, SMOOTH_HALF_WIDTH_OCT) if dense else y.copy()
+    spacing = float(np.median(np.diff(x)))
+    # >= 1.5 points per octave: a median over at least one neighbour each side, so a single
+    # noisy point can neither make a plateau nor break one; sparser curves are left as they are
+    dense = spacing < 0.67
+    ys = _running_median(x, y, max(SMOOTH_HALF_WIDTH_OCT, 1.01 * spacing)) if dense else y.copy()
     noise = _noise(y)
     tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)

@@ -119,7 +119,7 @@ def stage_latency(ctx: ScanContext) -> None:
     quick = ctx.options.quick
     max_b = ctx.options.max_size_bytes or (QUICK_MAX_SIZE_BYTES if quick else DEFAULT_MAX_SIZE_BYTES)
     check_memory(max_b)
-    per_oct = ctx.options.points_per_octave or (2 if quick else 4)
+    per_oct = ctx.options.points_per_octave or (3 if quick else 4)
     sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, per_oct)
     curve = _latency_curve(ctx, "huge", sizes, _reps(ctx, 5, 3), "latency_hugepage")
     # grow the sweep while the curve still climbs (memory not reached), unless capped by the user

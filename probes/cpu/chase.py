@@ -49,10 +49,11 @@ def fill_pairs(buf, base_addr, block_order, block_words, pair_words):
         buf[base + pair_words] = base_addr + block_order[k] * block_words * np.uint64(8)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def chase(start_addr, hops):
     """The timed kernel: `hops` dependent loads, each one `mov rax, [rax]` (see intrinsics).
-    Unrolled by 8 so the loop counter hides behind the loads."""
+    Unrolled by 8 so the loop counter hides behind the loads. No GIL: the loaded-latency and
+    sharing probes run it in one thread while other threads stream or chase."""
     p = start_addr
     for _ in range(hops >> np.uint64(3)):
         p = load_u64(p)

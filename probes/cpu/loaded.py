@@ -23,27 +23,13 @@ import time
 from typing import Callable
 
 import numpy as np
-from numba import njit
 
 from memprobe.probes.cpu.bandwidth import BandwidthProbe, kernel_by_name, stream_pass
-from memprobe.probes.cpu.chase import ChaseProbe
-from memprobe.probes.cpu.intrinsics import load_u64
+from memprobe.probes.cpu.chase import ChaseProbe, chase
 
 
-@njit(cache=True, nogil=True)
-def chase_nogil(start_addr, hops):
-    """The chase loop of chase.py, without the GIL so other threads run meanwhile."""
-    p = start_addr
-    for _ in range(hops >> np.uint64(3)):
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-        p = load_u64(p)
-    return p
+# the one chase kernel (nogil), so loaded and sharing latencies cost what the scan's do
+chase_nogil = chase
 
 
 def usable_cpus() -> list[int]:
