@@ -42,7 +42,7 @@ def inferred_sizes() -> list[tuple[str, int]]:
     from memprobe.probes.cpu.chase import ChaseProbe
     from memprobe.result import Level
     from memprobe.scan.ceilings import level_sizes_bytes
-    from memprobe.scan.cpu import sweep_sizes
+    from memprobe.scan.plan import sweep_sizes
 
     probe = ChaseProbe()
     xs, ys = [], []

@@ -19,7 +19,7 @@ from _common import build_c, median, table
 
 from memprobe.infer import infer_levels
 from memprobe.probes.cpu.chase import ChaseProbe
-from memprobe.scan.cpu import sweep_sizes
+from memprobe.scan.plan import sweep_sizes
 
 HOPS_TARGET_NS = 20e6  # per repetition
 

@@ -273,7 +273,7 @@ def _curve(name, unit, sizes, values):
 
 @sim
 def test_gpu_levels_from_synthetic_curves():
-    from memprobe.scan.cpu import sweep_sizes
+    from memprobe.scan.plan import sweep_sizes
     from memprobe.scan.gpu import gpu_levels
 
     sizes = sweep_sizes(4 * KiB, 256 << 20, 4, align=128)

@@ -1,7 +1,6 @@
 """Inference recovers known hierarchies from simulated curves: count, sizes (25 %), latencies
 (10 %), across edge shapes, noise, densities and a VM's slice of an L3."""
 
-import math
 import zlib
 
 import numpy as np

@@ -1,7 +1,6 @@
 """CPU probes at tiny sizes: the chase visits every slot in one cycle, timings are positive,
 the clock and line probes return plausible raw samples. No timing assertions."""
 
-import numpy as np
 import pytest
 
 from memprobe.probes.cpu.chase import ChaseProbe, clock_samples, sattolo_cycle

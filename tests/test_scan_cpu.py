@@ -9,6 +9,7 @@ from memprobe import cli
 from memprobe.result import Curve, CurvePoint, DeviceResult, ScanResult
 from memprobe.scan import ScanContext, ScanOptions, Stage, new_result, run_scan, run_stages
 from memprobe.scan import cpu as cpu_scan
+from memprobe.scan.plan import sweep_sizes
 from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
 
 TINY = dict(quick=True, max_size_bytes=256 << 10, repetitions=1, train=False)
@@ -79,7 +80,7 @@ def test_declared_facts_never_feed_inference():
 
 
 def test_sweep_sizes_are_geometric():
-    s = cpu_scan.sweep_sizes(4096, 1 << 20, 4)
+    s = sweep_sizes(4096, 1 << 20, 4)
     assert s[0] == 4096 and s[-1] == 1 << 20 and len(s) == 33
     assert all(b > a for a, b in zip(s, s[1:]))
 

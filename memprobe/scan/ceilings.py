@@ -16,7 +16,8 @@ from typing import Any
 
 from memprobe.result import THREAD_KEYS, Curve, CurvePoint, Level
 from memprobe.scan import ScanContext, Stage
-from memprobe.scan.cpu import _reps, check_memory, sweep_sizes
+from memprobe.scan.plan import check_memory, sweep_sizes
+from memprobe.scan.plan import repetitions as _reps
 
 BW_MIN_SIZE_BYTES = 8 << 10
 MEMORY_MIN_BYTES = 64 << 20  # the memory working set: at least this ...

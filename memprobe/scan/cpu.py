@@ -10,44 +10,18 @@ import math
 import statistics
 
 import numpy as np
-import psutil
 
 from memprobe.infer import infer_levels
 from memprobe.infer.line import line_from_false_sharing, line_from_stride
 from memprobe.platform.cpu import declared_cpu
 from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
+from memprobe.scan.plan import check_memory, repetitions, sweep_sizes
 
 MIN_SIZE_BYTES = 4 << 10
 DEFAULT_MAX_SIZE_BYTES = 256 << 20
 QUICK_MAX_SIZE_BYTES = 128 << 20
 EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not reached
-MEMORY_HEADROOM = 4  # refuse a sweep whose largest buffer is above free memory / this
-
-
-def sweep_sizes(min_bytes: int, max_bytes: int, per_octave: int, align: int = 64) -> list[int]:
-    """Geometric sizes, `per_octave` per doubling, multiples of `align`, no duplicates."""
-    n = int(round(math.log2(max_bytes / min_bytes) * per_octave))
-    out: list[int] = []
-    for k in range(n + 1):
-        s = int(round(min_bytes * 2 ** (k / per_octave) / align)) * align
-        if not out or s > out[-1]:
-            out.append(s)
-    return out
-
-
-def check_memory(size_bytes: int) -> None:
-    from memprobe.errors import ResourceError
-
-    free = psutil.virtual_memory().available
-    if size_bytes * MEMORY_HEADROOM > free:
-        raise ResourceError(
-            f"a {size_bytes / 2**20:.0f} MiB buffer needs {MEMORY_HEADROOM}x that free, but only "
-            f"{free / 2**20:.0f} MiB is available: use a smaller --max-size")
-
-
-def _reps(ctx: ScanContext, default: int, quick: int) -> int:
-    return ctx.options.repetitions or (quick if ctx.options.quick else default)
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -60,7 +34,7 @@ def stage_declared(ctx: ScanContext) -> None:
 def stage_clock(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.chase import clock_samples
 
-    samples = clock_samples(_reps(ctx, 7, 3))
+    samples = clock_samples(repetitions(ctx, 7, 3))
     ctx.device.curves.append(Curve("clock", "clock", "repetition", "GHz",
                                    [CurvePoint(float(i), [v]) for i, v in enumerate(samples)]))
     good = [v for v in samples if math.isfinite(v)]
@@ -70,7 +44,7 @@ def stage_clock(ctx: ScanContext) -> None:
 def stage_line(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.line import STRIDES_BYTES, FalseSharingProbe, StrideProbe
 
-    reps = _reps(ctx, 3, 2)
+    reps = repetitions(ctx, 3, 2)
     fs_line = None
     if FalseSharingProbe.available():
         fs = FalseSharingProbe(iters=300_000 if ctx.options.quick else 1_000_000)
@@ -121,7 +95,7 @@ def stage_latency(ctx: ScanContext) -> None:
     check_memory(max_b)
     per_oct = ctx.options.points_per_octave or (3 if quick else 4)
     sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, per_oct)
-    curve = _latency_curve(ctx, "huge", sizes, _reps(ctx, 5, 3), "latency_hugepage")
+    curve = _latency_curve(ctx, "huge", sizes, repetitions(ctx, 5, 3), "latency_hugepage")
     # grow the sweep while the curve still climbs (memory not reached), unless capped by the user
     while ctx.options.max_size_bytes is None and max_b < EXTEND_LIMIT_BYTES:
         h = infer_levels(curve.xs(), curve.bests())
@@ -133,7 +107,7 @@ def stage_latency(ctx: ScanContext) -> None:
             ctx.device.warnings.append("the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
             break
         more = [s for s in sweep_sizes(max_b, max_b * 2, per_oct) if s > max_b]
-        extra = _latency_curve(ctx, "huge", more, _reps(ctx, 5, 3), "_ext")
+        extra = _latency_curve(ctx, "huge", more, repetitions(ctx, 5, 3), "_ext")
         ctx.device.curves.remove(extra)
         curve.points.extend(extra.points)
         max_b *= 2
@@ -143,7 +117,7 @@ def stage_latency(ctx: ScanContext) -> None:
 def stage_latency_4k(ctx: ScanContext) -> None:
     max_b = ctx.state.get("max_size_bytes") or DEFAULT_MAX_SIZE_BYTES
     sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, 2)
-    _latency_curve(ctx, "4k", sizes, _reps(ctx, 3, 2), "latency_4k")
+    _latency_curve(ctx, "4k", sizes, repetitions(ctx, 3, 2), "latency_4k")
 
 
 def stage_levels(ctx: ScanContext) -> None:

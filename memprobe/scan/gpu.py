@@ -67,7 +67,7 @@ def _spread_sms(sm_count: int, k: int) -> list[int]:
 
 
 def make_plan(declared: dict[str, Any], options: ScanOptions, sim: bool) -> GpuPlan:
-    from memprobe.scan.cpu import sweep_sizes
+    from memprobe.scan.plan import sweep_sizes
 
     sms = int(declared.get("sm_count") or 1)
     tps = int(declared.get("max_threads_per_sm") or 2048)
