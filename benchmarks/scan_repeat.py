@@ -3,6 +3,8 @@ included) against its budget, and the inferred L1/L2/L3 of each run beside the d
 
 Targets (issue 3): latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2
 within 25 % of the declared sizes across repeated scans. Declared sizes are read only to score.
+Issue 4: memory use within 4x the largest working set -- the peak RSS of each scan process
+(getrusage of the finished child) against the largest size any curve of that scan used.
 
 usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full]
   --full times the whole scan (every stage, training study excluded) against 60 s instead.
@@ -11,6 +13,7 @@ usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full]
 from __future__ import annotations
 
 import argparse
+import resource
 import json
 import os
 import subprocess
@@ -39,6 +42,8 @@ def main() -> int:
             if args.quick:
                 cmd.append("--quick")
             p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            # the children's peak RSS so far; each scan is bigger than the CLI's own start-up
+            peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
             if p.returncode != 0:
                 print(p.stderr, file=sys.stderr)
                 return 1
@@ -48,6 +53,7 @@ def main() -> int:
             t = sum(v for k, v in secs.items() if args.full or k in LATENCY_STAGES)
             declared = {f"L{c['level']}": c["size_bytes"] for c in cpu["declared"].get("data_caches", [])}
             sizes = {lv["name"]: lv["size_bytes"] for lv in cpu["levels"]}
+            largest_ws = max(pt["x"] for c in cpu["curves"] if c["x_name"] == "size_bytes" for pt in c["points"])
             r1 = sizes.get("L1", 0) / declared["L1"] if declared.get("L1") else float("nan")
             r2 = sizes.get("L2", 0) / declared["L2"] if declared.get("L2") else float("nan")
             ok_l1 += abs(r1 - 1) <= 0.25
@@ -55,10 +61,11 @@ def main() -> int:
             rows.append([str(run + 1) + (" (cold JIT)" if run == 0 else ""), f"{t:.1f}", f"{t / budget:.2f}",
                          f"{sizes.get('L1', 0) / 1024:.0f} KiB ({r1:.2f})", f"{sizes.get('L2', 0) / 1024:.0f} KiB ({r2:.2f})",
                          f"{(sizes.get('L3') or 0) / 2**20:.1f} MiB", str(len(cpu["levels"]) - 1),
-                         f"{cpu['levels'][-1]['latency_ns']:.0f} ns"])
+                         f"{cpu['levels'][-1]['latency_ns']:.0f} ns",
+                         f"{peak_rss / 2**20:.0f} MiB / {largest_ws / 2**20:.0f} MiB = {peak_rss / largest_ws:.1f}x"])
     what = "whole scan" if args.full else "latency part"
     print(table(["run", f"{what} s", f"/ {budget:.0f} s budget", "L1 (vs declared)", "L2 (vs declared)",
-                 "L3", "caches", "memory"], rows))
+                 "L3", "caches", "memory", "peak RSS / largest working set (<= 4x)"], rows))
     print(f"L1 within 25 %: {ok_l1}/{args.runs} runs; L2 within 25 %: {ok_l2}/{args.runs} runs")
     return 0
 

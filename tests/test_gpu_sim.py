@@ -362,5 +362,5 @@ def test_real_gpu_quick_scan():
     g = res.devices["gpu"]
     lat = [lv.latency_cycles for lv in g.levels]
     assert len(lat) >= 3 and lat == sorted(lat)
-    assert 1.0 < g.clock_ghz < 3.0
+    assert g.clock_ghz > 1.0 and g.clock_ghz < 3.0
     assert g.levels[-1].bandwidth_gbs["copy"]["threads_all"] > 500
