@@ -125,8 +125,8 @@ def stage_levels(ctx: ScanContext) -> None:
     curve = ctx.device.curve("latency_hugepage")
     if curve is None or len(curve.points) < 4:
         raise RuntimeError("no latency curve to infer levels from")
-    ctx.device.levels = levels_from_curve(curve, ctx.device.clock_ghz)
-    h = infer_levels(curve.xs(), curve.bests())
+    h = infer_levels(curve.xs(), curve.bests(), curve.unit)
+    ctx.device.levels = levels_from_hierarchy(h, ctx.device.clock_ghz)
     ctx.device.warnings.extend(h.warnings)
     tlb = tlb_reach(ctx.device.curve("latency_hugepage"), ctx.device.curve("latency_4k"))
     if tlb is not None:
@@ -135,11 +135,16 @@ def stage_levels(ctx: ScanContext) -> None:
 
 def levels_from_curve(curve: Curve, clock_ghz: float | None) -> list[Level]:
     # best repetition per point: contention only adds latency (the spread stays in the curve)
-    h = infer_levels(curve.xs(), curve.bests(), curve.unit)
+    return levels_from_hierarchy(infer_levels(curve.xs(), curve.bests(), curve.unit), clock_ghz)
+
+
+def levels_from_hierarchy(h, clock_ghz: float | None) -> list[Level]:
+    """Result Levels from an inferred hierarchy: ns and cycles side by side (cycles from the
+    measured clock when the curve is in ns)."""
     levels = []
     for lv in h.levels:
-        ns = lv.latency if curve.unit == "ns" else None
-        cyc = lv.latency if curve.unit == "cycles" else (ns * clock_ghz if ns and clock_ghz else None)
+        ns = lv.latency if h.unit == "ns" else None
+        cyc = lv.latency if h.unit == "cycles" else (ns * clock_ghz if ns and clock_ghz else None)
         levels.append(Level(
             name=lv.name, size_bytes=lv.size_bytes, latency_ns=ns, latency_cycles=cyc,
             bandwidth_gbs={}, latency_spread=lv.spread, unstable=lv.unstable,
