@@ -9,7 +9,7 @@ Method (and why this one):
   2. Smooth with a running *median* over +-0.3 octave (at least one neighbour each side). A median keeps a step where it is (a
      mean or a spline would drag it) while killing single noisy repetitions. Curves with one
      point per octave are left as they are.
-  3. Flat runs: a greedy band segmentation, left to right, keeps extending a run while the
+  3. Flat runs: band segmentation -- the widest windows (longest first, not overlapping) whose
      smoothed values stay inside a band of `tol` (10 % or 3 sigma of the curve's own
      point-to-point noise, whichever is wider). A run is a plateau if it has >= 2 points and
      spans >= 0.4 octave: one point per octave curves (lmbench, sbc-bench ramlat) still get
@@ -117,20 +117,31 @@ def _noise(y: np.ndarray) -> float:
 
 
 def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int]]:
-    runs = []
-    i = 0
+    """Plateaus: the widest windows whose smoothed values fit in a band of `tol`, taken longest
+    first and never overlapping. (Scanning left to right instead lets a window that starts one
+    point early swallow the first point of a short plateau and lose the level.)"""
     n = len(x)
-    while i < n:
+    cands = []
+    for i in range(n):
         lo = hi = ys[i]
         j = i
-        while j + 1 < n:
-            nlo, nhi = min(lo, ys[j + 1]), max(hi, ys[j + 1])
-            if nhi - nlo > tol:
-                break
-            lo, hi, j = nlo, nhi, j + 1
-        runs.append((i, j))
-        i = j + 1
-    return [(a, b) for a, b in runs if b > a and x[b] - x[a] >= MIN_PLATEAU_OCT - 1e-9]
+        while j + 1 < n and max(hi, ys[j + 1]) - min(lo, ys[j + 1]) <= tol:
+            j += 1
+            lo, hi = min(lo, ys[j]), max(hi, ys[j])
+        cands.append((i, j))
+    cands.sort(key=lambda r: (-(x[r[1]] - x[r[0]]), r[0]))
+    used = np.zeros(n, dtype=bool)
+    runs = []
+    for a, b in cands:
+        while a <= b and used[a]:  # a neighbour took the ends: keep what is left of the window
+            a += 1
+        while b >= a and used[b]:
+            b -= 1
+        if b <= a or used[a:b + 1].any() or x[b] - x[a] < MIN_PLATEAU_OCT - 1e-9:
+            continue
+        used[a:b + 1] = True
+        runs.append((a, b))
+    return sorted(runs)
 
 
 def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
