@@ -45,6 +45,14 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
     assert {f"bandwidth_{k}_{t}" for k in BANDWIDTH_KERNELS for t in THREAD_KEYS} <= names
     c = dev.curve("bandwidth_triad_threads_1")
     assert c.points[0].x <= 16 << 10 and c.points[-1].x >= 2 << 20
+    # streaming (non-temporal) stores: measured at memory's working set only, one point each
+    for k in ("write_nt", "copy_nt", "triad_nt"):
+        for t in THREAD_KEYS:
+            assert dev.levels[-1].bandwidth_gbs[k][t] > 0, (k, t)
+            c = dev.curve(f"bandwidth_{k}_{t}")
+            assert [p.x for p in c.points] == [ceilings.level_sizes_bytes(dev.levels)["memory"]]
+            assert c.params["stores"] == "streaming" and c.params["base_kernel"] == k[:-3]
+        assert all(k not in lv.bandwidth_gbs for lv in dev.levels[:-1])
     for dt in ("float32", "float64"):
         assert dev.compute["fma"][dt]["threads_1"] > 0
     assert dev.compute["gemm"] and dev.compute["gemm"][0]["library"]

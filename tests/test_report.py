@@ -261,3 +261,24 @@ def test_compare_escapes() -> None:
     b.host = HOSTILE
     html = render_compare(a, b)
     assert "<script" not in html.lower() and "&lt;script&gt;" in html
+
+
+def test_streaming_store_curves_join_their_kernel_panel(tmp_path: Path) -> None:
+    """A non-temporal-store curve (one point at memory size) is drawn in its base kernel's
+    panel as its own series, not as a panel of its own."""
+    from memprobe.result import Curve, CurvePoint
+
+    def curve(name: str, xs: list[float], **params: object) -> Curve:
+        return Curve(name, "bandwidth", "size_bytes", "GB/s", [CurvePoint(x, [10.0, 11.0]) for x in xs],
+                     dict(params))
+
+    dev = DeviceResult(kind="cpu", name="fake", levels=[Level("L1", 32 << 10, 1.0, 3.0),
+                                                        Level("memory", None, 90.0, 270.0)])
+    dev.curves += [curve("bandwidth_copy_threads_1", [16e3, 1e6, 64e6], stores="cached"),
+                   curve("bandwidth_copy_nt_threads_1", [64e6], stores="streaming", base_kernel="copy")]
+    per = F.bandwidth_curves(dev)
+    assert list(per) == ["copy"]
+    assert set(per["copy"]) == {"threads_1", "threads_1_streaming"}
+    fig = F.bandwidth_figure(dev)
+    labels = {t.get_text() for lg in fig.legends for t in lg.get_texts()}
+    assert "1 thread, streaming stores" in labels

@@ -36,7 +36,9 @@ OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "
 LINESTYLES = ("-", "--", "-.", ":")
 BOUNDARY_COLOUR = "0.35"
 DECLARED_COLOUR = "#CC79A7"
-THREAD_LABELS = {"threads_1": "1 thread", "threads_all": "all threads"}
+THREAD_LABELS = {"threads_1": "1 thread", "threads_all": "all threads",
+                 "threads_1_streaming": "1 thread, streaming stores",
+                 "threads_all_streaming": "all threads, streaming stores"}
 KERNEL_TITLES = {
     "read": "read  (sum += a[i])",
     "write": "write  (a[i] = s)",
@@ -266,7 +268,7 @@ def _band_line(ax: Any, curve: Curve, colour: str, ls: str, text: str, scale: fl
     hi = [max(p.samples) * scale for p in pts]
     if any(len(p.samples) > 1 for p in pts):
         ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, lw=0, zorder=2)
-    ax.plot(xs, med, color=colour, ls=ls, lw=1.6, marker="o", ms=2.6, label=text, zorder=3)
+    ax.plot(xs, med, color=colour, ls=ls, lw=1.6, marker="o", ms=2.6 if len(pts) > 1 else 5, label=text, zorder=3)
     return True
 
 
@@ -380,6 +382,9 @@ def bandwidth_curves(dev: DeviceResult) -> dict[str, dict[str, Curve]]:
         for tk in THREAD_KEYS:
             if name.endswith("_" + tk):
                 kernel, threads = name[: -len(tk) - 1], tk
+        if c.params.get("stores") == "streaming" and c.params.get("base_kernel"):
+            # the non-temporal-store variant joins its base kernel's panel as its own series
+            kernel, threads = str(c.params["base_kernel"]), f"{threads}_streaming"
         out.setdefault(kernel, {})[threads] = c
     order = {k: i for i, k in enumerate(BANDWIDTH_KERNELS)}
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
@@ -400,9 +405,9 @@ def bandwidth_figure(dev: DeviceResult, title: str | None = None, fig: FigureBas
     for i, (kernel, per) in enumerate(curves.items()):
         ax = axes[i // cols][i % cols]
         _size_axis(ax, lo, hi)
-        keys = sorted(per, key=lambda k: (THREAD_KEYS.index(k) if k in THREAD_KEYS else 9, k))
+        keys = sorted(per, key=lambda k: (k not in THREAD_KEYS, k))
         for j, tk in enumerate(keys):
-            colour = OKABE_ITO[0] if tk == "threads_1" else OKABE_ITO[1] if tk == "threads_all" else OKABE_ITO[2 + j]
+            colour = OKABE_ITO[list(THREAD_LABELS).index(tk) if tk in THREAD_LABELS else 4 + j]
             _band_line(ax, per[tk], colour, LINESTYLES[j % 4], label(THREAD_LABELS.get(tk, tk)))
         ax.set_title(label(KERNEL_TITLES.get(kernel, kernel)), loc="left")
         ax.set_ylim(bottom=0)
@@ -418,9 +423,14 @@ def bandwidth_figure(dev: DeviceResult, title: str | None = None, fig: FigureBas
         axes[k // cols][k % cols].set_visible(False)
     fig.suptitle(label(title or f"{dev.kind.upper()} {dev.name}: bandwidth against working set"),
                  x=0.01, ha="left", fontsize=10.5)
-    # the legend of the first panel holds every series (same thread keys everywhere)
-    rows_l = _legend(fig, axes[0][0], proxies + [Patch(color="0.5", alpha=0.25,
-                                                       label="min..max of repetitions")], ncols=4)
+    # one legend for every panel's series (streaming stores appear in some panels only)
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, t in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(t, h)
+    extra = [h for t, h in seen.items() if t not in axes[0][0].get_legend_handles_labels()[1]]
+    rows_l = _legend(fig, axes[0][0], extra + proxies + [Patch(color="0.5", alpha=0.25,
+                                                               label="min..max of repetitions")], ncols=4)
     _margins(fig, rows_l, top_in=0.62, hspace_in=0.62 if rows > 1 else 0.0)
     return fig
 

@@ -140,23 +140,28 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     sizes = sorted(set(sweep) | set(per_level.values()))
     thread_counts = {"threads_1": 1, "threads_all": n_all}
     curves: dict[tuple[str, str], Curve] = {}
+    # streaming-store kernels only at memory's working set: inside a cache they evict the data
+    mem_names = [lv.name for lv in levels if not lv.size_bytes]
+    sizes_of = {k.name: (sizes if k.stores == "cached" else sorted({per_level[n] for n in mem_names}))
+                for k in KERNELS}
     for k in KERNELS:
         for key, n in thread_counts.items():
             c = Curve(f"bandwidth_{k.name}_{key}", "bandwidth", "size_bytes", "GB/s", [],
                       {"kernel": k.name, "threads": n, "arrays": k.arrays,
                        "bytes_per_element": k.bytes_per_element, "flops_per_element": k.flops,
                        "counting": "STREAM (bytes read + bytes written, no write-allocate)",
+                       "stores": k.stores, "base_kernel": k.base or k.name,
                        "x": "working set, all arrays and all threads together",
                        "page_kind": "huge"})
             ctx.device.curves.append(c)  # appended first: an interrupted scan keeps its points
             curves[(k.name, key)] = c
-    total = len(KERNELS) * len(sizes)
+    total = sum(len(v) for v in sizes_of.values())
     done = 0
     extra_all: dict[str, dict[str, list[float]]] = {}
     for k in KERNELS:
         probe = BandwidthProbe(k)
         try:
-            for size in sizes:
+            for size in sizes_of[k.name]:
                 probe.setup(size)
                 for key, n in thread_counts.items():
                     ns = probe.run(reps, threads=n, target_ns=target_ns)
@@ -167,7 +172,7 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 ctx.progress("bandwidth", done, total, f"{k.name} {size / 1024:.0f} KiB")
             # all-thread points off the curve (a private level's set times the threads)
             for name, size in per_level_all.items():
-                if size in sizes:
+                if size in sizes_of[k.name] or (k.stores != "cached" and name not in mem_names):
                     continue
                 probe.setup(size)
                 ns = probe.run(reps, threads=n_all, target_ns=target_ns)
@@ -182,6 +187,8 @@ def stage_bandwidth(ctx: ScanContext) -> None:
         s1, sall = per_level[lv.name], per_level_all[lv.name]
         bw: dict[str, dict[str, float | None]] = {}
         for k in KERNELS:
+            if k.stores != "cached" and lv.name not in mem_names:
+                continue
             one = _best(_samples_at(curves[(k.name, "threads_1")], s1))
             if lv.name in extra_all:
                 allv = _best(extra_all[lv.name][k.name])

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from memprobe.probes.cpu.buffers import Buffer, alloc
+from memprobe.probes.cpu.intrinsics import store_fence, store_line_nt_f64
 
 ELEMENT_BYTES = 8  # float64, as STREAM
 SCALAR = 3.0  # s in write and triad; with integer-valued b, c every result is exact
@@ -70,6 +71,67 @@ def triad_kernel(a, b, c, s):
     return 0.0
 
 
+# ---- streaming-store variants: the same work, each whole line written with a non-temporal
+# store. Beyond the last cache they save the read-for-ownership of every written line (a third
+# of copy's traffic), which is how glibc's memcpy and likwid's *_mem_nt kernels reach memory's
+# bandwidth; inside a cache they would only evict the data, so the scan runs them at memory size.
+@njit(cache=True, nogil=True)
+def _line_span(a):
+    """(head, end): a[:head] runs up to the first 64-byte-aligned element, a[head:end] is whole
+    lines, a[end:] the rest. Head and rest go through the cached kernel."""
+    n = a.shape[0]
+    head = min(n, ((64 - a.ctypes.data % 64) % 64) // 8)
+    return head, head + (n - head) // 8 * 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _line(x, j):
+    """x[j:j+8] as a tuple; unsigned indices, so no wraparound test between the loads."""
+    i = np.uint64(j)
+    return (x[i], x[i + np.uint64(1)], x[i + np.uint64(2)], x[i + np.uint64(3)],
+            x[i + np.uint64(4)], x[i + np.uint64(5)], x[i + np.uint64(6)], x[i + np.uint64(7)])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def write_nt_kernel(a, b, c, s):
+    h, e = _line_span(a)
+    write_kernel(a[:h], b, c, s)
+    base = np.uint64(a.ctypes.data)
+    for j in range(h, e, 8):
+        store_line_nt_f64(base + np.uint64(8 * j), (s, s, s, s, s, s, s, s))
+    write_kernel(a[e:], b, c, s)
+    store_fence()
+    return 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def copy_nt_kernel(a, b, c, s):
+    h, e = _line_span(a)
+    copy_kernel(a[:h], b[:h], c, s)
+    base = np.uint64(a.ctypes.data)
+    for j in range(h, e, 8):
+        store_line_nt_f64(base + np.uint64(8 * j), _line(b, j))
+    copy_kernel(a[e:], b[e:], c, s)
+    store_fence()
+    return 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def triad_nt_kernel(a, b, c, s):
+    h, e = _line_span(a)
+    triad_kernel(a[:h], b[:h], c[:h], s)
+    base = np.uint64(a.ctypes.data)
+    for j in range(h, e, 8):
+        x = _line(b, j)
+        y = _line(c, j)
+        store_line_nt_f64(base + np.uint64(8 * j),
+                          (x[0] + s * y[0], x[1] + s * y[1], x[2] + s * y[2], x[3] + s * y[3],
+                           x[4] + s * y[4], x[5] + s * y[5], x[6] + s * y[6], x[7] + s * y[7]))
+    triad_kernel(a[e:], b[e:], c[e:], s)
+    store_fence()
+    return 0.0
+
+
 # ---- drivers ----------------------------------------------------------------------------------
 # Numba cannot cache a function that takes another as an argument (the type carries the object's
 # identity, so every process recompiles, ~4 s per parallel variant); the drivers therefore pick
@@ -84,6 +146,12 @@ def one_pass(kid, a, b, c, s):
         return copy_kernel(a, b, c, s)
     if kid == 3:
         return triad_kernel(a, b, c, s)
+    if kid == 4:
+        return write_nt_kernel(a, b, c, s)
+    if kid == 5:
+        return copy_nt_kernel(a, b, c, s)
+    if kid == 6:
+        return triad_nt_kernel(a, b, c, s)
     return np.nan
 
 
@@ -123,6 +191,8 @@ class BandwidthKernel:
     write_bytes: int  # per element
     flops: int  # per element
     kernel: Callable  # njit, signature (a, b, c, s) -> float64
+    stores: str = "cached"  # or "streaming": non-temporal stores, run at memory size only
+    base: str = ""  # a streaming kernel: the cached kernel doing the same work
 
     @property
     def bytes_per_element(self) -> int:
@@ -135,8 +205,13 @@ KERNELS: tuple[BandwidthKernel, ...] = (
     BandwidthKernel("write", 1, 1, 0, 8, 0, write_kernel),  # a[i] = s
     BandwidthKernel("copy", 2, 2, 8, 8, 0, copy_kernel),  # a[i] = b[i]
     BandwidthKernel("triad", 3, 3, 16, 8, 2, triad_kernel),  # a[i] = b[i] + s*c[i]
+    BandwidthKernel("write_nt", 4, 1, 0, 8, 0, write_nt_kernel, "streaming", "write"),
+    BandwidthKernel("copy_nt", 5, 2, 8, 8, 0, copy_nt_kernel, "streaming", "copy"),
+    BandwidthKernel("triad_nt", 6, 3, 16, 8, 2, triad_nt_kernel, "streaming", "triad"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
+CACHED_KERNELS = tuple(k for k in KERNELS if k.stores == "cached")
+STREAMING_KERNELS = tuple(k for k in KERNELS if k.stores == "streaming")
 
 
 def kernel_by_name(name: str) -> BandwidthKernel:
@@ -298,7 +373,7 @@ class BandwidthProbe:
         must have produced."""
         assert self._arrays is not None, "setup() first"
         a, b, c = self._arrays
-        name = self.kernel.name
+        name = self.kernel.base or self.kernel.name  # a streaming kernel does its base's work
         n = self.n_elements
         ref_a = np.arange(n, dtype=np.float64) % 1024.0
         if name == "read":
