@@ -6,8 +6,9 @@ within 25 % of the declared sizes across repeated scans. Declared sizes are read
 Issue 4: memory use within 4x the largest working set -- the peak RSS of each scan process
 (getrusage of the finished child) against the largest size any curve of that scan used.
 
-usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full]
+usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full] [--keep DIR]
   --full times the whole scan (every stage, training study excluded) against 60 s instead.
+  --keep DIR keeps each run's scan.json and curves.csv under DIR/scanN.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--keep", type=Path, help="keep each run's output under this folder")
     args = ap.parse_args()
     budget = 60.0 if args.full else (10.0 if args.quick else 30.0)
     rows, ok_l1, ok_l2 = [], 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba-cache"))  # run 1: cold JIT
         for run in range(args.runs):
-            out = Path(tmp) / f"scan{run}"
+            out = (args.keep or Path(tmp)) / f"scan{run}"
             cmd = [sys.executable, "-m", "memprobe", "scan", "--no-train", "--no-progress", "--out", str(out)]
             if args.quick:
                 cmd.append("--quick")
