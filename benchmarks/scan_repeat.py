@@ -4,7 +4,7 @@ included) against its budget, and the inferred L1/L2/L3 of each run beside the d
 Targets (issue 3): latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2
 within 25 % of the declared sizes across repeated scans. Declared sizes are read only to score.
 Issue 4: memory use within 4x the largest working set -- the peak RSS of each scan process
-(getrusage of the finished child) against the largest size any curve of that scan used.
+(wait4 on each finished scan) against the largest size any curve of that scan used.
 
 usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full] [--keep DIR]
   --full times the whole scan (every stage, training study excluded) against 60 s instead.
@@ -14,7 +14,6 @@ usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full] [--keep DI
 from __future__ import annotations
 
 import argparse
-import resource
 import json
 import os
 import subprocess
@@ -43,12 +42,17 @@ def main() -> int:
             cmd = [sys.executable, "-m", "memprobe", "scan", "--no-train", "--no-progress", "--out", str(out)]
             if args.quick:
                 cmd.append("--quick")
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            # the children's peak RSS so far; each scan is bigger than the CLI's own start-up
-            peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-            if p.returncode != 0:
-                print(p.stderr, file=sys.stderr)
-                return 1
+            # this scan's own peak RSS: wait4 on its pid (RUSAGE_CHILDREN would carry the
+            # largest earlier scan's peak into every later row)
+            with tempfile.TemporaryFile("w+") as err:
+                p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+                _, status, usage = os.wait4(p.pid, 0)
+                p.returncode = os.waitstatus_to_exitcode(status)
+                peak_rss = usage.ru_maxrss * 1024
+                if p.returncode != 0:
+                    err.seek(0)
+                    print(err.read(), file=sys.stderr)
+                    return 1
             d = json.loads((out / "scan.json").read_text())
             cpu = d["cpu"]
             secs = cpu["extra"]["stage_seconds"]

@@ -186,7 +186,10 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     plateaus = mono
 
     last_a, last_b, last_y = plateaus[-1]
-    memory_reached = last_b >= len(x) - 1 or float(np.max(ys[last_b:])) - last_y <= tol
+    # a creep after the last plateau smaller than the merge ratio is that level still (page
+    # walks under nested paging keep adding a little); a real climb to the next level is more
+    memory_reached = (last_b >= len(x) - 1
+                      or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
     if not memory_reached:
         warnings.append("the curve still climbs at its largest size: main memory was not reached; "
                         "its latency is the last point's")
