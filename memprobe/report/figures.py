@@ -428,7 +428,8 @@ def bandwidth_figure(dev: DeviceResult, title: str | None = None, fig: FigureBas
     for ax in axes.flat:
         for h, t in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(t, h)
-    extra = [h for t, h in seen.items() if t not in axes[0][0].get_legend_handles_labels()[1]]
+    first = set(axes[0][0].get_legend_handles_labels()[1])
+    extra = [h for t, h in seen.items() if t not in first]
     rows_l = _legend(fig, axes[0][0], extra + proxies + [Patch(color="0.5", alpha=0.25,
                                                                label="min..max of repetitions")], ncols=4)
     _margins(fig, rows_l, top_in=0.62, hspace_in=0.62 if rows > 1 else 0.0)
