@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import table
 
-LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "levels")
+LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "latency_recheck", "levels")
 
 
 def main() -> int:

@@ -46,6 +46,19 @@ class CurvePoint:
         return min(self.samples) if self.samples else math.nan
 
     @property
+    def low(self) -> float:
+        """25th percentile of the samples (linear interpolation, as NumPy's default). Level
+        inference reads this: with samples from fresh buffers at different times, the minimum
+        picks one lucky page placement (a shelf on a cache edge, a spurious level) while the
+        median follows a neighbour that was busy for a whole pass; the lower quartile does
+        neither (see memprobe/scan/cpu.py, stage_latency_recheck)."""
+        if not self.samples:
+            return math.nan
+        if len(self.samples) == 1:
+            return float(self.samples[0])
+        return statistics.quantiles(self.samples, n=4, method="inclusive")[0]
+
+    @property
     def spread(self) -> float:
         """Relative spread (max-min)/median of the repetitions; 0 for a single sample."""
         if len(self.samples) < 2:
@@ -73,6 +86,9 @@ class Curve:
 
     def bests(self) -> list[float]:
         return [p.best for p in self.points]
+
+    def lows(self) -> list[float]:
+        return [p.low for p in self.points]
 
 
 @dataclass

@@ -44,3 +44,19 @@ def test_schema_errors(text):
 def test_csv_has_every_point():
     rows = sample().curves_csv().strip().splitlines()
     assert rows[0].startswith("device,curve") and len(rows) == 3
+
+
+@pytest.mark.parametrize("samples, want", [([3.0], 3.0), ([1.0, 2.0], 1.25), ([5, 1, 4, 2, 3], 2.0),
+                                           ([], math.nan)])
+def test_low_is_the_lower_quartile(samples, want):
+    got = CurvePoint(1.0, [float(v) for v in samples]).low
+    assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+
+
+def test_low_ignores_one_disturbed_pass_and_one_lucky_sample():
+    # two quiet passes near 10, one pass disturbed (x2) and one lucky sample (a shelf): the
+    # minimum takes the lucky one, the median drifts up, the quartile stays with the quiet ones
+    quiet = [10.0, 10.2, 10.1, 10.3, 9.9, 10.0, 10.1, 10.2, 10.4]
+    p = CurvePoint(1.0, quiet + [20.0, 21.0, 19.0, 20.5, 22.0] + [6.0])
+    assert p.best == 6.0
+    assert 9.9 <= p.low <= 10.2

@@ -17,7 +17,7 @@ TINY = dict(quick=True, max_size_bytes=256 << 10, repetitions=1, train=False)
 
 def only_latency_stages(monkeypatch):
     """Keep the test fast: the latency part of the table only (ceilings have their own tests)."""
-    names = {"declared", "clock", "line", "latency", "levels"}
+    names = {"declared", "clock", "line", "latency", "latency_recheck", "levels"}
     monkeypatch.setattr(cpu_scan, "_ceiling_stages", lambda: ())
     monkeypatch.setattr(cpu_scan, "CPU_STAGES", tuple(s for s in cpu_scan.CPU_STAGES if s.name in names))
 
@@ -90,3 +90,31 @@ def test_run_stages_reports_progress_and_timing():
     ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
     assert run_stages((Stage("noop", lambda c: None, "nothing"),), ctx)
     assert "noop" in dev.extra["stage_seconds"]
+
+
+def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
+    """The extra passes add their samples to the first pass's points up to the cache range
+    (at least RECHECK_MIN_BYTES), each pass with a fresh buffer; larger sizes keep one pass."""
+    opts = ScanOptions(quick=False, max_size_bytes=8 << 20, repetitions=2, train=False, seed=7)
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
+    sizes = sweep_sizes(4 << 10, 8 << 20, 1)
+    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(256 << 10, 4.5)], 90.0, sizes)
+    dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
+                            [CurvePoint(float(s), [float(v)] * 2) for s, v in zip(sizes, lat)]))
+    seeds = []
+    real = cpu_scan._latency_curve
+
+    def spy(ctx, page_kind, sizes, reps, name, seed=None):
+        seeds.append(seed)
+        return real(ctx, page_kind, sizes, reps, name, seed)
+
+    monkeypatch.setattr(cpu_scan, "_latency_curve", spy)
+    cpu_scan.stage_latency_recheck(ctx)
+    curve = dev.curve("latency_hugepage")
+    assert [c.name for c in dev.curves] == ["latency_hugepage"]  # the passes join, not add curves
+    assert curve.params["passes"] == 3 and len(set(seeds)) == 2 and opts.seed not in seeds
+    for p in curve.points:
+        want = 6 if p.x <= cpu_scan.RECHECK_MIN_BYTES else 2
+        assert len(p.samples) == want, (p.x, p.samples)
+    assert curve.params["passes_up_to_bytes"] == max(s for s in sizes if s <= cpu_scan.RECHECK_MIN_BYTES)
