@@ -90,3 +90,66 @@ def test_summary_and_speedup_pairing():
     assert S.gpu_wins_from(sp) == {"16": 64}
     claims = S.judge_claims(None, None, sp)
     assert "outside" in claims[0]["finding"]
+
+
+def test_pool_rounds_takes_each_input_median():
+    rounds = [({"gemm": 1.0, "serial": 5.0}, {"fwd": {(16, 64): 10.0}}),
+              ({"gemm": 3.0, "serial": 4.0}, {"fwd": {(16, 64): 30.0, (16, 128): 7.0}}),
+              ({"gemm": 2.0, "serial": 6.0}, {"fwd": {(16, 64): 20.0}})]
+    over, rates = S._pool_rounds(rounds)
+    assert over == {"gemm": 2.0, "serial": 5.0}
+    assert rates == {"fwd": {(16, 64): 20.0, (16, 128): 7.0}}  # a rate one round lacked: the others'
+
+
+def _fake_steps(monkeypatch, slow_width=None):
+    """time_steps that records (width, steps, warmup) and sleeps only for `slow_width`."""
+    import time as _time
+
+    calls = []
+
+    def fake(net, x, labels, steps, warmup=2):
+        calls.append((net.shape.dims[1], steps, warmup))
+        if net.shape.dims[1] == slow_width:
+            _time.sleep(0.5)
+        return [1e-4] * steps
+
+    monkeypatch.setattr(S.N, "time_steps", fake)
+    return calls
+
+
+def test_points_run_in_rounds_with_inputs_measured_each_round(monkeypatch):
+    calls = _fake_steps(monkeypatch)
+    measured = []
+    real = S._measure_inputs
+
+    def spy(device, nthr, last_cache, reps):
+        measured.append(nthr)
+        return real(device, nthr, last_cache, reps)
+
+    monkeypatch.setattr(S, "_measure_inputs", spy)
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=5.0, free_bytes=8 << 30)
+    assert sw["points"]
+    n_runs = len({t for t in measured})
+    assert len(measured) == S.ROUNDS * n_runs  # inputs measured again every round
+    for p in sw["points"]:
+        assert len(p["samples_s"]) == S.STEPS
+    by_point: dict[int, list[tuple[int, int]]] = {}
+    for w, steps, warm in calls:
+        by_point.setdefault(w, []).append((steps, warm))
+    for w, seq in by_point.items():
+        # per point and thread count: a first round with WARMUP untimed steps, then one each
+        firsts = [s for s in seq if s[1] == S.WARMUP]
+        assert len(seq) == len(firsts) * S.ROUNDS and sum(s for s, _ in seq) == S.STEPS * len(firsts)
+    raw_rounds = {e["round"] for e in sw["gemm_rates"]["threads_1"]["raw"]}
+    assert raw_rounds == set(range(S.ROUNDS))
+
+
+def test_a_point_whose_rounds_do_not_fit_is_dropped_after_the_first(monkeypatch):
+    plan = S.plan_points(S.capacities_of(_device()), max_working_set_bytes=2 << 30)
+    slow = max(p.width for p in plan if p.batch == 16)
+    calls = _fake_steps(monkeypatch, slow_width=slow)
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=1.0, free_bytes=8 << 30)
+    assert all(p["width"] != slow for p in sw["points"])
+    dropped = [s for s in sw["skipped"] if s["width"] == slow and "first round" in s["why"]]
+    assert dropped
+    assert sum(1 for w, _, _ in calls if w == slow) == len(dropped)  # ran once, then no more

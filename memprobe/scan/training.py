@@ -45,12 +45,14 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
         "speedup": [], "gpu_wins_from_width": {}, "claims": [], "summary": {},
         "settings": {"framework": framework, "quick": quick, "layers": S.LAYERS,
                      "batches": list(S.SWEEP_BATCHES), "multiples": list(S.SWEEP_MULTIPLES),
-                     "steps": S.STEPS, "warmup": S.WARMUP, "overhead_width": S.OVERHEAD_WIDTH,
+                     "steps": S.STEPS, "warmup": S.WARMUP, "rounds": S.ROUNDS,
+                     "overhead_width": S.OVERHEAD_WIDTH,
                      "parallel_min_elements": N.PARALLEL_MIN_ELEMENTS},
         "method": ("predicted_s = sum over ops max(FLOPs/P, sum operand bytes/BW(level, kernel)) + "
                    "sum call overheads; level = smallest holding the operand's reuse footprint; "
                    "kernel = STREAM kernel with the nearest read:write mix; P per shape class "
-                   "measured on isolated in-cache calls; nothing fitted to step times. "
+                   "measured on isolated in-cache calls; nothing fitted to step times. Steps and "
+                   "inputs are taken in rounds over all points, inputs pooled by median. "
                    "predicted_max_s = max(sum FLOPs/P, sum bytes/BW); predicted_sum_s = their sum; "
                    "spread = (max-min)/median of the timed steps"),
     }

@@ -10,6 +10,7 @@ MNIST-shaped epoch, and pairs CPU and GPU points for the speed-up. Nothing print
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -30,7 +31,10 @@ OVERHEAD_WIDTH = 8  # so small that every op is a call, not work
 MIN_WIDTH = 4
 WIDTH_ALIGN = 8  # 32-byte rows: BLAS and the kernels vectorise without a ragged tail
 STEPS = 20
-WARMUP = 2
+WARMUP = 2  # untimed steps before a point's first round (one before each later round)
+ROUNDS = 4  # each point's steps are taken in this many rounds over all points: see run_device_sweep
+INPUT_REPS_PER_ROUND = 3  # timed batches per overhead or rate, each round (pooled: median)
+KEEP_NETWORKS_BYTES = 1 << 30  # networks kept alive between rounds, at most (else rebuilt)
 RATE_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)  # GEMM shape classes: one per width octave
 MNIST_DIMS = (784, 256, 256, 10)
 MNIST_SAMPLES = 60_000
@@ -109,10 +113,10 @@ def capacities_of(device: Any) -> list[tuple[str, int]]:
 
 
 # ---- the model's own inputs: call overhead and shape-class rates -------------------------------
-def _plan_call_s(calls: list[Callable[[], Any]]) -> float:
+def _plan_call_s(calls: list[Callable[[], Any]], reps_n: int = 7) -> float:
     # seconds per call of a list of bound calls run as CpuNetwork.step runs its plan
     reps = []
-    for _ in range(7):
+    for _ in range(reps_n):
         t0 = time.perf_counter()
         for call in calls:
             call()
@@ -120,13 +124,13 @@ def _plan_call_s(calls: list[Callable[[], Any]]) -> float:
     return statistics.median(reps)
 
 
-def _median_call_s(fn: Callable[[], Any], n: int) -> float:
+def _median_call_s(fn: Callable[[], Any], n: int, reps_n: int = 7) -> float:
     # time batches of calls (one call is below timer resolution) and keep the median batch: the
     # model predicts the median step, so its per-op rates use the same statistic. (The best
     # batch predicted 7-20 % too fast at small widths on the shared 2-vCPU VM: median |error|
     # 12.5-14.4 % against 10.4-12.7 % with the median, batch 1 7.9-30.9 % against 3.4-6.0 %.)
     reps = []
-    for _ in range(7):
+    for _ in range(reps_n):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
@@ -134,7 +138,7 @@ def _median_call_s(fn: Callable[[], Any], n: int) -> float:
     return statistics.median(reps)
 
 
-def measure_cpu_overheads(threads: int) -> dict[str, float]:
+def measure_cpu_overheads(threads: int, reps: int = 7) -> dict[str, float]:
     """Seconds per call of an empty-work call of each dispatch class: a 1x1 NumPy matmul (the
     Python -> NumPy -> BLAS path), an empty @njit call, an empty prange call (thread wake-up)."""
     from functools import partial
@@ -144,14 +148,14 @@ def measure_cpu_overheads(threads: int) -> dict[str, float]:
     lab, lab2 = np.zeros(1, np.int32), np.zeros(1, np.int32)
     N.SERIAL["empty"](a)
     # bound calls, as the network's step plan issues them (partial objects, views made once)
-    out = {"gemm": _plan_call_s([partial(np.matmul, a, a, out=c)] * 2000),
-           "serial": _plan_call_s([partial(N.SERIAL["empty"], a)] * 2000),
+    out = {"gemm": _plan_call_s([partial(np.matmul, a, a, out=c)] * 2000, reps),
+           "serial": _plan_call_s([partial(N.SERIAL["empty"], a)] * 2000, reps),
            # the data-loading op is two copies (inputs and labels)
-           "copyto": 2 * _plan_call_s([partial(np.copyto, c, a), partial(np.copyto, lab, lab2)] * 1000)}
+           "copyto": 2 * _plan_call_s([partial(np.copyto, c, a), partial(np.copyto, lab, lab2)] * 1000, reps)}
     if threads > 1:
         per_thread = np.zeros(threads, N.DTYPE)
         N.PARALLEL["empty_parallel"](per_thread)
-        out["parallel"] = _plan_call_s([partial(N.PARALLEL["empty_parallel"], per_thread)] * 500)
+        out["parallel"] = _plan_call_s([partial(N.PARALLEL["empty_parallel"], per_thread)] * 500, reps)
     else:
         out["parallel"] = out["serial"]
     return out
@@ -180,7 +184,7 @@ def _gemm_call(kind: str, batch: int, width: int) -> tuple[Callable[[], Any], fl
 
 
 def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[str, float],
-                      max_bytes: float) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
+                      max_bytes: float, reps: int = 7) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
     """The compute ceiling of each op class at this thread count: for GEMMs, per kind, batch
     and width octave (RATE_WIDTHS) whose operands fit `max_bytes` (in cache, so the rate is the
     shape's, not memory's: BLAS efficiency and its threading decisions change with the shape),
@@ -196,7 +200,7 @@ def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[s
                 fn, fl = _gemm_call(kind, b, wd)
                 fn()
                 n = max(1, min(200, int(1e6 / max(fl, 1.0))))
-                t = _median_call_s(fn, n)
+                t = _median_call_s(fn, n, reps)
                 r = _rate(fl, t, overhead_s["gemm"])
                 raw.append({"class": kind, "batch": b, "width": wd, "call_s": t,
                             "gflops": None if r is None else r / 1e9})
@@ -213,7 +217,7 @@ def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[s
         for name in ("bias_relu", "softmax_xent", "bias_grad", "relu_bwd_bias_grad", "sgd_update"):
             for grow in range(4):
                 n = n0 * 4 ** grow
-                t, fl = _elementwise_call_s(table, name, n, m, rng)
+                t, fl = _elementwise_call_s(table, name, n, m, rng, reps)
                 r = _rate(fl, t, overhead_s[build])
                 if r is not None:
                     break
@@ -240,7 +244,7 @@ def rates_from_json(stored: dict[str, dict[str, dict[str, float]]]) -> dict[str,
 
 
 def _elementwise_call_s(table: dict[str, Callable], name: str, n: int, m: int,
-                        rng: np.random.Generator) -> tuple[float, float]:
+                        rng: np.random.Generator, reps: int = 7) -> tuple[float, float]:
     """Seconds per call of one elementwise kernel on an n x m operand, and its FLOPs."""
     z = rng.standard_normal((n, m), dtype=np.float32)
     z2 = z.copy()
@@ -256,7 +260,7 @@ def _elementwise_call_s(table: dict[str, Callable], name: str, n: int, m: int,
         "sgd_update": (lambda: k(z.reshape(-1), z2.reshape(-1), b, db, 1e-9), 2.0 * (n * m + m)),
     }[name]
     fn()
-    return _median_call_s(fn, max(1, min(20, int(2e6 / (n * m))))), fl
+    return _median_call_s(fn, max(1, min(20, int(2e6 / (n * m)))), reps), fl
 
 
 # ---- running points ----------------------------------------------------------------------------
@@ -314,14 +318,50 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _measure_inputs(device: str, nthr: int, last_cache: float, reps: int
+                    ) -> tuple[dict[str, float], dict[str, dict[tuple[int, int], float]], list[dict[str, Any]], str]:
+    """One round of the model's own inputs: call overheads and shape-class rates (isolated calls)."""
+    batches = tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH}))
+    if device == "cpu":
+        with N.cpu_threads(nthr) as how:
+            over = measure_cpu_overheads(nthr, reps)
+            rates, raw = measure_cpu_rates(nthr, batches, over, max_bytes=min(last_cache / 2, 8 << 20), reps=reps)
+        return over, rates, raw, how
+    over = measure_gpu_overheads(reps)
+    rates, raw = measure_gpu_rates(batches, over, reps)
+    return over, rates, raw, "n/a"
+
+
+def _pool_rounds(rounds: list[tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]]
+                 ) -> tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]:
+    """Each overhead and rate: the median of its per-round values (a round may lack a rate that
+    its noise left inside the overhead)."""
+    over = {k: statistics.median(r[0][k] for r in rounds if k in r[0]) for k in rounds[0][0]}
+    keys = {(c, bw) for _, rates in rounds for c, t in rates.items() for bw in t}
+    rates: dict[str, dict[tuple[int, int], float]] = {}
+    for c, bw in sorted(keys):
+        rates.setdefault(c, {})[bw] = statistics.median(r[1][c][bw] for r in rounds if bw in r[1].get(c, {}))
+    return over, rates
+
+
 def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = False,
                      framework: str = "numpy", progress: ProgressFn = _noop,
                      budget_s: float | None = None, free_bytes: float | None = None) -> dict[str, Any]:
     """Measure the model's inputs, plan and time the sweep for one device; returns
     {"points", "skipped", "overhead_s", "gemm_rates", "ceilings", "warnings"}.
 
-    Points run cheapest first (cost estimated by the model's own prediction, so no measured
-    step is used) until the time budget is spent; the rest are listed as skipped."""
+    Rounds: each point's STEPS are taken in ROUNDS rounds that cycle through every point, and
+    the model's inputs (overheads, rates) are measured again at the start of every round and
+    pooled (median). Why: on a shared machine a busy neighbour slows everything for seconds at
+    a time. Timed point after point, the points that fell in such a spell came out 20-40 %
+    slower than the rates measured seconds earlier predicted (this project's 2-vCPU VM); in
+    rounds, a spell touches a few steps of many points, and the inputs and the steps are sampled
+    over the same minutes. Each round starts a point with one untimed step (its working set
+    back in the caches after the other points ran).
+
+    Points are chosen cheapest first (cost from the model's prediction with the first round's
+    inputs, so no measured step is used) until the time budget is spent; after the first round
+    the points whose remaining rounds no longer fit are dropped. Both are listed as skipped."""
     budget = budget_s if budget_s is not None else (4.0 if quick else 18.0)
     warnings: list[str] = []
     if free_bytes is None:
@@ -338,55 +378,116 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     points_plan = plan_points(caps, max_working_set_bytes=free_bytes / 4)
     last_cache = caps[-1][1]
     out: dict[str, Any] = {"points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {},
-                           "ceilings_source": {}, "warnings": warnings, "blas_threads_control": None}
-    preds: list[tuple[float, SweepPoint, str, int, M.Prediction, M.Ceilings]] = []
-    how = "n/a"
-    for k, (tkey, nthr) in enumerate(thread_runs):
-        progress("training", k, len(thread_runs) + 1, f"{device} {tkey}: overhead and rates")
-        if device == "cpu":
-            with N.cpu_threads(nthr) as how:
+                           "ceilings_source": {}, "warnings": warnings, "blas_threads_control": None,
+                           "rounds": ROUNDS}
+    dispatch = (lambda n: M.cpu_dispatch(n, N.PARALLEL_MIN_ELEMENTS)) if device == "cpu" else (lambda n: M.gpu_dispatch)
+    inputs: dict[str, list[tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]]] = {}
+    raws: dict[str, list[dict[str, Any]]] = {}
+
+    def measure_round(r: int) -> None:
+        for k, (tkey, nthr) in enumerate(thread_runs):
+            progress("training", k, len(thread_runs) + 1, f"{device} {tkey}: overhead and rates, round {r + 1}")
+            over, rates, raw, how = _measure_inputs(device, nthr, last_cache, INPUT_REPS_PER_ROUND)
+            if device == "cpu":
                 out["blas_threads_control"] = how
-                over = measure_cpu_overheads(nthr)
-                rates, raw = measure_cpu_rates(nthr, tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH})), over,
-                                               max_bytes=min(last_cache / 2, 8 << 20))
-            dispatch = M.cpu_dispatch(nthr, N.PARALLEL_MIN_ELEMENTS)
-        else:
-            over = measure_gpu_overheads()
-            rates, raw = measure_gpu_rates(tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH})), over)
-            dispatch = M.gpu_dispatch
-        if how == "none" and device == "cpu" and nthr == 1:
-            warnings.append("could not set BLAS threads at run time: one-thread points ran BLAS with its default threads")
-        out["overhead_s"][tkey] = over
-        out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(rates), "raw": raw}
-        ceil = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
+                if how == "none" and nthr == 1 and r == 0:
+                    warnings.append("could not set BLAS threads at run time: one-thread points ran BLAS with its default threads")
+            inputs.setdefault(tkey, []).append((over, rates))
+            raws.setdefault(tkey, []).extend({**e, "round": r} for e in raw)
+
+    def ceilings_now() -> dict[str, M.Ceilings]:
+        out_c = {}
+        for tkey, nthr in thread_runs:
+            over, rates = _pool_rounds(inputs[tkey])
+            out_c[tkey] = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
+        return out_c
+
+    # first round of inputs: the cost estimates that choose the points
+    measure_round(0)
+    ceil0 = ceilings_now()
+    plan: list[tuple[float, SweepPoint, str, int]] = []
+    for tkey, nthr in thread_runs:
         for pt in points_plan:
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
-            pred = M.predict_step(shape, ceil, dispatch)
-            cost = (STEPS + WARMUP) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9  # + init
-            preds.append((cost, pt, tkey, nthr, pred, ceil))
-    preds.sort(key=lambda t: t[0])
-    t_start = time.perf_counter()
-    for k, (cost, pt, tkey, nthr, pred, ceil) in enumerate(preds):
-        spent = time.perf_counter() - t_start
-        if spent + cost > budget:
-            out["skipped"].append({**asdict(pt), "threads": tkey, "device": device,
-                                   "predicted_s": pred.predicted_s,
-                                   "why": f"time budget ({budget:.0f} s): about {cost:.1f} s more"})
-            continue
-        shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
-        progress("training", k + 1, len(preds), f"{device} {tkey} W={pt.width} B={pt.batch}")
-        if device == "cpu":
-            with N.cpu_threads(nthr):
-                samples = measure_point(shape, "cpu", framework, nthr)
+            pred = M.predict_step(shape, ceil0[tkey], dispatch(nthr))
+            # steps, one untimed step per round (two in the first), and building the network
+            cost = (STEPS + ROUNDS + 1) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9
+            plan.append((cost, pt, tkey, nthr))
+    plan.sort(key=lambda t: t[0])
+    chosen: list[tuple[float, SweepPoint, str, int]] = []
+    total = 0.0
+    for item in plan:
+        if total + item[0] > budget:
+            out["skipped"].append(_skipped(item, device, f"time budget ({budget:.0f} s): about {item[0]:.1f} s more"))
         else:
-            samples = measure_point(shape, "gpu", framework, 0)
-        out["points"].append(point_record(device, pt, tkey, pred, samples, ceil))
+            chosen.append(item)
+            total += item[0]
+
+    # rounds over the chosen points; networks are kept between rounds while they fit in memory
+    keep_bytes = min(free_bytes / 4, KEEP_NETWORKS_BYTES)
+    nets: dict[int, tuple[Any, Any, Any]] = {}
+    kept = 0.0
+    samples: dict[int, list[float]] = {i: [] for i in range(len(chosen))}
+    round_s: dict[int, float] = {}
+    per_round = -(-STEPS // ROUNDS)
+    t_start = time.perf_counter()
+    for r in range(ROUNDS):
+        if r:
+            measure_round(r)
+        for i, (cost, pt, tkey, nthr) in enumerate(chosen):
+            if i not in samples:
+                continue
+            shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
+            progress("training", i + 1, len(chosen), f"{device} {tkey} W={pt.width} B={pt.batch} (round {r + 1}/{ROUNDS})")
+            t0 = time.perf_counter()
+            with (N.cpu_threads(nthr) if device == "cpu" else contextlib.nullcontext()):
+                if i in nets:
+                    net, x, labels = nets[i]
+                else:
+                    net = N.make_network(shape, device=device, framework=framework,
+                                         threads=nthr if device == "cpu" else 0)
+                    x, labels = N.batch_data(net, shape)
+                    if kept + pt.working_set_bytes <= keep_bytes:
+                        nets[i] = (net, x, labels)
+                        kept += pt.working_set_bytes
+                samples[i] += N.time_steps(net, x, labels, min(per_round, STEPS - len(samples[i])),
+                                           WARMUP if r == 0 else 1)
+            round_s[i] = time.perf_counter() - t0
+        if r == 0:
+            # project the remaining rounds from this one's real cost; drop the dearest points that
+            # would carry the study past its budget
+            spent = time.perf_counter() - t_start
+            left = sum(round_s.values()) * (ROUNDS - 1)
+            for i in sorted(samples, key=lambda j: -round_s[j]):
+                if spent + left <= 1.25 * budget:
+                    break
+                left -= round_s[i] * (ROUNDS - 1)
+                del samples[i]
+                nets.pop(i, None)
+                out["skipped"].append(_skipped(chosen[i], device, f"time budget ({budget:.0f} s): its first "
+                                               f"round took {round_s[i]:.2f} s, the rest would not fit"))
+
+    # the model's inputs pooled over every round, then the predictions
+    ceil = ceilings_now()
+    for tkey, _ in thread_runs:
+        over, rates = _pool_rounds(inputs[tkey])
+        out["overhead_s"][tkey] = over
+        out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(rates), "raw": raws[tkey]}
+    for i, got in samples.items():
+        _, pt, tkey, nthr = chosen[i]
+        pred = M.predict_step(N.NetShape.square(pt.width, pt.layers, pt.batch), ceil[tkey], dispatch(nthr))
+        out["points"].append(point_record(device, pt, tkey, pred, got, ceil[tkey]))
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out
 
 
+def _skipped(item: tuple[float, SweepPoint, str, int], device: str, why: str) -> dict[str, Any]:
+    cost, pt, tkey, _ = item
+    return {**asdict(pt), "threads": tkey, "device": device, "estimated_cost_s": cost, "why": why}
+
+
 # ---- GPU inputs ---------------------------------------------------------------------------------
-def measure_gpu_overheads() -> dict[str, float]:
+def measure_gpu_overheads(reps: int = 7) -> dict[str, float]:
     """Seconds per call for an empty numba.cuda kernel launch and a 1x1 CuPy matmul, each a
     batch of back-to-back calls then one synchronise (launches queue; their cost is the issue)."""
     xp = N.gpu_array_module()
@@ -410,10 +511,10 @@ def measure_gpu_overheads() -> dict[str, float]:
     mm = many(lambda: xp.matmul(a, a, out=c))
     launch()
     mm()
-    return {"kernel": _median_call_s(launch, 1) / n, "gemm": _median_call_s(mm, 1) / n}
+    return {"kernel": _median_call_s(launch, 1, reps) / n, "gemm": _median_call_s(mm, 1, reps) / n}
 
 
-def measure_gpu_rates(batches: tuple[int, ...], overhead_s: dict[str, float]
+def measure_gpu_rates(batches: tuple[int, ...], overhead_s: dict[str, float], reps: int = 7
                       ) -> tuple[dict[str, dict[int, float]], list[dict[str, Any]]]:
     """GEMM shape-class rates through CuPy (per batch and width, launch overhead taken out) and one
     elementwise rate per kernel, on isolated calls."""
@@ -430,7 +531,7 @@ def measure_gpu_rates(batches: tuple[int, ...], overhead_s: dict[str, float]
             if xp is not np:
                 xp.cuda.runtime.deviceSynchronize()
         run()
-        return _median_call_s(run, 1) / n
+        return _median_call_s(run, 1, reps) / n
 
     for kind in M.GEMM_KINDS:
         for b in batches:
