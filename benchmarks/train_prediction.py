@@ -5,17 +5,22 @@ measured and predicted step time, and the median |error| for batch >= 16 (target
 batch 1 and for the overhead regime separately, with the plain-max and plain-sum baselines.
 
     python benchmarks/train_prediction.py [--scan scan.json] [--device cpu|gpu|all] [--budget S]
-                                          [--fill-bandwidth] [--out result.json]
+                                          [--fill-bandwidth] [--disturb] [--out result.json]
 
 --fill-bandwidth: when the scan has no bandwidth figures yet (the ceilings stage missing), measure
 read/write/copy/triad at half of each level's capacity (memory: 4 x the last cache) with
 memprobe.probes.cpu.bandwidth and put them into the levels first, labelled in the output.
+
+--disturb: run a neighbour beside the study, one process that burns a CPU in spells of 0.5-3 s
+with 1-4 s pauses (seeded), as the busy host of a shared VM does: how far the prediction holds
+when the machine's speed changes during the study. Run it beside a plain run, alternating.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 
@@ -79,6 +84,17 @@ def fill_bandwidth(dev) -> None:
             lv.bandwidth_gbs[name] = row
 
 
+NEIGHBOUR = """
+import random, time
+random.seed(1)
+while True:
+    t = time.time() + random.uniform(0.5, 3.0)
+    while time.time() < t:
+        pass
+    time.sleep(random.uniform(1.0, 4.0))
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", help="a saved scan.json (default: run a quick scan)")
@@ -87,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="the study's quick settings")
     ap.add_argument("--fill-bandwidth", action="store_true")
     ap.add_argument("--no-mnist", action="store_true")
+    ap.add_argument("--disturb", action="store_true", help="a CPU-burning neighbour in spells during the study")
     ap.add_argument("--out", help="write the scan with the study to this JSON file")
     a = ap.parse_args(argv)
 
@@ -109,10 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             bw = {k: {t: round(v, 1) if v else v for t, v in d.items()} for k, d in (lv.bandwidth_gbs or {}).items()}
             print(f"level {lv.name:7s} size {lv.size_bytes or 0:>12,} B  bandwidth GB/s {bw}")
 
-    t0 = time.perf_counter()
-    tr = run_training_study(res, device=a.device, quick=a.quick, budget_s=a.budget, mnist=not a.no_mnist,
-                            progress=lambda s, d, t, m: print(f"  [{s} {d}/{t}] {m}", file=sys.stderr))
-    study_s = time.perf_counter() - t0
+    neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) if a.disturb else None
+    try:
+        t0 = time.perf_counter()
+        tr = run_training_study(res, device=a.device, quick=a.quick, budget_s=a.budget, mnist=not a.no_mnist,
+                                progress=lambda s, d, t, m: print(f"  [{s} {d}/{t}] {m}", file=sys.stderr))
+        study_s = time.perf_counter() - t0
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+    if a.disturb:
+        print("with a CPU-burning neighbour in spells (--disturb)")
     for w in res.warnings:
         print("warning:", w)
     print(f"\n{'dev':4s} {'thr':11s} {'B':>4s} {'W':>5s} {'level':8s} {'xcap':>6s} {'ws KiB':>9s} "
