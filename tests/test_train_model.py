@@ -153,3 +153,26 @@ def test_private_levels_scale_with_threads():
     dev = DeviceResult("cpu", "s", levels=[lv("L1", 100), lv("L2", 1000), lv("L3", 10000), lv("memory", None)])
     c = M.ceilings_from_device(dev, "threads_all", 2, {}, {})
     assert [lvl.capacity_bytes for lvl in c.levels] == [200, 2000, 10000, None]
+
+
+def test_per_kernel_overhead_and_row_width_rates():
+    # the softmax's own call overhead and its short-row rate are used where measured; the other
+    # kernels fall back to their dispatch class's overhead and their one rate
+    dev = _synthetic_device(1e6)  # bandwidth out of the way
+    rates = {k: {(0, 0): 1e9} for k in (*M.GEMM_KINDS, "bias_relu", "bias_grad", "relu_bwd_bias_grad", "sgd_update")}
+    rates["softmax_xent"] = {(0, 8): 1e8, (0, 512): 1e9}
+    over = {"gemm": 1e-6, "serial": 1e-6, "parallel": 1e-6, "serial:softmax_xent": 7e-6}
+    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, over)
+    for width, want_rate in ((8, 1e8), (512, 1e9)):
+        pred = M.predict_step(NetShape.square(width, 2, 4), ceil, M.cpu_dispatch(1, 1 << 30))
+        soft = next(o for o in pred.ops if o.name.startswith("softmax"))
+        assert soft.overhead_s == 7e-6
+        assert soft.compute_s == pytest.approx(soft.flops / want_rate)
+        assert all(o.overhead_s == 1e-6 for o in pred.ops if not o.name.startswith("softmax"))
+
+
+def test_elementwise_ops_carry_their_row_length():
+    ops = {o.name: o for o in M.step_ops(NetShape((20, 30, 10), 4))}
+    assert ops["bias_relu0"].width == 30 and ops["softmax_xent1"].width == 10
+    assert ops["bias_grad1"].width == 10 and ops["relu_bwd0"].width == 30
+    assert ops["sgd_update0"].width == 0

@@ -153,3 +153,12 @@ def test_a_point_whose_rounds_do_not_fit_is_dropped_after_the_first(monkeypatch)
     dropped = [s for s in sw["skipped"] if s["width"] == slow and "first round" in s["why"]]
     assert dropped
     assert sum(1 for w, _, _ in calls if w == slow) == len(dropped)  # ran once, then no more
+
+
+def test_inputs_include_kernel_overheads_and_row_width_rates():
+    over = S.measure_cpu_overheads(1, reps=1)
+    for k in S.ELEMENTWISE_KERNELS:
+        assert over[f"serial:{k}"] > 0
+    rates, _ = S.measure_cpu_rates(1, (16,), over, max_bytes=1 << 20, reps=1)
+    assert set(rates["softmax_xent:serial"]) == {(0, m) for m in S.ROW_WIDTHS}
+    assert set(rates["sgd_update:serial"]) == {(0, 0)}

@@ -64,7 +64,9 @@ class Op:
     operands: tuple[Operand, ...]
     n_elements: int  # the size the network's dispatch looks at (serial vs parallel build)
     kernel: str  # the network kernel behind it: "matmul", "copyto" or an elementwise kernel name
-    width: int = 0  # a GEMM's size class: sqrt(d_in * d_out); 0 for elementwise ops
+    # rate class by size: a GEMM's sqrt(d_in * d_out); a row-wise elementwise op's row length
+    # (softmax's per-row reductions cost more per element on short rows); 0 for the update
+    width: int = 0
 
     @property
     def read_bytes(self) -> int:
@@ -130,13 +132,14 @@ def step_ops(shape: NetShape, input_copy: bool = False) -> list[Op]:
                       (r(a_prev), r(f"W{i}"), w(f"A{i}")), B * d_out, "matmul", gw))
         if i < L - 1:
             ops.append(Op(f"bias_relu{i}", "elementwise", "bias_relu", 2.0 * B * d_out,
-                          (r(f"A{i}"), r(f"b{i}"), w(f"A{i}")), B * d_out, "bias_relu"))
+                          (r(f"A{i}"), r(f"b{i}"), w(f"A{i}")), B * d_out, "bias_relu", d_out))
         else:
             ops.append(Op(f"softmax_xent{i}", "elementwise", "softmax_xent",
                           float(SOFTMAX_FLOPS_PER_ELEMENT * B * d_out),
-                          (r(f"A{i}"), r(f"b{i}"), r("labels"), w(f"dZ{i}")), B * d_out, "softmax_xent"))
+                          (r(f"A{i}"), r(f"b{i}"), r("labels"), w(f"dZ{i}")), B * d_out, "softmax_xent",
+                          d_out))
     ops.append(Op(f"bias_grad{L - 1}", "elementwise", "bias_grad", float(B * dims[L]),
-                  (r(f"dZ{L - 1}"), w(f"gb{L - 1}")), B * dims[L], "bias_grad"))
+                  (r(f"dZ{L - 1}"), w(f"gb{L - 1}")), B * dims[L], "bias_grad", dims[L]))
     for i in range(L - 1, -1, -1):
         d_in, d_out = dims[i], dims[i + 1]
         a_in = "x" if i == 0 else f"A{i - 1}"
@@ -148,7 +151,7 @@ def step_ops(shape: NetShape, input_copy: bool = False) -> list[Op]:
                           (r(f"dZ{i}"), r(f"W{i}"), w(f"dZ{i - 1}")), B * d_in, "matmul", gw))
             ops.append(Op(f"relu_bwd{i - 1}", "elementwise", "relu_bwd_bias_grad", 2.0 * B * d_in,
                           (r(f"dZ{i - 1}"), r(f"A{i - 1}"), w(f"dZ{i - 1}"), w(f"gb{i - 1}")),
-                          B * d_in, "relu_bwd_bias_grad"))
+                          B * d_in, "relu_bwd_bias_grad", d_in))
     for i in range(L):
         n = dims[i] * dims[i + 1]
         ops.append(Op(f"sgd_update{i}", "update", "sgd_update", 2.0 * (n + dims[i + 1]),
@@ -294,10 +297,12 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
         # elementwise rates are measured per build (serial / prange), GEMM rates per shape class
         klass = f"{op.klass}:{ov}" if f"{op.klass}:{ov}" in ceilings.rates_flops else op.klass
         comp_s = op.flops / ceilings.rate(klass, shape.batch, op.width) if op.flops else 0.0
-        if ov not in ceilings.overhead_s:
+        # the call overhead of this kernel with its own arguments where measured, else its class's
+        ov_key = f"{ov}:{op.kernel}" if f"{ov}:{op.kernel}" in ceilings.overhead_s else ov
+        if ov_key not in ceilings.overhead_s:
             raise MissingCeiling(f"no measured call overhead for dispatch {ov!r}")
         preds.append(OpPrediction(op.name, op.flops, float(op.bytes), comp_s, mem_s,
-                                  ceilings.overhead_s[ov], where, kern))
+                                  ceilings.overhead_s[ov_key], where, kern))
     comp = sum(p.compute_s for p in preds)
     mem = sum(p.memory_s for p in preds)
     roof = sum(p.roofline_s for p in preds)

@@ -15,6 +15,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +37,8 @@ ROUNDS = 4  # each point's steps are taken in this many rounds over all points: 
 INPUT_REPS_PER_ROUND = 3  # timed batches per overhead or rate, each round (pooled: median)
 KEEP_NETWORKS_BYTES = 1 << 30  # networks kept alive between rounds, at most (else rebuilt)
 RATE_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)  # GEMM shape classes: one per width octave
+ROW_WIDTHS = (8, 32, 128, 512)  # row-length classes of the elementwise kernels (serial build)
+ELEMENTWISE_KERNELS = ("bias_relu", "softmax_xent", "bias_grad", "relu_bwd_bias_grad", "sgd_update")
 MNIST_DIMS = (784, 256, 256, 10)
 MNIST_SAMPLES = 60_000
 MNIST_BATCH = 64
@@ -140,9 +143,10 @@ def _median_call_s(fn: Callable[[], Any], n: int, reps_n: int = 7) -> float:
 
 def measure_cpu_overheads(threads: int, reps: int = 7) -> dict[str, float]:
     """Seconds per call of an empty-work call of each dispatch class: a 1x1 NumPy matmul (the
-    Python -> NumPy -> BLAS path), an empty @njit call, an empty prange call (thread wake-up)."""
-    from functools import partial
-
+    Python -> NumPy -> BLAS path), an empty @njit call, an empty prange call (thread wake-up);
+    and of each elementwise kernel on one element ("serial:<kernel>", "parallel:<kernel>"): a
+    Numba call unboxes every argument, so a kernel taking five arrays costs 2-5x the empty call
+    with one (0.7-2.0 us against 0.4 here), per op and step."""
     a = np.ones((1, 1), N.DTYPE)
     c = np.empty((1, 1), N.DTYPE)
     lab, lab2 = np.zeros(1, np.int32), np.zeros(1, np.int32)
@@ -158,6 +162,12 @@ def measure_cpu_overheads(threads: int, reps: int = 7) -> dict[str, float]:
         out["parallel"] = _plan_call_s([partial(N.PARALLEL["empty_parallel"], per_thread)] * 500, reps)
     else:
         out["parallel"] = out["serial"]
+    rng = np.random.default_rng(2)
+    for build, table in [("serial", N.SERIAL)] + ([("parallel", N.PARALLEL)] if threads > 1 else []):
+        for name in ELEMENTWISE_KERNELS:
+            call, _ = _elementwise_call(table, name, 1, 1, rng)
+            call()
+            out[f"{build}:{name}"] = _plan_call_s([call] * (2000 if build == "serial" else 500), reps)
     return out
 
 
@@ -173,14 +183,17 @@ def _gemm_call(kind: str, batch: int, width: int) -> tuple[Callable[[], Any], fl
     rng = np.random.default_rng(0)
     a = rng.random((batch, width), dtype=np.float32)
     w = rng.random((width, width), dtype=np.float32)
-    o = np.empty((batch, width), np.float32)
+    # o is an input of the weight-gradient GEMM: filled, never uninitialised memory (which can
+    # hold denormals or NaNs, slow paths in BLAS)
+    o = rng.random((batch, width), dtype=np.float32)
     g = np.empty((width, width), np.float32)
     fl = 2.0 * batch * width * width
+    # bound with partial and the transposed views made once, as the network's step plan does
     if kind == "fwd":
-        return (lambda: np.matmul(a, w, out=o)), fl
+        return partial(np.matmul, a, w, out=o), fl
     if kind == "bwd_data":
-        return (lambda: np.matmul(a, w.T, out=o)), fl
-    return (lambda: np.matmul(a.T, o, out=g)), fl
+        return partial(np.matmul, a, w.T, out=o), fl
+    return partial(np.matmul, a.T, o, out=g), fl
 
 
 def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[str, float],
@@ -206,26 +219,29 @@ def measure_cpu_rates(threads: int, batches: tuple[int, ...], overhead_s: dict[s
                             "gflops": None if r is None else r / 1e9})
                 if r is not None:
                     rates.setdefault(kind, {})[(b, wd)] = r
-    # elementwise: the serial build from 16 Ki elements (in L1/L2), the prange build from the size
-    # where the network starts using it; the size grows until the work clearly exceeds the call
-    # overhead (else the rate is lost in the noise)
-    builds = [("serial", N.SERIAL, (64, 256))]
+    # elementwise: the serial build from 16 Ki elements (in L1/L2) at each row length of
+    # ROW_WIDTHS (the update, on flat arrays, at one), the prange build from the size where the
+    # network starts using it (rows of 1024: it only runs on long rows in the sweep); the size
+    # grows until the work clearly exceeds the call overhead (else the rate is lost in the noise)
+    builds = [("serial", N.SERIAL, ROW_WIDTHS, 16 << 10)]
     if threads > 1:
-        builds.append(("parallel", N.PARALLEL, (N.PARALLEL_MIN_ELEMENTS // 1024, 1024)))
+        builds.append(("parallel", N.PARALLEL, (1024,), N.PARALLEL_MIN_ELEMENTS))
     rng = np.random.default_rng(1)
-    for build, table, (n0, m) in builds:
-        for name in ("bias_relu", "softmax_xent", "bias_grad", "relu_bwd_bias_grad", "sgd_update"):
-            for grow in range(4):
-                n = n0 * 4 ** grow
-                t, fl = _elementwise_call_s(table, name, n, m, rng, reps)
-                r = _rate(fl, t, overhead_s[build])
-                if r is not None:
-                    break
-            if r is None:  # still overhead-sized: keep the overhead inside the rate (conservative)
-                r = fl / t
-            raw.append({"class": f"{name}:{build}", "batch": None, "width": m, "rows": n, "call_s": t,
-                        "gflops": r / 1e9})
-            rates[f"{name}:{build}"] = {(0, 0): r}
+    for build, table, widths, elements in builds:
+        for name in ELEMENTWISE_KERNELS:
+            ov = overhead_s.get(f"{build}:{name}", overhead_s[build])
+            for m in (widths if name != "sgd_update" else (256,)):
+                for grow in range(4):
+                    n = max(1, elements // m) * 4 ** grow
+                    t, fl = _elementwise_call_s(table, name, n, m, rng, reps)
+                    r = _rate(fl, t, ov)
+                    if r is not None:
+                        break
+                if r is None:  # still overhead-sized: keep the overhead inside the rate (conservative)
+                    r = fl / t
+                raw.append({"class": f"{name}:{build}", "batch": None, "width": m, "rows": n, "call_s": t,
+                            "gflops": r / 1e9})
+                rates.setdefault(f"{name}:{build}", {})[(0, m if name != "sgd_update" else 0)] = r
     return rates, raw
 
 
@@ -243,22 +259,29 @@ def rates_from_json(stored: dict[str, dict[str, dict[str, float]]]) -> dict[str,
             for c, t in stored.items()}
 
 
-def _elementwise_call_s(table: dict[str, Callable], name: str, n: int, m: int,
-                        rng: np.random.Generator, reps: int = 7) -> tuple[float, float]:
-    """Seconds per call of one elementwise kernel on an n x m operand, and its FLOPs."""
+def _elementwise_call(table: dict[str, Callable], name: str, n: int, m: int,
+                      rng: np.random.Generator) -> tuple[Callable[[], Any], float]:
+    """One elementwise kernel bound to an n x m operand (as the network calls it), and its FLOPs."""
     z = rng.standard_normal((n, m), dtype=np.float32)
     z2 = z.copy()
     b = np.zeros(m, np.float32)
     db = np.zeros(m, np.float32)
     lab = rng.integers(0, m, n).astype(np.int32)
-    k = table[name]
-    fn, fl = {
-        "bias_relu": (lambda: k(z, b), 2.0 * n * m),
-        "softmax_xent": (lambda: k(z, b, lab, z2), float(M.SOFTMAX_FLOPS_PER_ELEMENT * n * m)),
-        "bias_grad": (lambda: k(z, db), float(n * m)),
-        "relu_bwd_bias_grad": (lambda: k(z2, z, db), 2.0 * n * m),
-        "sgd_update": (lambda: k(z.reshape(-1), z2.reshape(-1), b, db, 1e-9), 2.0 * (n * m + m)),
+    # bound with partial and views made once, as CpuNetwork's step plan issues its calls
+    args, fl = {
+        "bias_relu": ((z, b), 2.0 * n * m),
+        "softmax_xent": ((z, b, lab, z2), float(M.SOFTMAX_FLOPS_PER_ELEMENT * n * m)),
+        "bias_grad": ((z, db), float(n * m)),
+        "relu_bwd_bias_grad": ((z2, z, db), 2.0 * n * m),
+        "sgd_update": ((z.reshape(-1), z2.reshape(-1), b, db, 1e-9), 2.0 * (n * m + m)),
     }[name]
+    return partial(table[name], *args), fl
+
+
+def _elementwise_call_s(table: dict[str, Callable], name: str, n: int, m: int,
+                        rng: np.random.Generator, reps: int = 7) -> tuple[float, float]:
+    """Seconds per call of one elementwise kernel on an n x m operand, and its FLOPs."""
+    fn, fl = _elementwise_call(table, name, n, m, rng)
     fn()
     return _median_call_s(fn, max(1, min(20, int(2e6 / (n * m)))), reps), fl
 
