@@ -70,7 +70,10 @@ def _number(tok: str, name: str, line_no: int) -> float:
 
 
 def _parse_csv(text: str, name: str) -> LatencyCurve:
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # e.g. a stray carriage return inside a field
+        raise InputError(f"{name}: not a readable CSV file ({exc})") from None
     header = [h.strip() for h in rows[0]]
     if "size_bytes" not in header:
         raise InputError(f"{name}:1: the CSV header needs a 'size_bytes' column (got {','.join(header)[:80]!r})")
