@@ -105,9 +105,9 @@ def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
     seeds = []
     real = cpu_scan._latency_curve
 
-    def spy(ctx, page_kind, sizes, reps, name, seed=None):
+    def spy(ctx, page_kind, sizes, reps, name, seed=None, into=None):
         seeds.append(seed)
-        return real(ctx, page_kind, sizes, reps, name, seed)
+        return real(ctx, page_kind, sizes, reps, name, seed, into)
 
     monkeypatch.setattr(cpu_scan, "_latency_curve", spy)
     cpu_scan.stage_latency_recheck(ctx)
@@ -118,3 +118,30 @@ def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
         want = 6 if p.x <= cpu_scan.RECHECK_MIN_BYTES else 2
         assert len(p.samples) == want, (p.x, p.samples)
     assert curve.params["passes_up_to_bytes"] == max(s for s in sizes if s <= cpu_scan.RECHECK_MIN_BYTES)
+
+
+def test_interrupted_recheck_keeps_its_samples_and_adds_no_curve(monkeypatch):
+    from memprobe.probes.cpu import chase
+
+    opts = ScanOptions(quick=True, max_size_bytes=8 << 20, repetitions=2, train=False)
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
+    sizes = sweep_sizes(4 << 10, 8 << 20, 1)
+    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(256 << 10, 4.5)], 90.0, sizes)
+    dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
+                            [CurvePoint(float(s), [float(v)] * 2) for s, v in zip(sizes, lat)]))
+    runs = []
+    real = chase.ChaseProbe.run
+
+    def run(self, *a, **k):
+        if len(runs) == 3:
+            raise KeyboardInterrupt
+        runs.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(chase.ChaseProbe, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        cpu_scan.stage_latency_recheck(ctx)
+    assert [c.name for c in dev.curves] == ["latency_hugepage"]
+    counts = [len(p.samples) for p in dev.curve("latency_hugepage").points]
+    assert counts[:3] == [4, 4, 4] and set(counts[3:]) == {2}  # three sizes measured again, kept

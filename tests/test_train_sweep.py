@@ -101,16 +101,18 @@ def test_pool_rounds_takes_each_input_median():
     assert rates == {"fwd": {(16, 64): 20.0, (16, 128): 7.0}}  # a rate one round lacked: the others'
 
 
-def _fake_steps(monkeypatch, slow_width=None):
-    """time_steps that records (width, steps, warmup) and sleeps only for `slow_width`."""
+def _fake_steps(monkeypatch, slow_width=None, slow_s=1.0):
+    """time_steps that records (width, steps, warmup) and sleeps `slow_s` for `slow_width`
+    ("all": every point), reporting that time as its steps'."""
     import time as _time
 
     calls = []
 
     def fake(net, x, labels, steps, warmup=2):
         calls.append((net.shape.dims[1], steps, warmup))
-        if net.shape.dims[1] == slow_width:
-            _time.sleep(0.5)
+        if net.shape.dims[1] == slow_width or slow_width == "all":
+            _time.sleep(slow_s)
+            return [slow_s / steps] * steps
         return [1e-4] * steps
 
     monkeypatch.setattr(S.N, "time_steps", fake)
@@ -148,9 +150,9 @@ def test_a_point_whose_rounds_do_not_fit_is_dropped_after_the_first(monkeypatch)
     plan = S.plan_points(S.capacities_of(_device()), max_working_set_bytes=2 << 30)
     slow = max(p.width for p in plan if p.batch == 16)
     calls = _fake_steps(monkeypatch, slow_width=slow)
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=1.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
     assert all(p["width"] != slow for p in sw["points"])
-    dropped = [s for s in sw["skipped"] if s["width"] == slow and "first round" in s["why"]]
+    dropped = [s for s in sw["skipped"] if s["width"] == slow and "a round of it" in s["why"]]
     assert dropped
     assert sum(1 for w, _, _ in calls if w == slow) == len(dropped)  # ran once, then no more
 
@@ -162,3 +164,22 @@ def test_inputs_include_kernel_overheads_and_row_width_rates():
     rates, _ = S.measure_cpu_rates(1, (16,), over, max_bytes=1 << 20, reps=1)
     assert set(rates["softmax_xent:serial"]) == {(0, m) for m in S.ROW_WIDTHS}
     assert set(rates["sgd_update:serial"]) == {(0, 0)}
+
+
+def test_a_study_whose_first_round_overran_keeps_one_point(monkeypatch):
+    calls = _fake_steps(monkeypatch, slow_width="all", slow_s=0.05)
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    assert len({w for w, _, warm in calls if warm == S.WARMUP}) > 1  # several ran a first round
+    assert len(sw["points"]) == 1 and len(sw["points"][0]["samples_s"]) == S.STEPS
+    assert sw["skipped"]
+
+
+def test_networks_over_the_keep_limit_are_rebuilt_each_round(monkeypatch):
+    calls = _fake_steps(monkeypatch)
+    monkeypatch.setattr(S, "KEEP_NETWORKS_BYTES", 0)
+    built = []
+    real = S.N.make_network
+    monkeypatch.setattr(S.N, "make_network", lambda *a, **k: built.append(1) or real(*a, **k))
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    assert sw["points"] and all(len(p["samples_s"]) == S.STEPS for p in sw["points"])
+    assert len(built) == len(calls)  # one network per point and round: none kept

@@ -73,19 +73,30 @@ def stage_line(ctx: ScanContext) -> None:
 
 
 def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int, name: str,
-                   seed: int | None = None) -> Curve:
+                   seed: int | None = None, into: Curve | None = None) -> Curve:
+    """Chase each size with a fresh buffer. The points go into a new curve, stored on the device
+    before the first point (a Ctrl-C keeps the points so far), or with `into` their samples join
+    that curve's points of the same size as they come."""
     from memprobe.probes.cpu.chase import ChaseProbe
 
     slot = ctx.device.line_size_bytes or 64
-    curve = Curve(name, "latency", "size_bytes", "ns", [],
-                  {"page_kind": page_kind, "slot_bytes": slot, "method": "Sattolo pointer chase"})
-    ctx.device.curves.append(curve)  # appended first: a Ctrl-C keeps the points so far
+    if into is None:
+        curve = Curve(name, "latency", "size_bytes", "ns", [],
+                      {"page_kind": page_kind, "slot_bytes": slot, "method": "Sattolo pointer chase"})
+        ctx.device.curves.append(curve)
+    else:
+        curve = into
+    by_size = {int(p.x): p for p in curve.points}
     probe = ChaseProbe(slot_bytes=slot, page_kind=page_kind,
                        seed=ctx.options.seed if seed is None else seed)
     try:
         for k, size in enumerate(sizes):
             probe.setup(size)  # a fresh buffer per size: its own page placement
-            curve.points.append(CurvePoint(float(size), probe.run(reps, min_hops=20_000, target_ns=3e6)))
+            got = probe.run(reps, min_hops=20_000, target_ns=3e6)
+            if int(size) in by_size:
+                by_size[int(size)].samples.extend(got)
+            else:
+                curve.points.append(CurvePoint(float(size), got))
             ctx.progress(name, k + 1, len(sizes), f"{size / 1024:.0f} KiB")
     finally:
         probe.close()
@@ -111,9 +122,7 @@ def stage_latency(ctx: ScanContext) -> None:
             ctx.device.warnings.append("the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
             break
         more = [s for s in sweep_sizes(max_b, max_b * 2, per_oct) if s > max_b]
-        extra = _latency_curve(ctx, "huge", more, repetitions(ctx, 5, 3), "_ext")
-        ctx.device.curves.remove(extra)
-        curve.points.extend(extra.points)
+        _latency_curve(ctx, "huge", more, repetitions(ctx, 5, 3), "latency", into=curve)
         max_b *= 2
     ctx.state["max_size_bytes"] = max_b
 
@@ -126,8 +135,9 @@ def stage_latency_4k(ctx: ScanContext) -> None:
 
 def stage_latency_recheck(ctx: ScanContext) -> None:
     """More passes of the huge-page sweep over the cache range, each with fresh buffers and a
-    new cycle, run after the 4 KiB curve so seconds separate them from the first pass. Their
-    samples join the first pass's and inference reads each size's lower quartile.
+    new cycle (after the 4 KiB curve, so seconds separate them from the first pass; `--quick`
+    has no 4 KiB curve and runs one pass at once). Their samples join the first pass's points
+    as they come, and inference reads each size's lower quartile.
 
     Why: on a shared machine (this project's 2-vCPU VM) one pass of the sweep can run while an
     SMT sibling or a neighbour uses part of the L2 or L3 for seconds, and each buffer gets its
@@ -143,17 +153,16 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
     h = infer_levels(curve.xs(), curve.lows())
     caches = [lv.size_bytes for lv in h.levels if lv.size_bytes]
     # the cache range as the first pass saw it: up to twice its last cache (the upper part of
-    # that cache's edge), at least 4 MiB, never beyond the first sweep
+    # that cache's edge), at least 4 MiB, never into memory's plateau (a noisy first pass can
+    # infer a "cache" there) nor beyond the first sweep
     limit = max(RECHECK_MIN_BYTES, 2 * max(caches, default=0))
+    if h.memory_reached:
+        limit = min(limit, max(RECHECK_MIN_BYTES, h.levels[-1].plateau_bytes[0]))
     sizes = [int(p.x) for p in curve.points if p.x <= limit]
-    by_size = {int(p.x): p for p in curve.points}
     reps = repetitions(ctx, 5, 3)
     for k in range(passes):
-        extra = _latency_curve(ctx, "huge", sizes, reps, f"latency_pass{k + 2}",
-                               seed=ctx.options.seed + 1000 * (k + 1))
-        ctx.device.curves.remove(extra)
-        for p in extra.points:
-            by_size[int(p.x)].samples.extend(p.samples)
+        _latency_curve(ctx, "huge", sizes, reps, f"latency pass {k + 2}",
+                       seed=ctx.options.seed + 1000 * (k + 1), into=curve)
         curve.params["passes"] = k + 2
         curve.params["passes_up_to_bytes"] = sizes[-1]
 
@@ -171,9 +180,11 @@ def stage_levels(ctx: ScanContext) -> None:
         ctx.device.extra["tlb_reach_4k_bytes"] = tlb
 
 
-def levels_from_curve(curve: Curve, clock_ghz: float | None) -> list[Level]:
-    # each point's lower quartile (see stage_latency_recheck; the spread stays in the curve)
-    return levels_from_hierarchy(infer_levels(curve.xs(), curve.lows(), curve.unit), clock_ghz)
+def levels_from_curve(curve: Curve, clock_ghz: float | None, statistic: str = "low") -> list[Level]:
+    """Levels from each point's lower quartile ("low", see stage_latency_recheck) or its best
+    repetition ("best"); the spread stays in the curve."""
+    ys = curve.lows() if statistic == "low" else curve.bests()
+    return levels_from_hierarchy(infer_levels(curve.xs(), ys, curve.unit), clock_ghz)
 
 
 def levels_from_hierarchy(h, clock_ghz: float | None) -> list[Level]:

@@ -238,7 +238,9 @@ def gpu_levels(ca_cycles: Curve, ca_ns: Curve | None, cg_cycles: Curve | None,
     from memprobe.scan.cpu import levels_from_curve
 
     warnings: list[str] = []
-    levels = levels_from_curve(ca_cycles, None)
+    # best repetition: one pass of a few repetitions on a device no one shares (the CPU's lower
+    # quartile is for several passes on a shared machine)
+    levels = levels_from_curve(ca_cycles, None, statistic="best")
     warnings += infer_levels(ca_cycles.xs(), ca_cycles.bests(), "cycles").warnings
     ghz = chase_clock_ghz(ca_cycles, ca_ns) if ca_ns else None
     for lv in levels:
@@ -248,7 +250,7 @@ def gpu_levels(ca_cycles: Curve, ca_ns: Curve | None, cg_cycles: Curve | None,
     bypass: list[dict[str, Any]] = []
     if cg_cycles is not None and len(cg_cycles.points) >= 4:
         ghz_cg = chase_clock_ghz(cg_cycles, cg_ns) if cg_ns else None
-        for lv in levels_from_curve(cg_cycles, None):
+        for lv in levels_from_curve(cg_cycles, None, statistic="best"):
             bypass.append({"name": lv.name, "size_bytes": lv.size_bytes,
                            "latency_cycles": lv.latency_cycles,
                            "latency_ns": lv.latency_cycles / ghz_cg if (lv.latency_cycles and ghz_cg) else None,

@@ -51,8 +51,9 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
         "method": ("predicted_s = sum over ops max(FLOPs/P, sum operand bytes/BW(level, kernel)) + "
                    "sum call overheads; level = smallest holding the operand's reuse footprint; "
                    "kernel = STREAM kernel with the nearest read:write mix; P per shape class "
-                   "measured on isolated in-cache calls; nothing fitted to step times. Steps and "
-                   "inputs are taken in rounds over all points, inputs pooled by median. "
+                   "measured on isolated in-cache calls; nothing fitted to step times. The sweep's "
+                   "steps and inputs are taken in rounds over all its points, inputs pooled by "
+                   "median (the CPU partners of GPU points, for the speed-up only, in one block). "
                    "predicted_max_s = max(sum FLOPs/P, sum bytes/BW); predicted_sum_s = their sum; "
                    "spread = (max-min)/median of the timed steps"),
     }

@@ -196,7 +196,9 @@ class Ceilings:
 
     levels: list[LevelCeiling]
     rates_flops: dict[str, dict[tuple[int, int], float]]  # rate class -> (batch, width) -> FLOP/s
-    overhead_s: dict[str, float]  # dispatch ("gemm", "serial", "parallel", "kernel") -> s per call
+    # s per call: per dispatch ("gemm", "serial", "parallel", "kernel", "copyto"), and per
+    # kernel where measured ("serial:softmax_xent"...), which predict_step prefers
+    overhead_s: dict[str, float]
     threads: int = 1
 
     def level_for(self, footprint_bytes: float) -> LevelCeiling:

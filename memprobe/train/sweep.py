@@ -370,8 +370,9 @@ def _pool_rounds(rounds: list[tuple[dict[str, float], dict[str, dict[tuple[int, 
 def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = False,
                      framework: str = "numpy", progress: ProgressFn = _noop,
                      budget_s: float | None = None, free_bytes: float | None = None) -> dict[str, Any]:
-    """Measure the model's inputs, plan and time the sweep for one device; returns
-    {"points", "skipped", "overhead_s", "gemm_rates", "ceilings", "warnings"}.
+    """Measure the model's inputs, plan and time the sweep for one device; returns {"points",
+    "skipped", "overhead_s", "gemm_rates", "ceilings_source", "warnings",
+    "blas_threads_control", "rounds"}.
 
     Rounds: each point's STEPS are taken in ROUNDS rounds that cycle through every point, and
     the model's inputs (overheads, rates) are measured again at the start of every round and
@@ -384,7 +385,8 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
 
     Points are chosen cheapest first (cost from the model's prediction with the first round's
     inputs, so no measured step is used) until the time budget is spent; after the first round
-    the points whose remaining rounds no longer fit are dropped. Both are listed as skipped."""
+    the dearest points are dropped while the later rounds, projected from the first one's real
+    costs, would pass the budget by more than 25 %. Both are listed as skipped."""
     budget = budget_s if budget_s is not None else (4.0 if quick else 18.0)
     warnings: list[str] = []
     if free_bytes is None:
@@ -426,21 +428,23 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
         return out_c
 
     # first round of inputs: the cost estimates that choose the points
+    t_in = time.perf_counter()
     measure_round(0)
+    inputs_round_s = time.perf_counter() - t_in
     ceil0 = ceilings_now()
-    plan: list[tuple[float, SweepPoint, str, int]] = []
+    plan: list[tuple[float, SweepPoint, str, int, float]] = []
     for tkey, nthr in thread_runs:
         for pt in points_plan:
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
             pred = M.predict_step(shape, ceil0[tkey], dispatch(nthr))
             # steps, one untimed step per round (two in the first), and building the network
             cost = (STEPS + ROUNDS + 1) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9
-            plan.append((cost, pt, tkey, nthr))
+            plan.append((cost, pt, tkey, nthr, pred.predicted_s))
     plan.sort(key=lambda t: t[0])
-    chosen: list[tuple[float, SweepPoint, str, int]] = []
-    total = 0.0
+    chosen: list[tuple[float, SweepPoint, str, int, float]] = []
+    total = (ROUNDS - 1) * inputs_round_s  # the later rounds' inputs come out of the budget too
     for item in plan:
-        if total + item[0] > budget:
+        if total + item[0] > budget and chosen:  # the cheapest point runs whatever the budget
             out["skipped"].append(_skipped(item, device, f"time budget ({budget:.0f} s): about {item[0]:.1f} s more"))
         else:
             chosen.append(item)
@@ -451,19 +455,19 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     nets: dict[int, tuple[Any, Any, Any]] = {}
     kept = 0.0
     samples: dict[int, list[float]] = {i: [] for i in range(len(chosen))}
-    round_s: dict[int, float] = {}
+    later_round_s: dict[int, float] = {}  # each point's projected cost in one later round
     per_round = -(-STEPS // ROUNDS)
     t_start = time.perf_counter()
     for r in range(ROUNDS):
         if r:
             measure_round(r)
-        for i, (cost, pt, tkey, nthr) in enumerate(chosen):
+        for i, (cost, pt, tkey, nthr, _) in enumerate(chosen):
             if i not in samples:
                 continue
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
             progress("training", i + 1, len(chosen), f"{device} {tkey} W={pt.width} B={pt.batch} (round {r + 1}/{ROUNDS})")
-            t0 = time.perf_counter()
             with (N.cpu_threads(nthr) if device == "cpu" else contextlib.nullcontext()):
+                t0 = time.perf_counter()
                 if i in nets:
                     net, x, labels = nets[i]
                 else:
@@ -473,22 +477,29 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
                     if kept + pt.working_set_bytes <= keep_bytes:
                         nets[i] = (net, x, labels)
                         kept += pt.working_set_bytes
-                samples[i] += N.time_steps(net, x, labels, min(per_round, STEPS - len(samples[i])),
-                                           WARMUP if r == 0 else 1)
-            round_s[i] = time.perf_counter() - t0
+                build_s = time.perf_counter() - t0 if i not in nets else 0.0
+                got = N.time_steps(net, x, labels, min(per_round, STEPS - len(samples[i])),
+                                   WARMUP if r == 0 else 1)
+                del net, x, labels  # a network not kept is freed before the next point
+            samples[i] += got
+            if r == 0:  # a later round: the timed steps and one untimed one, plus a rebuild
+                later_round_s[i] = sum(got) * (len(got) + 1) / max(len(got), 1) + build_s
         if r == 0:
-            # project the remaining rounds from this one's real cost; drop the dearest points that
-            # would carry the study past its budget
-            spent = time.perf_counter() - t_start
-            left = sum(round_s.values()) * (ROUNDS - 1)
-            for i in sorted(samples, key=lambda j: -round_s[j]):
-                if spent + left <= 1.25 * budget:
+            # project the later rounds (inputs and steps) from this round's real costs; drop the
+            # dearest points while the study would pass its budget by more than 25 % (the slack
+            # keeps a noisy first round from dropping points the budget had room for), never the
+            # last one: its first round is already measured
+            spent = time.perf_counter() - t_start + inputs_round_s
+            left = (sum(later_round_s.values()) + inputs_round_s) * (ROUNDS - 1)
+            for i in sorted(samples, key=lambda j: -later_round_s[j]):
+                if spent + left <= 1.25 * budget or len(samples) == 1:
                     break
-                left -= round_s[i] * (ROUNDS - 1)
+                left -= later_round_s[i] * (ROUNDS - 1)
                 del samples[i]
-                nets.pop(i, None)
-                out["skipped"].append(_skipped(chosen[i], device, f"time budget ({budget:.0f} s): its first "
-                                               f"round took {round_s[i]:.2f} s, the rest would not fit"))
+                if nets.pop(i, None) is not None:
+                    kept -= chosen[i][1].working_set_bytes
+                out["skipped"].append(_skipped(chosen[i], device, f"time budget ({budget:.0f} s): a round of it "
+                                               f"costs about {later_round_s[i]:.2f} s, the rest would not fit"))
 
     # the model's inputs pooled over every round, then the predictions
     ceil = ceilings_now()
@@ -497,16 +508,17 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
         out["overhead_s"][tkey] = over
         out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(rates), "raw": raws[tkey]}
     for i, got in samples.items():
-        _, pt, tkey, nthr = chosen[i]
+        _, pt, tkey, nthr, _ = chosen[i]
         pred = M.predict_step(N.NetShape.square(pt.width, pt.layers, pt.batch), ceil[tkey], dispatch(nthr))
         out["points"].append(point_record(device, pt, tkey, pred, got, ceil[tkey]))
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out
 
 
-def _skipped(item: tuple[float, SweepPoint, str, int], device: str, why: str) -> dict[str, Any]:
-    cost, pt, tkey, _ = item
-    return {**asdict(pt), "threads": tkey, "device": device, "estimated_cost_s": cost, "why": why}
+def _skipped(item: tuple[float, SweepPoint, str, int, float], device: str, why: str) -> dict[str, Any]:
+    cost, pt, tkey, _, predicted_s = item
+    return {**asdict(pt), "threads": tkey, "device": device, "predicted_s": predicted_s,
+            "estimated_cost_s": cost, "why": why}
 
 
 # ---- GPU inputs ---------------------------------------------------------------------------------
@@ -593,10 +605,10 @@ def measure_gpu_rates(batches: tuple[int, ...], overhead_s: dict[str, float], re
     for name, (fn, fl) in calls.items():
         t = timed(fn, 1 if sim else 50)
         r = _rate(fl, t, overhead_s["kernel"]) if not sim else fl / t
-        raw.append({"class": f"{name}:kernel", "batch": None, "width": m, "call_s": t,
-                    "gflops": None if r is None else r / 1e9})
-        if r is not None:
-            rates[f"{name}:kernel"] = {(0, 0): r}
+        if r is None:  # still launch-sized: keep the launch inside the rate (conservative), as on the CPU
+            r = fl / t
+        raw.append({"class": f"{name}:kernel", "batch": None, "width": m, "call_s": t, "gflops": r / 1e9})
+        rates[f"{name}:kernel"] = {(0, 0): r}
     return rates, raw
 
 
