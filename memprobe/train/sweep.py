@@ -427,7 +427,10 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
             out_c[tkey] = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
         return out_c
 
-    # first round of inputs: the cost estimates that choose the points
+    # first round of inputs: the cost estimates that choose the points. An untimed single pass
+    # first loads or compiles every kernel, so the round's time stands for the later rounds'
+    for tkey, nthr in thread_runs:
+        _measure_inputs(device, nthr, last_cache, 1)
     t_in = time.perf_counter()
     measure_round(0)
     inputs_round_s = time.perf_counter() - t_in
