@@ -321,7 +321,10 @@ def _method(result: ScanResult) -> list[dict[str, str]]:
                  "slots of a buffer of each size, so every load depends on the previous one and no prefetcher "
                  "can guess the next address; the time per hop is the load latency. The buffer uses 2 MiB "
                  "huge pages for the cache curve and 4 KiB pages beside it (the gap is the TLB's reach); each "
-                 "size is repeated, the line is the median and the band the min..max of the repetitions."},
+                 "size is repeated, the line is the median and the band the min..max of the repetitions. "
+                 "On the CPU the cache range is swept again in later passes with fresh buffers, and the "
+                 "levels are read from each size's lower quartile: a neighbour busy during one pass, or "
+                 "one buffer's lucky page placement, moves neither."},
         {"figure": "Levels (boundaries, declared vs measured)",
          "text": "Levels are plateaus of latency against log(size), and a boundary is where the curve leaves a "
                  "plateau; capacity, latency and spread come from this curve alone. Declared sizes (sysfs, CUDA "
