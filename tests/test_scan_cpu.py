@@ -145,3 +145,21 @@ def test_interrupted_recheck_keeps_its_samples_and_adds_no_curve(monkeypatch):
     assert [c.name for c in dev.curves] == ["latency_hugepage"]
     counts = [len(p.samples) for p in dev.curve("latency_hugepage").points]
     assert counts[:3] == [4, 4, 4] and set(counts[3:]) == {2}  # three sizes measured again, kept
+
+
+def test_recheck_stops_past_half_of_memory_latency(monkeypatch):
+    """A first pass whose memory creeps (a spurious 64 MiB "cache" at 150 ns before memory at
+    220 ns) must not send the extra passes through memory-sized buffers."""
+    opts = ScanOptions(quick=True, max_size_bytes=256 << 20, repetitions=1, train=False)
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
+    sizes = sweep_sizes(4 << 10, 256 << 20, 2)
+    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(512 << 10, 4.0), SimLevel(4 << 20, 18.0),
+                         SimLevel(64 << 20, 150.0)], 220.0, sizes)
+    dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
+                            [CurvePoint(float(s), [float(v)]) for s, v in zip(sizes, lat)]))
+    swept = []
+    monkeypatch.setattr(cpu_scan, "_latency_curve", lambda ctx, kind, sizes, *a, **k: swept.append(sizes))
+    cpu_scan.stage_latency_recheck(ctx)
+    assert swept and max(swept[0]) <= 16 << 20, max(swept[0]) >> 20
+    assert max(swept[0]) > 4 << 20  # the L3 edge itself is covered
