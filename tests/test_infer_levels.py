@@ -132,3 +132,17 @@ def test_random_three_level_hierarchies(l1_kib, ratio2, ratio3, lat1, step2, ste
     clean = latency_curve(levels, mem, sizes)
     assume(all(np.sum(np.abs(clean / lv.latency - 1) < 0.05) >= 3 for lv in levels))
     check(infer_levels(sizes, latency_curve(levels, mem, sizes, noise=noise, seed=seed)), levels, mem)
+
+
+def test_sparse_curve_level_seen_only_as_a_shoulder():
+    """One point per octave, a 2 MiB level whose two points (1 and 2 MiB) differ by 1.4x: no
+    plateau, but the curve bends there (a Raspberry Pi 5-like curve, numbers of our own)."""
+    sizes = geometric_sizes(4 * KiB, 128 * MiB, 1)
+    lat = [1.7] * 5 + [5.0, 5.0, 7.6, 17.0, 24.0, 80.0, 122.0, 123.0, 134.0, 138.0, 139.0]
+    h = infer_levels(sizes, lat)
+    assert [lv.name for lv in h.levels] == ["L1", "L2", "L3", "memory"]
+    l3 = h.levels[2]
+    assert 1 * MiB <= l3.size_bytes <= 4 * MiB and 15.0 < l3.latency < 26.0
+    # the same curve without the bend (1 -> 2 MiB rising like its neighbours) has no level there
+    ramp = lat[:9] + [38.0] + lat[10:]
+    assert [lv.name for lv in infer_levels(sizes, ramp).levels] == ["L1", "L2", "memory"]

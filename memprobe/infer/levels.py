@@ -14,6 +14,10 @@ Method (and why this one):
      point-to-point noise, whichever is wider). A run is a plateau if it has >= 2 points and
      spans >= 0.4 octave: one point per octave curves (lmbench, sbc-bench ramlat) still get
      their levels, and a steep ramp does not (its points leave any 10 % band at once).
+     On a sparse curve (about one point per octave) a level whose two points differ by more
+     than the band still bends the curve: a pair of neighbours rising less than half as much as
+     the steps into and out of it, clear of the plateaus around it, counts as a level too
+     (`_shoulders`; the Raspberry Pi 5's 2 MiB L3, and with it its L2, came out right).
   4. Adjacent plateaus within 25 % of each other are one level: a gradual edge (random
      replacement, a TLB step on top of a level) may split a level, never a real level gap,
      which is >= 1.3x on every machine we have curves for (the slow start of a soft edge on this
@@ -27,8 +31,8 @@ Method (and why this one):
      with random or pseudo-LRU replacement an overfull set keeps part of its lines, so fewer
      miss at S = C and the half-way point lies beyond C. 0.4 sits between the two: on the ten
      published curves the half-way rule put 16 of the 20 caches it found above their declared
-     size (median 1.24x; 20/28 right), 0.4 gets 22/28 (AltraMax L2 1.02, Zen 5 L2 1.07 / L3 1.12, MI210 L2 0.97,
-     H100 far L2 half 51 MB for 50 MB); on this project's Zen 3 VM the L2 edge runs from
+     size (median 1.24x; 20/28 right), 0.4 gets 22/28 (AltraMax L2 1.02, Zen 5 L2 1.07 / L3
+     1.12, MI210 L2 0.97, H100 far L2 half 51 MB for 50 MB; 24/28 with the shoulders of 3.); on this project's Zen 3 VM the L2 edge runs from
      ~256 KiB to ~1 MiB and the half-way rule put it at 1.1-1.3x the declared 512 KiB.
   A change-point library (ruptures) was tried in thought and rejected: piecewise-constant fits
   cut smooth ramps into spurious levels and need a penalty tuned per curve density; the band
@@ -148,6 +152,33 @@ def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int
     return sorted(runs)
 
 
+def _shoulders(y: np.ndarray, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sparse curves only (one point per octave): a level so small against its octaves that
+    no two of its points share a 10 % band still bends the curve. Between two plateaus (or
+    after the last), a pair of neighbouring points whose rise is less than half the rise into
+    it and out of it, and which sits at least MERGE_RATIO clear of the plateaus on both sides,
+    is a level seen only as a shoulder (the Raspberry Pi 5's 2 MiB L3: 17 and 24 ns between
+    5 ns and 121 ns). Dense curves resolve such a level as a plateau instead."""
+    out: list[tuple[int, int]] = []
+    bounds = [(runs[k][1], runs[k + 1][0] if k + 1 < len(runs) else len(y)) for k in range(len(runs))]
+    gap_merge = math.log(MERGE_RATIO)
+    for k, (lo, hi) in enumerate(bounds):
+        below = float(np.median(y[runs[k][0]:runs[k][1] + 1]))
+        above = float(np.median(y[runs[k + 1][0]:runs[k + 1][1] + 1])) if k + 1 < len(runs) else math.inf
+        best = None
+        for i in range(lo + 1, hi - 1):  # points i, i+1 strictly inside the gap
+            if i + 2 >= len(y):
+                break
+            rise_in, rise, rise_out = y[i] - y[i - 1], y[i + 1] - y[i], y[i + 2] - y[i + 1]
+            clear = y[i] - below >= gap_merge and above - y[i + 1] >= gap_merge
+            if clear and rise >= 0 and rise < 0.5 * min(rise_in, rise_out):
+                if best is None or rise < best[0]:
+                    best = (rise, i)
+        if best is not None:
+            out.append((best[1], best[1] + 1))
+    return out
+
+
 def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first."""
     s, v = _prepare(size_bytes, latency)
@@ -160,6 +191,8 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     noise = _noise(y)
     tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)
+    if not dense and runs:
+        runs = sorted(runs + _shoulders(y, runs))
     warnings: list[str] = []
     if not runs:
         # no plateau at all: a single level spanning the curve
