@@ -171,9 +171,9 @@ def _shoulders(y: np.ndarray, runs: list[tuple[int, int]]) -> list[tuple[int, in
                 break
             rise_in, rise, rise_out = y[i] - y[i - 1], y[i + 1] - y[i], y[i + 2] - y[i + 1]
             clear = y[i] - below >= gap_merge and above - y[i + 1] >= gap_merge
-            if clear and rise >= 0 and rise < 0.5 * min(rise_in, rise_out):
-                if best is None or rise < best[0]:
-                    best = (rise, i)
+            bends = clear and 0 <= rise < 0.5 * min(rise_in, rise_out)
+            if bends and (best is None or rise < best[0]):
+                best = (rise, i)
         if best is not None:
             out.append((best[1], best[1] + 1))
     return out
