@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from _common import table
 
@@ -29,15 +28,47 @@ NEIGHBOURS = {
 }
 
 
+# the neighbour dies with this script however it ends (Linux: a parent-death signal), and says
+# when it runs, so no row measures a CPU whose neighbour is still starting
+CHILD_PRELUDE = """import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+os.sched_setaffinity(0, {%d})
+print("ready", flush=True)
+"""
+
+
+def start_neighbour(code: str, cpu: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", CHILD_PRELUDE % cpu + code], stdout=subprocess.PIPE, text=True)
+    try:
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the neighbour on CPU {cpu} did not start (exit {p.poll()})")
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    return p
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cpus", default="0,1", help="the chase's CPU and the neighbour's")
+    ap.add_argument("--cpus", help="the chase's CPU and the neighbour's, e.g. 0,1 (default: the first two allowed)")
     a = ap.parse_args()
-    mine, other = (int(c) for c in a.cpus.split(","))
-    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
-        print("needs two CPUs and sched_setaffinity", file=sys.stderr)
+    if not hasattr(os, "sched_setaffinity"):
+        print("needs sched_setaffinity (Linux)", file=sys.stderr)
         return 1
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        print(f"needs two CPUs, this process may use {len(allowed)}", file=sys.stderr)
+        return 1
+    try:
+        mine, other = (int(c) for c in a.cpus.split(",")) if a.cpus else allowed[:2]
+    except ValueError:
+        print("--cpus takes two CPU numbers, e.g. 0,1", file=sys.stderr)
+        return 2
+    if mine == other or not {mine, other} <= set(allowed):
+        print(f"--cpus needs two different CPUs out of {allowed}", file=sys.stderr)
+        return 2
     os.sched_setaffinity(0, {mine})
     from memprobe.probes.cpu.chase import ChaseProbe
 
@@ -48,21 +79,19 @@ def main() -> int:
         return statistics.median(probe.run(5, min_hops=20_000, target_ns=3e6))
 
     got: dict[str, dict[int, list[float]]] = {n: {s: [] for s in SIZES_BYTES} for n in NEIGHBOURS}
-    for _ in range(a.rounds):
-        for name, code in NEIGHBOURS.items():
-            p = None
-            if code:
-                pin = f"import os\nos.sched_setaffinity(0, {{{other}}})\n"
-                p = subprocess.Popen([sys.executable, "-c", pin + code])
-                time.sleep(0.3)
-            try:
-                for s in SIZES_BYTES:
-                    got[name][s].append(latency_ns(s))
-            finally:
-                if p is not None:
-                    p.kill()
-                    p.wait()
-    probe.close()
+    try:
+        for _ in range(a.rounds):
+            for name, code in NEIGHBOURS.items():
+                p = start_neighbour(code, other) if code else None
+                try:
+                    for s in SIZES_BYTES:
+                        got[name][s].append(latency_ns(s))
+                finally:
+                    if p is not None:
+                        p.kill()
+                        p.wait()
+    finally:
+        probe.close()
     idle = {s: statistics.median(v) for s, v in got["idle"].items()}
     rows = [[f"{s >> 10} KiB", f"{idle[s]:.2f}"] +
             [f"{statistics.median(got[n][s]) / idle[s]:.2f}" for n in NEIGHBOURS if n != "idle"]

@@ -146,3 +146,15 @@ def test_sparse_curve_level_seen_only_as_a_shoulder():
     # the same curve without the bend (1 -> 2 MiB rising like its neighbours) has no level there
     ramp = lat[:9] + [38.0] + lat[10:]
     assert [lv.name for lv in infer_levels(sizes, ramp).levels] == ["L1", "L2", "memory"]
+
+
+def test_no_shoulder_after_the_last_plateau(monkeypatch):
+    """A climbing tail (memory creeping, or not reached) has nothing above it: a bend in it is
+    not a level."""
+    import memprobe.infer.levels as L
+
+    sizes = geometric_sizes(4 * KiB, 64 * MiB, 1)
+    lat = [1.0] * 5 + [5.0] * 4 + [60.0, 114.0, 114.0, 145.0, 162.0, 235.0]
+    got = [(lv.name, lv.size_bytes) for lv in infer_levels(sizes, lat).levels]
+    monkeypatch.setattr(L, "_shoulders", lambda x, y, runs: [])
+    assert got == [(lv.name, lv.size_bytes) for lv in infer_levels(sizes, lat).levels]

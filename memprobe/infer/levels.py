@@ -16,7 +16,8 @@ Method (and why this one):
      their levels, and a steep ramp does not (its points leave any 10 % band at once).
      On a sparse curve (about one point per octave) a level whose two points differ by more
      than the band still bends the curve: a pair of neighbours rising less than half as much as
-     the steps into and out of it, clear of the plateaus around it, counts as a level too
+     the steps into and out of it (per octave), between two plateaus and clear of both, counts
+     as a level too
      (`_shoulders`; the Raspberry Pi 5's 2 MiB L3, and with it its L2, came out right).
   4. Adjacent plateaus within 25 % of each other are one level: a gradual edge (random
      replacement, a TLB step on top of a level) may split a level, never a real level gap,
@@ -152,28 +153,26 @@ def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int
     return sorted(runs)
 
 
-def _shoulders(y: np.ndarray, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _shoulders(x: np.ndarray, y: np.ndarray, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sparse curves only (one point per octave): a level so small against its octaves that
-    no two of its points share a 10 % band still bends the curve. Between two plateaus (or
-    after the last), a pair of neighbouring points whose rise is less than half the rise into
-    it and out of it, and which sits at least MERGE_RATIO clear of the plateaus on both sides,
-    is a level seen only as a shoulder (the Raspberry Pi 5's 2 MiB L3: 17 and 24 ns between
-    5 ns and 121 ns). Dense curves resolve such a level as a plateau instead."""
+    no two of its points share a 10 % band still bends the curve. Between two plateaus, a pair
+    of neighbouring points whose rise per octave is less than half the rise per octave into it
+    and out of it, and which sits at least MERGE_RATIO clear of both plateaus, is a level seen
+    only as a shoulder (the Raspberry Pi 5's 2 MiB L3: 17 and 24 ns between 5 ns and 121 ns).
+    Not after the last plateau: a climbing tail (memory not reached, or creeping) has nothing
+    above it to be clear of. Dense curves resolve such a level as a plateau instead."""
     out: list[tuple[int, int]] = []
-    bounds = [(runs[k][1], runs[k + 1][0] if k + 1 < len(runs) else len(y)) for k in range(len(runs))]
     gap_merge = math.log(MERGE_RATIO)
-    for k, (lo, hi) in enumerate(bounds):
-        below = float(np.median(y[runs[k][0]:runs[k][1] + 1]))
-        above = float(np.median(y[runs[k + 1][0]:runs[k + 1][1] + 1])) if k + 1 < len(runs) else math.inf
+    for (a0, lo), (hi, b1) in zip(runs, runs[1:]):
+        below = float(np.median(y[a0:lo + 1]))
+        above = float(np.median(y[hi:b1 + 1]))
         best = None
         for i in range(lo + 1, hi - 1):  # points i, i+1 strictly inside the gap
-            if i + 2 >= len(y):
-                break
-            rise_in, rise, rise_out = y[i] - y[i - 1], y[i + 1] - y[i], y[i + 2] - y[i + 1]
+            slope_in, slope, slope_out = ((y[j + 1] - y[j]) / (x[j + 1] - x[j]) for j in (i - 1, i, i + 1))
             clear = y[i] - below >= gap_merge and above - y[i + 1] >= gap_merge
-            bends = clear and 0 <= rise < 0.5 * min(rise_in, rise_out)
-            if bends and (best is None or rise < best[0]):
-                best = (rise, i)
+            bends = clear and 0 <= slope < 0.5 * min(slope_in, slope_out)
+            if bends and (best is None or slope < best[0]):
+                best = (slope, i)
         if best is not None:
             out.append((best[1], best[1] + 1))
     return out
@@ -192,7 +191,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)
     if not dense and runs:
-        runs = sorted(runs + _shoulders(y, runs))
+        runs = sorted(runs + _shoulders(x, y, runs))
     warnings: list[str] = []
     if not runs:
         # no plateau at all: a single level spanning the curve
