@@ -141,8 +141,12 @@ def test_sparse_curve_level_seen_only_as_a_shoulder():
     lat = [1.7] * 5 + [5.0, 5.0, 7.6, 17.0, 24.0, 80.0, 122.0, 123.0, 134.0, 138.0, 139.0]
     h = infer_levels(sizes, lat)
     assert [lv.name for lv in h.levels] == ["L1", "L2", "L3", "memory"]
-    l3 = h.levels[2]
-    assert 1 * MiB <= l3.size_bytes <= 4 * MiB and 15.0 < l3.latency < 26.0
+    l2, l3 = h.levels[1], h.levels[2]
+    # the shoulder's two points are the level: its latency is their median, and each boundary
+    # falls in the octave where the curve climbs 40 % of the way to the next level
+    assert l3.plateau_bytes == (1 * MiB, 2 * MiB) and l3.latency == pytest.approx(20.5)
+    assert l3.size_range_bytes == (2 * MiB, 4 * MiB)
+    assert l2.size_range_bytes == (512 * KiB, 1 * MiB)
     # the same curve without the bend (1 -> 2 MiB rising like its neighbours) has no level there
     ramp = lat[:9] + [38.0] + lat[10:]
     assert [lv.name for lv in infer_levels(sizes, ramp).levels] == ["L1", "L2", "memory"]
