@@ -507,9 +507,8 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     # the model's inputs pooled over every round, then the predictions
     ceil = ceilings_now()
     for tkey, _ in thread_runs:
-        over, rates = _pool_rounds(inputs[tkey])
-        out["overhead_s"][tkey] = over
-        out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(rates), "raw": raws[tkey]}
+        out["overhead_s"][tkey] = ceil[tkey].overhead_s
+        out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(ceil[tkey].rates_flops), "raw": raws[tkey]}
     for i, got in samples.items():
         _, pt, tkey, nthr, _ = chosen[i]
         pred = M.predict_step(N.NetShape.square(pt.width, pt.layers, pt.batch), ceil[tkey], dispatch(nthr))
