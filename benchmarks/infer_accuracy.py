@@ -4,10 +4,18 @@ usage: python benchmarks/infer_accuracy.py DIR    (e.g. ../shared/curves)
 
 DIR holds CSV curves (size_bytes + latency_ns or latency_cycles) and, optionally, sources.json
 with each curve's `declared_caches` (free text such as "64 KiB per core", "50 MB total"). For each
-curve the table shows the inferred levels beside the declared caches they match (nearest in log
-size), the ratio inferred/declared, and whether it is within 25 % and inside the bracket of the
-two sweep points around the boundary. Declared sizes are read here only to score; inference
-never sees them.
+curve the table shows the inferred levels beside the declared caches they match, the ratio
+inferred/declared, and whether it is within 25 % or inside the bracket of the two sweep points
+around the boundary. Declared sizes are read here only to score; inference never sees them.
+
+Scoring rules:
+- "MB"/"KB" in a cache's declared size are binary (JEDEC 100B.01's use for memory: a "50 MB"
+  H100 L2 is 52,428,800 bytes, the CUDA attribute's value; cache arrays are built in powers of two).
+- Declared and inferred caches are paired in order (nearest first on both sides), choosing the
+  pairing with the least total log-size error; a declared cache may stay unpaired when no
+  inferred one lies within MAX_PAIR_OCT octaves, an inferred one is then listed as "(extra)".
+- A declared cache larger than the curve's largest working set cannot show on it: it is listed
+  as "beyond the curve" and left out of the score.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from memprobe.infer.curves import read_curve_file
 
 SKIP_KEYS = re.compile(r"DRAM|README|lscpu|identification|LDS|MALL", re.IGNORECASE)
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|KB|MB|GB|kB)")
-MULT = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+MULT = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+MAX_PAIR_OCT = 2.0  # a declared cache further than this from every inferred one stays unpaired
 
 
 def declared_sizes(info: dict) -> list[tuple[str, int]]:
@@ -36,9 +45,48 @@ def declared_sizes(info: dict) -> list[tuple[str, int]]:
         m = SIZE.search(str(text))
         if m:
             unit = m.group(2).upper()
-            # vendors write "50 MB" for 50 MiB-ish caches; either reading is within 5 %
             out.append((key, int(float(m.group(1)) * MULT[unit])))
     return sorted(out, key=lambda kv: kv[1])
+
+
+def pair_in_order(declared: list[int], inferred: list[int]) -> dict[int, int]:
+    """Order-preserving pairing {declared index: inferred index} with the least total
+    |log2(inferred/declared)|; pairs further apart than MAX_PAIR_OCT are not made.
+
+    Order-preserving because both lists are nearest-first: a TLB step read as an extra level
+    must not pull the next cache's size onto the wrong declared level.
+    """
+    n, m = len(declared), len(inferred)
+    # best[i][j]: (unpaired declared count, total error) over declared[:i] and inferred[:j]
+    best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
+    move = [[""] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        for j in range(m + 1):
+            if i == 0 and j == 0:
+                continue
+            opts = []
+            if i > 0:
+                u, e = best[i - 1][j]
+                opts.append(((u + 1, e), "skip_declared"))
+            if j > 0:
+                opts.append((best[i][j - 1], "skip_inferred"))
+            if i > 0 and j > 0:
+                err = abs(math.log2(inferred[j - 1] / declared[i - 1]))
+                if err <= MAX_PAIR_OCT:
+                    u, e = best[i - 1][j - 1]
+                    opts.append(((u, e + err), "pair"))
+            best[i][j], move[i][j] = min(opts, key=lambda o: o[0])
+    pairs, i, j = {}, n, m
+    while i > 0 or j > 0:
+        step = move[i][j]
+        if step == "pair":
+            pairs[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif step == "skip_declared":
+            i -= 1
+        else:
+            j -= 1
+    return pairs
 
 
 def fmt(b: float | None) -> str:
@@ -64,26 +112,28 @@ def main(argv: list[str]) -> int:
         h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
         declared = declared_sizes(sources.get(path.stem, {}))
         caches = h.caches
-        used = set()
-        for key, size in declared:
-            # nearest inferred cache in log size that is not taken yet
-            cands = [(abs(math.log2(c.size_bytes / size)), i) for i, c in enumerate(caches) if i not in used]
-            if not cands:
-                rows.append([path.stem, key, fmt(size), "(none)", "-", "-", "-"])
-                total += 1
+        largest = max(curve.size_bytes)
+        seen = [(key, size) for key, size in declared if size <= largest]
+        pairs = pair_in_order([size for _, size in seen], [c.size_bytes for c in caches])
+        used = set(pairs.values())
+        for d, (key, size) in enumerate(seen):
+            total += 1
+            if d not in pairs:
+                rows.append([path.stem, key, fmt(size), "(none)", "-", "no", "-"])
                 continue
-            _, i = min(cands)
-            used.add(i)
-            c = caches[i]
+            c = caches[pairs[d]]
             ratio = c.size_bytes / size
             lo, hi = c.size_range_bytes or (0, 0)
             # right: within 25 %, or inside the two sweep points around the boundary (a curve
             # with one point per octave cannot place a step more finely than its octave)
             ok = abs(ratio - 1) <= 0.25 or lo <= size <= hi
             within += ok
-            total += 1
             rows.append([path.stem, key, fmt(size), f"{c.name} {fmt(c.size_bytes)}", f"{ratio:.2f}",
                          "yes" if ok else "no", f"{fmt(lo)}-{fmt(hi)}"])
+        for key, size in declared:
+            if size > largest:
+                rows.append([path.stem, key, fmt(size), "-", "-", "-",
+                             f"beyond the curve (ends at {fmt(largest)})"])
         for i, c in enumerate(caches):
             if i not in used:
                 rows.append([path.stem, "(extra)", "-", f"{c.name} {fmt(c.size_bytes)}", "-", "-",
@@ -93,7 +143,8 @@ def main(argv: list[str]) -> int:
     print(table(["curve", "declared", "size", "inferred", "ratio", "right", "bracket / note"], rows))
     if total:
         print(f"\n{within}/{total} declared caches inferred right: within 25 %, or inside the bracket "
-              f"of sweep points around the boundary ({within / total:.0%})")
+              f"of sweep points around the boundary ({within / total:.0%}); caches beyond a curve's "
+              f"largest size are not counted")
     return 0
 
 

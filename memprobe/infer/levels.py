@@ -33,7 +33,9 @@ Method (and why this one):
      miss at S = C and the half-way point lies beyond C. 0.4 sits between the two: on the ten
      published curves the half-way rule put 16 of the 20 caches it found above their declared
      size (median 1.24x; 20/28 right), 0.4 gets 22/28 (AltraMax L2 1.02, Zen 5 L2 1.07 / L3
-     1.12, MI210 L2 0.97, H100 far L2 half 51 MB for 50 MB; 24/28 with the shoulders of 3.); on this project's Zen 3 VM the L2 edge runs from
+     1.12, MI210 L2 0.97, H100 far L2 half 51 MB for 50 MB; 24/28 with the shoulders of 3.; these
+     scores read "MB" as 10^6 bytes, and 26/27 with MiB, see benchmarks/infer_accuracy.py);
+     on this project's Zen 3 VM the L2 edge runs from
      ~256 KiB to ~1 MiB and the half-way rule put it at 1.1-1.3x the declared 512 KiB.
   A change-point library (ruptures) was tried in thought and rejected: piecewise-constant fits
   cut smooth ramps into spurious levels and need a penalty tuned per curve density; the band

@@ -1,0 +1,38 @@
+"""The published-curve scorer (benchmarks/infer_accuracy.py): its pairing and its units decide
+the score quoted for issue 3, so they are tested like code."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import infer_accuracy as ia  # noqa: E402
+
+K, M = 1 << 10, 1 << 20
+
+
+def test_declared_megabytes_are_binary():
+    sizes = dict(ia.declared_sizes({"declared_caches": {
+        "L2": "50 MB total", "L1": "256 KiB per SM", "DRAM": "80 GB HBM3", "SLC": "16 MB"}}))
+    assert sizes == {"L2": 50 * M, "L1": 256 * K, "SLC": 16 * M}  # DRAM is skipped
+
+
+def test_pairing_keeps_order_and_leaves_a_tlb_step_unpaired():
+    # N100-like: a TLB step read as a level at 168 KiB, the next "cache" at 7 MiB
+    declared = [32 * K, 2 * M, 6 * M]
+    inferred = [42 * K, 168 * K, 7 * M]
+    assert ia.pair_in_order(declared, inferred) == {0: 0, 2: 2}
+
+
+def test_pairing_one_to_one_in_order():
+    declared = [64 * K, 1 * M, 16 * M]
+    inferred = [89 * K, 1 * M, 19 * M]
+    assert ia.pair_in_order(declared, inferred) == {0: 0, 1: 1, 2: 2}
+    # an extra inferred level in the middle (a split L2's near half) is skipped, not paired
+    assert ia.pair_in_order([256 * K, 50 * M], [243 * K, 27 * M, 51 * M]) == {0: 0, 1: 2}
+
+
+def test_pairing_refuses_far_pairs():
+    assert ia.pair_in_order([32 * K], [1 * M]) == {}
+    assert ia.pair_in_order([], [1 * M]) == {}
+    assert ia.pair_in_order([1 * M], []) == {}
