@@ -57,6 +57,9 @@ def main() -> int:
             cpu = d["cpu"]
             secs = cpu["extra"]["stage_seconds"]
             t = sum(v for k, v in secs.items() if args.full or k in LATENCY_STAGES)
+            # the host's steal time during the latency stages: the condition each row ran in
+            steal = cpu["extra"].get("stage_steal_percent", {})
+            steal_max = max((v for k, v in steal.items() if k in LATENCY_STAGES), default=None)
             declared = {f"L{c['level']}": c["size_bytes"] for c in cpu["declared"].get("data_caches", [])}
             sizes = {lv["name"]: lv["size_bytes"] for lv in cpu["levels"]}
             largest_ws = max(pt["x"] for c in cpu["curves"] if c["x_name"] == "size_bytes" for pt in c["points"])
@@ -68,10 +71,11 @@ def main() -> int:
                          f"{sizes.get('L1', 0) / 1024:.0f} KiB ({r1:.2f})", f"{sizes.get('L2', 0) / 1024:.0f} KiB ({r2:.2f})",
                          f"{(sizes.get('L3') or 0) / 2**20:.1f} MiB", str(len(cpu["levels"]) - 1),
                          f"{cpu['levels'][-1]['latency_ns']:.0f} ns",
+                         "-" if steal_max is None else f"{steal_max:g} %",
                          f"{peak_rss / 2**20:.0f} MiB / {largest_ws / 2**20:.0f} MiB = {peak_rss / largest_ws:.1f}x"])
     what = "whole scan" if args.full else "latency part"
     print(table(["run", f"{what} s", f"/ {budget:.0f} s budget", "L1 (vs declared)", "L2 (vs declared)",
-                 "L3", "caches", "memory", "peak RSS / largest working set (<= 4x)"], rows))
+                 "L3", "caches", "memory", "steal (latency)", "peak RSS / largest working set (<= 4x)"], rows))
     print(f"L1 within 25 %: {ok_l1}/{args.runs} runs; L2 within 25 %: {ok_l2}/{args.runs} runs")
     return 0
 

@@ -182,6 +182,17 @@ def _dev(measured: list[int | None], declared: list[int]) -> DeviceResult:
     return DeviceResult(kind="cpu", name="test", levels=levels, declared={"data_caches": caches})
 
 
+def test_stage_table_shows_host_steal() -> None:
+    res = load("small")
+    cpu = res.devices["cpu"]
+    cpu.extra["stage_seconds"] = {"latency": 9.5, "bandwidth": 81.0}
+    cpu.extra["stage_steal_percent"] = {"latency": 0.4, "bandwidth": 37.5}
+    html = render_html(res)
+    rows = re.findall(r"<tr( class=\"flag\")?><td><code>(latency|bandwidth)</code></td>"
+                      r"<td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td>", html)
+    assert rows == [("", "latency", "9.5", "0.4 %"), (' class="flag"', "bandwidth", "81", "37.5 %")]
+
+
 def test_declared_vs_measured_flags_a_vm_slice() -> None:
     rows = match_levels(_dev([32768, 524288, 12 << 20, None], [32768, 524288, 32 << 20]))
     by = {r["measured"]: r for r in rows}

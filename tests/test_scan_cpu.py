@@ -2,6 +2,7 @@
 fails: the result keeps what was measured and is marked incomplete."""
 
 import json
+import math
 
 import pytest
 
@@ -92,6 +93,30 @@ def test_run_stages_reports_progress_and_timing():
     assert "noop" in dev.extra["stage_seconds"]
 
 
+def test_run_stages_records_steal_and_warns_once(monkeypatch):
+    """Steal time per stage from /proc/stat readings taken around it; one warning names the
+    stages where the host took >= 5 % of a CPU, also when a later stage fails."""
+    import memprobe.scan as scan
+
+    readings = iter([{"cpu0": (0, 1000)}, {"cpu0": (30, 1100)},     # busy: 30 of 100 ticks
+                     {"cpu0": (30, 1100)}, {"cpu0": (31, 1200)},     # quiet: 1 of 100
+                     {"cpu0": (31, 1200)}])                          # fails before its 2nd read
+    monkeypatch.setattr(scan, "read_cpu_times", lambda: next(readings))
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
+
+    def boom(c):
+        raise RuntimeError("probe failed")
+
+    stages = (Stage("busy", lambda c: None, ""), Stage("quiet", lambda c: None, ""),
+              Stage("fails", boom, ""))
+    assert not run_stages(stages, ctx)
+    assert dev.extra["stage_steal_percent"] == {"busy": 30.0, "quiet": 1.0}
+    steal_warnings = [w for w in dev.warnings if "steal" in w]
+    assert len(steal_warnings) == 1 and "busy 30 %" in steal_warnings[0]
+    assert "quiet 1" not in steal_warnings[0]
+
+
 def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
     """The extra passes add their samples to the first pass's points up to the cache range
     (at least RECHECK_MIN_BYTES), each pass with a fresh buffer; larger sizes keep one pass."""
@@ -163,3 +188,33 @@ def test_recheck_stops_past_half_of_memory_latency(monkeypatch):
     cpu_scan.stage_latency_recheck(ctx)
     assert swept and max(swept[0]) <= 16 << 20, max(swept[0]) >> 20
     assert max(swept[0]) > 4 << 20  # the L3 edge itself is covered
+
+
+@pytest.mark.parametrize("budget_s, grown_to", [(100.0, 2 << 30), (1.0, 256 << 20), (7.0, 512 << 20)])
+def test_sweep_growth_stops_at_its_time_budget(monkeypatch, budget_s, grown_to):
+    """A memory latency that never flattens (page walks creeping with size) grows the sweep
+    only while the stage, with the next doubling costed as all it spent so far, fits its budget."""
+    opts = ScanOptions(quick=False, train=False)
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
+    clock = [0.0]
+
+    def fake_curve(ctx, kind, sizes, reps, name, seed=None, into=None):
+        # cost in proportion to the bytes set up: 1 s per 256 MiB
+        clock[0] += sum(sizes) / (256 << 20) / 2
+        # an L1 plateau, then a climb of 1.4x per octave that never flattens
+        pts = [CurvePoint(float(s), [1.4 ** max(0.0, math.log2(s / (32 << 10)))]) for s in sizes]
+        if into is None:
+            into = Curve(name, "latency", "size_bytes", "ns", [], {})
+            ctx.device.curves.append(into)
+        into.points.extend(pts)
+        return into
+
+    monkeypatch.setattr(cpu_scan, "_latency_curve", fake_curve)
+    monkeypatch.setattr(cpu_scan.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(cpu_scan, "check_memory", lambda b: None)
+    monkeypatch.setattr(cpu_scan, "GROW_BUDGET_S", (budget_s, budget_s))
+    cpu_scan.stage_latency(ctx)
+    assert ctx.state["max_size_bytes"] == grown_to
+    stopped = [w for w in dev.warnings if "time budget" in w]
+    assert bool(stopped) == (grown_to < cpu_scan.EXTEND_LIMIT_BYTES)

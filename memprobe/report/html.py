@@ -21,6 +21,7 @@ from typing import Any, Callable
 import jinja2
 from markupsafe import Markup
 
+from memprobe.platform.load import STEAL_NOTABLE_FRACTION
 from memprobe.report import figures as F
 from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, DeviceResult, Level, ScanResult
 
@@ -243,6 +244,15 @@ def _noise_rows(dev: DeviceResult) -> list[dict[str, Any]]:
     return rows
 
 
+def _stage_rows(dev: DeviceResult) -> list[dict[str, Any]]:
+    """Each stage's seconds beside the host's steal time during it (the conditions it ran in)."""
+    seconds = (dev.extra or {}).get("stage_seconds") or {}
+    steal = (dev.extra or {}).get("stage_steal_percent") or {}
+    return [{"stage": name, "seconds": num(s), "steal": "—" if steal.get(name) is None else f"{steal[name]:g} %",
+             "stolen": (steal.get(name) or 0) >= 100 * STEAL_NOTABLE_FRACTION}
+            for name, s in seconds.items()]
+
+
 # ---- compute, loaded latency, training ------------------------------------------------------
 def _compute_view(dev: DeviceResult) -> dict[str, Any] | None:
     comp = dev.compute or {}
@@ -390,6 +400,7 @@ def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, A
         "loaded_rows": _loaded_rows(dev),
         "compute": _compute_view(dev),
         "noise": _noise_rows(dev),
+        "stages": _stage_rows(dev),
         "unstable": [lv for lv in dev.levels if lv.unstable],
         "warnings": list(dev.warnings or []),
         "declared": {k: v for k, v in (dev.declared or {}).items() if k not in ("caches", "data_caches", "flags")},
@@ -404,6 +415,7 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
     training = _training_view(result)
     return {
         "title": f"memprobe: {result.host}, {result.started_at}",
+        "steal_notable_percent": f"{100 * STEAL_NOTABLE_FRACTION:g}",
         "host": result.host,
         "started_at": result.started_at,
         "duration": num(result.duration_s),

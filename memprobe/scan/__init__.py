@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from memprobe import __version__
+from memprobe.platform.load import STEAL_NOTABLE_FRACTION, max_steal_fraction, read_cpu_times
 from memprobe.result import DeviceResult, ScanResult
 
 # progress(stage, done, total, message): done/total count steps inside a stage
@@ -83,26 +84,48 @@ def new_result(options: ScanOptions) -> ScanResult:
 
 def run_stages(stages, ctx: ScanContext) -> bool:
     """Run stages in order. Returns True when all ran; False (with a warning kept) when one
-    failed. KeyboardInterrupt propagates after the partial result is marked."""
-    for stage in stages:
-        if ctx.options.quick and not stage.quick:
-            continue
-        ctx.progress(stage.name, 0, 1, stage.description)
-        t0 = time.perf_counter()
-        try:
-            stage.run(ctx)
-        except KeyboardInterrupt:
-            ctx.device.warnings.append(f"interrupted during stage '{stage.name}'")
-            raise
-        except Exception as exc:  # a failing probe must not lose what was measured
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            ctx.device.warnings.append(
-                f"stage '{stage.name}' failed: {exc.__class__.__name__}: {exc} "
-                f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
-            return False
-        ctx.device.extra.setdefault("stage_seconds", {})[stage.name] = round(time.perf_counter() - t0, 3)
-        ctx.progress(stage.name, 1, 1, stage.description)
-    return True
+    failed. KeyboardInterrupt propagates after the partial result is marked.
+
+    Each finished stage leaves its seconds and the host's steal time during it (the largest
+    share of one CPU, percent) in the device's extra; stages past STEAL_NOTABLE_FRACTION get one
+    warning at the end, however the run ends."""
+    seconds = ctx.device.extra.setdefault("stage_seconds", {})
+    steal = ctx.device.extra.setdefault("stage_steal_percent", {})
+    try:
+        for stage in stages:
+            if ctx.options.quick and not stage.quick:
+                continue
+            ctx.progress(stage.name, 0, 1, stage.description)
+            t0, cpu0 = time.perf_counter(), read_cpu_times()
+            try:
+                stage.run(ctx)
+            except KeyboardInterrupt:
+                ctx.device.warnings.append(f"interrupted during stage '{stage.name}'")
+                raise
+            except Exception as exc:  # a failing probe must not lose what was measured
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                ctx.device.warnings.append(
+                    f"stage '{stage.name}' failed: {exc.__class__.__name__}: {exc} "
+                    f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+                return False
+            seconds[stage.name] = round(time.perf_counter() - t0, 3)
+            frac = max_steal_fraction(cpu0, read_cpu_times())
+            if frac is not None:
+                steal[stage.name] = round(100 * frac, 1)
+            ctx.progress(stage.name, 1, 1, stage.description)
+        return True
+    finally:
+        _warn_steal(ctx.device)
+
+
+def _warn_steal(device: DeviceResult) -> None:
+    stolen = {k: v for k, v in device.extra.get("stage_steal_percent", {}).items()
+              if v >= 100 * STEAL_NOTABLE_FRACTION}
+    if stolen:
+        listed = ", ".join(f"{k} {v:g} %" for k, v in stolen.items())
+        device.warnings.append(
+            f"the host took CPU time from this machine (steal) during {listed} of a CPU: those "
+            "figures can read slow, and cache edges small; compare with a scan at a quieter time")
 
 
 def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 import numpy as np
 
@@ -22,6 +23,13 @@ MIN_SIZE_BYTES = 4 << 10
 DEFAULT_MAX_SIZE_BYTES = 256 << 20
 QUICK_MAX_SIZE_BYTES = 128 << 20
 EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not reached
+# ... and while the stage, with the next doubling, stays within this many seconds (--quick: the
+# second). A doubling is costed as the whole sweep before it (setting up a buffer costs in
+# proportion to its size, so the top octave of a sweep costs about all the octaves below it).
+# Why: on a busy host memory's latency creeps with size (page walks through 4 KiB host pages:
+# 160 -> 350 ns from 8 MiB to 2 GiB on the development VM) and never flattens; growing to 2 GiB
+# took a default scan's latency part to 95 s against its 30 s.
+GROW_BUDGET_S = (15.0, 5.0)
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
 
 
@@ -109,12 +117,20 @@ def stage_latency(ctx: ScanContext) -> None:
     check_memory(max_b)
     per_oct = ctx.options.points_per_octave or (3 if quick else 4)
     sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, per_oct)
+    t_start = time.perf_counter()
     curve = _latency_curve(ctx, "huge", sizes, repetitions(ctx, 5, 3), "latency_hugepage")
     curve.params.update(passes=1, inferred_from="25th percentile of each size's samples")
     # grow the sweep while the curve still climbs (memory not reached), unless capped by the user
+    budget_s = GROW_BUDGET_S[1 if quick else 0]
     while ctx.options.max_size_bytes is None and max_b < EXTEND_LIMIT_BYTES:
         h = infer_levels(curve.xs(), curve.lows())
         if h.memory_reached:
+            break
+        spent_s = time.perf_counter() - t_start
+        if 2 * spent_s > budget_s:  # spent so far + the next doubling, costed as all of it
+            ctx.device.warnings.append(
+                f"memory's latency still climbs at {max_b >> 20} MiB: the sweep stopped growing at "
+                f"its time budget ({budget_s:g} s); --max-size sweeps further")
             break
         try:
             check_memory(max_b * 2)
