@@ -1,19 +1,54 @@
 #!/usr/bin/env bash
-# One command for the GPU machine: the real GPU scan, the bandwidth/FMA benchmark and the
-# real-GPU tests, everything written under OUTDIR.
-#   usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick]
-# Needs: pip install -e '.[gpu,test]' (numba-cuda, cupy-cuda12x; torch optional for GEMMs).
+# The GPU machine's work in one command: the real GPU scan, the bandwidth/FMA benchmark, the
+# real-GPU tests, the CLI scan (CPU + GPU + training study, HTML report) and the GPU training
+# prediction scored on that scan. Everything lands under OUTDIR and, packed, in OUTDIR.tgz.
+#
+#   usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick] [--only STEP[,STEP...]]
+#   steps: scan bench tests cli train (default: all, in that order)
+#
+# Needs numba-cuda (and cupy or torch for the reference copy and the GEMMs) on top of memprobe.
+# On a machine with no package index (this workplace's device tool), where those are already
+# installed, and keeping each call inside its 10 minutes and 8 returned files:
+#   python3 -m pip install -q --no-deps --no-build-isolation -e . &&
+#   bash benchmarks/gpu_smoke.sh /tmp/smoke --only scan,bench,tests && cp /tmp/smoke.tgz $OUT/a.tgz
+#   ... then --only cli,train into b.tgz. Each step has its own time limit (STEP_LIMIT_S below), so a
+# hung step costs its limit, not the call.
 set -u
-OUT=${1:?usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick]}
-QUICK=${2:-}
+usage="usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick] [--only STEP[,STEP...]]"
+OUT=${1:?$usage}
+shift
+QUICK=""
+ONLY="scan,bench,tests,cli,train"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK="--quick" ;;
+    --only) ONLY=${2:?$usage}; shift ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+  shift
+done
+declare -A STEP_LIMIT_S=([scan]=180 [bench]=150 [tests]=150 [cli]=360 [train]=200)
+for s in ${ONLY//,/ }; do
+  [ -n "${STEP_LIMIT_S[$s]:-}" ] || { echo "unknown step '$s' ($usage)" >&2; exit 2; }
+done
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT"
 unset NUMBA_ENABLE_CUDASIM
 (nvidia-smi -q > "$OUT/nvidia-smi.txt" 2>&1 || true)
 python3 -c "import numba, numba.cuda; print('numba', numba.__version__, numba.cuda.__file__)" > "$OUT/versions.txt" 2>&1
+step() {  # step NAME LOGFILE COMMAND...: run under the step's limit, log to OUT/LOGFILE
+  local name=$1 log=$2; shift 2
+  echo "== $name (limit ${STEP_LIMIT_S[$name]} s) =="
+  local t0=$SECONDS
+  timeout "${STEP_LIMIT_S[$name]}" "$@" > "$OUT/$log" 2>&1
+  local rc=$?
+  tail -40 "$OUT/$log"
+  echo "== $name: rc $rc, $((SECONDS - t0)) s ==" | tee -a "$OUT/steps.txt"
+}
 
-echo "== GPU scan (scan_gpu directly; writes $OUT/gpu_scan/) =="
-python3 - "$OUT/gpu_scan" "$QUICK" <<'PY' 2>&1 | tee "$OUT/gpu_scan.log"
+if wants scan; then
+  step scan gpu_scan.log python3 - "$OUT/gpu_scan" "$QUICK" <<'PY'
 import sys, time, pathlib
 from memprobe.scan import ScanOptions, new_result
 from memprobe.scan.gpu import scan_gpu
@@ -49,18 +84,33 @@ if g:
     print("transfers:", g.extra.get("transfers"))
     print("device warnings:", g.warnings)
 PY
-
-echo "== benchmark: copy vs CuPy, FMA vs peak =="
-python3 benchmarks/gpu_bandwidth_vs_copy.py --json "$OUT/gpu_bandwidth_vs_copy.json" 2>&1 | tee "$OUT/gpu_bandwidth_vs_copy.txt"
-
-echo "== real-GPU tests =="
-MEMPROBE_REAL_GPU=1 python3 -m pytest -q -m gpu tests/test_gpu_sim.py 2>&1 | tee "$OUT/pytest_gpu.txt"
-
-echo "== simulator tests (logic, same checkout) =="
-python3 -m pytest -q tests/test_gpu_sim.py 2>&1 | tail -5 | tee "$OUT/pytest_sim.txt"
-
-if python3 -c "import memprobe.cli" 2>/dev/null; then
-  echo "== CLI scan (--device gpu: CPU + GPU) =="
-  timeout 900 python3 -m memprobe scan --device gpu ${QUICK} --out "$OUT/cli_scan" 2>&1 | tail -20 | tee "$OUT/cli_scan.log"
 fi
-echo "all outputs in $OUT"
+
+if wants bench; then
+  step bench gpu_bandwidth_vs_copy.txt \
+    python3 benchmarks/gpu_bandwidth_vs_copy.py --json "$OUT/gpu_bandwidth_vs_copy.json"
+fi
+
+if wants tests; then
+  step tests pytest_gpu.txt env MEMPROBE_REAL_GPU=1 python3 -m pytest -q -m gpu tests/test_gpu_sim.py
+fi
+
+if wants cli; then
+  # CPU + GPU + the training study, with the HTML report: the example report's source
+  step cli cli_scan.log python3 -m memprobe scan --device gpu ${QUICK} --out "$OUT/cli_scan"
+fi
+
+if wants train; then
+  # the GPU sweep's prediction error (issue 7: <= 20 %) on the ceilings the CLI scan measured
+  scan_json="$OUT/cli_scan/scan.json"
+  [ -f "$scan_json" ] || scan_json="$OUT/gpu_scan/scan.json"
+  if [ -f "$scan_json" ]; then
+    step train train_prediction_gpu.txt \
+      python3 benchmarks/train_prediction.py --device gpu --scan "$scan_json" ${QUICK}
+  else
+    echo "== train: skipped, no scan.json from the cli or scan step ==" | tee -a "$OUT/steps.txt"
+  fi
+fi
+
+tar czf "$OUT.tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
+echo "all outputs in $OUT and $OUT.tgz"
