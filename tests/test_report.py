@@ -202,6 +202,15 @@ def test_declared_vs_measured_flags_a_vm_slice() -> None:
     assert rows[-1]["measured"] == "memory"
 
 
+def test_declared_vs_measured_carries_the_scans_level_notes() -> None:
+    dev = _dev([32768, 524288, 4 << 20, 190 << 20, None], [32768, 524288, 32 << 20])
+    dev.levels[3].notes = ["within 1.6x of memory's latency: a memory-side cache, or page walks"]
+    dev.levels[2].notes = ["unstable: points on this plateau spread 30%"]
+    by = {r["measured"]: r for r in match_levels(dev)}
+    assert "memory-side cache" in by["L4"]["note"]
+    assert "unstable" not in by["L3"]["note"]  # that one has its own column
+
+
 def test_declared_vs_measured_pairs_by_size_not_name() -> None:
     # the sweep missed L1: its "L1" is the declared L2, its "L2" the declared L3
     rows = match_levels(_dev([524288, 32 << 20, None], [32768, 524288, 32 << 20]))

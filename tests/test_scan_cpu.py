@@ -7,7 +7,7 @@ import math
 import pytest
 
 from memprobe import cli
-from memprobe.result import Curve, CurvePoint, DeviceResult, ScanResult
+from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
 from memprobe.scan import ScanContext, ScanOptions, Stage, new_result, run_scan, run_stages
 from memprobe.scan import cpu as cpu_scan
 from memprobe.scan.plan import sweep_sizes
@@ -218,3 +218,18 @@ def test_sweep_growth_stops_at_its_time_budget(monkeypatch, budget_s, grown_to):
     assert ctx.state["max_size_bytes"] == grown_to
     stopped = [w for w in dev.warnings if "time budget" in w]
     assert bool(stopped) == (grown_to < cpu_scan.EXTEND_LIMIT_BYTES)
+
+
+def test_memory_side_levels_get_a_note_not_a_verdict():
+    def lv(name, size, ns):
+        return Level(name=name, size_bytes=size, latency_ns=ns, latency_cycles=None, bandwidth_gbs={},
+                     latency_spread=0.0, unstable=False, size_range_bytes=None, notes=[])
+
+    levels = [lv("L1", 32 << 10, 1.4), lv("L3", 4 << 20, 17.0), lv("L4", 190 << 20, 176.0),
+              lv("memory", None, 219.0)]
+    cpu_scan.note_memory_side(levels)
+    assert [bool(x.notes) for x in levels] == [False, False, True, False]
+    assert len(levels) == 4  # nothing dropped: one curve cannot tell creep from an eDRAM L4
+    edram = [lv("L3", 8 << 20, 12.0), lv("L4", 128 << 20, 45.0), lv("memory", None, 85.0)]
+    cpu_scan.note_memory_side(edram)
+    assert not any(x.notes for x in edram)

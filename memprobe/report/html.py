@@ -182,6 +182,8 @@ def match_levels(dev: DeviceResult) -> list[dict[str, Any]]:
             note.append("below declared: the slice this process can use (VM, shared cache) or a noisy boundary")
         elif dc is not None and diff is not None and diff > DISAGREE_FRACTION:
             note.append("above declared: the next level's latency is close, or a noisy boundary")
+        # what the scan itself noted (memory-side levels); "unstable" has its own column
+        note.extend(n for n in (lv.notes or []) if not n.startswith("unstable"))
         rows.append({
             "sort": lv.size_bytes,
             "measured": lv.name, "measured_size": F.size_text(lv.size_bytes),
