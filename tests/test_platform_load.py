@@ -27,6 +27,7 @@ def test_max_steal_fraction_takes_the_worst_cpu():
     before = {"cpu0": (0, 1000), "cpu1": (10, 1000)}
     after = {"cpu0": (5, 1100), "cpu1": (40, 1100)}
     assert max_steal_fraction(before, after) == 0.3
+    assert max_steal_fraction(before, after, cpus={0}) == 0.05  # only the CPUs we may run on
 
 
 def test_max_steal_fraction_nothing_counted():

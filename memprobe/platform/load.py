@@ -43,13 +43,15 @@ def read_cpu_times(proc_root: str | Path = "/proc") -> dict[str, tuple[int, int]
 
 
 def max_steal_fraction(before: dict[str, tuple[int, int]],
-                       after: dict[str, tuple[int, int]]) -> float | None:
+                       after: dict[str, tuple[int, int]],
+                       cpus: set[int] | None = None) -> float | None:
     """The largest share of one CPU's time the host took between two readings (0..1), or None
     when nothing was counted in between (too short, or no /proc/stat). The largest, not the
-    mean: a probe runs on one CPU, and a neighbour on the other must not halve what it saw."""
+    mean: a probe runs on one CPU, and a neighbour on the other must not halve what it saw.
+    `cpus`: only these (the ones this process may run on); None for all."""
     worst = None
     for cpu, (steal1, total1) in after.items():
-        if cpu not in before:
+        if cpu not in before or (cpus is not None and int(cpu[3:]) not in cpus):
             continue
         steal0, total0 = before[cpu]
         if total1 > total0:

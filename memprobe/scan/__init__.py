@@ -9,6 +9,7 @@ the result, which is marked incomplete. The caller (CLI) writes it out either wa
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import socket
 import time
 import traceback
@@ -91,6 +92,7 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     warning at the end, however the run ends."""
     seconds = ctx.device.extra.setdefault("stage_seconds", {})
     steal = ctx.device.extra.setdefault("stage_steal_percent", {})
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         for stage in stages:
             if ctx.options.quick and not stage.quick:
@@ -109,7 +111,7 @@ def run_stages(stages, ctx: ScanContext) -> bool:
                     f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
                 return False
             seconds[stage.name] = round(time.perf_counter() - t0, 3)
-            frac = max_steal_fraction(cpu0, read_cpu_times())
+            frac = max_steal_fraction(cpu0, read_cpu_times(), cpus)
             if frac is not None:
                 steal[stage.name] = round(100 * frac, 1)
             ctx.progress(stage.name, 1, 1, stage.description)
