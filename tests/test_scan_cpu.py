@@ -127,18 +127,21 @@ def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
     lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(256 << 10, 4.5)], 90.0, sizes)
     dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
                             [CurvePoint(float(s), [float(v)] * 2) for s, v in zip(sizes, lat)]))
-    seeds = []
+    seeds, holds = [], []
     real = cpu_scan._latency_curve
 
-    def spy(ctx, page_kind, sizes, reps, name, seed=None, into=None):
+    def spy(ctx, page_kind, sizes, reps, name, seed=None, into=None, hold_bytes=0):
         seeds.append(seed)
-        return real(ctx, page_kind, sizes, reps, name, seed, into)
+        holds.append(hold_bytes)
+        return real(ctx, page_kind, sizes, reps, name, seed, into, hold_bytes)
 
     monkeypatch.setattr(cpu_scan, "_latency_curve", spy)
     cpu_scan.stage_latency_recheck(ctx)
     curve = dev.curve("latency_hugepage")
     assert [c.name for c in dev.curves] == ["latency_hugepage"]  # the passes join, not add curves
     assert curve.params["passes"] == 3 and len(set(seeds)) == 2 and opts.seed not in seeds
+    # each pass holds more memory than the one before: its buffers land on other pages
+    assert 0 < holds[0] < holds[1] and holds[0] >= max(s for s in sizes if s <= cpu_scan.RECHECK_MIN_BYTES)
     for p in curve.points:
         want = 6 if p.x <= cpu_scan.RECHECK_MIN_BYTES else 2
         assert len(p.samples) == want, (p.x, p.samples)

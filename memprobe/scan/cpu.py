@@ -86,10 +86,17 @@ def stage_line(ctx: ScanContext) -> None:
 
 
 def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int, name: str,
-                   seed: int | None = None, into: Curve | None = None) -> Curve:
+                   seed: int | None = None, into: Curve | None = None, hold_bytes: int = 0) -> Curve:
     """Chase each size with a fresh buffer. The points go into a new curve, stored on the device
     before the first point (a Ctrl-C keeps the points so far), or with `into` their samples join
-    that curve's points of the same size as they come."""
+    that curve's points of the same size as they come.
+
+    `hold_bytes`: memory held (touched) through the sweep so that its buffers land on other
+    physical pages than the sweep before it. A freed buffer's pages are the next ones handed
+    out: every size under 2 MiB of a sweep, and of the next sweep too, sits on the same huge
+    page (checked in /proc/self/pagemap), and on a VM that page's host placement sets where the
+    L2 edge starts (one 362 KiB buffer per huge page: 5.2-8.6 ns)."""
+    from memprobe.probes.cpu.buffers import alloc
     from memprobe.probes.cpu.chase import ChaseProbe
 
     slot = ctx.device.line_size_bytes or 64
@@ -102,6 +109,10 @@ def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int
     by_size = {int(p.x): p for p in curve.points}
     probe = ChaseProbe(slot_bytes=slot, page_kind=page_kind,
                        seed=ctx.options.seed if seed is None else seed)
+    held = None
+    if hold_bytes > 0:
+        held = alloc(hold_bytes, np.uint8, page_kind)
+        held.array[::4096] = 1  # fault every page in: the pages count as taken only once touched
     try:
         for k, size in enumerate(sizes):
             probe.setup(size)  # a fresh buffer per size: its own page placement
@@ -113,6 +124,8 @@ def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int
             ctx.progress(name, k + 1, len(sizes), f"{size / 1024:.0f} KiB")
     finally:
         probe.close()
+        if held is not None:
+            held.close()
     return curve
 
 
@@ -189,11 +202,21 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
         if p.x > RECHECK_MIN_BYTES and p.low > half_memory:
             past += 1
     reps = repetitions(ctx, 5, 3)
+    # pass k holds k times the pass's largest buffer, so it runs on pages no earlier pass used:
+    # a pass is then a new draw of page placement, not only a new cycle (see _latency_curve)
     for k in range(passes):
         _latency_curve(ctx, "huge", sizes, reps, f"latency pass {k + 2}",
-                       seed=ctx.options.seed + 1000 * (k + 1), into=curve)
+                       seed=ctx.options.seed + 1000 * (k + 1), into=curve,
+                       hold_bytes=(k + 1) * _span_bytes(sizes[-1]))
         curve.params["passes"] = k + 2
         curve.params["passes_up_to_bytes"] = sizes[-1]
+
+
+def _span_bytes(size_bytes: int) -> int:
+    """What a huge-page buffer of this size occupies: whole 2 MiB pages plus one (alloc's slack)."""
+    from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES
+
+    return (-(-int(size_bytes) // HUGE_PAGE_BYTES) + 1) * HUGE_PAGE_BYTES
 
 
 def stage_levels(ctx: ScanContext) -> None:
