@@ -31,6 +31,7 @@ EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not r
 # took a default scan's latency part to 95 s against its 30 s.
 GROW_BUDGET_S = (15.0, 5.0)
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
+RECHECK_PASSES = (2, 1)  # extra passes over the cache range: default, --quick
 # a cache this close to memory's latency gets a note, not a verdict: a memory-side cache (eDRAM
 # L4: ~1.9x below DRAM) or page walks creeping with the buffer (on the development VM, in 6 of 14
 # scans of one noisy hour, memory read 160 ns at 8 MiB and 210-350 ns at 256 MiB-2 GiB, cut into
@@ -183,7 +184,7 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
     curve = ctx.device.curve("latency_hugepage")
     if curve is None or len(curve.points) < 4:
         return
-    passes = 1 if ctx.options.quick else 2
+    passes = RECHECK_PASSES[1 if ctx.options.quick else 0]
     h = infer_levels(curve.xs(), curve.lows())
     caches = [lv.size_bytes for lv in h.levels if lv.size_bytes]
     # the cache range as the first pass saw it: up to twice its last cache (the upper part of
