@@ -11,11 +11,12 @@ around the boundary. Declared sizes are read here only to score; inference never
 Scoring rules:
 - "MB"/"KB" in a cache's declared size are binary (JEDEC 100B.01's use for memory: a "50 MB"
   H100 L2 is 52,428,800 bytes, the CUDA attribute's value; cache arrays are built in powers of two).
-- Declared and inferred caches are paired in order (nearest first on both sides), choosing the
-  pairing with the least total log-size error; a declared cache may stay unpaired when no
-  inferred one lies within MAX_PAIR_OCT octaves, an inferred one is then listed as "(extra)".
-- A declared cache larger than the curve's largest working set cannot show on it: it is listed
-  as "beyond the curve" and left out of the score.
+- Declared and inferred caches are paired in order (nearest first on both sides): the pairing
+  that leaves the fewest declared caches unpaired, and among those the least total log-size
+  error. No pair is made across more than MAX_PAIR_OCT octaves; an inferred cache left over is
+  listed as "(extra)".
+- A declared cache as large as the curve's largest working set or larger cannot show its edge
+  on it: it is listed as "beyond the curve" and left out of the score.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def declared_sizes(info: dict) -> list[tuple[str, int]]:
         if SKIP_KEYS.search(key):
             continue
         m = SIZE.search(str(text))
-        if m:
+        if m and float(m.group(1)) > 0:
             unit = m.group(2).upper()
             out.append((key, int(float(m.group(1)) * MULT[unit])))
     return sorted(out, key=lambda kv: kv[1])
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> int:
         declared = declared_sizes(sources.get(path.stem, {}))
         caches = h.caches
         largest = max(curve.size_bytes)
-        seen = [(key, size) for key, size in declared if size <= largest]
+        seen = [(key, size) for key, size in declared if size < largest]
         pairs = pair_in_order([size for _, size in seen], [c.size_bytes for c in caches])
         used = set(pairs.values())
         for d, (key, size) in enumerate(seen):
@@ -131,7 +132,7 @@ def main(argv: list[str]) -> int:
             rows.append([path.stem, key, fmt(size), f"{c.name} {fmt(c.size_bytes)}", f"{ratio:.2f}",
                          "yes" if ok else "no", f"{fmt(lo)}-{fmt(hi)}"])
         for key, size in declared:
-            if size > largest:
+            if size >= largest:
                 rows.append([path.stem, key, fmt(size), "-", "-", "-",
                              f"beyond the curve (ends at {fmt(largest)})"])
         for i, c in enumerate(caches):

@@ -36,3 +36,20 @@ def test_pairing_refuses_far_pairs():
     assert ia.pair_in_order([32 * K], [1 * M]) == {}
     assert ia.pair_in_order([], [1 * M]) == {}
     assert ia.pair_in_order([1 * M], []) == {}
+
+
+def test_main_leaves_out_a_cache_beyond_the_curve(tmp_path, capsys):
+    import json
+
+    from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
+
+    sizes = geometric_sizes(4 * K, 16 * M, 4)
+    lat = latency_curve([SimLevel(32 * K, 1.0), SimLevel(1 * M, 4.0)], 30.0, sizes)
+    (tmp_path / "m.csv").write_text("size_bytes,latency_ns\n" +
+                                    "".join(f"{s},{v}\n" for s, v in zip(sizes, lat)))
+    (tmp_path / "sources.json").write_text(json.dumps({"curves": {"m": {"declared_caches": {
+        "L1d": "32 KiB", "L2": "1 MiB", "SLC": "24 MB"}}}}))
+    assert ia.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "beyond the curve (ends at 16M)" in out
+    assert "2/2 declared caches inferred right" in out

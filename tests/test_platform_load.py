@@ -20,7 +20,7 @@ def test_read_cpu_times_per_cpu(tmp_path):
 
 def test_read_cpu_times_missing_or_odd(tmp_path):
     assert read_cpu_times(tmp_path) == {}
-    assert read_cpu_times(_write(tmp_path, "cpu0 1 2 3\ncpuX a b c d e f g h\n")) == {}
+    assert read_cpu_times(_write(tmp_path, "cpu0 1 2 3\ncpuX a b c d e f g h\ncpuX 1 2 3 4 5 6 7 8\n")) == {}
 
 
 def test_max_steal_fraction_takes_the_worst_cpu():
@@ -28,6 +28,13 @@ def test_max_steal_fraction_takes_the_worst_cpu():
     after = {"cpu0": (5, 1100), "cpu1": (40, 1100)}
     assert max_steal_fraction(before, after) == 0.3
     assert max_steal_fraction(before, after, cpus={0}) == 0.05  # only the CPUs we may run on
+    assert max_steal_fraction(before, after, cpus={7}) == 0.3  # none of ours listed: all of them
+
+
+def test_max_steal_fraction_needs_enough_ticks():
+    # one stolen tick in a 20-tick stage is noise, not 5 %
+    assert max_steal_fraction({"cpu0": (0, 1000)}, {"cpu0": (1, 1020)}) is None
+    assert max_steal_fraction({"cpu0": (0, 1000)}, {"cpu0": (1, 1020)}, cpus={0}) is None
 
 
 def test_max_steal_fraction_nothing_counted():

@@ -205,10 +205,11 @@ def test_declared_vs_measured_flags_a_vm_slice() -> None:
 def test_declared_vs_measured_carries_the_scans_level_notes() -> None:
     dev = _dev([32768, 524288, 4 << 20, 190 << 20, None], [32768, 524288, 32 << 20])
     dev.levels[3].notes = ["within 1.6x of memory's latency: a memory-side cache, or page walks"]
-    dev.levels[2].notes = ["unstable: points on this plateau spread 30%"]
+    dev.levels[2].notes = ["unstable: points on this plateau spread 30%", "bandwidth threads_1 = one block"]
     by = {r["measured"]: r for r in match_levels(dev)}
     assert "memory-side cache" in by["L4"]["note"]
-    assert "unstable" not in by["L3"]["note"]  # that one has its own column
+    # notes with a place of their own elsewhere stay out of this column
+    assert "unstable" not in by["L3"]["note"] and "one block" not in by["L3"]["note"]
 
 
 def test_declared_vs_measured_pairs_by_size_not_name() -> None:

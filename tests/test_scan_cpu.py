@@ -102,6 +102,7 @@ def test_run_stages_records_steal_and_warns_once(monkeypatch):
                      {"cpu0": (30, 1100)}, {"cpu0": (31, 1200)},     # quiet: 1 of 100
                      {"cpu0": (31, 1200)}])                          # fails before its 2nd read
     monkeypatch.setattr(scan, "read_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(scan.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     dev = DeviceResult("cpu", "x")
     ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
 
@@ -115,6 +116,10 @@ def test_run_stages_records_steal_and_warns_once(monkeypatch):
     steal_warnings = [w for w in dev.warnings if "steal" in w]
     assert len(steal_warnings) == 1 and "busy 30 %" in steal_warnings[0]
     assert "quiet 1" not in steal_warnings[0]
+    # a second stage list on the same device warns only about its own stages
+    readings = iter([{"cpu0": (31, 1200)}, {"cpu0": (31, 1300)}])
+    assert run_stages((Stage("later", lambda c: None, ""),), ctx)
+    assert len([w for w in dev.warnings if "steal" in w]) == 1
 
 
 def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
@@ -168,8 +173,20 @@ def test_interrupted_recheck_keeps_its_samples_and_adds_no_curve(monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(chase.ChaseProbe, "run", run)
+    from memprobe.probes.cpu import buffers
+
+    made = []
+    real_alloc = buffers.alloc
+
+    def alloc(*a, **k):
+        made.append(real_alloc(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(buffers, "alloc", alloc)
     with pytest.raises(KeyboardInterrupt):
         cpu_scan.stage_latency_recheck(ctx)
+    # the memory the pass held to move onto other pages is given back on Ctrl-C too
+    assert made and made[0].array.size == 0
     assert [c.name for c in dev.curves] == ["latency_hugepage"]
     counts = [len(p.samples) for p in dev.curve("latency_hugepage").points]
     assert counts[:3] == [4, 4, 4] and set(counts[3:]) == {2}  # three sizes measured again, kept

@@ -19,6 +19,9 @@ STEAL_NOTABLE_FRACTION = 0.05
 # guest time is already inside user/nice, so the total stops at steal
 _FIELDS_IN_TOTAL = 8
 _STEAL = 7
+# /proc/stat counts in ticks (10 ms at the usual 100 Hz): one stolen tick in a 0.2 s stage would
+# read as 5 %, so a share is given only over at least this many ticks of a CPU (1 s)
+MIN_TICKS = 100
 
 
 def read_cpu_times(proc_root: str | Path = "/proc") -> dict[str, tuple[int, int]]:
@@ -31,8 +34,8 @@ def read_cpu_times(proc_root: str | Path = "/proc") -> dict[str, tuple[int, int]
     out: dict[str, tuple[int, int]] = {}
     for line in text.splitlines():
         parts = line.split()
-        if not parts or not parts[0].startswith("cpu") or parts[0] == "cpu":
-            continue
+        if not parts or not parts[0].startswith("cpu") or not parts[0][3:].isdigit():
+            continue  # the "cpu" total line, or a name we cannot match to a CPU number
         try:
             ticks = [int(v) for v in parts[1:1 + _FIELDS_IN_TOTAL]]
         except ValueError:
@@ -46,15 +49,17 @@ def max_steal_fraction(before: dict[str, tuple[int, int]],
                        after: dict[str, tuple[int, int]],
                        cpus: set[int] | None = None) -> float | None:
     """The largest share of one CPU's time the host took between two readings (0..1), or None
-    when nothing was counted in between (too short, or no /proc/stat). The largest, not the
-    mean: a probe runs on one CPU, and a neighbour on the other must not halve what it saw.
-    `cpus`: only these (the ones this process may run on); None for all."""
+    when too little was counted in between (under MIN_TICKS on every CPU, or no /proc/stat).
+    The largest, not the mean: a probe runs on one CPU, and a neighbour on the other must not
+    halve what it saw. `cpus`: only these (the ones this process may run on); all when None or
+    when none of them appears in /proc/stat (a container that renumbers its CPUs)."""
+    names = [c for c in after if c in before]
+    if cpus is not None and any(int(c[3:]) in cpus for c in names):
+        names = [c for c in names if int(c[3:]) in cpus]
     worst = None
-    for cpu, (steal1, total1) in after.items():
-        if cpu not in before or (cpus is not None and int(cpu[3:]) not in cpus):
-            continue
-        steal0, total0 = before[cpu]
-        if total1 > total0:
+    for cpu in names:
+        (steal0, total0), (steal1, total1) = before[cpu], after[cpu]
+        if total1 - total0 >= MIN_TICKS:
             frac = max(0, steal1 - steal0) / (total1 - total0)
             worst = frac if worst is None else max(worst, frac)
     return worst

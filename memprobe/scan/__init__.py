@@ -93,6 +93,7 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     seconds = ctx.device.extra.setdefault("stage_seconds", {})
     steal = ctx.device.extra.setdefault("stage_steal_percent", {})
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    stolen: dict[str, float] = {}  # this call's stages only: one warning per call
     try:
         for stage in stages:
             if ctx.options.quick and not stage.quick:
@@ -114,20 +115,16 @@ def run_stages(stages, ctx: ScanContext) -> bool:
             frac = max_steal_fraction(cpu0, read_cpu_times(), cpus)
             if frac is not None:
                 steal[stage.name] = round(100 * frac, 1)
+                if frac >= STEAL_NOTABLE_FRACTION:
+                    stolen[stage.name] = steal[stage.name]
             ctx.progress(stage.name, 1, 1, stage.description)
         return True
     finally:
-        _warn_steal(ctx.device)
-
-
-def _warn_steal(device: DeviceResult) -> None:
-    stolen = {k: v for k, v in device.extra.get("stage_steal_percent", {}).items()
-              if v >= 100 * STEAL_NOTABLE_FRACTION}
-    if stolen:
-        listed = ", ".join(f"{k} {v:g} %" for k, v in stolen.items())
-        device.warnings.append(
-            f"the host took CPU time from this machine (steal) during {listed} of a CPU: those "
-            "figures can read slow, and cache edges small; compare with a scan at a quieter time")
+        if stolen:
+            listed = ", ".join(f"{k} {v:g} %" for k, v in stolen.items())
+            ctx.device.warnings.append(
+                f"the host took CPU time from this machine (steal) during {listed} of a CPU: those "
+                "figures can read slow, and cache edges small; compare with a scan at a quieter time")
 
 
 def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,

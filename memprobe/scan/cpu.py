@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from memprobe.errors import ResourceError
 from memprobe.infer import infer_levels
 from memprobe.infer.line import line_from_false_sharing, line_from_stride
 from memprobe.platform.cpu import declared_cpu
@@ -92,11 +93,12 @@ def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int
     before the first point (a Ctrl-C keeps the points so far), or with `into` their samples join
     that curve's points of the same size as they come.
 
-    `hold_bytes`: memory held (touched) through the sweep so that its buffers land on other
-    physical pages than the sweep before it. A freed buffer's pages are the next ones handed
-    out: every size under 2 MiB of a sweep, and of the next sweep too, sits on the same huge
-    page (checked in /proc/self/pagemap), and on a VM that page's host placement sets where the
-    L2 edge starts (one 362 KiB buffer per huge page: 5.2-8.6 ns)."""
+    `hold_bytes`: memory held (touched) through the sweep so that its buffers, most likely,
+    land on other physical pages than the sweep before it. The kernel tends to hand a freed
+    buffer's pages straight back: every size under 2 MiB of a sweep, and of the next sweep too,
+    sat on the same huge page (seen in /proc/self/pagemap; the hold moved each pass to its own,
+    also seen there), and on a VM that page's host placement sets where the L2 edge starts (one
+    362 KiB buffer on each of 12 huge pages: 5.2-8.6 ns). A heuristic, not a guarantee."""
     from memprobe.probes.cpu.buffers import alloc
     from memprobe.probes.cpu.chase import ChaseProbe
 
@@ -111,10 +113,15 @@ def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int
     probe = ChaseProbe(slot_bytes=slot, page_kind=page_kind,
                        seed=ctx.options.seed if seed is None else seed)
     held = None
-    if hold_bytes > 0:
-        held = alloc(hold_bytes, np.uint8, page_kind)
-        held.array[::4096] = 1  # fault every page in: the pages count as taken only once touched
     try:
+        if hold_bytes > 0 and sizes:
+            try:
+                check_memory(hold_bytes + max(sizes))
+            except ResourceError:
+                hold_bytes = 0  # too little free memory to hold: the pass still runs, on any pages
+            if hold_bytes:
+                held = alloc(hold_bytes, np.uint8, page_kind)
+                held.array[::4096] = 1  # fault every page in: pages count as taken once touched
         for k, size in enumerate(sizes):
             probe.setup(size)  # a fresh buffer per size: its own page placement
             got = probe.run(reps, min_hops=20_000, target_ns=3e6)
@@ -153,7 +160,7 @@ def stage_latency(ctx: ScanContext) -> None:
             break
         try:
             check_memory(max_b * 2)
-        except Exception:
+        except ResourceError:
             ctx.device.warnings.append("the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
             break
         more = [s for s in sweep_sizes(max_b, max_b * 2, per_oct) if s > max_b]
@@ -203,8 +210,8 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
         if p.x > RECHECK_MIN_BYTES and p.low > half_memory:
             past += 1
     reps = repetitions(ctx, 5, 3)
-    # pass k holds k times the pass's largest buffer, so it runs on pages no earlier pass used:
-    # a pass is then a new draw of page placement, not only a new cycle (see _latency_curve)
+    # the n-th extra pass holds n times its largest buffer, so that it most likely runs on pages
+    # no earlier pass used: a new draw of page placement, not only a new cycle (_latency_curve)
     for k in range(passes):
         _latency_curve(ctx, "huge", sizes, reps, f"latency pass {k + 2}",
                        seed=ctx.options.seed + 1000 * (k + 1), into=curve,
