@@ -23,7 +23,8 @@ from pathlib import Path
 
 from _common import table
 
-LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "latency_recheck", "levels")
+LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "latency_recheck", "levels",
+                  "memory_side")
 
 
 def main() -> int:

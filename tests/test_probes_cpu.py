@@ -3,7 +3,7 @@ the clock and line probes return plausible raw samples. No timing assertions."""
 
 import pytest
 
-from memprobe.probes.cpu.chase import ChaseProbe, clock_samples, sattolo_cycle
+from memprobe.probes.cpu.chase import ChaseProbe, clock_samples, region_cycle, sattolo_cycle
 from memprobe.probes.cpu.line import FalseSharingProbe, StrideProbe
 
 
@@ -16,6 +16,30 @@ def test_sattolo_is_one_cycle(n):
         seen.add(i)
         i = int(p[i])
     assert i == 0 and len(seen) == n
+
+
+@pytest.mark.parametrize("n,per", [(2, 2), (17, 4), (1000, 64), (1024, 64), (50, 100)])
+def test_region_cycle_is_one_cycle_visiting_regions_whole(n, per):
+    succ = region_cycle(n, per, 3)
+    i, order = 0, []
+    for _ in range(n):
+        order.append(i)
+        i = int(succ[i])
+    assert i == 0 and sorted(order) == list(range(n))
+    # around the cycle the walk enters each region once and stays until it has seen all of it
+    regions = [k // per for k in order]
+    changes = sum(regions[k] != regions[(k + 1) % n] for k in range(n))
+    n_regions = -(-n // per)
+    assert changes == (n_regions if n_regions > 1 else 0)
+
+
+def test_page_local_chase_smoke():
+    probe = ChaseProbe(page_kind="huge", region_bytes=4096)
+    probe.setup(64 << 10)
+    assert probe.verify()
+    t = probe.run(2, min_hops=4096, target_ns=2e5)
+    probe.close()
+    assert len(t) == 2 and all(0 < v < 1e4 for v in t)
 
 
 @pytest.mark.parametrize("page_kind,slot", [("huge", 64), ("4k", 64), ("huge", 128)])

@@ -253,3 +253,61 @@ def test_memory_side_levels_get_a_note_not_a_verdict():
     edram = [lv("L3", 8 << 20, 12.0), lv("L4", 128 << 20, 45.0), lv("memory", None, 85.0)]
     cpu_scan.note_memory_side(edram)
     assert not any(x.notes for x in edram)
+
+
+def _memory_side_ctx(levels_spec, largest):
+    """A device whose levels are given as (name, size, ns) and whose curve reaches `largest`."""
+    opts = ScanOptions(train=False)
+    dev = DeviceResult("cpu", "x")
+    dev.levels = [Level(name=n, size_bytes=s, latency_ns=ns, latency_cycles=ns * 3) for n, s, ns in levels_spec]
+    dev.levels[-1].notes = ["not reached: last point of the sweep"]
+    dev.warnings.append("the curve still climbs at its largest size: main memory was not reached; x")
+    dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
+                            [CurvePoint(float(4096), [1.0]), CurvePoint(float(largest), [300.0])]))
+    return ScanContext(opts, dev, lambda *a: None, new_result(opts))
+
+
+@pytest.mark.parametrize("page_local_step, kept", [(1.0, False), (1.9, True)])
+def test_memory_side_check_merges_page_walks_and_keeps_a_cache(monkeypatch, page_local_step, kept):
+    """A "cache" 1.3x below memory is checked with a page-local chase: flat there (page walks),
+    it joins memory, whose latency becomes its own; a real step (eDRAM-like 1.9x) keeps it."""
+    from memprobe.probes.cpu import chase
+
+    M = 1 << 20
+    ctx = _memory_side_ctx([("L1", 32 << 10, 1.4), ("L2", 512 << 10, 4.0), ("L3", 4 * M, 17.0),
+                            ("L4", 180 * M, 170.0), ("memory", None, 220.0)], 1024 * M)
+    seen = []
+
+    def run(self, reps, **k):
+        size = self.n_slots * self.slot_bytes
+        seen.append((size, self.region_bytes))
+        return [90.0 * (page_local_step if size > 180 * M else 1.0)] * reps
+
+    monkeypatch.setattr(chase.ChaseProbe, "run", run)
+    monkeypatch.setattr(chase.ChaseProbe, "setup", lambda self, size: setattr(self, "n_slots", size // self.slot_bytes))
+    cpu_scan.stage_memory_side(ctx)
+    dev = ctx.device
+    assert {r for _, r in seen} == {cpu_scan.PAGE_LOCAL_REGION_BYTES}  # the page-local chase only
+    sizes = sorted({s for s, _ in seen})
+    assert sizes[0] < 180 * M < sizes[1] <= 1024 * M  # inside the plateau, and beyond it
+    assert [lv.name for lv in dev.levels] == (["L1", "L2", "L3", "L4", "memory"] if kept else ["L1", "L2", "L3", "memory"])
+    check = dev.extra["memory_side_checks"][0]
+    assert check["verdict"] == ("cache" if kept else "page walks")
+    assert len(dev.curve("latency_pagelocal").points) == 2
+    if kept:
+        assert dev.levels[-1].latency_ns == 220.0 and "memory-side cache:" in dev.levels[3].notes[-1]
+    else:
+        assert dev.levels[-1].latency_ns == 170.0 and dev.levels[-1].latency_cycles == 510.0
+        assert not any("not reached" in n for n in dev.levels[-1].notes)
+        assert not any("main memory was not reached" in w for w in dev.warnings)
+
+
+def test_memory_side_check_leaves_ordinary_hierarchies_alone(monkeypatch):
+    from memprobe.probes.cpu import chase
+
+    ctx = _memory_side_ctx([("L1", 32 << 10, 1.4), ("L2", 512 << 10, 4.0), ("L3", 4 << 20, 17.0),
+                            ("memory", None, 150.0)], 256 << 20)
+    monkeypatch.setattr(chase.ChaseProbe, "setup", lambda *a: pytest.fail("no chase needed"))
+    cpu_scan.stage_memory_side(ctx)
+    assert len(ctx.device.levels) == 4
+    assert "memory_side_checks" not in ctx.device.extra and ctx.device.curve("latency_pagelocal") is None

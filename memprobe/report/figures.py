@@ -291,14 +291,15 @@ def latency_curves(dev: DeviceResult) -> list[Curve]:
 
 
 def curve_label(c: Curve) -> str:
-    """A reader's name for a curve: the page kind for CPU chases, else a label param or name."""
+    """A reader's name for a curve: its label param, else the page kind for CPU chases, else
+    its name."""
+    if c.params.get("label"):
+        return str(c.params["label"])
     page = c.params.get("page_kind")
     if page == "huge":
         return "huge pages (2 MiB)"
     if page in ("4k", "4K", "small"):
         return "4 KiB pages"
-    if c.params.get("label"):
-        return str(c.params["label"])
     return c.name.replace("latency_", "").replace("_", " ")
 
 

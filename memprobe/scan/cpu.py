@@ -33,11 +33,14 @@ EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not r
 GROW_BUDGET_S = (15.0, 5.0)
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
 RECHECK_PASSES = (2, 1)  # extra passes over the cache range: default, --quick
-# a cache this close to memory's latency gets a note, not a verdict: a memory-side cache (eDRAM
-# L4: ~1.9x below DRAM) or page walks creeping with the buffer (on the development VM, in 6 of 14
-# scans of one noisy hour, memory read 160 ns at 8 MiB and 210-350 ns at 256 MiB-2 GiB, cut into
-# "caches" 1.2-1.6x below it). One curve cannot tell them apart.
+# a cache this close to memory's latency is either a memory-side cache (eDRAM L4: ~1.9x below
+# DRAM) or page walks creeping with the buffer (on the development VM, in 6 of 14 scans of one
+# noisy hour, memory read 160 ns at 8 MiB and 210-350 ns at 256 MiB-2 GiB, cut into "caches"
+# 1.2-1.6x below it). The random chase cannot tell them apart; stage_memory_side checks it with
+# a page-local chase.
 MEMORY_SIDE_RATIO = 1.6
+PAGE_LOCAL_REGION_BYTES = 2 << 20  # one huge page: a region needs one translation
+PAGE_LOCAL_ROUNDS = 3  # the two sizes alternate, so a drift in time hits both alike
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -266,6 +269,103 @@ def levels_from_hierarchy(h, clock_ghz: float | None) -> list[Level]:
     return levels
 
 
+def stage_memory_side(ctx: ScanContext) -> None:
+    """Is the cache just before memory a cache, or page walks? (see MEMORY_SIDE_RATIO)
+
+    A page-local chase (probes/cpu/chase.py region_cycle: each 2 MiB region visited whole, in
+    random order, regions in random order) misses the caches like the random chase, a line
+    once a lap, but needs one translation per region instead of one per hop. Inside the
+    candidate's plateau and at 4x its capacity (or the sweep's end), alternating: a real cache
+    still steps by MERGE_RATIO or more there; page walks (and a drift in time) do not, and the
+    candidate joins memory, whose latency becomes the candidate's (the first plateau past the
+    caches; the rise after it is translation). Repeated while the new last cache qualifies."""
+    from memprobe.infer.levels import MERGE_RATIO
+
+    levels = ctx.device.levels
+    curve = ctx.device.curve("latency_hugepage")
+    if curve is None or not curve.points or len(levels) < 3 or levels[-1].size_bytes is not None:
+        return
+    largest = int(max(curve.xs()))
+    while len(levels) >= 3:
+        cand, memory, before = levels[-2], levels[-1], levels[-3]
+        if not (cand.latency_ns and memory.latency_ns and cand.size_bytes
+                and memory.latency_ns / cand.latency_ns < MEMORY_SIDE_RATIO):
+            return
+        # inside: on its plateau and clear of the level before (a VM's L3 slice moves: 4x it)
+        inside = max(cand.size_bytes // 2, 4 * (before.size_bytes or 0))
+        if inside >= cand.size_bytes:
+            inside = max(cand.size_bytes // 2, 2 * (before.size_bytes or 0))
+        # beyond: 4x its capacity, where a cache would hit a quarter of the time at most
+        beyond = min(largest, max(4 * cand.size_bytes, inside))
+        if inside >= cand.size_bytes or beyond <= cand.size_bytes:
+            return  # no size on its plateau past the level before, or none beyond it
+        got = _page_local_pair(ctx, inside, beyond)
+        if got is None:
+            return
+        inside_ns, beyond_ns = got
+        ratio = beyond_ns / inside_ns
+        ctx.device.extra.setdefault("memory_side_checks", []).append({
+            "level": cand.name, "size_bytes": cand.size_bytes, "inside_bytes": inside,
+            "beyond_bytes": beyond, "inside_ns": round(inside_ns, 2), "beyond_ns": round(beyond_ns, 2),
+            "ratio": round(ratio, 3), "verdict": "cache" if ratio >= MERGE_RATIO else "page walks"})
+        span = f"{inside / 2**20:.0f} and {beyond / 2**20:.0f} MiB"
+        if ratio >= MERGE_RATIO:
+            cand.notes = [n for n in cand.notes if "memory-side cache, or" not in n]
+            cand.notes.append(f"a memory-side cache: a page-local chase, which page walks hardly "
+                              f"touch, still steps {ratio:.2f}x between {span}")
+            return
+        levels.pop(-2)
+        memory.notes.append(
+            f"a level at {cand.size_bytes / 2**20:.0f} MiB ({cand.latency_ns:.0f} ns, the random chase "
+            f"then rising to {memory.latency_ns:.0f} ns) is not a cache: a page-local chase differs "
+            f"by {ratio:.2f}x between {span}; memory's latency is that level's, the rise is page walks")
+        memory.latency_ns, memory.latency_cycles = cand.latency_ns, cand.latency_cycles
+        memory.latency_spread, memory.unstable = cand.latency_spread, cand.unstable
+        # the climb at the sweep's end was translation: memory was reached after all
+        memory.notes = [n for n in memory.notes if not n.startswith("not reached")]
+        ctx.device.warnings[:] = [w for w in ctx.device.warnings if "main memory was not reached" not in w]
+
+
+def _page_local_pair(ctx: ScanContext, inside: int, beyond: int) -> tuple[float, float] | None:
+    """Median ns of the page-local chase at two sizes, alternating; its samples are kept in the
+    curve "latency_pagelocal". None when there is no memory for both buffers."""
+    from memprobe.probes.cpu.chase import ChaseProbe
+
+    try:
+        check_memory(inside + beyond)
+    except ResourceError:
+        ctx.device.warnings.append("no memory left to check the cache nearest memory with a page-local chase")
+        return None
+    curve = ctx.device.curve("latency_pagelocal")
+    if curve is None:
+        curve = Curve("latency_pagelocal", "latency", "size_bytes", "ns", [],
+                      {"page_kind": "huge", "region_bytes": PAGE_LOCAL_REGION_BYTES,
+                       "label": "page-local chase (check of a level next to memory)",
+                       "method": "page-local pointer chase: 2 MiB regions whole, in random order"})
+        ctx.device.curves.append(curve)
+    slot = ctx.device.line_size_bytes or 64
+    probes = [ChaseProbe(slot, "huge", seed=ctx.options.seed + 77 + k, region_bytes=PAGE_LOCAL_REGION_BYTES)
+              for k in range(2)]
+    samples: list[list[float]] = [[], []]
+    try:
+        for probe, size in zip(probes, (inside, beyond)):
+            probe.setup(size)
+        for r in range(PAGE_LOCAL_ROUNDS):
+            for k, probe in enumerate(probes):
+                samples[k].extend(probe.run(2))
+            ctx.progress("memory_side", r + 1, PAGE_LOCAL_ROUNDS, "page-local chase")
+    finally:
+        for probe in probes:
+            probe.close()
+    by_size = {int(p.x): p for p in curve.points}
+    for size, got in zip((inside, beyond), samples):
+        if size in by_size:
+            by_size[size].samples.extend(got)
+        else:
+            curve.points.append(CurvePoint(float(size), got))
+    return statistics.median(samples[0]), statistics.median(samples[1])
+
+
 def note_memory_side(levels: list[Level]) -> None:
     """Note each cache within MEMORY_SIDE_RATIO of memory's latency (see there)."""
     memory = levels[-1] if levels and levels[-1].size_bytes is None else None
@@ -307,6 +407,7 @@ CPU_STAGES: tuple[Stage, ...] = (
     Stage("latency_4k", stage_latency_4k, "latency sweep, 4 KiB pages (TLB reach)", quick=False),
     Stage("latency_recheck", stage_latency_recheck, "latency sweep again over the caches, fresh buffers"),
     Stage("levels", stage_levels, "level inference"),
+    Stage("memory_side", stage_memory_side, "a cache next to memory: page-local chase, cache or page walks"),
 )
 
 
