@@ -162,3 +162,21 @@ def test_no_shoulder_after_the_last_plateau(monkeypatch):
     got = [(lv.name, lv.size_bytes) for lv in infer_levels(sizes, lat).levels]
     monkeypatch.setattr(L, "_shoulders", lambda x, y, runs: [])
     assert got == [(lv.name, lv.size_bytes) for lv in infer_levels(sizes, lat).levels]
+
+
+def test_a_small_step_before_a_big_one_is_not_a_level():
+    """A lucky page placement: the L2 holds 4.0 ns to ~200 KiB, 5.2 ns (a few overfull page
+    colours) to ~500 KiB, then climbs 3.2x to the L3. The 1.3x shelf is the L2's soft edge:
+    one L2, its latency the first plateau's, its edge past 500 KiB."""
+    sizes = geometric_sizes(4 * KiB, 64 * MiB, 4)
+    lat = []
+    for s in sizes:
+        lat.append(1.4 if s <= 28 * KiB else 4.0 if s <= 200 * KiB else 5.2 if s <= 500 * KiB
+                   else 17.0 if s <= 4 * MiB else 150.0)
+    h = infer_levels(sizes, lat)
+    assert [lv.name for lv in h.levels] == ["L1", "L2", "L3", "memory"]
+    l2 = h.levels[1]
+    assert l2.latency == pytest.approx(4.0) and 430 * KiB <= l2.size_bytes <= 640 * KiB
+    # a 1.3x step followed by a step of similar size is a level (no merging of real neighbours)
+    lat2 = [v if v < 17.0 else (6.8 if v == 17.0 else 9.0) for v in lat]
+    assert len(infer_levels(sizes, lat2).levels) == 5
