@@ -30,7 +30,7 @@ EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not r
 # Why: on a busy host memory's latency creeps with size (page walks through 4 KiB host pages:
 # 160 -> 350 ns from 8 MiB to 2 GiB on the development VM) and never flattens; growing to 2 GiB
 # took a default scan's latency part to 95 s against its 30 s.
-GROW_BUDGET_S = (15.0, 5.0)
+GROW_BUDGET_S = (12.0, 5.0)
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
 RECHECK_PASSES = (2, 1)  # extra passes over the cache range: default, --quick
 # a cache this close to memory's latency is either a memory-side cache (eDRAM L4: ~1.9x below
