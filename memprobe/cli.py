@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: reports/<host>-<timestamp>/)")
     s.add_argument("--max-size", type=parse_size, metavar="SIZE",
                    help="largest working set of the latency sweep, e.g. 512M (default: 256M, grown "
-                        "while main memory is not reached; refused if 4x it is not free)")
+                        "up to 2G while main memory is not reached and the stage stays within its "
+                        "time budget; refused if 4x it is not free)")
     s.add_argument("--repetitions", type=int, metavar="N",
                    help="repetitions per point (default 5, quick 3); the spread is kept")
     s.add_argument("--seed", type=int, default=12345, help="seed of the random chase cycles")
