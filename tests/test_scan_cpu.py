@@ -255,13 +255,15 @@ def test_memory_side_levels_get_a_note_not_a_verdict():
     assert not any(x.notes for x in edram)
 
 
-def _memory_side_ctx(levels_spec, largest):
-    """A device whose levels are given as (name, size, ns) and whose curve reaches `largest`."""
+def _memory_side_ctx(levels_spec, largest, reached=False):
+    """A device whose levels are given as (name, size, ns) and whose curve reaches `largest`;
+    inference found memory not reached (the curve still climbing) unless `reached`."""
     opts = ScanOptions(train=False)
     dev = DeviceResult("cpu", "x")
     dev.levels = [Level(name=n, size_bytes=s, latency_ns=ns, latency_cycles=ns * 3) for n, s, ns in levels_spec]
-    dev.levels[-1].notes = ["not reached: last point of the sweep"]
-    dev.warnings.append("the curve still climbs at its largest size: main memory was not reached; x")
+    if not reached:
+        dev.levels[-1].notes = ["not reached: last point of the sweep"]
+        dev.warnings.append("the curve still climbs at its largest size: main memory was not reached; x")
     dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
                             [CurvePoint(float(4096), [1.0]), CurvePoint(float(largest), [300.0])]))
     return ScanContext(opts, dev, lambda *a: None, new_result(opts))
@@ -294,6 +296,14 @@ def test_memory_side_check_merges_page_walks_and_keeps_a_cache(monkeypatch, page
     check = dev.extra["memory_side_checks"][0]
     assert check["verdict"] == ("cache" if kept else "page walks")
     assert len(dev.curve("latency_pagelocal").points) == 2
+    # memory's page-local latency, beside the random chase's: the check's own point past the
+    # merged level; none while memory stays "not reached" (the kept cache's curve still climbs)
+    if kept:
+        assert "memory_page_local" not in dev.extra
+    else:
+        mpl = dev.extra["memory_page_local"]
+        assert mpl["size_bytes"] > 180 * M and mpl["latency_ns"] == pytest.approx(90.0)
+        assert any("page-local chase (one address translation" in n for n in dev.levels[-1].notes)
     if kept:
         assert dev.levels[-1].latency_ns == 220.0 and "memory-side cache:" in dev.levels[3].notes[-1]
     else:
@@ -302,12 +312,15 @@ def test_memory_side_check_merges_page_walks_and_keeps_a_cache(monkeypatch, page
         assert not any("main memory was not reached" in w for w in dev.warnings)
 
 
-def test_memory_side_check_leaves_ordinary_hierarchies_alone(monkeypatch):
+def test_memory_side_check_leaves_ordinary_hierarchies_alone_but_reads_memory(monkeypatch):
     from memprobe.probes.cpu import chase
 
     ctx = _memory_side_ctx([("L1", 32 << 10, 1.4), ("L2", 512 << 10, 4.0), ("L3", 4 << 20, 17.0),
-                            ("memory", None, 150.0)], 256 << 20)
-    monkeypatch.setattr(chase.ChaseProbe, "setup", lambda *a: pytest.fail("no chase needed"))
+                            ("memory", None, 150.0)], 256 << 20, reached=True)
+    sizes = []
+    monkeypatch.setattr(chase.ChaseProbe, "setup", lambda self, size: sizes.append(size))
+    monkeypatch.setattr(chase.ChaseProbe, "run", lambda self, reps, **k: [95.0] * reps)
     cpu_scan.stage_memory_side(ctx)
-    assert len(ctx.device.levels) == 4
-    assert "memory_side_checks" not in ctx.device.extra and ctx.device.curve("latency_pagelocal") is None
+    assert len(ctx.device.levels) == 4 and "memory_side_checks" not in ctx.device.extra
+    # only memory's page-local latency is measured: one size, 8x the last cache
+    assert sizes == [32 << 20] and ctx.device.extra["memory_page_local"]["latency_ns"] == 95.0

@@ -182,9 +182,10 @@ def match_levels(dev: DeviceResult) -> list[dict[str, Any]]:
             note.append("below declared: the slice this process can use (VM, shared cache) or a noisy boundary")
         elif dc is not None and diff is not None and diff > DISAGREE_FRACTION:
             note.append("above declared: the next level's latency is close, or a noisy boundary")
-        # the scan's note on a cache close to memory's latency (scan/cpu.py note_memory_side); the
+        # the scan's notes on memory and a cache close to it (scan/cpu.py stage_memory_side); the
         # other level notes (unstable, sharing, GPU bandwidth) have their own columns or sections
-        note.extend(n for n in (lv.notes or []) if "memory-side cache" in n)
+        note.extend(n for n in (lv.notes or []) if "memory-side cache" in n or "page-local chase" in n
+                    or "is not a cache" in n)
         rows.append({
             "sort": lv.size_bytes,
             "measured": lv.name, "measured_size": F.size_text(lv.size_bytes),

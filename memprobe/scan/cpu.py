@@ -41,6 +41,7 @@ RECHECK_PASSES = (2, 1)  # extra passes over the cache range: default, --quick
 MEMORY_SIDE_RATIO = 1.6
 PAGE_LOCAL_REGION_BYTES = 2 << 20  # one huge page: a region needs one translation
 PAGE_LOCAL_ROUNDS = 3  # the two sizes alternate, so a drift in time hits both alike
+PAGE_LOCAL_MEMORY_MIN_BYTES = 32 << 20  # memory's page-local latency: at least this size
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -270,6 +271,14 @@ def levels_from_hierarchy(h, clock_ghz: float | None) -> list[Level]:
 
 
 def stage_memory_side(ctx: ScanContext) -> None:
+    """Memory seen without page walks: first whether a level next to memory is a cache at all
+    (_check_memory_side), then memory's latency from the page-local chase (_page_local_memory),
+    beside the random chase's, which on a VM includes a nested page walk per hop."""
+    _check_memory_side(ctx)
+    _page_local_memory(ctx)
+
+
+def _check_memory_side(ctx: ScanContext) -> None:
     """Is the cache just before memory a cache, or page walks? (see MEMORY_SIDE_RATIO)
 
     A page-local chase (probes/cpu/chase.py region_cycle: each 2 MiB region visited whole, in
@@ -326,29 +335,64 @@ def stage_memory_side(ctx: ScanContext) -> None:
         ctx.device.warnings[:] = [w for w in ctx.device.warnings if "main memory was not reached" not in w]
 
 
+def _page_local_memory(ctx: ScanContext) -> None:
+    """Memory's latency from the page-local chase, as a note and in extra["memory_page_local"]:
+    the check's measurement beyond the last level it merged, else one size of its own (8x the
+    last cache, 32 MiB at least, the sweep's largest at most)."""
+    levels = ctx.device.levels
+    curve = ctx.device.curve("latency_hugepage")
+    if not levels or levels[-1].size_bytes is not None or curve is None or not curve.points:
+        return
+    memory = levels[-1]
+    if not memory.latency_ns or any(n.startswith("not reached") for n in memory.notes):
+        return
+    checks = ctx.device.extra.get("memory_side_checks") or []
+    if checks and checks[-1]["verdict"] == "page walks":
+        size, ns = checks[-1]["beyond_bytes"], checks[-1]["beyond_ns"]
+    else:
+        last_cache = max((lv.size_bytes for lv in levels[:-1] if lv.size_bytes), default=0)
+        size = min(int(max(curve.xs())), max(PAGE_LOCAL_MEMORY_MIN_BYTES, 8 * last_cache))
+        if size <= 2 * last_cache:
+            return  # the sweep ends too close to the last cache
+        got = _page_local(ctx, [size])
+        if got is None:
+            return
+        ns = got[0]
+    ctx.device.extra["memory_page_local"] = {"size_bytes": int(size), "latency_ns": round(ns, 2)}
+    memory.notes.append(
+        f"page-local chase (one address translation per 2 MiB region): {ns:.0f} ns at "
+        f"{size / 2**20:.0f} MiB; the random chase's {memory.latency_ns - ns:+.0f} ns beside it is "
+        "address translation (page walks)")
+
+
 def _page_local_pair(ctx: ScanContext, inside: int, beyond: int) -> tuple[float, float] | None:
-    """Median ns of the page-local chase at two sizes, alternating; its samples are kept in the
-    curve "latency_pagelocal". None when there is no memory for both buffers."""
+    got = _page_local(ctx, [inside, beyond])
+    return None if got is None else (got[0], got[1])
+
+
+def _page_local(ctx: ScanContext, sizes: list[int]) -> list[float] | None:
+    """Median ns of the page-local chase at each size, the sizes alternating round by round;
+    its samples are kept in the curve "latency_pagelocal". None when memory is short."""
     from memprobe.probes.cpu.chase import ChaseProbe
 
     try:
-        check_memory(inside + beyond)
+        check_memory(sum(sizes))
     except ResourceError:
-        ctx.device.warnings.append("no memory left to check the cache nearest memory with a page-local chase")
+        ctx.device.warnings.append("no memory left for the page-local chase beside memory")
         return None
     curve = ctx.device.curve("latency_pagelocal")
     if curve is None:
         curve = Curve("latency_pagelocal", "latency", "size_bytes", "ns", [],
                       {"page_kind": "huge", "region_bytes": PAGE_LOCAL_REGION_BYTES,
-                       "label": "page-local chase (check of a level next to memory)",
+                       "label": "page-local chase (memory without page walks)",
                        "method": "page-local pointer chase: 2 MiB regions whole, in random order"})
         ctx.device.curves.append(curve)
     slot = ctx.device.line_size_bytes or 64
     probes = [ChaseProbe(slot, "huge", seed=ctx.options.seed + 77 + k, region_bytes=PAGE_LOCAL_REGION_BYTES)
-              for k in range(2)]
-    samples: list[list[float]] = [[], []]
+              for k in range(len(sizes))]
+    samples: list[list[float]] = [[] for _ in sizes]
     try:
-        for probe, size in zip(probes, (inside, beyond)):
+        for probe, size in zip(probes, sizes):
             probe.setup(size)
         for r in range(PAGE_LOCAL_ROUNDS):
             for k, probe in enumerate(probes):
@@ -358,12 +402,14 @@ def _page_local_pair(ctx: ScanContext, inside: int, beyond: int) -> tuple[float,
         for probe in probes:
             probe.close()
     by_size = {int(p.x): p for p in curve.points}
-    for size, got in zip((inside, beyond), samples):
+    for size, got in zip(sizes, samples):
         if size in by_size:
             by_size[size].samples.extend(got)
         else:
-            curve.points.append(CurvePoint(float(size), got))
-    return statistics.median(samples[0]), statistics.median(samples[1])
+            by_size[size] = CurvePoint(float(size), got)
+            curve.points.append(by_size[size])
+    curve.points.sort(key=lambda q: q.x)
+    return [statistics.median(s) for s in samples]
 
 
 def note_memory_side(levels: list[Level]) -> None:
@@ -407,7 +453,7 @@ CPU_STAGES: tuple[Stage, ...] = (
     Stage("latency_4k", stage_latency_4k, "latency sweep, 4 KiB pages (TLB reach)", quick=False),
     Stage("latency_recheck", stage_latency_recheck, "latency sweep again over the caches, fresh buffers"),
     Stage("levels", stage_levels, "level inference"),
-    Stage("memory_side", stage_memory_side, "a cache next to memory: page-local chase, cache or page walks"),
+    Stage("memory_side", stage_memory_side, "memory without page walks: page-local chase"),
 )
 
 
