@@ -286,8 +286,8 @@ def _check_memory_side(ctx: ScanContext) -> None:
     once a lap, but needs one translation per region instead of one per hop. Inside the
     candidate's plateau and at 4x its capacity (or the sweep's end), alternating: a real cache
     still steps by MERGE_RATIO or more there; page walks (and a drift in time) do not, and the
-    candidate joins memory, whose latency becomes the candidate's (the first plateau past the
-    caches; the rise after it is translation). Repeated while the new last cache qualifies."""
+    candidate joins memory, whose latency becomes the median of the random chase from inside
+    the candidate on. Repeated while the new last cache qualifies."""
     from memprobe.infer.levels import MERGE_RATIO
 
     levels = ctx.device.levels
@@ -324,12 +324,17 @@ def _check_memory_side(ctx: ScanContext) -> None:
                               f"touch, still steps {ratio:.2f}x between {span}")
             return
         levels.pop(-2)
+        # memory is everything from inside the merged level on: the median of those points (the
+        # merged level may be a shelf of the last cache's soft edge, not memory's first plateau)
+        merged = sorted(p.low for p in curve.points if p.x >= inside)
+        ns = float(statistics.median(merged))
         memory.notes.append(
             f"a level at {cand.size_bytes / 2**20:.0f} MiB ({cand.latency_ns:.0f} ns, the random chase "
-            f"then rising to {memory.latency_ns:.0f} ns) is not a cache: a page-local chase differs "
-            f"by {ratio:.2f}x between {span}; memory's latency is that level's, the rise is page walks")
-        memory.latency_ns, memory.latency_cycles = cand.latency_ns, cand.latency_cycles
-        memory.latency_spread, memory.unstable = cand.latency_spread, cand.unstable
+            f"then at {memory.latency_ns:.0f} ns) is not a cache: a page-local chase differs by "
+            f"{ratio:.2f}x between {span}; memory's latency is the median from "
+            f"{inside / 2**20:.0f} MiB on, the rise with size is page walks")
+        memory.latency_ns = ns
+        memory.latency_cycles = ns * ctx.device.clock_ghz if ctx.device.clock_ghz else None
         # the climb at the sweep's end was translation: memory was reached after all
         memory.notes = [n for n in memory.notes if not n.startswith("not reached")]
         ctx.device.warnings[:] = [w for w in ctx.device.warnings if "main memory was not reached" not in w]
