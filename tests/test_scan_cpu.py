@@ -122,16 +122,23 @@ def test_run_stages_records_steal_and_warns_once(monkeypatch):
     assert len([w for w in dev.warnings if "steal" in w]) == 1
 
 
-def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
-    """The extra passes add their samples to the first pass's points up to the cache range
-    (at least RECHECK_MIN_BYTES), each pass with a fresh buffer; larger sizes keep one pass."""
-    opts = ScanOptions(quick=False, max_size_bytes=8 << 20, repetitions=2, train=False, seed=7)
+def _first_pass_ctx(opts):
+    """A device whose first pass (two samples per point, one per octave to 8 MiB) saw a 32 KiB
+    L1 and a 256 KiB L2; returns the context, the device and the sizes."""
     dev = DeviceResult("cpu", "x")
     ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
     sizes = sweep_sizes(4 << 10, 8 << 20, 1)
     lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(256 << 10, 4.5)], 90.0, sizes)
     dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
                             [CurvePoint(float(s), [float(v)] * 2) for s, v in zip(sizes, lat)]))
+    return ctx, dev, sizes
+
+
+def test_recheck_adds_passes_over_the_cache_range(monkeypatch):
+    """The extra passes add their samples to the first pass's points up to the cache range
+    (at least RECHECK_MIN_BYTES), each pass with a fresh buffer; larger sizes keep one pass."""
+    opts = ScanOptions(quick=False, max_size_bytes=8 << 20, repetitions=2, train=False, seed=7)
+    ctx, dev, sizes = _first_pass_ctx(opts)
     seeds, holds = [], []
     real = cpu_scan._latency_curve
 
@@ -157,12 +164,7 @@ def test_interrupted_recheck_keeps_its_samples_and_adds_no_curve(monkeypatch):
     from memprobe.probes.cpu import chase
 
     opts = ScanOptions(quick=True, max_size_bytes=8 << 20, repetitions=2, train=False)
-    dev = DeviceResult("cpu", "x")
-    ctx = ScanContext(opts, dev, lambda *a: None, new_result(opts))
-    sizes = sweep_sizes(4 << 10, 8 << 20, 1)
-    lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(256 << 10, 4.5)], 90.0, sizes)
-    dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
-                            [CurvePoint(float(s), [float(v)] * 2) for s, v in zip(sizes, lat)]))
+    ctx, dev, sizes = _first_pass_ctx(opts)
     runs = []
     real = chase.ChaseProbe.run
 

@@ -16,6 +16,7 @@ from memprobe.errors import ResourceError
 from memprobe.infer import infer_levels
 from memprobe.infer.line import line_from_false_sharing, line_from_stride
 from memprobe.platform.cpu import declared_cpu
+from memprobe.probes.cpu.buffers import span_bytes
 from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
 from memprobe.scan.plan import check_memory, repetitions, sweep_sizes
@@ -219,16 +220,9 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
     for k in range(passes):
         _latency_curve(ctx, "huge", sizes, reps, f"latency pass {k + 2}",
                        seed=ctx.options.seed + 1000 * (k + 1), into=curve,
-                       hold_bytes=(k + 1) * _span_bytes(sizes[-1]))
+                       hold_bytes=(k + 1) * span_bytes(sizes[-1]))
         curve.params["passes"] = k + 2
         curve.params["passes_up_to_bytes"] = sizes[-1]
-
-
-def _span_bytes(size_bytes: int) -> int:
-    """What a huge-page buffer of this size occupies: whole 2 MiB pages plus one (alloc's slack)."""
-    from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES
-
-    return (-(-int(size_bytes) // HUGE_PAGE_BYTES) + 1) * HUGE_PAGE_BYTES
 
 
 def stage_levels(ctx: ScanContext) -> None:
@@ -308,7 +302,7 @@ def _check_memory_side(ctx: ScanContext) -> None:
         beyond = min(largest, max(4 * cand.size_bytes, inside))
         if inside >= cand.size_bytes or beyond <= cand.size_bytes:
             return  # no size on its plateau past the level before, or none beyond it
-        got = _page_local_pair(ctx, inside, beyond)
+        got = _page_local(ctx, [inside, beyond])
         if got is None:
             return
         inside_ns, beyond_ns = got
@@ -368,11 +362,6 @@ def _page_local_memory(ctx: ScanContext) -> None:
         f"page-local chase (one address translation per 2 MiB region): {ns:.0f} ns at "
         f"{size / 2**20:.0f} MiB; the random chase's {memory.latency_ns - ns:+.0f} ns beside it is "
         "address translation (page walks)")
-
-
-def _page_local_pair(ctx: ScanContext, inside: int, beyond: int) -> tuple[float, float] | None:
-    got = _page_local(ctx, [inside, beyond])
-    return None if got is None else (got[0], got[1])
 
 
 def _page_local(ctx: ScanContext, sizes: list[int]) -> list[float] | None:

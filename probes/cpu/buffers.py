@@ -33,16 +33,19 @@ class Buffer:
             pass
 
 
+def span_bytes(size_bytes: int) -> int:
+    """What alloc maps for a buffer of this size: whole huge pages plus one of slack to align
+    the start (THP only backs aligned 2 MiB ranges that lie entirely inside the mapping)."""
+    return -(-int(size_bytes) // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES + HUGE_PAGE_BYTES
+
+
 def alloc(size_bytes: int, dtype=np.uint64, page_kind: str = "huge") -> Buffer:
     """An uninitialised, page-aligned array of `size_bytes` with the page policy asked for."""
     if page_kind not in PAGE_KINDS:
         raise ValueError(f"page_kind must be one of {PAGE_KINDS}")
     itemsize = np.dtype(dtype).itemsize
     size_bytes = max(itemsize, size_bytes - size_bytes % itemsize)
-    # whole huge pages plus one of slack to align the start: THP only backs aligned 2 MiB
-    # ranges that lie entirely inside the mapping
-    span = -(-size_bytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES + HUGE_PAGE_BYTES
-    mm = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mm = mmap.mmap(-1, span_bytes(size_bytes), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     advice = getattr(mmap, "MADV_HUGEPAGE" if page_kind == "huge" else "MADV_NOHUGEPAGE", None)
     if advice is not None:
         try:
