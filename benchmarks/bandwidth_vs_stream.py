@@ -1,4 +1,5 @@
-"""Numba bandwidth kernels beside a C/OpenMP STREAM of our own, at the same working sets.
+"""Beside the flow: stage 1's Numba bandwidth kernels beside a C/OpenMP STREAM of our own, at
+the same working sets, so the ceilings the scan reports are what compiled C gets.
 
 Sizes: one working set centred in each level (L1, L2, L3... and memory), the levels taken from a
 quick latency sweep inferred here (never from sysfs), or given with --sizes (bytes, KiB/MiB

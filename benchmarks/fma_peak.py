@@ -1,5 +1,6 @@
-"""FMA kernel against the theoretical peak: cores x measured clock x FMA FLOP/cycle of the ISA
-(declared from the CPU flags). Target: >= 85 %. Prints the hot loop's FMA instructions too.
+"""Beside the flow: stage 1's FMA kernel against the theoretical peak, cores x measured clock x
+FMA FLOP/cycle of the ISA (declared from the CPU flags). Target: >= 85 %. Prints the hot loop's
+FMA instructions too.
 
     python benchmarks/fma_peak.py [--runs 7]
 """

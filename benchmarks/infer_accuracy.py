@@ -1,4 +1,5 @@
-"""Score level inference on a folder of published latency curves.
+"""Beside the flow: score stage 3 (level inference) on a folder of published latency curves,
+so the rules are checked on machines other than the one at hand.
 
 usage: python benchmarks/infer_accuracy.py DIR    (e.g. ../shared/curves)
 

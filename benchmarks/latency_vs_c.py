@@ -1,6 +1,7 @@
-"""Numba pointer chase against a C pointer chase (gcc -O2), same layout and sizes, in one run.
+"""Beside the flow: checks that stage 1's chase probe costs what a C pointer chase (gcc -O2)
+costs, same layout and sizes, in one run.
 
-Target (issue 3): Numba/C latency ratio <= 1.05 at the L1, L2 and memory plateaus.
+Target: Numba/C latency ratio <= 1.05 at the L1, L2 and memory plateaus.
 Sizes come from this run's own quick latency sweep and inference (never from sysfs): the middle
 of the L1 and L2 plateaus and 8x the last cache (at least 256 MiB) for memory. C and Numba runs
 alternate, ROUNDS times, and the median of each side is compared (the machine is shared).

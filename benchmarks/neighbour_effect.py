@@ -1,4 +1,5 @@
-"""How much one CPU's latency curve depends on what runs on another CPU (issue 3's limit).
+"""Beside the flow: how much one CPU's latency curve (stage 1's chase) depends on what runs on
+another CPU, the limit on how steady a shared machine's inferred L2 can be.
 
 The chase runs pinned to one CPU at sizes around L1 and the L2 edge while another CPU is idle,
 runs a pure ALU spin (no memory traffic), or copies a 256 KiB working set (L2-resident), in

@@ -1,9 +1,11 @@
-"""Repeated CPU scans: time of the latency part (first run with an empty Numba cache, so JIT
-included) against its budget, and the inferred L1/L2/L3 of each run beside the declared sizes.
+"""Beside the flow: repeated CPU scans, end to end (probe to result), for their time and how
+steady the inferred levels are. It prints the time of the latency part (the first run with an
+empty Numba cache, so JIT included) against its budget, and the inferred L1/L2/L3 of each run
+beside the declared sizes.
 
-Targets (issue 3): latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2
-within 25 % of the declared sizes across repeated scans. Declared sizes are read only to score.
-Issue 4: memory use within 4x the largest working set -- the peak RSS of each scan process
+Targets: latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2 within
+25 % of the declared sizes across repeated scans (declared sizes are read only to score);
+memory use within 4x the largest working set -- the peak RSS of each scan process
 (wait4 on each finished scan) against the largest size any curve of that scan used.
 
 usage: python benchmarks/scan_repeat.py [--runs N] [--quick] [--full] [--keep DIR]

@@ -1,4 +1,4 @@
-"""Benchmark: the training-step model against measured steps (issue 7's accuracy target).
+"""Beside the flow: the training-step model (memprobe/train) against measured steps.
 
 Runs the training sweep against a fresh quick scan (or `--scan scan.json`), prints per point the
 measured and predicted step time, and the median |error| for batch >= 16 (target <= 15 %), for

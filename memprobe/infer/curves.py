@@ -1,7 +1,9 @@
-"""Reading latency curves from files (input to `memprobe infer`): a CSV with a `size_bytes`
-column and a `latency_ns` or `latency_cycles` column (the unit is carried through), or lmbench
-`lat_mem_rd` output (size in MB, then ns; `"stride=N` headers; the first stride block is read).
-Every failure is an InputError with one line that says what is wrong and where."""
+"""Samples from outside the flow: latency curves read from files, for stage 3 (inference) via
+`memprobe infer`, so published curves go through the same rules as memprobe's own. Formats: a
+CSV with a `size_bytes` column and a `latency_ns` or `latency_cycles` column (the unit is
+carried through), or lmbench `lat_mem_rd` output (size in MB, then ns; `"stride=N` headers;
+the first stride block is read). Every failure is an InputError with one line that says what is
+wrong and where."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Line size from the line probes' curves (never from sysfs)."""
+"""Stage 3 of the flow (probe -> samples -> **inference** -> result -> report): line size from
+the line probes' curves (never from sysfs). The false-sharing curve is preferred: prefetchers
+cannot fake it, where they flatten the stride sweep (docs/method.md, "Line size")."""
 
 from __future__ import annotations
 

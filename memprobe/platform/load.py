@@ -1,18 +1,20 @@
-"""What the host is doing while we measure: CPU time stolen from this machine (steal time).
+"""Beside the flow (probe -> samples -> inference -> result -> report): what the host is doing
+while we measure, CPU time stolen from this machine (steal time), so a figure measured in a
+busy spell can be flagged instead of trusted.
 
 A virtual machine's vCPU is a host thread; while the host runs something else on that core,
 the guest's clock keeps going and every timed loop reads slow. The kernel counts that time as
 "steal" in /proc/stat. It is not a declared fact and never feeds inference: the scan records it
 per stage beside its timings, and warns when a stage ran while the host took a share of a CPU
-(cache edges then read small and bandwidths low, see README "Known limits").
+(cache edges then read small and bandwidths low; see docs/method.md, "Noise and steal time").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# a share of one CPU the host may take before a stage's figures are flagged: on the development
-# VM steal stays under 1 % while the host is quiet
+# a share of one CPU the host may take before a stage's figures are flagged (on a 2-vCPU AMD EPYC
+# Zen 3 KVM guest steal stays under 1 % while the host is quiet: docs/validation.md)
 STEAL_NOTABLE_FRACTION = 0.05
 
 # /proc/stat per-CPU fields: user nice system idle iowait irq softirq steal guest guest_nice;

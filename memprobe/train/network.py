@@ -36,8 +36,9 @@ from numba import njit, prange
 
 DTYPE = np.float32
 ITEM_BYTES = 4
-# below this many elements a prange kernel costs more in thread wake-up (~20 us measured on a
-# 2-vCPU VM) than it saves: 256 Ki fp32 elements take ~100 us on one core at L3 speed
+# below this many elements a prange kernel costs more in thread wake-up than it saves: 256 Ki
+# fp32 elements take about five wake-ups' time on one core at L3 speed (the figures, for a 2-vCPU
+# AMD EPYC Zen 3 KVM guest, are in docs/validation.md, "Training prediction")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
 

@@ -1,4 +1,5 @@
-"""Page-controlled buffers for the probes.
+"""Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): the probes'
+page-controlled buffers, because the page size decides what a latency curve shows.
 
 The cache curve uses transparent huge pages (mmap + madvise(MADV_HUGEPAGE), 2 MiB aligned) so TLB
 misses don't pose as a cache level; the 4 KiB-page curve asks for MADV_NOHUGEPAGE so the gap

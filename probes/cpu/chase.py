@@ -1,4 +1,7 @@
-"""Latency probes: dependent loads over one random cycle, and the core-clock chain.
+"""Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): latency.
+
+Dependent loads over one random cycle (the cache curves, and the page-local chase that checks a
+level next to memory), and the core-clock chain that turns ns into cycles. Raw ns only.
 
 The chase buffer holds addresses: slot k's first word holds the address of the next slot's
 first word. The order is one Sattolo cycle, so every slot is visited once per lap and the

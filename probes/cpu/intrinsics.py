@@ -1,4 +1,7 @@
-"""LLVM-level helpers Numba lacks: a load from a raw address (so a chase hop is a single
+"""Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): building
+blocks of the CPU kernels, so that a kernel costs what its loads and stores cost.
+
+LLVM-level helpers Numba lacks: a load from a raw address (so a chase hop is a single
 `mov rax, [rax]`, as in a C pointer chase), a relaxed atomic add (so two threads really hit
 memory each iteration, which the false-sharing line-size probe needs), and a non-temporal
 whole-line store with its fence (the streaming-store bandwidth kernels, as glibc's memcpy

@@ -1,4 +1,7 @@
-"""Line-size probes.
+"""Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): line size.
+
+Two probes whose raw curves memprobe/infer/line.py reads; the line size is measured, never
+taken from sysfs.
 
 StrideProbe: the stride sweep DESIGN.md asks for -- random blocks, two dependent loads per block
 `stride_bytes` apart; below the line the second load hits the line the first brought. On CPUs
