@@ -49,12 +49,9 @@ def parse_size(text: str) -> int:
 
 
 def fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "-"
-    for unit, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if b >= m:
-            return f"{b / m:.3g} {unit}"
-    return f"{int(b)} B"
+    from memprobe.report.text import size_text
+
+    return size_text(b)
 
 
 def _fmt(v: float | None, spec: str = ".3g") -> str:
@@ -129,8 +126,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True
     paths = write_outputs(result, out)
-    for line in result.warnings:
-        print(f"memprobe: {line}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"memprobe: {w.text}", file=sys.stderr)
     _print_summary(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if interrupted:
@@ -175,31 +172,40 @@ class _Progress:
 
 
 def _print_summary(result) -> None:
+    """The levels against their declared caches, paired as the report pairs them."""
     from rich.console import Console
     from rich.table import Table
 
+    from memprobe.report.pairing import pair_with_declared
+    from memprobe.result import Code
+
     console = Console(stderr=False)
     for key, dev in result.devices.items():
-        declared = {}
-        for c in dev.declared.get("data_caches", []) or []:
-            declared[f"L{c['level']}"] = c.get("size_bytes")
-        for k, v in (dev.declared.get("levels_declared") or {}).items():
-            declared[k] = v
         t = Table(title=f"{key.upper()}: {dev.name}"
                         f"  (clock {_fmt(dev.clock_ghz)} GHz measured, line {dev.line_size_bytes or '?'} B)")
-        for col in ("level", "measured size", "declared size", "latency ns", "latency cycles",
+        for col in ("level", "measured size", "declared", "latency ns", "latency cycles",
                     "read GB/s (1 / all thr.)", "flag"):
             t.add_column(col, justify="right" if col != "level" else "left")
-        for lv in dev.levels:
+        for pr in pair_with_declared(dev):
+            lv, dc = pr.measured, pr.other
+            declared = f"{dc.label} {fmt_bytes(dc.size_bytes)}" if dc is not None else ("-" if not pr.is_memory else "")
+            flags = []
+            if pr.flagged:
+                d = pr.size_diff
+                flags.append(f"size {d:+.0%}" if d is not None else ("not declared" if dc is None else "not found"))
+            if lv is not None and lv.unstable:
+                flags.append("unstable")
+            if lv is None:
+                t.add_row("-", "-", declared, "-", "-", "-", ", ".join(flags))
+                continue
             bw = (lv.bandwidth_gbs or {}).get("read") or {}
             bw_s = f"{_fmt(bw.get('threads_1'))} / {_fmt(bw.get('threads_all'))}" if bw else "-"
-            flag = "unstable" if lv.unstable else ""
-            t.add_row(lv.name, fmt_bytes(lv.size_bytes), fmt_bytes(declared.get(lv.name)),
-                      _fmt(lv.latency_ns), _fmt(lv.latency_cycles, ".1f"), bw_s, flag)
+            t.add_row(lv.name, fmt_bytes(lv.size_bytes) if lv.size_bytes else "memory", declared,
+                      _fmt(lv.latency_ns), _fmt(lv.latency_cycles, ".1f"), bw_s, ", ".join(flags))
         console.print(t)
     if not result.complete:
-        console.print("[bold red]incomplete scan[/]: " + "; ".join(
-            w for d in result.devices.values() for w in d.warnings if "failed" in w or "interrupted" in w))
+        stops = [w.text for _, w in result.all_warnings() if w.code in (Code.STAGE_FAILED, Code.INTERRUPTED)]
+        console.print("[bold red]incomplete scan[/]: " + "; ".join(stops))
 
 
 # ---- infer ----------------------------------------------------------------------------------
@@ -215,10 +221,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "source": str(args.curve), "format": curve.source_format, "unit": h.unit,
-            "memory_reached": h.memory_reached, "noise": round(h.noise, 4), "warnings": h.warnings,
+            "memory_reached": h.memory_reached, "noise": round(h.noise, 4),
+            "warnings": [{"code": w.code.value, "text": w.text} for w in h.warnings],
             "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": lv.latency,
                         "spread": round(lv.spread, 4), "unstable": lv.unstable,
-                        "size_range_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
+                        "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
                        for lv in h.levels],
         }, indent=1))
         return 0
@@ -234,7 +241,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                   "unstable" if lv.unstable else "")
     Console().print(t)
     for w in h.warnings:
-        print(f"memprobe: {w}", file=sys.stderr)
+        print(f"memprobe: {w.text}", file=sys.stderr)
     return 0
 
 
@@ -320,7 +327,7 @@ def _print_training(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    pts = (result.training or {}).get("points") or []
+    pts = result.training.points
     if not pts:
         print("memprobe: no training points", file=sys.stderr)
         return
@@ -329,15 +336,18 @@ def _print_training(result) -> None:
                 "predicted ms", "error", "bound"):
         t.add_column(col, justify="right")
     for p in pts:
-        t.add_row(str(p.get("device")), str(p.get("level")), str(p.get("width")), str(p.get("batch")),
-                  str(p.get("threads")), fmt_bytes(p.get("working_set_bytes")),
-                  _fmt((p.get("measured_s") or 0) * 1e3), _fmt((p.get("predicted_s") or 0) * 1e3),
-                  f"{p['error']:+.0%}" if p.get("error") is not None else "-", str(p.get("bound")))
+        t.add_row(p.device, p.level, str(p.width), str(p.batch), p.threads, fmt_bytes(p.working_set_bytes),
+                  _fmt(p.measured_s * 1e3), _fmt(p.predicted_s * 1e3),
+                  f"{p.error:+.0%}" if p.error is not None else "-", str(p.bound))
     Console().print(t)
 
 
 # ---- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from memprobe.result import SCHEMA
+    from memprobe.scan.plan import CPU_PROFILES
+
+    dflt, quick = CPU_PROFILES["default"], CPU_PROFILES["quick"]
     p = _Parser(prog="memprobe", description=(
         "Measure this machine's memory hierarchy (cache levels, line size, latency, bandwidth, "
         "FLOP/s) on the CPU and an NVIDIA GPU, infer the levels from the measured curves, and "
@@ -350,22 +360,27 @@ def build_parser() -> argparse.ArgumentParser:
                            "Measure the memory hierarchy: core clock, line size, latency against "
                            "working-set size (huge and 4 KiB pages), inferred levels, bandwidth and "
                            "compute ceilings, and the training study. Writes DIR/scan.json (all "
-                           "results and raw samples, schema memprobe/1), DIR/curves.csv (every raw "
+                           "results and raw samples, schema " + SCHEMA + "), DIR/curves.csv (every raw "
                            "curve, one row per point) and DIR/report.html. Progress goes to stderr; "
                            "Ctrl-C still writes what was measured, marked incomplete."))
     s.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu",
                    help="what to measure: cpu (default), gpu (with the CPU for comparison), or all. "
                         "Without a usable GPU, a GPU request gives a CPU report and one line why.")
     s.add_argument("--quick", action="store_true",
-                   help="fewer sizes (3 per octave, up to 128 MiB) and repetitions: about a third of the time")
+                   help=f"fewer sizes ({quick.points_per_octave} per octave, up to {fmt_bytes(quick.latency_top_bytes)}) "
+                        f"and repetitions ({quick.latency_reps} per point), no 4 KiB-page curve: about a "
+                        "third of the time")
     s.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: reports/<host>-<timestamp>/)")
     s.add_argument("--max-size", type=parse_size, metavar="SIZE",
-                   help="largest working set of the latency sweep, e.g. 512M (default: 256M, grown "
-                        "up to 2G while main memory is not reached and the stage stays within its "
-                        "time budget; refused if 4x it is not free)")
+                   help=f"largest working set of the latency sweeps, e.g. 512M (default: "
+                        f"{fmt_bytes(dflt.latency_top_bytes)}, grown up to {fmt_bytes(dflt.latency_grow_limit_bytes)} "
+                        f"while main memory is not reached and the stage stays within "
+                        f"{dflt.latency_grow_budget_s:g} s; refused if 4x it is not free). scan.json's "
+                        "settings.cpu_plan records the top reached")
     s.add_argument("--repetitions", type=int, metavar="N",
-                   help="repetitions per point (default 5, quick 3); the spread is kept")
+                   help=f"repetitions per point for every stage (default {dflt.latency_reps}, quick "
+                        f"{quick.latency_reps}); the spread is kept")
     s.add_argument("--seed", type=int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
     s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")

@@ -1,34 +1,106 @@
 """Stage 4 of the flow (probe -> samples -> inference -> **result** -> report).
 
-The result model: plain dataclasses that carry everything a scan measured, inferred and
-declared, with a versioned JSON form. The report, the CSV export and `memprobe report` read
-only this, so a saved scan from any machine re-renders the same way.
+The result model: typed dataclasses that carry everything a scan measured, inferred and
+declared, with a versioned JSON form and a JSON Schema generated from these types (shipped as
+`memprobe/schema/memprobe-2.schema.json`). The report, `compare`, the CSV export and the tests
+read only these records, so a saved scan from any machine re-renders the same way.
 
 Format history (bump SCHEMA when a reader of the old form would misread the new one):
   memprobe/1  first version: per-device levels, curves, declared facts, compute ceilings,
-              loaded latency, training study, top-level "complete" flag.
+              loaded latency, training study, top-level "complete" flag; declared, compute,
+              extra and training were open dicts, notes and warnings free text.
+  memprobe/2  every part typed: DeclaredCache (likwid's CacheLevel fields), ComputeCeilings
+              (one shape for CPU and GPU, GFLOP/s), BandwidthTable, notes and warnings with a
+              code, per-stage evidence as named records (DeviceExtra), the training study's
+              points and GPU-over-CPU rows, the run plan in force in `settings`; a level's
+              `size_range_bytes` became `size_interval_bytes` beside its `edge`. `load`
+              still reads memprobe/1 files (upgraded in memory, see `_upgrade_v1`).
+
+Reading validates through pydantic's TypeAdapter over these plain dataclasses (one library
+for checking, coercion and the JSON Schema, instead of a hand-written walker).
 """
 
 from __future__ import annotations
 
 import csv
+import enum
+import functools
 import io
 import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-SCHEMA = "memprobe/1"
-BANDWIDTH_KERNELS = ("read", "write", "copy", "triad")
+from memprobe.probes.kernels import CACHED_KERNEL_NAMES, STREAM_KERNELS
+
+SCHEMA = "memprobe/2"
+READABLE_SCHEMAS = ("memprobe/1", "memprobe/2")
+BANDWIDTH_KERNELS = CACHED_KERNEL_NAMES  # the kernels every level has; *_nt at memory only
+ALL_BANDWIDTH_KERNELS = tuple(k.name for k in STREAM_KERNELS)
 THREAD_KEYS = ("threads_1", "threads_all")
+
+# JSON scalars an open "facts" mapping may hold (NVML's answers, a plan's numbers)
+Scalar = Optional[str | int | float | bool]
 
 
 class SchemaError(ValueError):
     """A JSON document that is not a memprobe scan this version can read."""
 
 
+# ---- messages: a code for code, a text for people ---------------------------------------------
+class Code(str, enum.Enum):
+    """What a note or warning is about. Code branches on these, never on the text."""
+
+    # level notes
+    UNSTABLE = "unstable"
+    MEMORY_NOT_REACHED = "memory_not_reached"
+    NEAR_MEMORY = "near_memory"  # a cache within MEMORY_SIDE_RATIO of memory's latency
+    MEMORY_SIDE_CACHE = "memory_side_cache"  # the page-local chase confirmed it
+    NOT_A_CACHE = "not_a_cache"  # the page-local chase merged it into memory
+    PAGE_LOCAL_MEMORY = "page_local_memory"
+    DEVICE_MEMORY = "device_memory"
+    L1_BYPASS_EDGE = "l1_bypass_edge"
+    NEAR_FAR_L2 = "near_far_l2"
+    SHARING = "sharing"
+    BANDWIDTH_SCOPE = "bandwidth_scope"
+    # warnings
+    STAGE_FAILED = "stage_failed"
+    INTERRUPTED = "interrupted"
+    STEAL = "steal"
+    SWEEP_BUDGET = "sweep_budget"
+    SWEEP_MEMORY = "sweep_memory"
+    NO_MEMORY = "no_memory"
+    LINE_SIZE_DISAGREE = "line_size_disagree"
+    INFERENCE = "inference"
+    NO_GPU = "no_gpu"
+    SIMULATOR = "simulator"
+    NOT_MEASURED = "not_measured"
+    NO_GEMM = "no_gemm"
+    TRAINING = "training"
+    LEGACY = "legacy"  # a memprobe/1 message, upgraded: its text only
+
+
+@dataclass
+class Note:
+    """A fact about one level, for people (`text`), tagged for code (`code`)."""
+
+    code: Code
+    text: str
+
+
+@dataclass
+class ScanWarning:
+    """Something that may make a figure wrong, for people (`text`), tagged for code (`code`).
+    `stage`: the stage it came from, when one did."""
+
+    code: Code
+    text: str
+    stage: Optional[str] = None
+
+
+# ---- curves --------------------------------------------------------------------------------------
 @dataclass
 class CurvePoint:
     """One x value of a sweep with every repetition kept (the noise stays visible)."""
@@ -48,10 +120,9 @@ class CurvePoint:
     @property
     def low(self) -> float:
         """25th percentile of the samples (linear interpolation, as NumPy's default). Level
-        inference reads this: with samples from fresh buffers at different times, the minimum
-        picks one lucky page placement (a shelf on a cache edge, a spurious level) while the
-        median follows a neighbour that was busy for a whole pass; the lower quartile does
-        neither (see memprobe/scan/cpu.py, stage_latency_recheck)."""
+        inference reads this on the CPU: the minimum picks one lucky page placement, the median
+        follows a neighbour busy for a whole pass; the lower quartile does neither
+        (docs/method.md, "Latency passes")."""
         if not self.samples:
             return math.nan
         if len(self.samples) == 1:
@@ -69,10 +140,11 @@ class CurvePoint:
 
 @dataclass
 class Curve:
-    """A raw sweep: what a probe returned, converted to a unit, decided nothing."""
+    """A raw sweep: what a probe returned, converted to a unit, decided nothing. `params` holds
+    how it was taken (method, page kind, launch shapes): descriptive, read by people."""
 
     name: str  # e.g. "latency_hugepage", "bandwidth_triad_threads_all"
-    kind: str  # "latency" | "bandwidth" | "stride" | "loaded_latency" | ...
+    kind: str  # "latency" | "bandwidth" | "stride" | "loaded_latency" | "transfer" | ...
     x_name: str  # "size_bytes", "stride_bytes", ...
     unit: str  # "ns", "cycles", "GB/s"
     points: list[CurvePoint] = field(default_factory=list)
@@ -91,20 +163,324 @@ class Curve:
         return [p.low for p in self.points]
 
 
+# ---- levels ----------------------------------------------------------------------------------
 @dataclass
 class Level:
-    """One level of the hierarchy as measured; the last one of a device is main memory."""
+    """One level of the hierarchy as measured; the last one of a device is main memory.
+
+    `bandwidth_gbs` is {kernel: {"threads_1": GB/s, "threads_all": GB/s}} (the statistic is
+    the device's BandwidthTable.statistic). `size_interval_bytes`: the capacities the curve
+    cannot tell apart (today the two sweep sizes around the boundary); `edge`: how the
+    boundary was found."""
 
     name: str
-    size_bytes: int | None
-    latency_ns: float | None
-    latency_cycles: float | None
-    bandwidth_gbs: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    size_bytes: Optional[int]
+    latency_ns: Optional[float]
+    latency_cycles: Optional[float]
+    bandwidth_gbs: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
     latency_spread: float = 0.0  # relative spread of the plateau's points
     unstable: bool = False  # spread too wide to trust
-    size_range_bytes: list[int] | None = None  # the two sweep sizes around the boundary
-    sharing: str | None = None  # "private" | "shared" | None (measured, see probes)
-    notes: list[str] = field(default_factory=list)
+    size_interval_bytes: Optional[list[int]] = None
+    edge: Optional[str] = None  # "plateau-gap" (the 40 %-of-the-gap rule) | "shoulder" | None
+    sharing: Optional[str] = None  # "private" | "shared" | None (measured, see probes)
+    notes: list[Note] = field(default_factory=list)
+
+    def note(self, code: Code, text: str) -> None:
+        self.notes.append(Note(code, text))
+
+    def has_note(self, code: Code) -> bool:
+        return any(n.code == code for n in self.notes)
+
+    def drop_notes(self, code: Code) -> None:
+        self.notes[:] = [n for n in self.notes if n.code != code]
+
+
+# ---- declared facts ----------------------------------------------------------------------------
+@dataclass
+class DeclaredCache:
+    """One cache as the OS or driver declares it: likwid's CacheLevel fields (level, type,
+    size, line size, ways, shared by)."""
+
+    level: int
+    type: str  # "Data" | "Instruction" | "Unified"
+    size_bytes: Optional[int]
+    line_size_bytes: Optional[int] = None
+    ways: Optional[int] = None
+    shared_by_cpus: Optional[int] = None
+    shared_cpu_list: Optional[str] = None
+    scope: Optional[str] = None  # GPU: "per SM" | "shared by all SMs"
+
+    @property
+    def label(self) -> str:
+        return f"L{self.level}{'d' if self.type == 'Data' else ''}"
+
+
+@dataclass
+class CpuFacts:
+    vendor: Optional[str] = None
+    arch: Optional[str] = None
+    flags: list[str] = field(default_factory=list)
+    hz_advertised: Optional[float] = None
+    transparent_hugepage: Optional[str] = None
+
+
+@dataclass
+class GpuFacts:
+    compute_capability: Optional[str] = None
+    sm_count: Optional[int] = None
+    max_threads_per_sm: Optional[int] = None
+    max_threads_per_block: Optional[int] = None
+    max_blocks_per_sm: Optional[int] = None
+    registers_per_sm: Optional[int] = None
+    warp_size: Optional[int] = None
+    max_clock_khz: Optional[int] = None
+    memory_clock_khz: Optional[int] = None
+    memory_bus_width_bits: Optional[int] = None
+    l2_persisting_max_bytes: Optional[int] = None
+    pci_bus_id: Optional[int] = None
+    shared_per_block_bytes: Optional[int] = None
+    shared_per_block_optin_bytes: Optional[int] = None
+    shared_per_sm_bytes: Optional[int] = None
+    l1_shared_unified_per_sm_bytes: Optional[int] = None
+    l1_min_bytes: Optional[int] = None
+    fp32_lanes_per_sm: Optional[int] = None
+    theoretical_memory_gbs: Optional[float] = None
+    memory_free_bytes: Optional[int] = None
+    nvml: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass
+class Declared:
+    """What the machine says about a device, shown beside the measurement, never read by
+    inference. One shape for CPU and GPU; the device-specific facts sit in `cpu` or `gpu`."""
+
+    source: str = ""
+    model: Optional[str] = None
+    caches: list[DeclaredCache] = field(default_factory=list)  # instruction caches too
+    cores_logical: Optional[int] = None  # GPU: SMs
+    cores_physical: Optional[int] = None
+    cores_usable: Optional[int] = None
+    memory_total_bytes: Optional[int] = None
+    memory_available_bytes: Optional[int] = None
+    clock_ghz: Optional[float] = None  # advertised / maximum, never used for cycles
+    fma_flops_per_cycle: dict[str, Optional[int]] = field(default_factory=dict)  # dtype -> per core / SM
+    cpu: Optional[CpuFacts] = None
+    gpu: Optional[GpuFacts] = None
+    error: Optional[str] = None
+
+    def data_caches(self) -> list[DeclaredCache]:
+        """The data path (no instruction caches), nearest first: what a chase can see."""
+        return sorted((c for c in self.caches if c.type != "Instruction" and c.size_bytes),
+                      key=lambda c: (c.level, c.size_bytes or 0))
+
+
+# ---- ceilings ----------------------------------------------------------------------------------
+@dataclass
+class GemmCeiling:
+    library: str
+    dtype: str
+    n: int
+    gflops: Optional[float]
+    samples: list[float] = field(default_factory=list)
+    threads: str = "all"
+
+
+@dataclass
+class TheoreticalPeak:
+    """Declared FMA width x measured clock x units: drawn beside, never a roof."""
+
+    clock_ghz: Optional[float]
+    units: int  # cores or SMs
+    flops_per_cycle_per_unit: dict[str, Optional[int]] = field(default_factory=dict)
+    gflops: dict[str, Optional[float]] = field(default_factory=dict)  # dtype -> GFLOP/s
+
+
+@dataclass
+class ComputeCeilings:
+    """One shape for CPU and GPU: `fma` is {dtype: {"threads_1"|"threads_all": GFLOP/s}},
+    `gemm` the library products. A GPU's threads_1 is one block on one SM."""
+
+    fma: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
+    fma_samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    gemm: list[GemmCeiling] = field(default_factory=list)
+    statistic: str = "best"
+    method: str = ""
+    verified: Optional[bool] = None
+    clock_ghz_during_fma: Optional[float] = None
+    theoretical: Optional[TheoreticalPeak] = None
+
+
+@dataclass
+class BandwidthSetup:
+    """How one level's bandwidth was taken: working sets for one thread and all threads."""
+
+    level: str
+    size_bytes_threads_1: int
+    size_bytes_threads_all: int
+    threads_all: int
+    samples_threads_all_off_curve: Optional[dict[str, list[float]]] = None
+
+
+@dataclass
+class BandwidthTable:
+    """Where the levels' `bandwidth_gbs` figures come from. `statistic`: which repetition a
+    figure is ("best": a ceiling; other tenants only ever slow a run)."""
+
+    statistic: str = "best"
+    counting: str = "STREAM (bytes read + bytes written)"
+    threads_1: str = "one thread"
+    threads_all: str = "all usable CPUs"
+    item: str = "float64"
+    levels: list[BandwidthSetup] = field(default_factory=list)
+    verified: dict[str, bool] = field(default_factory=dict)
+
+    def setup(self, level: str) -> Optional[BandwidthSetup]:
+        return next((s for s in self.levels if s.level == level), None)
+
+
+@dataclass
+class LoadedLatencyPoint:
+    streaming_threads: int
+    kernel: str
+    bandwidth_gbs: float
+    latency_ns: Optional[float]
+    latency_median_ns: Optional[float] = None
+    samples_ns: list[float] = field(default_factory=list)
+    bytes_per_element: Optional[int] = None
+
+
+# ---- per-stage evidence ------------------------------------------------------------------------
+@dataclass
+class LineSizeEvidence:
+    false_sharing_bytes: Optional[int] = None
+    stride_sweep_bytes: Optional[int] = None
+
+
+@dataclass
+class PageLocalMemory:
+    size_bytes: int
+    latency_ns: float
+
+
+@dataclass
+class MemorySideCheck:
+    level: str
+    size_bytes: int
+    inside_bytes: int
+    beyond_bytes: int
+    inside_ns: float
+    beyond_ns: float
+    ratio: float
+    verdict: str  # "cache" | "page walks"
+
+
+@dataclass
+class SharingEvidence:
+    """Private or shared, measured: one unit (core, SM) alone against all of them at once."""
+
+    level: str
+    size_bytes: int  # working set per unit
+    other_units: int  # other threads (CPU) or SMs (GPU) loading at once
+    unit: str = "ns"  # of the latencies: "ns" | "cycles"
+    latency_alone: Optional[float] = None
+    latency_loaded: Optional[float] = None
+    ratio: Optional[float] = None
+    threshold: Optional[float] = None  # ratio above which the level is shared
+    verdict: Optional[str] = None  # "private" | "shared" | None (not decided)
+    samples_alone: list[float] = field(default_factory=list)
+    samples_loaded: list[float] = field(default_factory=list)
+    declared_shared_cpu_list: Optional[str] = None
+    level_size_bytes: Optional[int] = None
+    level_size_source: Optional[str] = None
+    bw_scaling_all_vs_1: Optional[float] = None
+    note: Optional[str] = None
+
+
+@dataclass
+class BypassLevel:
+    """A level of the GPU's L1-bypass (ld.global.cg) curve."""
+
+    name: str
+    size_bytes: Optional[int]
+    latency_cycles: Optional[float]
+    latency_ns: Optional[float] = None
+    unstable: bool = False
+    size_interval_bytes: Optional[list[int]] = None
+
+
+@dataclass
+class L2PartitionSm:
+    sm: int
+    hops: int
+    timer_overhead_cycles: float
+    threshold_cycles: Optional[float]
+    near_cycles: Optional[float]
+    far_cycles: Optional[float]
+    near_fraction: float
+    ratio: float
+    split_seen: bool
+    near_ns: Optional[float] = None
+    far_ns: Optional[float] = None
+
+
+@dataclass
+class L2PartitionPair:
+    sm_a: int
+    sm_b: int
+    addresses_classed_differently: float
+
+
+@dataclass
+class L2Partitions:
+    """Near and far L2 halves: per-hop latency from several SMs over the same chain."""
+
+    buffer_bytes: int
+    load: str
+    sms: list[L2PartitionSm] = field(default_factory=list)
+    pairs: list[L2PartitionPair] = field(default_factory=list)
+    note: str = ""
+
+    def seen(self) -> list[L2PartitionSm]:
+        return [s for s in self.sms if s.split_seen]
+
+
+@dataclass
+class SharedMemory:
+    verified: bool
+    latency_cycles: Optional[float]
+    latency_ns: Optional[float]
+    read_gbs: Optional[float]
+    bytes_per_clock_per_sm: Optional[float] = None
+    declared_per_block_bytes: Optional[int] = None
+    declared_per_block_optin_bytes: Optional[int] = None
+    declared_per_sm_bytes: Optional[int] = None
+
+
+@dataclass
+class HostLink:
+    """Host<->device copies: peak GB/s per direction and host memory kind."""
+
+    verified: Optional[bool]
+    peak_gbs: dict[str, Optional[float]] = field(default_factory=dict)  # "h2d_pinned" -> GB/s
+
+
+@dataclass
+class DeviceExtra:
+    """Evidence of single stages, each a named record (None: the stage did not run)."""
+
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_steal_percent: dict[str, float] = field(default_factory=dict)
+    steal_notable_percent: Optional[float] = None  # a stage's steal above this is warned about
+    line_size: Optional[LineSizeEvidence] = None
+    tlb_reach_4k_bytes: Optional[int] = None
+    memory_page_local: Optional[PageLocalMemory] = None
+    memory_side_checks: list[MemorySideCheck] = field(default_factory=list)
+    sharing: dict[str, SharingEvidence] = field(default_factory=dict)
+    primary_latency_curve: Optional[str] = None
+    l1_bypass_levels: list[BypassLevel] = field(default_factory=list)
+    l2_partitions: Optional[L2Partitions] = None
+    shared_memory: Optional[SharedMemory] = None
+    host_link: Optional[HostLink] = None
 
 
 @dataclass
@@ -112,17 +488,171 @@ class DeviceResult:
     kind: str  # "cpu" | "gpu"
     name: str
     levels: list[Level] = field(default_factory=list)
-    line_size_bytes: int | None = None
-    clock_ghz: float | None = None  # measured, never the declared one
-    declared: dict[str, Any] = field(default_factory=dict)
+    line_size_bytes: Optional[int] = None
+    clock_ghz: Optional[float] = None  # measured, never the declared one
+    declared: Declared = field(default_factory=Declared)
     curves: list[Curve] = field(default_factory=list)
-    compute: dict[str, Any] = field(default_factory=dict)
-    loaded_latency: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    compute: Optional[ComputeCeilings] = None
+    bandwidth: Optional[BandwidthTable] = None
+    loaded_latency: list[LoadedLatencyPoint] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
+    extra: DeviceExtra = field(default_factory=DeviceExtra)
 
-    def curve(self, name: str) -> Curve | None:
+    def curve(self, name: str) -> Optional[Curve]:
         return next((c for c in self.curves if c.name == name), None)
+
+    def level(self, name: str) -> Optional[Level]:
+        return next((lv for lv in self.levels if lv.name == name), None)
+
+    def warn(self, code: Code, text: str, stage: Optional[str] = None) -> None:
+        self.warnings.append(ScanWarning(code, text, stage))
+
+    def drop_warnings(self, code: Code) -> None:
+        self.warnings[:] = [w for w in self.warnings if w.code != code]
+
+
+# ---- training study ----------------------------------------------------------------------------
+@dataclass
+class TrainingPoint:
+    """One timed point of the training sweep beside the roofline model's prediction."""
+
+    device: str
+    level: str
+    width: int
+    layers: int
+    batch: int
+    threads: str
+    n_threads: int
+    working_set_bytes: int
+    flops: float
+    bytes: float
+    measured_s: float
+    predicted_s: float
+    error: float
+    capacity_multiple: Optional[float] = None
+    measured_spread: Optional[float] = None
+    samples_s: list[float] = field(default_factory=list)
+    predicted_max_s: Optional[float] = None
+    predicted_sum_s: Optional[float] = None
+    error_max: Optional[float] = None
+    error_sum: Optional[float] = None
+    achieved_fraction: Optional[float] = None
+    bound: Optional[str] = None
+    compute_s: Optional[float] = None
+    memory_s: Optional[float] = None
+    overhead_s: Optional[float] = None
+    levels_used: list[str] = field(default_factory=list)
+    model: str = "mlp"
+
+
+@dataclass
+class SpeedupRow:
+    """The same network step on both devices: GPU over CPU (all CPU threads)."""
+
+    width: int
+    batch: int
+    cpu_s: float
+    gpu_s: float
+    gpu_over_cpu: float
+
+
+@dataclass
+class EpochResult:
+    """An MNIST-shaped epoch, measured and predicted."""
+
+    device: str
+    framework: str
+    threads: int
+    dims: list[int]
+    batch: int
+    samples: int
+    steps: int
+    samples_done: int
+    complete: bool
+    epoch_s: float
+    samples_per_s: Optional[float] = None
+    predicted_epoch_s: Optional[float] = None
+    error: Optional[float] = None
+
+
+@dataclass
+class Claim:
+    """A published CPU-against-GPU claim beside what this machine shows for it."""
+
+    id: str
+    text: str
+    finding: str = ""
+    low: Optional[float] = None  # claimed GPU-over-CPU range
+    high: Optional[float] = None
+    measured_min: Optional[float] = None
+    measured_max: Optional[float] = None
+    cpu_s: Optional[float] = None  # claimed epoch times
+    gpu_s: Optional[float] = None
+    cpu_cores: Optional[int] = None
+    cpu_epoch_s: Optional[float] = None  # measured here
+    gpu_epoch_s: Optional[float] = None
+
+
+@dataclass
+class SkippedPoint:
+    """A sweep point the study's time budget left out, and why."""
+
+    device: str
+    level: str
+    width: int
+    batch: int
+    threads: str
+    why: str
+    layers: Optional[int] = None
+    working_set_bytes: Optional[int] = None
+    capacity_multiple: Optional[float] = None
+    predicted_s: Optional[float] = None
+    estimated_cost_s: Optional[float] = None
+
+
+@dataclass
+class TrainingStudy:
+    """The training study. `inputs` holds the model's measured inputs per device (call
+    overheads, GEMM rate tables) as the train package writes them: numbers by shape class."""
+
+    points: list[TrainingPoint] = field(default_factory=list)
+    skipped: list[SkippedPoint] = field(default_factory=list)
+    mnist: dict[str, EpochResult] = field(default_factory=dict)
+    speedup: list[SpeedupRow] = field(default_factory=list)
+    gpu_wins_from_width: dict[str, Optional[int]] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    summary: dict[str, Optional[float]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> {"overhead_s", "gemm_rates"}
+    method: str = ""
+
+    def device_points(self, device: Optional[str] = None) -> list[TrainingPoint]:
+        return [p for p in self.points if device is None or p.device == device]
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any]) -> "TrainingStudy":
+        """The study from the train package's dict form (points, skipped, mnist, speedup,
+        claims, summary, settings, method, and its inputs as overhead_s/gemm_rates by device)."""
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(TrainingStudy).validate_python(_training_dict(parts))
+
+
+# ---- the scan ----------------------------------------------------------------------------------
+@dataclass
+class ScanSettings:
+    """The options asked for and the plan in force (sizes reached, repetitions, budgets)."""
+
+    device: str = "cpu"
+    quick: bool = False
+    seed: int = 12345
+    memprobe_version: str = ""
+    repetitions: Optional[int] = None  # as asked (None: the plan's default)
+    max_size_bytes: Optional[int] = None  # as asked (None: the sweep grows; see cpu_plan)
+    train: bool = True
+    fixture: Optional[str] = None  # set by the test-fixture script, shown in the report
+    cpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
+    gpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,12 +660,22 @@ class ScanResult:
     host: str
     started_at: str
     complete: bool = False
-    duration_s: float | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    duration_s: Optional[float] = None
+    settings: ScanSettings = field(default_factory=ScanSettings)
     devices: dict[str, DeviceResult] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=lambda: {"points": []})
-    warnings: list[str] = field(default_factory=list)
+    training: TrainingStudy = field(default_factory=TrainingStudy)
+    warnings: list[ScanWarning] = field(default_factory=list)
     schema: str = SCHEMA
+
+    def warn(self, code: Code, text: str, stage: Optional[str] = None) -> None:
+        self.warnings.append(ScanWarning(code, text, stage))
+
+    def all_warnings(self) -> list[tuple[str, ScanWarning]]:
+        """(where, warning): the scan's own, then each device's."""
+        out = [("scan", w) for w in self.warnings]
+        for key, dev in self.devices.items():
+            out += [(key, w) for w in dev.warnings]
+        return out
 
     # ---- JSON -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -145,12 +685,12 @@ class ScanResult:
             "started_at": self.started_at,
             "complete": self.complete,
             "duration_s": self.duration_s,
-            "settings": self.settings,
-            "warnings": self.warnings,
+            "settings": asdict(self.settings),
+            "warnings": [asdict(w) for w in self.warnings],
         }
         for key, dev in self.devices.items():
             out[key] = asdict(dev)
-        out["training"] = self.training
+        out["training"] = asdict(self.training)
         return _clean(out)
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -161,23 +701,27 @@ class ScanResult:
         if not isinstance(d, dict):
             raise SchemaError("not a memprobe scan: top level is not a JSON object")
         schema = d.get("schema")
-        if schema != SCHEMA:
-            raise SchemaError(f"not a memprobe scan this version reads: schema is {schema!r}, expected {SCHEMA!r}")
+        if schema not in READABLE_SCHEMAS:
+            raise SchemaError(f"not a memprobe scan this version reads: schema is {schema!r}, "
+                              f"expected one of {', '.join(READABLE_SCHEMAS)}")
+        if schema == "memprobe/1":
+            try:
+                d = _upgrade_v1(d)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise SchemaError(f"malformed memprobe/1 scan: {exc.__class__.__name__}: {exc}") from None
+        from pydantic import ValidationError
+
+        devices_in = {k: d[k] for k in ("cpu", "gpu") if d.get(k) is not None}
+        body = {k: v for k, v in d.items() if k not in ("cpu", "gpu")}
+        body["devices"] = devices_in
+        body["schema"] = SCHEMA
         try:
-            devices = {k: _device_from_dict(d[k]) for k in ("cpu", "gpu") if d.get(k) is not None}
-            return cls(
-                host=str(d["host"]),
-                started_at=str(d["started_at"]),
-                complete=bool(d["complete"]),
-                duration_s=d.get("duration_s"),
-                settings=dict(d.get("settings") or {}),
-                devices=devices,
-                training=dict(d.get("training") or {"points": []}),
-                warnings=list(d.get("warnings") or []),
-                schema=schema,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SchemaError(f"malformed memprobe scan: {exc.__class__.__name__}: {exc}") from None
+            return _adapter().validate_python(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise SchemaError(f"malformed memprobe scan: {where}: {first['msg']} "
+                              f"({exc.error_count()} problem(s))") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ScanResult":
@@ -219,37 +763,177 @@ class ScanResult:
         return buf.getvalue()
 
 
+# ---- the JSON Schema -------------------------------------------------------------------------
+def _forbid_unknown_keys() -> None:
+    """Every record rejects keys it does not declare (pydantic reads `__pydantic_config__` on
+    plain dataclasses), so the schema says `additionalProperties: false` and drift shows."""
+    import dataclasses
+
+    for obj in list(globals().values()):
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+            obj.__pydantic_config__ = {"extra": "forbid"}
+
+
+_forbid_unknown_keys()
+
+
+@functools.lru_cache(maxsize=1)
+def _adapter():
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ScanResult)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a memprobe/2 scan.json, generated from these dataclasses (the file
+    form: devices under "cpu" and "gpu" at the top level, not under "devices")."""
+    from pydantic import TypeAdapter
+
+    s = TypeAdapter(ScanResult).json_schema(mode="serialization")
+    props = s["properties"]
+    dev_ref = props.pop("devices")["additionalProperties"]
+    props["cpu"] = dev_ref
+    props["gpu"] = dev_ref
+    props["schema"] = {"const": SCHEMA, "title": "Schema"}
+    s["required"] = [r for r in s.get("required", []) if r != "devices"] + ["schema"]
+    s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    s["title"] = f"memprobe scan ({SCHEMA})"
+    s["additionalProperties"] = False
+    return s
+
+
+SCHEMA_FILE = Path(__file__).parent / "schema" / "memprobe-2.schema.json"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
 def _num(v: float) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _clean(obj: Any) -> Any:
-    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    """JSON has no NaN/inf: store them as null so every reader can parse the file; enums as
+    their value."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if isinstance(obj, enum.Enum):
+        return obj.value
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k.value if isinstance(k, enum.Enum) else k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
 
 
-def _device_from_dict(d: dict[str, Any]) -> DeviceResult:
-    levels = [Level(**lv) for lv in d.get("levels", [])]
-    curves = [
-        Curve(
-            name=c["name"], kind=c["kind"], x_name=c["x_name"], unit=c["unit"],
-            points=[CurvePoint(x=p["x"], samples=[v for v in p["samples"] if v is not None])
-                    for p in c.get("points", [])],
-            params=dict(c.get("params") or {}),
-        )
-        for c in d.get("curves", [])
-    ]
-    return DeviceResult(
-        kind=d["kind"], name=d["name"], levels=levels,
-        line_size_bytes=d.get("line_size_bytes"), clock_ghz=d.get("clock_ghz"),
-        declared=dict(d.get("declared") or {}), curves=curves,
-        compute=dict(d.get("compute") or {}),
-        loaded_latency=list(d.get("loaded_latency") or []),
-        warnings=list(d.get("warnings") or []), extra=dict(d.get("extra") or {}),
-    )
+def _legacy(texts: Any) -> list[dict[str, str]]:
+    return [{"code": Code.LEGACY.value, "text": str(t)} for t in texts or []]
+
+
+def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A memprobe/1 document in memprobe/2's shape: free-text notes and warnings become
+    `legacy` messages, open dicts are read into their records where the keys are known
+    (unknown keys are dropped: memprobe/1 wrote nothing a memprobe/2 reader needs)."""
+    out = {k: d.get(k) for k in ("host", "started_at", "complete", "duration_s")}
+    s = dict(d.get("settings") or {})
+    out["settings"] = {k: s[k] for k in ("device", "quick", "seed", "memprobe_version", "repetitions",
+                                         "max_size_bytes", "fixture") if s.get(k) is not None}
+    out["warnings"] = _legacy(d.get("warnings"))
+    for key in ("cpu", "gpu"):
+        if d.get(key) is not None:
+            out[key] = _upgrade_device_v1(d[key])
+    out["training"] = _training_dict(d.get("training") or {})
+    return out
+
+
+def _pick(d: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: d[k] for k in keys if isinstance(d, dict) and k in d}
+
+
+def _fields(cls) -> tuple[str, ...]:
+    import dataclasses
+
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _upgrade_device_v1(dev: dict[str, Any]) -> dict[str, Any]:
+    levels = []
+    for lv in dev.get("levels") or []:
+        lv = dict(lv)
+        lv["size_interval_bytes"] = lv.pop("size_range_bytes", None)
+        lv["notes"] = _legacy(lv.get("notes"))
+        levels.append(_pick(lv, _fields(Level)))
+    dec = dev.get("declared") or {}
+    kind = dev.get("kind", "cpu")
+    declared: dict[str, Any] = {"source": dec.get("source", ""), "model": dec.get("model") or dec.get("name"),
+                                "error": dec.get("error")}
+    if kind == "cpu":
+        declared["caches"] = [_pick(c, _fields(DeclaredCache)) for c in dec.get("caches") or []]
+        declared.update(_pick(dec, ("cores_logical", "cores_physical", "cores_usable")))
+        mem = dec.get("memory") or {}
+        declared["memory_total_bytes"] = mem.get("total_bytes")
+        declared["memory_available_bytes"] = mem.get("available_bytes")
+        declared["fma_flops_per_cycle"] = {"float32": dec.get("fma_flops_per_cycle_fp32"),
+                                           "float64": dec.get("fma_flops_per_cycle_fp64")}
+        declared["cpu"] = _pick(dec, _fields(CpuFacts))
+    else:
+        gpu = _pick(dec, _fields(GpuFacts))
+        gpu["nvml"] = {k: v for k, v in (dec.get("nvml") or {}).items() if not isinstance(v, (dict, list))}
+        declared["gpu"] = gpu
+        declared["cores_logical"] = dec.get("sm_count")
+        declared["memory_total_bytes"] = dec.get("memory_total_bytes")
+        declared["clock_ghz"] = dec.get("max_clock_ghz")
+        caches = []
+        if dec.get("l1_max_bytes"):
+            caches.append({"level": 1, "type": "Data", "size_bytes": dec["l1_max_bytes"], "scope": "per SM"})
+        l2 = dec.get("l2_size_bytes") or dec.get("l2_bytes")
+        if l2:
+            caches.append({"level": 2, "type": "Unified", "size_bytes": l2, "scope": "shared by all SMs"})
+        declared["caches"] = caches
+    comp = dev.get("compute") or {}
+    compute = None
+    if comp:
+        fma = comp.get("fma") or {}
+        if "fp32_fma" in comp:  # the v1 GPU scan's key
+            fma = {"float32": {"threads_all": comp["fp32_fma"].get("gflops")}}
+        gemm = []
+        for g in comp.get("gemm") or []:
+            gf = g.get("gflops")
+            if gf is None and g.get("tflops") is not None:
+                gf = 1e3 * g["tflops"]
+            if gf is not None:
+                gemm.append({"library": str(g.get("library", "BLAS")), "dtype": str(g.get("dtype", "")),
+                             "n": int(g.get("n") or 0), "gflops": gf, "samples": g.get("samples") or [],
+                             "threads": str(g.get("threads", "all"))})
+        compute = {"fma": fma, "fma_samples": comp.get("fma_samples") or {}, "gemm": gemm,
+                   "method": comp.get("fma_method", "")}
+    ex = dev.get("extra") or {}
+    extra: dict[str, Any] = _pick(ex, ("stage_seconds", "stage_steal_percent", "tlb_reach_4k_bytes",
+                                       "memory_page_local", "memory_side_checks", "primary_latency_curve"))
+    if isinstance(ex.get("line_size"), dict):
+        extra["line_size"] = ex["line_size"]
+    return {"kind": kind, "name": dev.get("name", kind.upper()), "levels": levels,
+            "line_size_bytes": dev.get("line_size_bytes"), "clock_ghz": dev.get("clock_ghz"),
+            "declared": declared, "curves": dev.get("curves") or [], "compute": compute,
+            "loaded_latency": [_pick(r, _fields(LoadedLatencyPoint)) for r in dev.get("loaded_latency") or []],
+            "warnings": _legacy(dev.get("warnings")), "extra": extra}
+
+
+def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
+    """The train package's (and memprobe/1's) dict form of the study in TrainingStudy's shape."""
+    pts = [_pick(p, _fields(TrainingPoint)) for p in t.get("points") or []]
+    skipped = [_pick(p, _fields(SkippedPoint)) for p in t.get("skipped") or [] if isinstance(p, dict)]
+    rows = []
+    for s in t.get("speedup") or []:
+        v = s.get("gpu_over_cpu", s.get("speedup"))
+        if v is not None and s.get("cpu_s") and s.get("gpu_s"):
+            rows.append({"width": s["width"], "batch": s["batch"], "cpu_s": s["cpu_s"], "gpu_s": s["gpu_s"],
+                         "gpu_over_cpu": v})
+    return {"points": pts, "skipped": skipped,
+            "mnist": {k: _pick(v, _fields(EpochResult)) for k, v in (t.get("mnist") or {}).items()},
+            "speedup": rows,
+            "claims": [_pick(c, _fields(Claim)) for c in t.get("claims") or []],
+            "summary": {k: v for k, v in (t.get("summary") or {}).items() if isinstance(v, (int, float))},
+            "settings": t.get("settings") or {}, "method": t.get("method") or "",
+            "inputs": {dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
+                             "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
+                       for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
+            "gpu_wins_from_width": t.get("gpu_wins_from_width") or {}}

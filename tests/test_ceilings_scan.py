@@ -5,9 +5,12 @@ import json
 
 import pytest
 
-from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, DeviceResult, Level, ScanResult
+import dataclasses
+
+from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, Declared, DeclaredCache, DeviceResult, Level, ScanResult
 from memprobe.scan import ScanContext, ScanOptions, run_stages
 from memprobe.scan import ceilings
+from memprobe.scan.plan import cpu_plan
 
 
 def _device():
@@ -15,8 +18,9 @@ def _device():
         kind="cpu", name="fake", clock_ghz=3.0, line_size_bytes=64,
         levels=[Level("L1", 32 << 10, 1.0, 3.0), Level("L2", 256 << 10, 4.0, 12.0),
                 Level("memory", None, 90.0, 270.0)],
-        declared={"fma_flops_per_cycle_fp64": 16, "fma_flops_per_cycle_fp32": 32,
-                  "data_caches": [{"level": 1, "shared_cpu_list": "0"}, {"level": 2, "shared_cpu_list": "0"}]},
+        declared=Declared(fma_flops_per_cycle={"float64": 16, "float32": 32},
+                          caches=[DeclaredCache(1, "Data", 32 << 10, shared_cpu_list="0"),
+                                  DeclaredCache(2, "Unified", 256 << 10, shared_cpu_list="0")]),
     )
 
 
@@ -30,12 +34,12 @@ def test_level_sizes_centred():
 
 def test_ceiling_stages_fill_every_level(monkeypatch):
     monkeypatch.setattr(ceilings, "MEMORY_MIN_BYTES", 2 << 20)
-    monkeypatch.setattr(ceilings, "GEMM_SIZES_QUICK", (64,))
     dev = _device()
     res = ScanResult(host="t", started_at="now", devices={"cpu": dev})
     seen = []
+    plan = dataclasses.replace(cpu_plan(quick=True, repetitions=2), gemm_sizes=(64,))
     ctx = ScanContext(options=ScanOptions(quick=True, repetitions=2), device=dev,
-                      progress=lambda *a: seen.append(a[0]), result=res)
+                      progress=lambda *a: seen.append(a[0]), result=res, plan=plan)
     assert run_stages(ceilings.CPU_CEILING_STAGES, ctx), dev.warnings
     for lv in dev.levels:
         for k in BANDWIDTH_KERNELS:
@@ -54,17 +58,18 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
             assert c.params["stores"] == "streaming" and c.params["base_kernel"] == k[:-3]
         assert all(k not in lv.bandwidth_gbs for lv in dev.levels[:-1])
     for dt in ("float32", "float64"):
-        assert dev.compute["fma"][dt]["threads_1"] > 0
-    assert dev.compute["gemm"] and dev.compute["gemm"][0]["library"]
-    th = dev.compute["theoretical"]
-    assert th["peak_gflops_fp64"] == pytest.approx(3.0 * th["cores"] * 16)
-    assert dev.loaded_latency[0]["streaming_threads"] == 0
-    assert all(p["latency_ns"] > 0 for p in dev.loaded_latency)
-    sharing = dev.extra["sharing"]
-    assert sharing["L1"]["declared_shared_cpu_list"] == "0"
+        assert dev.compute.fma[dt]["threads_1"] > 0
+    assert dev.compute.gemm and dev.compute.gemm[0].library and dev.compute.statistic == "best"
+    th = dev.compute.theoretical
+    assert th.gflops["float64"] == pytest.approx(3.0 * th.units * 16)
+    assert dev.loaded_latency[0].streaming_threads == 0
+    assert all(p.latency_ns > 0 for p in dev.loaded_latency)
+    sharing = dev.extra.sharing
+    assert sharing["L1"].declared_shared_cpu_list == "0"
     for lv in dev.levels[:-1]:
-        if sharing[lv.name].get("other_threads"):
-            assert lv.sharing in ("private", "shared")
+        if sharing[lv.name].other_units:
+            assert lv.sharing in ("private", "shared") and sharing[lv.name].verdict == lv.sharing
+    assert dev.bandwidth.statistic == "best" and [s.level for s in dev.bandwidth.levels] == ["L1", "L2", "memory"]
     assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
     # the whole thing still round-trips through JSON
     back = ScanResult.from_json(res.to_json())

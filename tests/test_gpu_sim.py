@@ -65,23 +65,7 @@ sim = pytest.mark.skipif(not SIM_OK, reason=_why)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB = 1024
-
-
-class FakeDevice:
-    """CUDA attribute names as numba.cuda's Device exposes them (CU_DEVICE_ATTRIBUTE_*)."""
-
-    name = b"Fake H100 (simulator)"
-    compute_capability = (9, 0)
-    MULTIPROCESSOR_COUNT = 2
-    L2_CACHE_SIZE = 16 * KiB
-    MAX_SHARED_MEMORY_PER_BLOCK = 48 * KiB
-    MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 227 * KiB
-    MAX_SHARED_MEMORY_PER_MULTIPROCESSOR = 228 * KiB
-    MAX_THREADS_PER_MULTIPROCESSOR = 64
-    WARP_SIZE = 32
-    CLOCK_RATE = 1_980_000  # kHz
-    MEMORY_CLOCK_RATE = 2_619_000  # kHz
-    GLOBAL_MEMORY_BUS_WIDTH = 5120
+from fake_gpu import FakeDevice  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def _clean_env() -> dict:
@@ -95,17 +79,19 @@ def test_declared_from_fake_device():
     from memprobe.platform.gpu import declared_gpu, theoretical_memory_gbs
 
     d = declared_gpu(FakeDevice(), memory_info=(10 << 30, 80 << 30))
-    assert d["name"] == "Fake H100 (simulator)"
-    assert d["compute_capability"] == "9.0"
-    assert d["sm_count"] == 2 and d["l2_bytes"] == 16 * KiB
-    assert d["shared_per_block_optin_bytes"] == 227 * KiB
-    assert d["max_threads_per_block"] is None  # missing attribute: None, not a crash
-    assert d["l1_shared_unified_per_sm_bytes"] == 256 * KiB
-    assert d["l1_min_bytes"] == 28 * KiB
+    g = d.gpu
+    assert d.model == "Fake H100 (simulator)"
+    assert g.compute_capability == "9.0"
+    assert g.sm_count == 2 and [(c.label, c.size_bytes, c.scope) for c in d.caches] == [
+        ("L1d", 256 * KiB, "per SM"), ("L2", 16 * KiB, "shared by all SMs")]
+    assert g.shared_per_block_optin_bytes == 227 * KiB
+    assert g.max_threads_per_block is None  # missing attribute: None, not a crash
+    assert g.l1_shared_unified_per_sm_bytes == 256 * KiB
+    assert g.l1_min_bytes == 28 * KiB
     # H100 SXM: 2619 MHz x 2 x 5120 bit / 8 = 3352 GB/s
-    assert d["theoretical_memory_gbs"] == pytest.approx(3352.3, rel=1e-3)
+    assert g.theoretical_memory_gbs == pytest.approx(3352.3, rel=1e-3)
     assert theoretical_memory_gbs(None, 5120) is None
-    assert d["memory_total_bytes"] == 80 << 30
+    assert d.memory_total_bytes == 80 << 30 and d.fma_flops_per_cycle == {"float32": 256}
 
 
 # ---- this machine, real mode (subprocess: no simulator) -------------------------------------
@@ -133,7 +119,7 @@ def test_scan_gpu_without_gpu_adds_one_warning():
         opts = ScanOptions(device="gpu", quick=True, train=False)
         res = new_result(opts)
         ok = scan_gpu(opts, no_progress, res)
-        print(json.dumps({"ok": ok, "devices": list(res.devices), "warnings": res.warnings,
+        print(json.dumps({"ok": ok, "devices": list(res.devices), "warnings": [w.text for w in res.warnings],
                           "available": gpu_available()[0]}))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -206,8 +192,10 @@ def test_sweep_sizes_and_hops():
     from memprobe.scan import ScanOptions
     from memprobe.scan.gpu import chase_hops, make_plan
 
-    d = {"sm_count": 132, "max_threads_per_sm": 2048, "l2_bytes": 50 << 20,
-         "memory_free_bytes": 70 << 30}
+    from memprobe.result import Declared, DeclaredCache, GpuFacts
+
+    d = Declared(caches=[DeclaredCache(2, "Unified", 50 << 20)],
+                 gpu=GpuFacts(sm_count=132, max_threads_per_sm=2048, memory_free_bytes=70 << 30))
     real = make_plan(d, ScanOptions(device="gpu"), sim=False)
     s = real.latency_sizes
     assert s[0] == 4 * KiB and s[-1] >= 4 * (50 << 20)
@@ -273,6 +261,7 @@ def _curve(name, unit, sizes, values):
 
 @sim
 def test_gpu_levels_from_synthetic_curves():
+    from memprobe.result import Code
     from memprobe.scan.plan import sweep_sizes
     from memprobe.scan.gpu import gpu_levels
 
@@ -295,8 +284,8 @@ def test_gpu_levels_from_synthetic_curves():
     assert levels[0].latency_ns == pytest.approx(38 / ghz, rel=0.03)
     assert levels[1].size_bytes == pytest.approx(45 << 20, rel=0.2)
     assert levels[-1].size_bytes is None
-    assert bypass[0]["latency_cycles"] == pytest.approx(380, rel=0.02)
-    assert any("L1-bypass" in n for n in levels[1].notes)
+    assert bypass[0].latency_cycles == pytest.approx(380, rel=0.02)
+    assert levels[1].has_note(Code.L1_BYPASS_EDGE)
 
 
 def test_near_far_split():
@@ -313,7 +302,7 @@ def test_near_far_split():
 
 @sim
 def test_scan_gpu_with_fake_device():
-    from memprobe.result import ScanResult
+    from memprobe.result import Code, ScanResult
     from memprobe.scan import ScanOptions, new_result, no_progress
     from memprobe.scan.gpu import GPU_STAGES, scan_gpu
 
@@ -322,7 +311,8 @@ def test_scan_gpu_with_fake_device():
     assert scan_gpu(opts, no_progress, res, device=FakeDevice()) is True
     g = res.devices["gpu"]
     assert g.kind == "gpu" and g.name == "Fake H100 (simulator)"
-    assert set(g.extra["stage_seconds"]) == {s.name for s in GPU_STAGES}
+    assert set(g.extra.stage_seconds) == {s.name for s in GPU_STAGES}
+    assert res.settings.gpu_plan["profile"] == "sim" and res.settings.gpu_plan["latency_sizes"]
     names = {c.name for c in g.curves}
     for n in ("clock", "latency_ca_cycles", "latency_ca_ns", "latency_cg_cycles", "latency_cg_ns",
               "bandwidth_triad_threads_all", "bandwidth_read_threads_1", "transfer_h2d_pinned",
@@ -333,13 +323,16 @@ def test_scan_gpu_with_fake_device():
     mem = g.levels[-1]
     assert set(mem.bandwidth_gbs) == {"read", "write", "copy", "triad"}
     assert set(mem.bandwidth_gbs["copy"]) == {"threads_1", "threads_all"}
-    assert all(g.extra["bandwidth"]["verified"].values())
-    assert g.extra["shared_memory"]["verified"] and g.extra["transfers"]["verified"]
-    assert g.compute["fp32_fma"]["verified"]
-    parts = g.extra["l2_partitions"]
-    assert [s["sm"] for s in parts["sms"]] == [0, 1] and len(parts["pairs"]) == 1
-    assert set(g.extra["sharing"]) == {"L1", "L2"}
-    assert any("simulator" in w for w in g.warnings)
+    assert all(g.bandwidth.verified.values()) and g.bandwidth.statistic == "best"
+    assert g.extra.shared_memory.verified and g.extra.host_link.verified
+    # one shape of compute ceilings for CPU and GPU: GFLOP/s by dtype and threads
+    assert g.compute.verified and g.compute.fma["float32"]["threads_all"] > 0
+    assert g.compute.theoretical.gflops["float32"] > 0
+    parts = g.extra.l2_partitions
+    assert [s.sm for s in parts.sms] == [0, 1] and len(parts.pairs) == 1
+    assert set(g.extra.sharing) == {"L1", "L2"}
+    assert any(w.code == Code.SIMULATOR for w in g.warnings)
+    assert {c.kind for c in g.curves if c.name.startswith("transfer_")} == {"transfer"}
     assert ScanResult.from_json(res.to_json()) == res  # the gpu device round-trips
 
 

@@ -1,9 +1,9 @@
 """Stage 5 (report) tests: the HTML report, compare and plot, on checked-in scans only.
 
-The fixtures in tests/data/ (built by tests/data/make_report_fixtures.py) never depend on the
-machine running the tests: scan_small.json (a real quick CPU scan plus synthetic bandwidth,
-compute, loaded-latency and training data), scan_incomplete.json (cut off mid-scan) and
-scan_gpu.json (plus a synthetic GPU device, marked as such in its settings).
+The fixtures in tests/data/ are written by the real code paths (tests/data/make_fixtures.py)
+and never depend on the machine running the tests: scan_small.json (a real quick CPU scan with
+the training study), scan_incomplete.json (stopped by Ctrl-C after level inference) and
+scan_gpu.json (plus the real GPU scan under the CUDA simulator on a fake device).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 
 from memprobe.report import plot, render_compare, render_html
 from memprobe.report import figures as F
-from memprobe.report.html import SECTIONS, environment, match_levels
-from memprobe.result import DeviceResult, Level, ScanResult
+from memprobe.report.html import OPTIONAL_SECTIONS, SECTIONS, environment, match_levels
+from memprobe.result import Code, Declared, DeclaredCache, DeviceResult, Level, ScanResult, ScanWarning
 
 DATA = Path(__file__).parent / "data"
 HOSTILE = "<script>alert('x')</script>$\\frac{1}{0}$ & \"q\""
@@ -56,8 +56,12 @@ def section_ids(html: str) -> list[str]:
 
 
 # ---- the page -------------------------------------------------------------------------------
+def without(*names: str) -> list[str]:
+    return [s for s in SECTIONS if s not in names]
+
+
 def test_small_has_every_section_in_order(small_html: str) -> None:
-    assert section_ids(small_html) == list(SECTIONS)
+    assert section_ids(small_html) == without("gpu", "cpu-vs-gpu")
 
 
 def test_sections_render_their_data(small_html: str) -> None:
@@ -68,9 +72,12 @@ def test_sections_render_their_data(small_html: str) -> None:
     assert "<svg" in section(small_html, "loaded-latency")
     assert "not measured in this scan" not in small_html
     summary = section(small_html, "summary")
-    assert 'class="hier"' in summary and "AMD EPYC" in summary
+    cpu = load("small").devices["cpu"]
+    assert 'class="hier"' in summary and cpu.name in summary
+    # the plan in force is shown, with the sweep's top as reached
+    assert "latency_top_reached_bytes" in summary
     dvm = section(small_html, "declared-vs-measured")
-    assert "&gt;25 %" in dvm  # the fixture's L3 slice (12 MiB of 32 MiB) is flagged
+    assert dvm.count("<tr") >= len(cpu.levels) + 1
     files = section(small_html, "files")
     assert 'href="scan.json"' in files and 'href="curves.csv"' in files
 
@@ -87,22 +94,36 @@ def test_incomplete_scan_shows_banner(incomplete_html: str, small_html: str) -> 
 
 
 def test_incomplete_scan_says_what_was_not_measured(incomplete_html: str) -> None:
-    assert section_ids(incomplete_html) == [s for s in SECTIONS if s != "training"]
+    assert section_ids(incomplete_html) == without(*OPTIONAL_SECTIONS)
     for sid in ("bandwidth", "roofline", "loaded-latency"):
         assert "not measured in this scan" in section(incomplete_html, sid), sid
     assert "<svg" in section(incomplete_html, "latency")  # the part of the curve it got
     assert "interrupted during stage" in section(incomplete_html, "warnings")
 
 
-def test_gpu_scan_shows_gpu_column(gpu_html: str) -> None:
+def test_gpu_scan_renders_every_gpu_section(gpu_html: str) -> None:
+    """The GPU half as the real GPU scan (under the simulator) wrote it: no section empty."""
+    scan = load("gpu")
     assert section_ids(gpu_html) == list(SECTIONS)
     summary = section(gpu_html, "summary")
     assert summary.count('class="hier"') == 2
-    assert "GPU: NVIDIA H100" in summary and "CPU: AMD EPYC" in summary
+    assert "GPU: Fake H100 (simulator)" in summary and f"CPU: {scan.devices['cpu'].name}" in summary
     assert section(gpu_html, "latency").count("<svg") == 2
-    assert "shared by all SMs" in section(gpu_html, "declared-vs-measured")
-    assert "near_cycles" in gpu_html  # the near/far L2 breakdown from device.extra
-    assert "synthetic GPU section" in gpu_html  # the fixture says what it is
+    dvm = section(gpu_html, "declared-vs-measured")
+    assert "shared by all SMs" in dvm and "per SM" in dvm and "16 KiB" in dvm  # the declared L2
+    bw = section(gpu_html, "bandwidth")
+    assert bw.count("<svg") == 2 and "one block of 32 threads on one SM" in bw
+    roof = section(gpu_html, "roofline")
+    assert roof.count("<svg") == 2
+    assert "FMA float32" in roof and "256" in roof  # the GPU's FMA ceiling and declared width
+    gpu = section(gpu_html, "gpu")
+    for part in ('id="near-far-l2"', 'id="host-link"', "shared memory", "L1-bypass"):
+        assert part in gpu, part
+    assert gpu.count("<svg") == 2  # per-hop L2 histogram and the host link
+    assert "h2d pinned" in gpu and "d2h pageable" in gpu
+    vs = section(gpu_html, "cpu-vs-gpu")
+    assert "memory latency" in vs and "best measured compute ceiling" in vs
+    assert "Fake H100" in gpu_html and "simulator" in section(gpu_html, "warnings")
 
 
 @pytest.mark.parametrize("name", ["small", "incomplete", "gpu"])
@@ -127,16 +148,16 @@ def test_element_ids_unique(gpu_html: str) -> None:
 def test_hostile_strings_are_escaped() -> None:
     r = load("gpu")
     r.host = HOSTILE
-    r.warnings.append(HOSTILE)
-    r.settings[HOSTILE] = HOSTILE
+    r.warn(Code.STEAL, HOSTILE)
+    r.settings.fixture = HOSTILE
     cpu = r.devices["cpu"]
     cpu.name = HOSTILE
-    cpu.levels[0].notes.append(HOSTILE)
+    cpu.levels[0].note(Code.UNSTABLE, HOSTILE)
     cpu.curves[0].name = HOSTILE
     cpu.curves[-1].params["label"] = HOSTILE
     r.devices["gpu"].curves[0].params["label"] = HOSTILE  # into a figure legend
-    r.devices["gpu"].extra[HOSTILE] = [HOSTILE]
-    r.training["points"][0]["level"] = HOSTILE
+    r.devices["gpu"].declared.model = HOSTILE
+    r.training.points[0].level = HOSTILE
     html = render_html(r, json_name="scan.json")
     assert "<script" not in html.lower()
     assert "&lt;script&gt;" in html
@@ -146,7 +167,7 @@ def test_hostile_strings_are_escaped() -> None:
 def test_empty_scan_renders() -> None:
     html = render_html(ScanResult(host="h", started_at="2026-01-01T00:00:00+00:00"))
     assert 'id="incomplete-banner"' in html
-    assert section_ids(html) == [s for s in SECTIONS if s != "training"]
+    assert section_ids(html) == without(*OPTIONAL_SECTIONS)
 
 
 def test_render_time_from_saved_json(tmp_path: Path) -> None:
@@ -176,17 +197,18 @@ def test_size_ticks_are_binary() -> None:
 def _dev(measured: list[int | None], declared: list[int]) -> DeviceResult:
     levels = [Level(name=f"L{i + 1}" if s else "memory", size_bytes=s, latency_ns=1.0 + i,
                     latency_cycles=3.0 + i) for i, s in enumerate(measured)]
-    caches = [{"level": i + 1, "type": "Data" if i == 0 else "Unified", "size_bytes": s,
-               "line_size_bytes": 64, "ways": 8, "shared_cpu_list": "0", "shared_by_cpus": 1}
+    caches = [DeclaredCache(level=i + 1, type="Data" if i == 0 else "Unified", size_bytes=s,
+                            line_size_bytes=64, ways=8, shared_cpu_list="0", shared_by_cpus=1)
               for i, s in enumerate(declared)]
-    return DeviceResult(kind="cpu", name="test", levels=levels, declared={"data_caches": caches})
+    return DeviceResult(kind="cpu", name="test", levels=levels, declared=Declared(caches=caches))
 
 
 def test_stage_table_shows_host_steal() -> None:
     res = load("small")
     cpu = res.devices["cpu"]
-    cpu.extra["stage_seconds"] = {"latency": 9.5, "bandwidth": 81.0}
-    cpu.extra["stage_steal_percent"] = {"latency": 0.4, "bandwidth": 37.5}
+    cpu.extra.stage_seconds = {"latency": 9.5, "bandwidth": 81.0}
+    cpu.extra.stage_steal_percent = {"latency": 0.4, "bandwidth": 37.5}
+    cpu.extra.steal_notable_percent = 5.0
     html = render_html(res)
     rows = re.findall(r"<tr( class=\"flag\")?><td><code>(latency|bandwidth)</code></td>"
                       r"<td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td>", html)
@@ -204,8 +226,9 @@ def test_declared_vs_measured_flags_a_vm_slice() -> None:
 
 def test_declared_vs_measured_carries_the_scans_level_notes() -> None:
     dev = _dev([32768, 524288, 4 << 20, 190 << 20, None], [32768, 524288, 32 << 20])
-    dev.levels[3].notes = ["within 1.6x of memory's latency: a memory-side cache, or page walks"]
-    dev.levels[2].notes = ["unstable: points on this plateau spread 30%", "bandwidth threads_1 = one block"]
+    dev.levels[3].note(Code.NEAR_MEMORY, "within 1.6x of memory's latency: a memory-side cache, or page walks")
+    dev.levels[2].note(Code.UNSTABLE, "unstable: points on this plateau spread 30%")
+    dev.levels[2].note(Code.BANDWIDTH_SCOPE, "bandwidth threads_1 = one block")
     by = {r["measured"]: r for r in match_levels(dev)}
     assert "memory-side cache" in by["L4"]["note"]
     # notes with a place of their own elsewhere stay out of this column
@@ -241,6 +264,7 @@ def test_plot_two_devices_and_one(tmp_path: Path) -> None:
     plot(load("gpu"), "roofline", tmp_path / "gpu.svg", device="gpu")
     assert (tmp_path / "both.png").stat().st_size > 2000
     assert b"H100" in (tmp_path / "gpu.svg").read_bytes()
+    plot(load("gpu"), "bandwidth", tmp_path / "gpu.png", device="gpu")
 
 
 def test_plot_rejects_bad_requests(tmp_path: Path) -> None:
@@ -262,7 +286,7 @@ def test_compare_two_scans() -> None:
     html = render_compare(a, b)
     for sid in ("summary", "levels", "latency", "bandwidth", "compute", "warnings"):
         assert f'<section id="{sid}">' in html, sid
-    assert "A: vm" in html and "B: other-host" in html
+    assert f"A: {a.host}" in html and "B: other-host" in html
     assert html.count("<svg") >= 2
     assert len(html.encode()) < MAX_BYTES
     assert "<script" not in html.lower()
@@ -272,7 +296,8 @@ def test_compare_cpu_against_gpu_and_incomplete() -> None:
     gpu_only = load("gpu")
     del gpu_only.devices["cpu"]
     html = render_compare(load("incomplete"), gpu_only)
-    assert "CPU AMD EPYC" in html and "GPU NVIDIA H100" in html  # paired across kinds
+    cpu_name = load("incomplete").devices["cpu"].name
+    assert f"CPU {cpu_name}" in html and "GPU Fake H100 (simulator)" in html  # paired across kinds
     assert "Incomplete scan" in html
 
 
@@ -303,3 +328,16 @@ def test_streaming_store_curves_join_their_kernel_panel(tmp_path: Path) -> None:
     fig = F.bandwidth_figure(dev)
     labels = {t.get_text() for lg in fig.legends for t in lg.get_texts()}
     assert "1 thread, streaming stores" in labels
+
+
+def test_compare_pairs_levels_by_size_and_flags_a_mismatch() -> None:
+    """A scan that found an extra 1.17 MiB level is paired by size, not by position: its L3 is
+    not compared with the other's L3 (the two views used to disagree)."""
+    from memprobe.report.pairing import pair_with_scan
+
+    a = _dev([48 << 10, 2 << 20, 260 << 20, None], [])
+    b = _dev([48 << 10, int(1.17 * 2**20), 2 << 20, 260 << 20, None], [])
+    pairs = [(p.measured.name if p.measured else None, p.other.name if p.other else None, p.flagged)
+             for p in pair_with_scan(a, b)]
+    assert pairs == [("L1", "L1", False), (None, "L2", True), ("L2", "L3", False), ("L3", "L4", False),
+                     ("memory", "memory", False)]

@@ -1,22 +1,38 @@
-"""The versioned result round-trips through JSON; bad documents are SchemaErrors."""
+"""The versioned result round-trips through JSON; memprobe/1 files still load; every scan the
+tests write validates against the shipped JSON Schema; bad documents are SchemaErrors."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from memprobe.result import SCHEMA, Curve, CurvePoint, DeviceResult, Level, ScanResult, SchemaError
+from memprobe.result import (SCHEMA, SCHEMA_FILE, Code, Curve, CurvePoint, Declared, DeclaredCache, DeviceResult,
+                             Level, ScanResult, SchemaError, TrainingPoint, TrainingStudy, json_schema)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def sample() -> ScanResult:
     dev = DeviceResult(kind="cpu", name="Test CPU", line_size_bytes=64, clock_ghz=3.0,
-                       declared={"data_caches": [{"level": 1, "size_bytes": 32768}]})
+                       declared=Declared(caches=[DeclaredCache(1, "Data", 32768)]))
     dev.levels = [Level("L1", 32768, 1.3, 3.9, {"read": {"threads_1": 100.0, "threads_all": 190.0}}),
                   Level("memory", None, 90.0, 270.0)]
+    dev.levels[0].note(Code.UNSTABLE, "unstable: points on this plateau spread 30%")
+    dev.warn(Code.STEAL, "the host took CPU time", "latency")
     dev.curves = [Curve("latency_hugepage", "latency", "size_bytes", "ns",
                         [CurvePoint(4096.0, [1.3, 1.31]), CurvePoint(8192.0, [1.3])], {"page_kind": "huge"})]
+    point = TrainingPoint(device="cpu", level="L1", width=64, layers=3, batch=16, threads="threads_1",
+                          n_threads=1, working_set_bytes=50_000, flops=1e6, bytes=2e5, measured_s=1e-4,
+                          predicted_s=1.1e-4, error=0.1)
     return ScanResult(host="h", started_at="2026-01-01T00:00:00+00:00", complete=True,
-                      devices={"cpu": dev}, training={"points": [{"width": 64}]})
+                      devices={"cpu": dev}, training=TrainingStudy(points=[point]))
+
+
+def validator():
+    jsonschema = pytest.importorskip("jsonschema", reason="the test extra's jsonschema validates scan.json")
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
 
 
 def test_round_trip():
@@ -25,8 +41,11 @@ def test_round_trip():
     d = json.loads(r.to_json())
     assert d["schema"] == SCHEMA and d["complete"] is True
     lv = d["cpu"]["levels"][0]
-    assert set(lv) >= {"name", "size_bytes", "latency_ns", "latency_cycles", "bandwidth_gbs"}
-    assert d["cpu"]["levels"][-1]["size_bytes"] is None and "points" in d["training"]
+    assert set(lv) >= {"name", "size_bytes", "size_interval_bytes", "edge", "latency_ns", "latency_cycles",
+                       "bandwidth_gbs"}
+    assert lv["notes"] == [{"code": "unstable", "text": "unstable: points on this plateau spread 30%"}]
+    assert d["cpu"]["warnings"][0] == {"code": "steal", "text": "the host took CPU time", "stage": "latency"}
+    assert d["cpu"]["levels"][-1]["size_bytes"] is None and d["training"]["points"][0]["model"] == "mlp"
 
 
 def test_nan_becomes_null():
@@ -35,10 +54,55 @@ def test_nan_becomes_null():
     assert json.loads(r.to_json())["cpu"]["clock_ghz"] is None
 
 
-@pytest.mark.parametrize("text", ["[]", '{"schema": "memprobe/0"}', '{"schema": "memprobe/1"}', "nope"])
+@pytest.mark.parametrize("text", ["[]", '{"schema": "memprobe/0"}', '{"schema": "memprobe/1"}',
+                                  '{"schema": "memprobe/2"}', "nope"])
 def test_schema_errors(text):
     with pytest.raises(SchemaError):
         ScanResult.from_json(text)
+
+
+def test_wrong_types_are_schema_errors_naming_the_field():
+    d = json.loads(sample().to_json())
+    d["cpu"]["levels"][0]["size_bytes"] = "big"
+    with pytest.raises(SchemaError, match=r"levels\.0\.size_bytes"):
+        ScanResult.from_dict(d)
+    d = json.loads(sample().to_json())
+    d["cpu"]["warnings"][0]["code"] = "made-up"
+    with pytest.raises(SchemaError, match="code"):
+        ScanResult.from_dict(d)
+
+
+def test_shipped_json_schema_is_the_generated_one():
+    """The file in the package is what the types generate (re-make it with
+    `python3 -m memprobe.schema` after changing a record)."""
+    assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
+
+
+def test_scans_validate_against_the_schema():
+    v = validator()
+    v.validate(json.loads(sample().to_json()))
+    for name in ("scan_small.json", "scan_gpu.json", "scan_incomplete.json"):
+        v.validate(json.loads((DATA / name).read_text()))
+    bad = json.loads(sample().to_json())
+    bad["cpu"]["levels"][0]["surprise"] = 1
+    assert not v.is_valid(bad)
+
+
+def test_memprobe_1_files_still_load():
+    """The example scan committed in memprobe/1 form: read, upgraded, and written as memprobe/2."""
+    old = ROOT / "reports" / "examples" / "amd-epyc-zen3-kvm-2vcpu" / "scan.json"
+    raw = json.loads(old.read_text())
+    if raw.get("schema") != "memprobe/1":
+        pytest.skip("the example scan is no longer memprobe/1")
+    r = ScanResult.load(old)
+    cpu = r.devices["cpu"]
+    assert [lv.name for lv in cpu.levels][-1] == "memory" and cpu.levels[0].size_bytes
+    assert cpu.declared.data_caches()[0].size_bytes == raw["cpu"]["declared"]["data_caches"][0]["size_bytes"]
+    assert cpu.compute.gemm and cpu.compute.fma["float64"]["threads_all"] > 0
+    assert len(r.training.points) == len(raw["training"]["points"])
+    assert all(n.code == Code.LEGACY for lv in cpu.levels for n in lv.notes)
+    again = ScanResult.from_json(r.to_json())
+    assert again == r and again.schema == SCHEMA
 
 
 def test_csv_has_every_point():

@@ -7,7 +7,10 @@ import math
 import pytest
 
 from memprobe import cli
-from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
+import dataclasses
+
+from memprobe.infer.to_result import note_near_memory
+from memprobe.result import Code, Curve, CurvePoint, Declared, DeclaredCache, DeviceResult, Level, ScanResult
 from memprobe.scan import ScanContext, ScanOptions, Stage, new_result, run_scan, run_stages
 from memprobe.scan import cpu as cpu_scan
 from memprobe.scan.plan import sweep_sizes
@@ -47,7 +50,7 @@ def test_interrupt_keeps_what_was_measured(monkeypatch, tmp_path, capsys):
     assert code == 130
     d = json.loads((tmp_path / "scan.json").read_text())
     assert d["complete"] is False and d["cpu"]["clock_ghz"] > 0
-    assert any("interrupted" in w for w in d["cpu"]["warnings"])
+    assert any(w["code"] == "interrupted" for w in d["cpu"]["warnings"])
     assert (tmp_path / "curves.csv").read_text().count("clock") >= 1
 
 
@@ -60,7 +63,7 @@ def test_failing_probe_marks_incomplete(monkeypatch):
     monkeypatch.setattr(cpu_scan, "CPU_STAGES", cpu_scan.CPU_STAGES[:2] + (Stage("broken", broken, "x"),))
     r = run_scan(ScanOptions(**TINY))
     assert r.complete is False
-    assert any("probe exploded" in w for w in r.devices["cpu"].warnings)
+    assert any(w.code == Code.STAGE_FAILED and "probe exploded" in w.text for w in r.devices["cpu"].warnings)
     assert r.devices["cpu"].clock_ghz  # the stage before it is kept
 
 
@@ -68,7 +71,7 @@ def test_declared_facts_never_feed_inference():
     sizes = geometric_sizes(4096, 128 << 20, 4)
     lat = latency_curve([SimLevel(32 << 10, 1.3), SimLevel(512 << 10, 4.5)], 90.0, sizes)
     levels = []
-    for declared in ({"data_caches": [{"level": 1, "size_bytes": 999}, {"level": 2, "size_bytes": 7}]}, {}):
+    for declared in (Declared(caches=[DeclaredCache(1, "Data", 999), DeclaredCache(2, "Unified", 7)]), Declared()):
         dev = DeviceResult("cpu", "x", declared=declared, clock_ghz=3.0)
         dev.curves.append(Curve("latency_hugepage", "latency", "size_bytes", "ns",
                                 [CurvePoint(float(s), [float(v)]) for s, v in zip(sizes, lat)]))
@@ -90,7 +93,7 @@ def test_run_stages_reports_progress_and_timing():
     dev = DeviceResult("cpu", "x")
     ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
     assert run_stages((Stage("noop", lambda c: None, "nothing"),), ctx)
-    assert "noop" in dev.extra["stage_seconds"]
+    assert "noop" in dev.extra.stage_seconds
 
 
 def test_run_stages_records_steal_and_warns_once(monkeypatch):
@@ -112,14 +115,14 @@ def test_run_stages_records_steal_and_warns_once(monkeypatch):
     stages = (Stage("busy", lambda c: None, ""), Stage("quiet", lambda c: None, ""),
               Stage("fails", boom, ""))
     assert not run_stages(stages, ctx)
-    assert dev.extra["stage_steal_percent"] == {"busy": 30.0, "quiet": 1.0}
-    steal_warnings = [w for w in dev.warnings if "steal" in w]
+    assert dev.extra.stage_steal_percent == {"busy": 30.0, "quiet": 1.0}
+    steal_warnings = [w.text for w in dev.warnings if w.code == Code.STEAL]
     assert len(steal_warnings) == 1 and "busy 30 %" in steal_warnings[0]
     assert "quiet 1" not in steal_warnings[0]
     # a second stage list on the same device warns only about its own stages
     readings = iter([{"cpu0": (31, 1200)}, {"cpu0": (31, 1300)}])
     assert run_stages((Stage("later", lambda c: None, ""),), ctx)
-    assert len([w for w in dev.warnings if "steal" in w]) == 1
+    assert len([w for w in dev.warnings if w.code == Code.STEAL]) == 1
 
 
 def _first_pass_ctx(opts):
@@ -235,25 +238,26 @@ def test_sweep_growth_stops_at_its_time_budget(monkeypatch, budget_s, grown_to):
     monkeypatch.setattr(cpu_scan, "_latency_curve", fake_curve)
     monkeypatch.setattr(cpu_scan.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(cpu_scan, "check_memory", lambda b: None)
-    monkeypatch.setattr(cpu_scan, "GROW_BUDGET_S", (budget_s, budget_s))
+    ctx.plan = dataclasses.replace(ctx.plan, latency_grow_budget_s=budget_s)
     cpu_scan.stage_latency(ctx)
     assert ctx.state["max_size_bytes"] == grown_to
-    stopped = [w for w in dev.warnings if "time budget" in w]
-    assert bool(stopped) == (grown_to < cpu_scan.EXTEND_LIMIT_BYTES)
+    assert ctx.result.settings.cpu_plan["latency_top_reached_bytes"] == grown_to
+    stopped = [w for w in dev.warnings if w.code == Code.SWEEP_BUDGET]
+    assert bool(stopped) == (grown_to < ctx.plan.latency_grow_limit_bytes)
 
 
 def test_memory_side_levels_get_a_note_not_a_verdict():
     def lv(name, size, ns):
-        return Level(name=name, size_bytes=size, latency_ns=ns, latency_cycles=None, bandwidth_gbs={},
-                     latency_spread=0.0, unstable=False, size_range_bytes=None, notes=[])
+        return Level(name=name, size_bytes=size, latency_ns=ns, latency_cycles=None)
 
     levels = [lv("L1", 32 << 10, 1.4), lv("L3", 4 << 20, 17.0), lv("L4", 190 << 20, 176.0),
               lv("memory", None, 219.0)]
-    cpu_scan.note_memory_side(levels)
+    note_near_memory(levels)
     assert [bool(x.notes) for x in levels] == [False, False, True, False]
+    assert levels[2].notes[0].code == Code.NEAR_MEMORY
     assert len(levels) == 4  # nothing dropped: one curve cannot tell creep from an eDRAM L4
     edram = [lv("L3", 8 << 20, 12.0), lv("L4", 128 << 20, 45.0), lv("memory", None, 85.0)]
-    cpu_scan.note_memory_side(edram)
+    note_near_memory(edram)
     assert not any(x.notes for x in edram)
 
 
@@ -264,8 +268,8 @@ def _memory_side_ctx(levels_spec, largest, reached=False):
     dev = DeviceResult("cpu", "x")
     dev.levels = [Level(name=n, size_bytes=s, latency_ns=ns, latency_cycles=ns * 3) for n, s, ns in levels_spec]
     if not reached:
-        dev.levels[-1].notes = ["not reached: last point of the sweep"]
-        dev.warnings.append("the curve still climbs at its largest size: main memory was not reached; x")
+        dev.levels[-1].note(Code.MEMORY_NOT_REACHED, "not reached: last point of the sweep")
+        dev.warn(Code.MEMORY_NOT_REACHED, "the curve still climbs at its largest size: main memory was not reached")
     dev.clock_ghz = 3.0
     # the random chase: each level's latency up to its size, memory's beyond, one point per octave
     pts, s = [], 4096
@@ -301,25 +305,25 @@ def test_memory_side_check_merges_page_walks_and_keeps_a_cache(monkeypatch, page
     sizes = sorted({s for s, _ in seen})
     assert sizes[0] < 180 * M < sizes[1] <= 1024 * M  # inside the plateau, and beyond it
     assert [lv.name for lv in dev.levels] == (["L1", "L2", "L3", "L4", "memory"] if kept else ["L1", "L2", "L3", "memory"])
-    check = dev.extra["memory_side_checks"][0]
-    assert check["verdict"] == ("cache" if kept else "page walks")
+    check = dev.extra.memory_side_checks[0]
+    assert check.verdict == ("cache" if kept else "page walks")
     assert len(dev.curve("latency_pagelocal").points) == 2
     # memory's page-local latency, beside the random chase's: the check's own point past the
     # merged level; none while memory stays "not reached" (the kept cache's curve still climbs)
     if kept:
-        assert "memory_page_local" not in dev.extra
+        assert dev.extra.memory_page_local is None
     else:
-        mpl = dev.extra["memory_page_local"]
-        assert mpl["size_bytes"] > 180 * M and mpl["latency_ns"] == pytest.approx(90.0)
-        assert any("page-local chase (one address translation" in n for n in dev.levels[-1].notes)
+        mpl = dev.extra.memory_page_local
+        assert mpl.size_bytes > 180 * M and mpl.latency_ns == pytest.approx(90.0)
+        assert dev.levels[-1].has_note(Code.PAGE_LOCAL_MEMORY) and dev.levels[-1].has_note(Code.NOT_A_CACHE)
     if kept:
-        assert dev.levels[-1].latency_ns == 220.0 and "memory-side cache:" in dev.levels[3].notes[-1]
+        assert dev.levels[-1].latency_ns == 220.0 and dev.levels[3].notes[-1].code == Code.MEMORY_SIDE_CACHE
     else:
         # memory: the median of the random chase from inside the merged level (90 MiB) on:
         # 128 MiB at 170 ns, 256 MiB-1 GiB at 220 ns
         assert dev.levels[-1].latency_ns == 220.0 and dev.levels[-1].latency_cycles == 660.0
-        assert not any("not reached" in n for n in dev.levels[-1].notes)
-        assert not any("main memory was not reached" in w for w in dev.warnings)
+        assert not dev.levels[-1].has_note(Code.MEMORY_NOT_REACHED)
+        assert not any(w.code == Code.MEMORY_NOT_REACHED for w in dev.warnings)
 
 
 def test_memory_side_check_leaves_ordinary_hierarchies_alone_but_reads_memory(monkeypatch):
@@ -331,6 +335,6 @@ def test_memory_side_check_leaves_ordinary_hierarchies_alone_but_reads_memory(mo
     monkeypatch.setattr(chase.ChaseProbe, "setup", lambda self, size: sizes.append(size))
     monkeypatch.setattr(chase.ChaseProbe, "run", lambda self, reps, **k: [95.0] * reps)
     cpu_scan.stage_memory_side(ctx)
-    assert len(ctx.device.levels) == 4 and "memory_side_checks" not in ctx.device.extra
+    assert len(ctx.device.levels) == 4 and not ctx.device.extra.memory_side_checks
     # only memory's page-local latency is measured: one size, 8x the last cache
-    assert sizes == [32 << 20] and ctx.device.extra["memory_page_local"]["latency_ns"] == 95.0
+    assert sizes == [32 << 20] and ctx.device.extra.memory_page_local.latency_ns == 95.0

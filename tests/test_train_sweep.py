@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memprobe.result import DeviceResult, Level, ScanResult
+from memprobe.result import Code, DeviceResult, Level, ScanResult
 from memprobe.train import model as M
 from memprobe.train import sweep as S
 from memprobe.train.network import NetShape
@@ -57,8 +57,8 @@ def test_scan_stage_without_bandwidth_warns_and_keeps_going():
 
     res = ScanResult(host="h", started_at="t", devices={"cpu": _device(bw=False)})
     assert scan_training(object(), lambda *a: None, res) is True
-    assert res.training["points"] == []
-    assert any("bandwidth" in w for w in res.warnings)
+    assert res.training.points == []
+    assert any("bandwidth" in w.text and w.code == Code.TRAINING for w in res.warnings)
 
 
 def test_study_end_to_end_tiny_budget():
@@ -66,17 +66,40 @@ def test_study_end_to_end_tiny_budget():
 
     res = ScanResult(host="h", started_at="t", devices={"cpu": _device()})
     tr = run_training_study(res, "cpu", quick=True, budget_s=0.5, mnist=False)
-    assert tr["points"], tr["skipped"]
-    p = tr["points"][0]
-    for key in ("device", "level", "capacity_multiple", "width", "layers", "batch", "threads", "working_set_bytes",
-                "flops", "bytes", "measured_s", "measured_spread", "predicted_s", "predicted_max_s",
-                "predicted_sum_s", "error", "achieved_fraction", "bound"):
-        assert key in p
-    assert p["bound"] in ("compute", "memory", "overhead")
-    assert p["error"] == pytest.approx((p["predicted_s"] - p["measured_s"]) / p["measured_s"])
-    assert "median_abs_error_all" in tr["summary"] and "gemm_rates" in tr and "overhead_s" in tr
+    assert tr is res.training and tr.points, tr.skipped
+    p = tr.points[0]
+    assert p.device == "cpu" and p.model == "mlp" and p.layers > 0 and p.measured_s > 0
+    assert p.bound in ("compute", "memory", "overhead")
+    assert p.error == pytest.approx((p.predicted_s - p.measured_s) / p.measured_s)
+    assert "median_abs_error_all" in tr.summary and set(tr.inputs["cpu"]) == {"gemm_rates", "overhead_s"}
     # the whole thing round-trips through the scan's JSON
-    assert ScanResult.from_json(res.to_json()).training["points"][0]["width"] == p["width"]
+    assert ScanResult.from_json(res.to_json()).training == tr
+
+
+def test_a_gpu_study_keeps_the_cpu_half_of_the_scan(monkeypatch):
+    """`memprobe train --device gpu --scan S` keeps S's CPU points, epoch and inputs, and pairs
+    the GPU points with CPU partners (the speed-up table)."""
+    from memprobe.result import EpochResult, TrainingPoint, TrainingStudy
+    from memprobe.scan import training as T
+
+    cpu_point = TrainingPoint(device="cpu", level="L2", width=64, layers=3, batch=16, threads="threads_all",
+                              n_threads=2, working_set_bytes=100_000, flops=1e6, bytes=1e5, measured_s=4e-4,
+                              predicted_s=4e-4, error=0.0)
+    epoch = EpochResult(device="cpu", framework="numpy", threads=2, dims=[784, 256, 256, 10], batch=64,
+                        samples=60000, steps=938, samples_done=60000, complete=True, epoch_s=1.0)
+    res = ScanResult(host="h", started_at="t", devices={"cpu": _device(), "gpu": _device()},
+                     training=TrainingStudy(points=[cpu_point], mnist={"cpu": epoch},
+                                            inputs={"cpu": {"overhead_s": {"gemm": 1e-6}, "gemm_rates": {}}}))
+    res.devices["gpu"].kind = "gpu"
+    gpu_point = {**cpu_point.__dict__, "device": "gpu", "threads": "threads_all", "measured_s": 1e-4}
+    monkeypatch.setattr(T, "_gpu_usable", lambda framework: True)
+    monkeypatch.setattr(S, "run_device_sweep", lambda *a, **k: {
+        "points": [gpu_point], "skipped": [], "overhead_s": {}, "gemm_rates": {}, "warnings": [],
+        "blas_threads_control": "none"})
+    tr = T.run_training_study(res, "gpu", quick=True, mnist=False)
+    assert [p.device for p in tr.points] == ["cpu", "gpu"]
+    assert tr.mnist["cpu"] == epoch and tr.inputs["cpu"]["overhead_s"] == {"gemm": 1e-6}
+    assert len(tr.speedup) == 1 and tr.speedup[0].gpu_over_cpu == pytest.approx(4.0)
 
 
 def test_summary_and_speedup_pairing():
@@ -86,7 +109,7 @@ def test_summary_and_speedup_pairing():
     assert s["median_abs_error_batch_ge16"] == pytest.approx(0.1)
     gpu = [{"width": 64, "batch": 16, "measured_s": 0.25}]
     sp = S.pair_speedups(pts, gpu)
-    assert sp[0]["speedup"] == pytest.approx(4.0)
+    assert sp[0]["gpu_over_cpu"] == pytest.approx(4.0)
     assert S.gpu_wins_from(sp) == {"16": 64}
     claims = S.judge_claims(None, None, sp)
     assert "outside" in claims[0]["finding"]

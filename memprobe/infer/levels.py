@@ -1,55 +1,14 @@
 """Stage 3 of the flow (probe -> samples -> **inference** -> result -> report).
 
-Levels from a latency curve: plateaus of latency against log(size), boundaries where the curve
-leaves a plateau. Only the curve is read; declared sizes never enter here.
+Levels from a latency curve: plateaus of latency against log(size), each boundary where the
+curve has climbed 40 % of the way to the next plateau. Pure: only the curve is read, never the
+declared sizes, so the same rules serve CPU and GPU scans and `memprobe infer`.
 
-Method (and why this one):
-  1. Work in x = log2(size), y = ln(latency): cache levels are multiplicative in both, so one
-     tolerance fits an L1 at 1 ns and an HBM at 700 cycles.
-  2. Smooth with a running *median* over +-0.3 octave (at least one neighbour each side). A median keeps a step where it is (a
-     mean or a spline would drag it) while killing single noisy repetitions. Curves with one
-     point per octave are left as they are.
-  3. Flat runs: band segmentation -- the widest windows (longest first, not overlapping) whose
-     smoothed values stay inside a band of `tol` (10 % or 3 sigma of the curve's own
-     point-to-point noise, whichever is wider). A run is a plateau if it has >= 2 points and
-     spans >= 0.4 octave: one point per octave curves (lmbench, sbc-bench ramlat) still get
-     their levels, and a steep ramp does not (its points leave any 10 % band at once).
-     On a sparse curve (about one point per octave) a level whose two points differ by more
-     than the band still bends the curve: a pair of neighbours rising less than half as much as
-     the steps into and out of it (per octave), between two plateaus and clear of both, counts
-     as a level too
-     (`_shoulders`; the Raspberry Pi 5's 2 MiB L3, and with it its L2, came out right).
-  4. Adjacent plateaus within 25 % of each other are one level: a gradual edge (random
-     replacement, a TLB step on top of a level) may split a level, never a real level gap,
-     which is >= 1.3x on every machine we have curves for (the slow start of a soft edge on this
-     project's VM held a 1.2x "plateau" for 0.75 octave: 1.25 merges it).
-  4b. A plateau whose step up from the one before is small (< 1.6x) and under a third of its
-     own step to the next (in log latency) joins the one before, which keeps its latency. On
-     this project's VM a lucky page placement holds the L2 at ~4 ns to ~200 KiB, then at
-     ~5.2 ns (a few overfull page colours) to ~500 KiB, then climbs 3x to the L3: two
-     "levels" 1.26-1.3x apart that the merge ratio of 4. does not join (2 of 8 scans read
-     their L2 at 0.42x). The Intel N100's TLB step (1.45x, then 13x to memory) goes the same
-     way. Real neighbours on every published curve are either >= 1.6x apart or less than three
-     times smaller than the step after them (RX 6900 XT 1.9x then 4.9x; Zen 1 2.9x then 9.8x).
-  5. Boundary = where the curve has left the plateau for good: the size, interpolated in log2,
-     at which the smoothed latency has climbed 40 % of the way (linear, i.e. 40 % of the
-     accesses miss) from this plateau to the next. For a sharp (LRU) step any fraction gives
-     the capacity. Smooth edges come from sets filled through randomly placed 4 KiB pages (a
-     VM's huge pages are still 4 KiB pages on the host): with LRU a page colour holding more
-     pages than ways misses on every access of a lap, so ~half the accesses miss at S = C;
-     with random or pseudo-LRU replacement an overfull set keeps part of its lines, so fewer
-     miss at S = C and the half-way point lies beyond C. 0.4 sits between the two: on the ten
-     published curves the half-way rule put 16 of the 20 caches it found above their declared
-     size (median 1.24x; 20/28 right), 0.4 gets 22/28 (AltraMax L2 1.02, Zen 5 L2 1.07 / L3
-     1.12, MI210 L2 0.97, H100 far L2 half 51 MB for 50 MB; 24/28 with the shoulders of 3.; these
-     scores read "MB" as 10^6 bytes, and 26/27 with MiB, see benchmarks/infer_accuracy.py);
-     on this project's Zen 3 VM the L2 edge runs from
-     ~256 KiB to ~1 MiB and the half-way rule put it at 1.1-1.3x the declared 512 KiB.
-  A change-point library (ruptures) was tried in thought and rejected: piecewise-constant fits
-  cut smooth ramps into spurious levels and need a penalty tuned per curve density; the band
-  rule needs no tuning across the ten published curves and our own.
-  The last plateau is main memory when the curve ends on it; if the curve still climbs after
-  its last plateau, memory was not reached and the last point stands for it, flagged.
+The steps, numbered as in docs/method.md ("How levels are inferred", with the reasons; the
+figures behind them are in docs/validation.md): 1. work in log2(size), ln(latency); 2. smooth
+with a running median; 3. plateaus by band segmentation, shoulders on sparse curves; 4. merge
+neighbours within 25 % and small steps; 5. boundary at 40 % of the gap; 6. the last plateau is
+main memory, or the curve never reached it.
 """
 
 from __future__ import annotations
@@ -59,14 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from memprobe.result import Code, ScanWarning
+
 SMOOTH_HALF_WIDTH_OCT = 0.3
 BAND_MIN = math.log(1.10)
 MIN_PLATEAU_OCT = 0.4
 BAND_SIGMAS = 3.0  # band half-width in sigmas of the smoothed curve's own noise
 MERGE_RATIO = 1.25
 SMALL_STEP_FRACTION = 1 / 3  # a step under 1.6x and this much smaller than the next one is no
-SMALL_STEP_MAX_RATIO = 1.6    # level (in log latency): see 4b.
-LEAVE_FRACTION = 0.4  # of the linear latency gap to the next plateau (40 % of accesses miss): see 5.
+SMALL_STEP_MAX_RATIO = 1.6    # level (in log latency): docs/method.md, step 4
+LEAVE_FRACTION = 0.4  # of the linear latency gap to the next plateau (40 % of accesses miss): step 5
 UNSTABLE_SPREAD = 0.15  # relative spread of a level's points above which it is flagged
 
 
@@ -92,7 +53,7 @@ class Hierarchy:
     levels: list[InferredLevel]  # nearest first; the last is main memory
     memory_reached: bool
     noise: float  # estimated relative point-to-point noise of the curve
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[ScanWarning] = field(default_factory=list)
 
     @property
     def caches(self) -> list[InferredLevel]:
@@ -204,11 +165,11 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     runs = _flat_runs(x, ys, tol)
     if not dense and runs:
         runs = sorted(runs + _shoulders(x, y, runs))
-    warnings: list[str] = []
+    warnings: list[ScanWarning] = []
     if not runs:
         # no plateau at all: a single level spanning the curve
         runs = [(0, len(x) - 1)]
-        warnings.append("no flat region found: the curve is read as a single level")
+        warnings.append(ScanWarning(Code.INFERENCE, "no flat region found: the curve is read as a single level"))
 
     # merge neighbours that are the same level seen twice (gradual edge, TLB step)
     merged: list[list[int]] = [list(runs[0])]
@@ -235,8 +196,9 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     memory_reached = (last_b >= len(x) - 1
                       or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
     if not memory_reached:
-        warnings.append("the curve still climbs at its largest size: main memory was not reached; "
-                        "its latency is the last point's")
+        warnings.append(ScanWarning(Code.MEMORY_NOT_REACHED,
+                                    "the curve still climbs at its largest size: main memory was not "
+                                    "reached; its latency is the last point's"))
 
     levels: list[InferredLevel] = []
     cache_plateaus = plateaus if not memory_reached else plateaus[:-1]
@@ -271,7 +233,7 @@ def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int
     """A plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and under
     SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one before,
     keeping that one's latency: it is the start of a soft edge (a few overfull page colours)
-    or a TLB step, not a level (see 4b.)."""
+    or a TLB step, not a level (docs/method.md, step 4)."""
     out = list(plateaus)
     k = 1
     while k < len(out) - 1:

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from memprobe.result import CpuFacts, Declared, DeclaredCache
+
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)\s*$", re.IGNORECASE)
 _MULT = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
@@ -120,25 +122,29 @@ def read_thp(sysfs_root: str | Path = "/sys") -> str | None:
     return m.group(1) if m else raw
 
 
-def declared_cpu(sysfs_root: str | Path = "/sys", with_cpuinfo: bool = True) -> dict[str, Any]:
-    """Everything the machine declares about its CPU, for the `declared` block of the result."""
+def declared_cpu(sysfs_root: str | Path = "/sys", with_cpuinfo: bool = True) -> Declared:
+    """Everything the machine declares about its CPU, for the `declared` record of the result."""
     import psutil
 
-    caches = read_sysfs_caches(sysfs_root)
-    out: dict[str, Any] = {
-        "source": "sysfs + py-cpuinfo + psutil",
-        "caches": caches,
-        "data_caches": declared_data_caches(caches),
-        "cores_logical": psutil.cpu_count(logical=True),
-        "cores_physical": psutil.cpu_count(logical=False),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory": read_memory(),
-        "transparent_hugepage": read_thp(sysfs_root),
-    }
+    mem = read_memory()
+    out = Declared(
+        source="sysfs + py-cpuinfo + psutil",
+        caches=[DeclaredCache(**c) for c in read_sysfs_caches(sysfs_root)],
+        cores_logical=psutil.cpu_count(logical=True),
+        cores_physical=psutil.cpu_count(logical=False),
+        cores_usable=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        memory_total_bytes=mem["total_bytes"], memory_available_bytes=mem["available_bytes"],
+        cpu=CpuFacts(transparent_hugepage=read_thp(sysfs_root)),
+    )
     if with_cpuinfo:
         info = read_cpuinfo()
-        out.update(info)
+        out.error = info.get("error")
+        out.model = info.get("model")
         flags = info.get("flags") or []
-        out["fma_flops_per_cycle_fp64"] = fma_flops_per_cycle(flags, 8)
-        out["fma_flops_per_cycle_fp32"] = fma_flops_per_cycle(flags, 4)
+        hz = info.get("hz_advertised")
+        out.clock_ghz = hz / 1e9 if hz else None
+        out.cpu = CpuFacts(vendor=info.get("vendor"), arch=info.get("arch"), flags=flags, hz_advertised=hz,
+                           transparent_hugepage=out.cpu.transparent_hugepage)
+        out.fma_flops_per_cycle = {"float32": fma_flops_per_cycle(flags, 4),
+                                   "float64": fma_flops_per_cycle(flags, 8)}
     return out

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from memprobe.result import Declared, DeclaredCache, GpuFacts
+
 # The unified L1 / shared-memory array per SM is not a device attribute: NVIDIA tuning guides.
 UNIFIED_L1_SHARED_BYTES_BY_CC: dict[tuple[int, int], int] = {
     (7, 0): 128 << 10, (7, 5): 96 << 10, (8, 0): 192 << 10, (8, 6): 128 << 10,
@@ -67,14 +69,13 @@ def theoretical_memory_gbs(memory_clock_khz: int | None, bus_width_bits: int | N
 
 
 def declared_gpu(device: Any, memory_info: tuple[int, int] | None = None,
-                 nvml: dict[str, Any] | None = None) -> dict[str, Any]:
+                 nvml: dict[str, Any] | None = None) -> Declared:
     """Declared facts of `device` (numba.cuda Device or a fake with the same attribute names).
 
     memory_info: (free, total) bytes from the context, when the caller has one; nvml: extra
     facts from `nvml_facts()` (filled where the driver attribute is missing)."""
-    d: dict[str, Any] = {"source": "CUDA device attributes", "name": _name(device)}
+    d: dict[str, Any] = {}
     cc = getattr(device, "compute_capability", None)
-    d["compute_capability"] = f"{cc[0]}.{cc[1]}" if cc else None
     for attr, key in _ATTRIBUTES:
         d[key] = _attr(device, attr)
     nv = nvml or {}
@@ -82,22 +83,35 @@ def declared_gpu(device: Any, memory_info: tuple[int, int] | None = None,
         d["max_clock_khz"] = int(nv["max_sm_clock_mhz"]) * 1000
     if d.get("memory_clock_khz") is None and nv.get("max_memory_clock_mhz"):
         d["memory_clock_khz"] = int(nv["max_memory_clock_mhz"]) * 1000
-    d["max_clock_ghz"] = d["max_clock_khz"] / 1e6 if d.get("max_clock_khz") else None
-    d["theoretical_memory_gbs"] = theoretical_memory_gbs(d.get("memory_clock_khz"),
-                                                         d.get("memory_bus_width_bits"))
     cc_t = tuple(cc) if cc else None
     unified = UNIFIED_L1_SHARED_BYTES_BY_CC.get(cc_t) if cc_t else None
-    d["l1_shared_unified_per_sm_bytes"] = unified
+    l2 = d.pop("l2_bytes")
+    facts = GpuFacts(
+        compute_capability=f"{cc[0]}.{cc[1]}" if cc else None,
+        **{k: v for k, v in d.items()},
+        theoretical_memory_gbs=theoretical_memory_gbs(d.get("memory_clock_khz"), d.get("memory_bus_width_bits")),
+        l1_shared_unified_per_sm_bytes=unified,
+        l1_min_bytes=(unified - d["shared_per_sm_bytes"]) if unified and d.get("shared_per_sm_bytes") else None,
+        fp32_lanes_per_sm=FP32_LANES_PER_SM_BY_CC.get(cc_t) if cc_t else None,
+        memory_free_bytes=int(memory_info[0]) if memory_info else None,
+        nvml={k: v for k, v in nv.items() if v is None or isinstance(v, (str, int, float, bool))},
+    )
+    caches = []
     # with the max-L1 carve-out the chase kernels ask for (shared_memory_carveout="maxl1") and
     # no shared memory, L1 may take the whole unified array
-    d["l1_max_bytes"] = unified
-    d["l1_min_bytes"] = (unified - d["shared_per_sm_bytes"]) if unified and d.get("shared_per_sm_bytes") else None
-    d["fp32_lanes_per_sm"] = FP32_LANES_PER_SM_BY_CC.get(cc_t) if cc_t else None
-    if memory_info:
-        d["memory_free_bytes"], d["memory_total_bytes"] = int(memory_info[0]), int(memory_info[1])
-    if nv:
-        d["nvml"] = nv
-    return d
+    if unified:
+        caches.append(DeclaredCache(level=1, type="Data", size_bytes=unified, scope="per SM"))
+    if l2:
+        caches.append(DeclaredCache(level=2, type="Unified", size_bytes=int(l2), scope="shared by all SMs"))
+    lanes = facts.fp32_lanes_per_sm
+    return Declared(
+        source="CUDA device attributes" + (" + NVML" if nv else ""), model=_name(device), caches=caches,
+        cores_logical=facts.sm_count, cores_usable=facts.sm_count,
+        memory_total_bytes=int(memory_info[1]) if memory_info else None,
+        memory_available_bytes=int(memory_info[0]) if memory_info else None,
+        clock_ghz=facts.max_clock_khz / 1e6 if facts.max_clock_khz else None,
+        fma_flops_per_cycle={"float32": 2 * lanes if lanes else None},
+        gpu=facts)
 
 
 def nvml_facts(index: int = 0) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from memprobe.report import figures as F
 from memprobe.report.html import _diagram_widths, _level_view, _svg, environment, num, pct
+from memprobe.report.pairing import pair_with_scan
 from memprobe.result import DeviceResult, ScanResult
 
 
@@ -28,10 +29,13 @@ def _scan_view(tag: str, r: ScanResult) -> dict[str, Any]:
         devices.append({"key": key, "kind": dev.kind, "name": dev.name, "clock": num(dev.clock_ghz),
                         "line": F.size_text(dev.line_size_bytes),
                         "levels": [_level_view(lv, i, widths) for i, lv in enumerate(dev.levels)]})
-    errs = [abs(p["error"]) for p in F.training_points(r) if F.finite(p.get("error"))]
+    errs = [abs(p.error) for p in r.training.points if F.finite(p.error)]
+    st = r.settings
+    settings = {"device": st.device, "profile": "quick" if st.quick else "default", "seed": st.seed,
+                "memprobe": st.memprobe_version or "—"}
     return {"tag": tag, "host": r.host, "started_at": r.started_at, "complete": r.complete,
-            "duration": num(r.duration_s), "settings": r.settings, "devices": devices,
-            "warnings": list(r.warnings) + [f"{d.kind}: {w}" for d in r.devices.values() for w in d.warnings],
+            "duration": num(r.duration_s), "settings": settings, "devices": devices,
+            "warnings": [w.text if where == "scan" else f"{where}: {w.text}" for where, w in r.all_warnings()],
             "training": {"n": len(errs), "median_error": pct(statistics.median(errs), signed=False) if errs else "—"}}
 
 
@@ -45,16 +49,10 @@ def _pairs(a: ScanResult, b: ScanResult) -> list[tuple[DeviceResult, DeviceResul
 
 
 def _level_rows(da: DeviceResult, db: DeviceResult) -> list[dict[str, Any]]:
-    """Levels side by side by position from the nearest, memory with memory."""
-    ca = [lv for lv in da.levels if lv.size_bytes]
-    cb = [lv for lv in db.levels if lv.size_bytes]
-    ma = next((lv for lv in da.levels if not lv.size_bytes), None)
-    mb = next((lv for lv in db.levels if not lv.size_bytes), None)
-    pairs = [(ca[i] if i < len(ca) else None, cb[i] if i < len(cb) else None) for i in range(max(len(ca), len(cb)))]
-    if ma or mb:
-        pairs.append((ma, mb))
+    """Levels side by side as report/pairing.py pairs them (by size), memory with memory."""
     rows = []
-    for la, lb in pairs:
+    for pr in pair_with_scan(da, db):
+        la, lb = pr.measured, pr.other
         ra = F.level_bandwidth(la) if la else None
         rb = F.level_bandwidth(lb) if lb else None
         rows.append({
@@ -62,6 +60,7 @@ def _level_rows(da: DeviceResult, db: DeviceResult) -> list[dict[str, Any]]:
             "size_a": F.size_text(la.size_bytes) if la and la.size_bytes else ("memory" if la else "—"),
             "size_b": F.size_text(lb.size_bytes) if lb and lb.size_bytes else ("memory" if lb else "—"),
             "size_ratio": _ratio(la.size_bytes if la else None, lb.size_bytes if lb else None),
+            "flag": pr.flagged,
             "lat_a": num(la.latency_ns) if la else "—", "lat_b": num(lb.latency_ns) if lb else "—",
             "lat_ratio": _ratio(la.latency_ns if la else None, lb.latency_ns if lb else None),
             "bw_a": num(ra[0]) if ra else "—", "bw_b": num(rb[0]) if rb else "—",

@@ -28,7 +28,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, Curve, DeviceResult, Level, ScanResult
+from memprobe.report.text import finite, fmt3, size_text, size_tick  # noqa: F401 (used by the views)
+from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, Curve, DeviceResult, Level, ScanResult, TrainingPoint
 
 # Okabe-Ito (Wong 2011, Nature Methods 8:441), black last: distinguishable in deuteranopia,
 # protanopia and tritanopia, and in greyscale print by the line styles that go with them.
@@ -102,51 +103,9 @@ def _margins(fig: FigureBase, legend_rows: int = 0, top_in: float = 0.42, hspace
 
 
 # ---- text and number helpers (also used by the HTML views) ----------------------------------
-def size_tick(n: float) -> str:
-    """Binary size in the short tick form: 4K, 32K, 1M, 1.5M, 32M, 1G."""
-    if n is None or not math.isfinite(n) or n <= 0:
-        return ""
-    for unit, div in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if n >= div:
-            v = n / div
-            return f"{v:.0f}{unit}" if abs(v - round(v)) < 1e-9 else f"{v:.3g}{unit}"
-    return f"{n:.0f}"
-
-
-def size_text(n: float | None) -> str:
-    """Binary size for tables: 32 KiB, 1.5 MiB, 24.0 GiB."""
-    if n is None or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
-        return "—"
-    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            v = n / div
-            return f"{v:.0f} {unit}" if abs(v - round(v)) < 1e-9 else f"{v:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
-def fmt3(v: float) -> str:
-    """3 significant digits without an exponent: 0.0123, 4.56, 171, 5 930, 690 000."""
-    if not finite(v):
-        return "—"
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1000:
-        digits = int(math.floor(math.log10(a))) + 1
-        r = round(v, 3 - digits)
-        return f"{r:,.0f}".replace(",", "\u2009")
-    if a < 1e-4:
-        return f"{v:.2e}"
-    return f"{v:.3g}"
-
-
 def label(text: Any) -> str:
     """Text from the JSON made safe for matplotlib: '$' would start mathtext (and can raise)."""
     return str(text).replace("\\", "\\\\").replace("$", r"\$")
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def to_svg(fig: Figure, salt: str) -> str:
@@ -202,25 +161,8 @@ def _x_range(values: Sequence[float]) -> tuple[float, float]:
 
 
 def declared_sizes(dev: DeviceResult) -> list[tuple[str, int]]:
-    """Declared cache capacities (label, bytes), nearest first. CPU: sysfs data caches; GPU: the
-    CUDA attributes that are capacities (L2, and L1/shared when the probe helper records them)."""
-    d = dev.declared or {}
-    out: list[tuple[str, int]] = []
-    caches = d.get("data_caches")
-    if caches is None:
-        caches = [c for c in d.get("caches") or [] if str(c.get("type", "")).lower() != "instruction"]
-    for c in caches or []:
-        if isinstance(c, dict) and finite(c.get("size_bytes")):
-            lvl = c.get("level", "?")
-            kind = str(c.get("type", ""))
-            suffix = "d" if kind.lower() == "data" else ""
-            out.append((f"L{lvl}{suffix}", int(c["size_bytes"])))
-    if not out:
-        for key, value in d.items():
-            m = re.fullmatch(r"(l\d)_(?:cache_)?size_bytes", str(key))
-            if m and finite(value):
-                out.append((m.group(1).upper(), int(value)))
-    return sorted(out, key=lambda t: t[1])
+    """Declared data-cache capacities (label, bytes), nearest first (sysfs, CUDA attributes)."""
+    return sorted(((c.label, int(c.size_bytes)) for c in dev.declared.data_caches()), key=lambda t: t[1])
 
 
 def level_colour(i: int) -> str:
@@ -459,29 +401,26 @@ def bandwidth_overlay_figure(series: Sequence[tuple[str, DeviceResult]], kernel:
 
 # ---- (e) roofline --------------------------------------------------------------------------
 def compute_ceilings(dev: DeviceResult) -> list[tuple[str, float, str]]:
-    """(label, GFLOP/s, kind) with kind in measured-fma | measured-gemm | theoretical."""
-    comp = dev.compute or {}
+    """(label, GFLOP/s, kind) with kind in fma | gemm | theoretical."""
+    comp = dev.compute
+    if comp is None:
+        return []
     out: list[tuple[str, float, str]] = []
-    fma = comp.get("fma") or {}
-    if isinstance(fma, dict):
-        for dtype, per in fma.items():
-            if isinstance(per, dict):
-                for tk, v in per.items():
-                    if finite(v) and v > 0:
-                        out.append((f"FMA {dtype}, {THREAD_LABELS.get(tk, tk)}", float(v), "fma"))
+    for dtype, per in comp.fma.items():
+        for tk, v in per.items():
+            if finite(v) and v > 0:
+                out.append((f"FMA {dtype}, {THREAD_LABELS.get(tk, tk)}", float(v), "fma"))
     best: dict[tuple[str, str], float] = {}
-    for g in comp.get("gemm") or []:
-        if isinstance(g, dict) and finite(g.get("gflops")) and g["gflops"] > 0:
-            key = (str(g.get("library", "BLAS")), str(g.get("dtype", "")))
-            best[key] = max(best.get(key, 0.0), float(g["gflops"]))
+    for g in comp.gemm:
+        if finite(g.gflops) and g.gflops > 0:
+            key = (g.library or "BLAS", g.dtype)
+            best[key] = max(best.get(key, 0.0), float(g.gflops))
     for (lib, dtype), v in best.items():
         out.append((f"GEMM {dtype} ({lib}, best n)", v, "gemm"))
-    theo = comp.get("theoretical") or {}
-    if isinstance(theo, dict):
-        for k, v in theo.items():
-            m = re.fullmatch(r"peak_gflops_(\w+)", str(k))
-            if m and finite(v) and v > 0:
-                out.append((f"theoretical {m.group(1)} (ISA × measured clock)", float(v), "theoretical"))
+    if comp.theoretical is not None:
+        for dtype, v in comp.theoretical.gflops.items():
+            if finite(v) and v > 0:
+                out.append((f"theoretical {dtype} (ISA × measured clock)", float(v), "theoretical"))
     return out
 
 
@@ -497,21 +436,20 @@ def level_bandwidth(lv: Level) -> tuple[float, str] | None:
     return None
 
 
-def training_points(result: ScanResult, device: str | None = None) -> list[dict[str, Any]]:
-    pts = (result.training or {}).get("points") or []
-    return [p for p in pts if isinstance(p, dict) and (device is None or p.get("device") == device)]
+def training_points(result: ScanResult, device: str | None = None) -> list[TrainingPoint]:
+    return result.training.device_points(device)
 
 
-def roofline_figure(dev: DeviceResult, points: Sequence[dict[str, Any]] = (), title: str | None = None,
+def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), title: str | None = None,
                     fig: FigureBase | None = None) -> FigureBase:
     ceilings = compute_ceilings(dev)
     roofs = [(lv, level_bandwidth(lv)) for lv in dev.levels]
     roofs = [(lv, r) for lv, r in roofs if r]
     if not ceilings and not roofs:
         raise NoData(f"no compute or bandwidth ceilings for {dev.kind}")
-    pts = [p for p in points if finite(p.get("flops")) and finite(p.get("bytes")) and p["bytes"] > 0
-           and finite(p.get("measured_s")) and p["measured_s"] > 0 and p["flops"] > 0]
-    ai = [p["flops"] / p["bytes"] for p in pts]
+    pts = [p for p in points if finite(p.flops) and finite(p.bytes) and p.bytes > 0
+           and finite(p.measured_s) and p.measured_s > 0 and p.flops > 0]
+    ai = [p.flops / p.bytes for p in pts]
     x_lo = min([1 / 16] + [a / 2 for a in ai])
     x_hi = max([64.0] + [a * 2 for a in ai])
     # the roofs bend at the best *measured* ceiling; the theoretical one is drawn, not used
@@ -536,12 +474,12 @@ def roofline_figure(dev: DeviceResult, points: Sequence[dict[str, Any]] = (), ti
     # one scatter per marker shape (a collection each), not per point: far fewer artists to draw
     by_marker: dict[str, tuple[list[float], list[float], list[str], list[str]]] = {}
     for p, a in zip(pts, ai):
-        colour = level_colour(level_index.get(p.get("level"), len(OKABE_ITO) - 1))
-        bound = str(p.get("bound", ""))
+        colour = level_colour(level_index.get(p.level, len(OKABE_ITO) - 1))
+        bound = p.bound or ""
         xs_, ys_, fc, ec = by_marker.setdefault(BOUND_MARKERS.get(bound, "D"), ([], [], [], []))
         xs_.append(a)
-        ys_.append(p["flops"] / p["measured_s"] / 1e9)
-        fc.append("none" if p.get("threads") == "threads_1" else colour)
+        ys_.append(p.flops / p.measured_s / 1e9)
+        fc.append("none" if p.threads == "threads_1" else colour)
         ec.append(colour)
         seen_bound.add(bound)
     for marker, (xs_, ys_, fc, ec) in by_marker.items():
@@ -550,12 +488,12 @@ def roofline_figure(dev: DeviceResult, points: Sequence[dict[str, Any]] = (), ti
     for b in sorted(seen_bound):
         extra.append(Line2D([], [], ls="", marker=BOUND_MARKERS.get(b, "D"), color="0.3",
                             label=f"training step, {b or 'unknown'}-bound (colour = level)"))
-    if any(p.get("threads") == "threads_1" for p in pts):
+    if any(p.threads == "threads_1" for p in pts):
         extra.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3",
                             label="hollow: 1 thread, filled: all threads"))
     ax.set_xlim(x_lo, x_hi)
     ys_all = [bw * x_lo for _, (bw, _) in roofs] + [v for _, v, _ in ceilings] + \
-             [p["flops"] / p["measured_s"] / 1e9 for p in pts]
+             [p.flops / p.measured_s / 1e9 for p in pts]
     ax.set_ylim(min(ys_all) / 2, max([peak] + [v for _, v, _ in ceilings]) * 2.5)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt3(v)))
@@ -571,19 +509,18 @@ def roofline_figure(dev: DeviceResult, points: Sequence[dict[str, Any]] = (), ti
 
 # ---- (f) loaded latency --------------------------------------------------------------------
 def loaded_latency_figure(dev: DeviceResult) -> Figure:
-    rows = [r for r in dev.loaded_latency or [] if isinstance(r, dict)
-            and finite(r.get("bandwidth_gbs")) and finite(r.get("latency_ns"))]
+    rows = [r for r in dev.loaded_latency if finite(r.bandwidth_gbs) and finite(r.latency_ns)]
     if not rows:
         raise NoData(f"no loaded-latency points for {dev.kind}")
     fig = new_figure(9.6, 4.0)
     ax = fig.add_subplot()
-    kernels = sorted({str(r.get("kernel", "")) for r in rows})
+    kernels = sorted({r.kernel for r in rows})
     for i, k in enumerate(kernels):
-        rs = sorted((r for r in rows if str(r.get("kernel", "")) == k), key=lambda r: r["bandwidth_gbs"])
-        ax.plot([r["bandwidth_gbs"] for r in rs], [r["latency_ns"] for r in rs], marker="os^D"[i % 4],
+        rs = sorted((r for r in rows if r.kernel == k), key=lambda r: r.bandwidth_gbs)
+        ax.plot([r.bandwidth_gbs for r in rs], [r.latency_ns for r in rs], marker="os^D"[i % 4],
                 ls=LINESTYLES[i % 4], color=level_colour(i), label=label(f"streaming kernel: {k or '?'}"))
         for r in rs:
-            ax.annotate(f"{r.get('streaming_threads', '?')}", (r["bandwidth_gbs"], r["latency_ns"]),
+            ax.annotate(f"{r.streaming_threads}", (r.bandwidth_gbs, r.latency_ns),
                         textcoords="offset points", xytext=(4, 4), fontsize=7.5, color=level_colour(i))
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
@@ -605,30 +542,30 @@ def _seconds(v: float, _pos: Any = None) -> str:
 
 
 def training_figure(result: ScanResult) -> Figure:
-    pts = [p for p in training_points(result) if finite(p.get("working_set_bytes"))
-           and finite(p.get("measured_s")) and p["measured_s"] > 0 and p["working_set_bytes"] > 0]
+    pts = [p for p in training_points(result) if finite(p.working_set_bytes)
+           and finite(p.measured_s) and p.measured_s > 0 and p.working_set_bytes > 0]
     if not pts:
         raise NoData("no training points")
-    groups = sorted({(str(p.get("device", "?")), str(p.get("threads", ""))) for p in pts})
+    groups = sorted({(p.device, p.threads) for p in pts})
     cols = min(2, len(groups))
     rows = math.ceil(len(groups) / cols)
     fig = new_figure(9.6, 3.3 * rows + 1.5)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
-    batches = sorted({p.get("batch") for p in pts}, key=lambda b: (b is None, b))
+    batches = sorted({p.batch for p in pts})
     colours = {b: level_colour(i) for i, b in enumerate(batches)}
     for gi, (device, threads) in enumerate(groups):
         ax = axes[gi // cols][gi % cols]
-        gp = [p for p in pts if (str(p.get("device", "?")), str(p.get("threads", ""))) == (device, threads)]
-        _size_axis(ax, *_x_range([p["working_set_bytes"] for p in gp]))
+        gp = [p for p in pts if (p.device, p.threads) == (device, threads)]
+        _size_axis(ax, *_x_range([p.working_set_bytes for p in gp]))
         for b in batches:
-            bp = sorted((p for p in gp if p.get("batch") == b), key=lambda p: p["working_set_bytes"])
+            bp = sorted((p for p in gp if p.batch == b), key=lambda p: p.working_set_bytes)
             if not bp:
                 continue
-            x = [p["working_set_bytes"] for p in bp]
-            ax.plot(x, [p["measured_s"] for p in bp], color=colours[b], marker="o", ms=3.5, lw=1.5,
+            x = [p.working_set_bytes for p in bp]
+            ax.plot(x, [p.measured_s for p in bp], color=colours[b], marker="o", ms=3.5, lw=1.5,
                     label=f"batch {b}: measured")
-            pred = [(p["working_set_bytes"], p["predicted_s"]) for p in bp
-                    if finite(p.get("predicted_s")) and p["predicted_s"] > 0]
+            pred = [(p.working_set_bytes, p.predicted_s) for p in bp
+                    if finite(p.predicted_s) and p.predicted_s > 0]
             if pred:
                 ax.plot(*zip(*pred), color=colours[b], ls="--", marker="x", ms=3.5, lw=1.1,
                         label=f"batch {b}: predicted")
@@ -659,8 +596,54 @@ def training_figure(result: ScanResult) -> Figure:
     return fig
 
 
+# ---- GPU: near/far L2, host link ---------------------------------------------------------------
+def l2_hop_figure(dev: DeviceResult) -> Figure:
+    """Per-hop L2 latency histograms, one per SM (near and far halves as two humps)."""
+    curves = [c for c in dev.curves if c.kind == "histogram" and c.points]
+    if not curves:
+        raise NoData(f"no per-hop L2 histogram for {dev.kind}")
+    fig = new_figure(9.6, 3.8)
+    ax = fig.add_subplot()
+    parts = {s.sm: s for s in dev.extra.l2_partitions.sms} if dev.extra.l2_partitions else {}
+    for i, c in enumerate(curves):
+        xs = [p.x for p in c.points]
+        ys = [p.samples[0] if p.samples else 0.0 for p in c.points]
+        sm = c.params.get("sm")
+        ax.step(xs, ys, where="mid", color=level_colour(i), ls=LINESTYLES[i % 4], lw=1.4,
+                label=label(f"SM {sm}"))
+        thr = parts.get(sm).threshold_cycles if sm in parts else None
+        if finite(thr):
+            ax.axvline(thr, color=level_colour(i), lw=0.9, ls=":")
+    ax.set_xlabel("cycles per hop (ld.global.cg, timer overhead included)")
+    ax.set_ylabel("hops")
+    ax.set_ylim(bottom=0)
+    ax.set_title(label(f"{dev.kind.upper()} {dev.name}: L2 per-hop latency by SM (dotted: near/far split)"),
+                 loc="left")
+    _margins(fig, _legend(fig, ax, ncols=4))
+    return fig
+
+
+def transfer_figure(dev: DeviceResult) -> Figure:
+    """Host<->device copy bandwidth against transfer size, per direction and host memory kind."""
+    curves = [c for c in dev.curves if c.kind == "transfer" and c.points]
+    if not curves:
+        raise NoData(f"no host<->device transfer curve for {dev.kind}")
+    fig = new_figure(9.6, 4.2)
+    ax = fig.add_subplot()
+    _size_axis(ax, *_x_range([p.x for c in curves for p in c.points]))
+    for i, c in enumerate(curves):
+        what = f"{c.params.get('direction', '?')}, {c.params.get('host', '?')} host memory"
+        _band_line(ax, c, level_colour(i), LINESTYLES[i % 4], label(what))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("transfer size (bytes, log scale)")
+    ax.set_ylabel("bandwidth (GB/s)")
+    ax.set_title(label(f"{dev.kind.upper()} {dev.name}: host-device link"), loc="left")
+    _margins(fig, _legend(fig, ax, [Patch(color="0.5", alpha=0.25, label="min..max of repetitions")], ncols=3))
+    return fig
+
+
 # ---- figure registry for plot.py -----------------------------------------------------------
-def figure_height(what: str, dev: DeviceResult, points: Sequence[dict[str, Any]] = ()) -> float:
+def figure_height(what: str, dev: DeviceResult, points: Sequence[TrainingPoint] = ()) -> float:
     """Height in inches that fits the axes plus the legend rows under them."""
     if what == "latency":
         return 4.6
@@ -668,7 +651,7 @@ def figure_height(what: str, dev: DeviceResult, points: Sequence[dict[str, Any]]
         return 2.7 * math.ceil(len(bandwidth_curves(dev)) / 2) + 1.3
     if what == "roofline":
         n = len(compute_ceilings(dev)) + sum(1 for lv in dev.levels if level_bandwidth(lv))
-        n += len({str(p.get("bound", "")) for p in points}) + (1 if points else 0)
+        n += len({p.bound for p in points}) + (1 if points else 0)
         return 4.3 + 0.2 * math.ceil(n / 2)
     return 4.4
 

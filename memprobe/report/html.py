@@ -7,8 +7,8 @@ and can't leak a request. The page is a jinja2 template (templates/report.html, 
 strict undefined); this module only builds plain view dictionaries for it, so every number is
 formatted in one place and the template holds layout alone.
 
-Sections (ids are stable; tests and links rely on them): summary, declared-vs-measured, latency,
-bandwidth, roofline, training (only when the study ran), loaded-latency, warnings, method, files.
+Sections (ids are stable; tests and links rely on them): SECTIONS, of which gpu and cpu-vs-gpu
+appear when a GPU was scanned and training when the study ran.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any, Callable
 import jinja2
 from markupsafe import Markup
 
-from memprobe.platform.load import STEAL_NOTABLE_FRACTION
 from memprobe.report import figures as F
-from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, DeviceResult, Level, ScanResult
+from memprobe.report.pairing import DISAGREE_FRACTION, pair_with_declared
+from memprobe.result import ALL_BANDWIDTH_KERNELS, THREAD_KEYS, Code, DeviceResult, Level, ScanResult
 
-# a measured capacity more than this far from the declared one is flagged in the table
-DISAGREE_FRACTION = 0.25
-# a level matched to a declared cache must be within this factor of it (else: no counterpart)
-MATCH_FACTOR = 8.0
-SECTIONS = ("summary", "declared-vs-measured", "latency", "bandwidth", "roofline", "training",
-            "loaded-latency", "warnings", "method", "files")
+# the level notes the declared-vs-measured table repeats (the others have columns of their own)
+MATCH_NOTE_CODES = (Code.NEAR_MEMORY, Code.MEMORY_SIDE_CACHE, Code.NOT_A_CACHE, Code.PAGE_LOCAL_MEMORY)
+SECTIONS = ("summary", "declared-vs-measured", "latency", "bandwidth", "roofline", "gpu", "cpu-vs-gpu",
+            "training", "loaded-latency", "warnings", "method", "files")
+# sections only some scans have: gpu and cpu-vs-gpu (a GPU scanned), training (the study ran)
+OPTIONAL_SECTIONS = ("gpu", "cpu-vs-gpu", "training")
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,7 +85,7 @@ def _svg(build: Callable[[], Any], salt: str) -> dict[str, Any]:
 def _bw_cells(lv: Level) -> list[dict[str, Any]]:
     out = []
     bw = lv.bandwidth_gbs or {}
-    kernels = [k for k in BANDWIDTH_KERNELS if k in bw] + sorted(k for k in bw if k not in BANDWIDTH_KERNELS)
+    kernels = [k for k in ALL_BANDWIDTH_KERNELS if k in bw] + sorted(k for k in bw if k not in ALL_BANDWIDTH_KERNELS)
     for k in kernels:
         per = bw.get(k) or {}
         out.append({"kernel": k, "t1": per.get("threads_1"), "tall": per.get("threads_all")})
@@ -99,13 +99,14 @@ def _level_view(lv: Level, i: int, widths: dict[str, float]) -> dict[str, Any]:
         "name": lv.name,
         "is_memory": lv.size_bytes is None,
         "size": F.size_text(lv.size_bytes) if lv.size_bytes else "main memory",
-        "size_range": " – ".join(F.size_text(s) for s in lv.size_range_bytes) if lv.size_range_bytes else "",
+        "size_range": " – ".join(F.size_text(s) for s in lv.size_interval_bytes) if lv.size_interval_bytes else "",
+        "edge": lv.edge or "",
         "latency_ns": num(lv.latency_ns),
         "latency_cycles": num(lv.latency_cycles),
         "spread": pct(lv.latency_spread, signed=False),
         "unstable": bool(lv.unstable),
         "sharing": lv.sharing or "",
-        "notes": list(lv.notes or []),
+        "notes": [n.text for n in lv.notes],
         "read_t1": num(read.get("threads_1")) if read else None,
         "read_tall": num(read.get("threads_all")) if read else None,
         "roof": f"{num(roof[0])} GB/s ({roof[1]})" if roof else None,
@@ -126,102 +127,63 @@ def _diagram_widths(levels: list[Level]) -> dict[str, float]:
             for lv in levels}
 
 
-def _declared_caches(dev: DeviceResult) -> list[dict[str, Any]]:
-    out = []
-    d = dev.declared or {}
-    caches = d.get("data_caches")
-    if caches is None:
-        caches = [c for c in d.get("caches") or [] if str(c.get("type", "")).lower() != "instruction"]
-    for c in caches or []:
-        if isinstance(c, dict) and F.finite(c.get("size_bytes")):
-            n = c.get("shared_by_cpus")
-            sharing = ""
-            if F.finite(n):
-                sharing = "private (1 CPU)" if n == 1 else f"shared by {n} CPUs ({c.get('shared_cpu_list', '?')})"
-            suffix = "d" if str(c.get("type", "")).lower() == "data" else ""
-            out.append({"name": f"L{c.get('level', '?')}{suffix}", "size_bytes": int(c["size_bytes"]),
-                        "line": c.get("line_size_bytes"), "ways": c.get("ways"), "sharing": sharing})
-    if not out:
-        for name, size in F.declared_sizes(dev):
-            out.append({"name": name, "size_bytes": size, "line": None, "ways": None,
-                        "sharing": "shared by all SMs" if name == "L2" and dev.kind == "gpu" else ""})
-    return sorted(out, key=lambda c: c["size_bytes"])
+def _declared_sharing(dc) -> str:
+    if dc.scope:
+        return dc.scope
+    n = dc.shared_by_cpus
+    if F.finite(n):
+        return "private (1 CPU)" if n == 1 else f"shared by {n} CPUs ({dc.shared_cpu_list or '?'})"
+    return ""
 
 
 def match_levels(dev: DeviceResult) -> list[dict[str, Any]]:
-    """Pair each inferred cache level with the declared cache nearest in log2(size), one to one.
-
-    Matching by size rather than by name, because inference names levels in the order it finds
-    them: a missed L1 would otherwise compare the measured 'L1' with the declared L1 and call
-    every level wrong. Pairs further apart than MATCH_FACTOR stay unmatched and are shown so.
-    """
-    measured = [lv for lv in dev.levels if lv.size_bytes]
-    declared = _declared_caches(dev)
-    cands = []
-    for i, lv in enumerate(measured):
-        for j, dc in enumerate(declared):
-            dist = abs(math.log2(lv.size_bytes) - math.log2(dc["size_bytes"]))
-            if dist <= math.log2(MATCH_FACTOR):
-                cands.append((dist, i, j))
-    pair_m: dict[int, int] = {}
-    used_d: set[int] = set()
-    for _dist, i, j in sorted(cands):
-        if i not in pair_m and j not in used_d:
-            pair_m[i] = j
-            used_d.add(j)
+    """The declared-vs-measured rows, from the one pairing every view uses (report/pairing.py)."""
     rows = []
-    for i, lv in enumerate(measured):
-        dc = declared[pair_m[i]] if i in pair_m else None
-        diff = (lv.size_bytes - dc["size_bytes"]) / dc["size_bytes"] if dc else None
+    for pr in pair_with_declared(dev):
+        lv, dc = pr.measured, pr.other
+        diff = pr.size_diff
         note = []
+        if pr.is_memory:
+            rows.append({"measured": lv.name if lv else "—", "measured_size": "—", "size_range": "", "edge": "",
+                         "declared": "memory", "declared_size": F.size_text(dev.declared.memory_total_bytes),
+                         "diff": "—", "flag": False, "latency_ns": num(lv.latency_ns if lv else None),
+                         "latency_cycles": num(lv.latency_cycles if lv else None),
+                         "sharing_measured": (lv.sharing if lv else None) or "—", "sharing_declared": "—",
+                         "unstable": bool(lv and lv.unstable),
+                         "note": "; ".join(n.text for n in (lv.notes if lv else []) if n.code in MATCH_NOTE_CODES)})
+            continue
+        if lv is None:
+            rows.append({"measured": "—", "measured_size": "—", "size_range": "", "edge": "",
+                         "declared": dc.label, "declared_size": F.size_text(dc.size_bytes), "diff": "—",
+                         "flag": True, "latency_ns": "—", "latency_cycles": "—", "sharing_measured": "—",
+                         "sharing_declared": _declared_sharing(dc) or "—", "unstable": False,
+                         "note": "declared, but the sweep resolved no boundary near it"})
+            continue
         if dc is None:
             note.append("no declared cache near this size: a noise step, or a level not declared")
-        elif dc["name"].rstrip("d") != lv.name:
-            note.append(f"inferred as {lv.name}, declared as {dc['name']}")
-        if dc is not None and diff is not None and diff < -DISAGREE_FRACTION:
+        elif dc.label.rstrip("d") != lv.name:
+            note.append(f"inferred as {lv.name}, declared as {dc.label}")
+        if diff is not None and diff < -DISAGREE_FRACTION:
             note.append("below declared: the slice this process can use (VM, shared cache) or a noisy boundary")
-        elif dc is not None and diff is not None and diff > DISAGREE_FRACTION:
+        elif diff is not None and diff > DISAGREE_FRACTION:
             note.append("above declared: the next level's latency is close, or a noisy boundary")
-        # the scan's notes on memory and a cache close to it (scan/cpu.py stage_memory_side); the
-        # other level notes (unstable, sharing, GPU bandwidth) have their own columns or sections
-        note.extend(n for n in (lv.notes or []) if "memory-side cache" in n or "page-local chase" in n
-                    or "is not a cache" in n)
+        note.extend(n.text for n in lv.notes if n.code in MATCH_NOTE_CODES)
         rows.append({
-            "sort": lv.size_bytes,
             "measured": lv.name, "measured_size": F.size_text(lv.size_bytes),
-            "size_range": " – ".join(F.size_text(s) for s in lv.size_range_bytes) if lv.size_range_bytes else "",
-            "declared": dc["name"] if dc else "—", "declared_size": F.size_text(dc["size_bytes"]) if dc else "—",
-            "diff": pct(diff) if diff is not None else "—",
-            "flag": bool(diff is not None and abs(diff) > DISAGREE_FRACTION),
+            "size_range": " – ".join(F.size_text(s) for s in lv.size_interval_bytes) if lv.size_interval_bytes else "",
+            "edge": lv.edge or "",
+            "declared": dc.label if dc else "—", "declared_size": F.size_text(dc.size_bytes) if dc else "—",
+            "diff": pct(diff) if diff is not None else "—", "flag": pr.flagged,
             "latency_ns": num(lv.latency_ns), "latency_cycles": num(lv.latency_cycles),
             "sharing_measured": lv.sharing or "not measured",
-            "sharing_declared": dc["sharing"] if dc and dc["sharing"] else "—",
+            "sharing_declared": (_declared_sharing(dc) if dc else "") or "—",
             "unstable": lv.unstable, "note": "; ".join(note),
         })
-    for j, dc in enumerate(declared):
-        if j not in used_d:
-            rows.append({
-                "sort": dc["size_bytes"], "measured": "—", "measured_size": "—", "size_range": "",
-                "declared": dc["name"], "declared_size": F.size_text(dc["size_bytes"]), "diff": "—",
-                "flag": True, "latency_ns": "—", "latency_cycles": "—", "sharing_measured": "—",
-                "sharing_declared": dc["sharing"] or "—", "unstable": False,
-                "note": "declared, but the sweep resolved no boundary near it",
-            })
-    rows.sort(key=lambda r: r["sort"])
-    mem = next((lv for lv in dev.levels if not lv.size_bytes), None)
-    if mem is not None:
-        rows.append({"sort": math.inf, "measured": mem.name, "measured_size": "—", "size_range": "",
-                     "declared": "memory", "declared_size": F.size_text((dev.declared.get("memory") or {}).get("total_bytes"))
-                     if isinstance(dev.declared.get("memory"), dict) else "—",
-                     "diff": "—", "flag": False, "latency_ns": num(mem.latency_ns),
-                     "latency_cycles": num(mem.latency_cycles), "sharing_measured": mem.sharing or "—",
-                     "sharing_declared": "—", "unstable": mem.unstable, "note": ""})
     return rows
 
 
 def _line_row(dev: DeviceResult) -> dict[str, Any] | None:
-    caches = _declared_caches(dev)
-    declared = next((c["line"] for c in caches if c["line"]), None)
+    declared = next((c.line_size_bytes for c in dev.declared.data_caches() if c.line_size_bytes), None)
     if dev.line_size_bytes is None and declared is None:
         return None
     diff = ((dev.line_size_bytes - declared) / declared) if dev.line_size_bytes and declared else None
@@ -250,58 +212,67 @@ def _noise_rows(dev: DeviceResult) -> list[dict[str, Any]]:
 
 def _stage_rows(dev: DeviceResult) -> list[dict[str, Any]]:
     """Each stage's seconds beside the host's steal time during it (the conditions it ran in)."""
-    seconds = (dev.extra or {}).get("stage_seconds") or {}
-    steal = (dev.extra or {}).get("stage_steal_percent") or {}
+    seconds = dev.extra.stage_seconds
+    steal = dev.extra.stage_steal_percent
+    notable = dev.extra.steal_notable_percent
     return [{"stage": name, "seconds": num(s), "steal": "—" if steal.get(name) is None else f"{steal[name]:g} %",
-             "stolen": (steal.get(name) or 0) >= 100 * STEAL_NOTABLE_FRACTION}
+             "stolen": notable is not None and (steal.get(name) or 0) >= notable}
             for name, s in seconds.items()]
 
 
 # ---- compute, loaded latency, training ------------------------------------------------------
 def _compute_view(dev: DeviceResult) -> dict[str, Any] | None:
-    comp = dev.compute or {}
-    if not comp:
+    comp = dev.compute
+    if comp is None:
         return None
-    fma = []
-    for dtype, per in (comp.get("fma") or {}).items():
-        if isinstance(per, dict):
-            fma.append({"dtype": dtype, "t1": num(per.get("threads_1")), "tall": num(per.get("threads_all"))})
-    gemm = [{"library": g.get("library", "—"), "dtype": g.get("dtype", "—"), "n": num(g.get("n")),
-             "threads": num(g.get("threads")), "gflops": num(g.get("gflops"))}
-            for g in comp.get("gemm") or [] if isinstance(g, dict)]
-    theo = comp.get("theoretical") if isinstance(comp.get("theoretical"), dict) else {}
-    other = {k: v for k, v in comp.items() if k not in ("fma", "gemm", "theoretical")}
-    return {"fma": fma, "gemm": gemm, "theoretical": theo, "other": other}
+    fma = [{"dtype": dtype, "t1": num(per.get("threads_1")), "tall": num(per.get("threads_all"))}
+           for dtype, per in comp.fma.items()]
+    gemm = [{"library": g.library, "dtype": g.dtype, "n": num(g.n), "threads": g.threads, "gflops": num(g.gflops)}
+            for g in comp.gemm]
+    theo = []
+    if comp.theoretical is not None:
+        t = comp.theoretical
+        for dtype, v in t.gflops.items():
+            theo.append({"dtype": dtype, "gflops": num(v), "per_cycle": num(t.flops_per_cycle_per_unit.get(dtype)),
+                         "units": t.units, "clock": num(t.clock_ghz)})
+    return {"fma": fma, "gemm": gemm, "theoretical": theo, "statistic": comp.statistic, "method": comp.method,
+            "unit_label": "SMs" if dev.kind == "gpu" else "cores",
+            "fma_clock": num(comp.clock_ghz_during_fma) if comp.clock_ghz_during_fma else None}
 
 
 def _training_view(result: ScanResult) -> dict[str, Any] | None:
-    tr = result.training or {}
-    pts = F.training_points(result)
+    tr = result.training
+    pts = tr.points
     if not pts:
         return None
     rows = []
-    for p in sorted(pts, key=lambda p: (str(p.get("device")), str(p.get("threads")), _n(p.get("batch")),
-                                        _n(p.get("working_set_bytes")))):
+    for p in sorted(pts, key=lambda p: (p.device, p.threads, p.batch, p.working_set_bytes)):
         rows.append({
-            "device": p.get("device", "—"), "level": p.get("level", "—"), "width": num(p.get("width")),
-            "batch": num(p.get("batch")), "threads": F.THREAD_LABELS.get(p.get("threads"), p.get("threads") or "—"),
-            "ws": F.size_text(p.get("working_set_bytes")), "gflop": num(_div(p.get("flops"), 1e9)),
-            "mb": num(_div(p.get("bytes"), 1e6)), "measured": _time(p.get("measured_s")),
-            "predicted": _time(p.get("predicted_s")), "error": pct(p.get("error")),
-            "big_error": F.finite(p.get("error")) and abs(p["error"]) > 0.15,
-            "achieved": pct(p.get("achieved_fraction"), signed=False), "bound": p.get("bound", "—"),
+            "device": p.device, "model": p.model, "level": p.level, "width": num(p.width),
+            "batch": num(p.batch), "threads": F.THREAD_LABELS.get(p.threads, p.threads),
+            "ws": F.size_text(p.working_set_bytes), "gflop": num(p.flops / 1e9),
+            "mb": num(p.bytes / 1e6), "measured": _time(p.measured_s),
+            "predicted": _time(p.predicted_s), "error": pct(p.error),
+            "big_error": F.finite(p.error) and abs(p.error) > 0.15,
+            "achieved": pct(p.achieved_fraction, signed=False), "bound": p.bound or "—",
         })
     summary = []
-    groups = sorted({(str(p.get("device")), str(p.get("threads"))) for p in pts})
-    for dev, th in groups:
-        gp = [p for p in pts if (str(p.get("device")), str(p.get("threads"))) == (dev, th) and F.finite(p.get("error"))]
-        big = [abs(p["error"]) for p in gp if F.finite(p.get("batch")) and p["batch"] >= 16]
-        one = [abs(p["error"]) for p in gp if p.get("batch") == 1]
+    for dev, th in sorted({(p.device, p.threads) for p in pts}):
+        gp = [p for p in pts if (p.device, p.threads) == (dev, th) and F.finite(p.error)]
+        big = [abs(p.error) for p in gp if p.batch >= 16]
+        one = [abs(p.error) for p in gp if p.batch == 1]
         summary.append({"device": dev, "threads": F.THREAD_LABELS.get(th, th), "n": len(gp),
                         "big": pct(statistics.median(big), signed=False) if big else "—",
                         "one": pct(statistics.median(one), signed=False) if one else "—"})
-    extra = {k: v for k, v in tr.items() if k != "points"}
-    return {"rows": rows, "summary": summary, "extra": extra}
+    epochs = [{"device": k, "threads": e.threads, "dims": "-".join(map(str, e.dims)), "batch": e.batch,
+               "measured": _time(e.epoch_s), "predicted": _time(e.predicted_epoch_s), "error": pct(e.error),
+               "complete": e.complete} for k, e in tr.mnist.items()]
+    speedup = [{"width": s.width, "batch": s.batch, "cpu": _time(s.cpu_s), "gpu": _time(s.gpu_s),
+                "ratio": f"{s.gpu_over_cpu:.2f}×"} for s in tr.speedup]
+    return {"rows": rows, "summary": summary, "epochs": epochs, "speedup": speedup,
+            "claims": [{"text": c.text, "finding": c.finding} for c in tr.claims],
+            "skipped": len(tr.skipped), "method": tr.method,
+            "wins": {b: w for b, w in tr.gpu_wins_from_width.items()}}
 
 
 def _n(v: Any) -> float:
@@ -317,9 +288,66 @@ def _time(s: Any) -> str:
 
 
 def _loaded_rows(dev: DeviceResult) -> list[dict[str, Any]]:
-    return [{"threads": num(r.get("streaming_threads")), "kernel": r.get("kernel", "—"),
-             "bw": num(r.get("bandwidth_gbs")), "lat": num(r.get("latency_ns"))}
-            for r in dev.loaded_latency or [] if isinstance(r, dict)]
+    return [{"threads": num(r.streaming_threads), "kernel": r.kernel, "bw": num(r.bandwidth_gbs),
+             "lat": num(r.latency_ns)} for r in dev.loaded_latency]
+
+
+def _gpu_views(dev: DeviceResult, salt: str) -> dict[str, Any]:
+    """The GPU's own sections: near/far L2 halves, shared memory, the host<->device link."""
+    ex = dev.extra
+    parts = None
+    if ex.l2_partitions is not None:
+        lp = ex.l2_partitions
+        parts = {"buffer": F.size_text(lp.buffer_bytes), "load": lp.load, "note": lp.note,
+                 "sms": [{"sm": r.sm, "near": num(r.near_cycles), "far": num(r.far_cycles),
+                          "near_ns": num(r.near_ns), "far_ns": num(r.far_ns), "ratio": num(r.ratio),
+                          "near_fraction": pct(r.near_fraction, signed=False), "seen": r.split_seen}
+                         for r in lp.sms],
+                 "pairs": [{"a": q.sm_a, "b": q.sm_b, "differ": pct(q.addresses_classed_differently, signed=False)}
+                           for q in lp.pairs],
+                 "figure": _svg(lambda: F.l2_hop_figure(dev), salt + "l2")}
+    smem = None
+    if ex.shared_memory is not None:
+        sm = ex.shared_memory
+        smem = {"latency_cycles": num(sm.latency_cycles), "latency_ns": num(sm.latency_ns),
+                "read_gbs": num(sm.read_gbs), "per_clock": num(sm.bytes_per_clock_per_sm),
+                "declared_block": F.size_text(sm.declared_per_block_bytes),
+                "declared_optin": F.size_text(sm.declared_per_block_optin_bytes),
+                "declared_sm": F.size_text(sm.declared_per_sm_bytes), "verified": sm.verified}
+    link = None
+    if ex.host_link is not None:
+        link = {"peaks": [{"what": k.replace("_", " "), "gbs": num(v)} for k, v in ex.host_link.peak_gbs.items()],
+                "verified": ex.host_link.verified,
+                "figure": _svg(lambda: F.transfer_figure(dev), salt + "link")}
+    bypass = [{"name": b.name, "size": F.size_text(b.size_bytes) if b.size_bytes else "memory",
+               "cycles": num(b.latency_cycles), "ns": num(b.latency_ns)} for b in ex.l1_bypass_levels]
+    return {"l2_partitions": parts, "shared_memory": smem, "host_link": link, "bypass": bypass}
+
+
+def _evidence(dev: DeviceResult) -> list[dict[str, Any]]:
+    """The per-stage records not shown elsewhere, as (title, value) for the details block."""
+    import dataclasses
+
+    ex = dev.extra
+    out = []
+    if ex.line_size is not None:
+        out.append({"title": "line size probes", "value": dataclasses.asdict(ex.line_size)})
+    if ex.tlb_reach_4k_bytes:
+        out.append({"title": "TLB reach with 4 KiB pages", "value": F.size_text(ex.tlb_reach_4k_bytes)})
+    if ex.memory_page_local is not None:
+        out.append({"title": "memory, page-local chase", "value": dataclasses.asdict(ex.memory_page_local)})
+    for c in ex.memory_side_checks:
+        out.append({"title": f"memory-side check of {c.level}", "value": dataclasses.asdict(c)})
+    for name, e in ex.sharing.items():
+        v = {k: x for k, x in dataclasses.asdict(e).items() if k not in ("samples_alone", "samples_loaded")}
+        out.append({"title": f"sharing of {name}", "value": v})
+    if dev.bandwidth is not None:
+        for su in dev.bandwidth.levels:
+            out.append({"title": f"bandwidth working sets, {su.level}",
+                        "value": {"threads_1": F.size_text(su.size_bytes_threads_1),
+                                  "threads_all": F.size_text(su.size_bytes_threads_all),
+                                  "threads": su.threads_all}})
+    return out
 
 
 # ---- method text -----------------------------------------------------------------------------
@@ -385,50 +413,109 @@ def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, A
     widths = _diagram_widths(dev.levels)
     salt = f"{key}-"
     has_bw = bool(F.bandwidth_curves(dev))
+    dec = dev.declared
+    declared = {"source": dec.source, "model": dec.model, "cores (logical)": dec.cores_logical,
+                "cores (usable)": dec.cores_usable, "memory": F.size_text(dec.memory_total_bytes),
+                "clock (advertised)": f"{dec.clock_ghz:.3g} GHz" if dec.clock_ghz else None,
+                **{f"FMA FLOP/cycle {k}": v for k, v in dec.fma_flops_per_cycle.items()}}
+    if dec.cpu is not None:
+        declared.update({"vendor": dec.cpu.vendor, "arch": dec.cpu.arch,
+                         "transparent huge pages": dec.cpu.transparent_hugepage})
+    if dec.gpu is not None:
+        import dataclasses
+
+        declared.update({k: v for k, v in dataclasses.asdict(dec.gpu).items() if k != "nvml" and v is not None})
+    bw = dev.bandwidth
     return {
         "key": key, "kind": dev.kind, "name": dev.name,
         "clock": num(dev.clock_ghz), "line": F.size_text(dev.line_size_bytes),
-        "cores": dev.declared.get("cores_usable", dev.declared.get("sm_count")),
+        "cores": dec.cores_usable,
         "cores_label": "SMs" if dev.kind == "gpu" else "usable CPUs",
         "levels": [_level_view(lv, i, widths) for i, lv in enumerate(dev.levels)],
         "has_level_bw": any(lv.bandwidth_gbs for lv in dev.levels),
         "bw_kernels": list(dict.fromkeys(c["kernel"] for lv in dev.levels for c in _bw_cells(lv))),
+        "bw_table": {"statistic": bw.statistic, "threads_1": bw.threads_1, "threads_all": bw.threads_all,
+                     "counting": bw.counting} if bw else None,
         "match": match_levels(dev),
         "line_row": _line_row(dev),
         "latency": _svg(lambda: F.latency_figure(dev), salt + "lat"),
         "bandwidth": _svg(lambda: F.bandwidth_figure(dev), salt + "bw") if has_bw else
         {"svg": None, "missing": "no bandwidth curve", "error": None},
-        "roofline": _svg(lambda: F.roofline_figure(dev, F.training_points(result, key)), salt + "roof"),
+        "roofline": _svg(lambda: F.roofline_figure(dev, result.training.device_points(key)), salt + "roof"),
         "loaded": _svg(lambda: F.loaded_latency_figure(dev), salt + "ll") if dev.loaded_latency else
         {"svg": None, "missing": "no loaded-latency points", "error": None},
         "loaded_rows": _loaded_rows(dev),
         "compute": _compute_view(dev),
         "noise": _noise_rows(dev),
         "stages": _stage_rows(dev),
-        "unstable": [lv for lv in dev.levels if lv.unstable],
-        "warnings": list(dev.warnings or []),
-        "declared": {k: v for k, v in (dev.declared or {}).items() if k not in ("caches", "data_caches", "flags")},
-        "flags": len(dev.declared.get("flags") or []),
-        "extra": dict(dev.extra or {}),
+        "steal_notable": num(dev.extra.steal_notable_percent),
+        "unstable": [{"name": lv.name, "spread": pct(lv.latency_spread, signed=False),
+                      "notes": "; ".join(n.text for n in lv.notes)} for lv in dev.levels if lv.unstable],
+        "warnings": [w.text for w in dev.warnings],
+        "declared": {k: v for k, v in declared.items() if v is not None},
+        "flags": len(dec.cpu.flags) if dec.cpu else 0,
+        "evidence": _evidence(dev),
+        "gpu": _gpu_views(dev, salt) if dev.kind == "gpu" else None,
         "thread_keys": THREAD_KEYS,
     }
 
 
+def _cpu_vs_gpu(result: ScanResult) -> list[dict[str, Any]] | None:
+    """Key figures of both devices side by side, when the scan has both."""
+    cpu, gpu = result.devices.get("cpu"), result.devices.get("gpu")
+    if cpu is None or gpu is None:
+        return None
+    rows = []
+
+    def add(what: str, a: Any, b: Any, unit: str) -> None:
+        ratio = f"{b / a:.3g}×" if F.finite(a) and F.finite(b) and a else "—"
+        rows.append({"what": what, "cpu": num(a), "gpu": num(b), "unit": unit, "ratio": ratio})
+
+    def first(dev: DeviceResult):
+        return next((lv for lv in dev.levels if lv.size_bytes), None)
+
+    def memory(dev: DeviceResult):
+        return next((lv for lv in dev.levels if not lv.size_bytes), None)
+
+    add("levels (caches)", len([lv for lv in cpu.levels if lv.size_bytes]),
+        len([lv for lv in gpu.levels if lv.size_bytes]), "")
+    l1c, l1g = first(cpu), first(gpu)
+    add("first-level latency", l1c.latency_ns if l1c else None, l1g.latency_ns if l1g else None, "ns")
+    mc, mg = memory(cpu), memory(gpu)
+    add("memory latency", mc.latency_ns if mc else None, mg.latency_ns if mg else None, "ns")
+    rc = F.level_bandwidth(mc) if mc else None
+    rg = F.level_bandwidth(mg) if mg else None
+    add("memory bandwidth (best kernel, all threads)", rc[0] if rc else None, rg[0] if rg else None, "GB/s")
+    pc = max((v for _, v, k in F.compute_ceilings(cpu) if k != "theoretical"), default=None)
+    pg = max((v for _, v, k in F.compute_ceilings(gpu) if k != "theoretical"), default=None)
+    add("best measured compute ceiling", pc, pg, "GFLOP/s")
+    return rows
+
+
 def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str = "curves.csv") -> dict[str, Any]:
+    import dataclasses
+
     devices = [_device_view(result, k, d) for k, d in result.devices.items()]
     training = _training_view(result)
+    st = result.settings
+    settings = {"device": st.device, "profile": "quick" if st.quick else "default", "seed": st.seed,
+                "repetitions": st.repetitions if st.repetitions else "plan default",
+                "max size": F.size_text(st.max_size_bytes) if st.max_size_bytes else "grows until memory",
+                "training study": "yes" if st.train else "no", "memprobe": st.memprobe_version or "—"}
+    plans = {k: v for k, v in (("CPU plan", st.cpu_plan), ("GPU plan", st.gpu_plan)) if v}
     return {
         "title": f"memprobe: {result.host}, {result.started_at}",
-        "steal_notable_percent": f"{100 * STEAL_NOTABLE_FRACTION:g}",
         "host": result.host,
         "started_at": result.started_at,
         "duration": num(result.duration_s),
         "complete": result.complete,
         "schema": result.schema,
-        "settings": result.settings,
-        "fixture": result.settings.get("fixture"),
-        "scan_warnings": list(result.warnings or []),
+        "settings": settings,
+        "plans": plans,
+        "fixture": st.fixture,
+        "scan_warnings": [w.text for w in result.warnings],
         "devices": devices,
+        "cpu_vs_gpu": _cpu_vs_gpu(result),
         "training": training,
         "training_fig": _svg(lambda: F.training_figure(result), "train") if training else None,
         "method": _method(result),
@@ -437,6 +524,7 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
         "any_bw": any(d["bandwidth"]["svg"] or d["has_level_bw"] for d in devices),
         "any_roof": any(d["roofline"]["svg"] for d in devices),
         "any_loaded": any(d["loaded_rows"] for d in devices),
+        "any_gpu": any(d["gpu"] for d in devices),
     }
 
 

@@ -14,11 +14,12 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from memprobe import __version__
 from memprobe.platform.load import STEAL_NOTABLE_FRACTION, max_steal_fraction, read_cpu_times
-from memprobe.result import DeviceResult, ScanResult
+from memprobe.result import Code, DeviceResult, ScanResult, ScanSettings
+from memprobe.scan.plan import CpuPlan, cpu_plan
 
 # progress(stage, done, total, message): done/total count steps inside a stage
 ProgressFn = Callable[[str, int, int, str], None]
@@ -32,12 +33,15 @@ def no_progress(stage: str, done: int, total: int, message: str = "") -> None:
 class ScanOptions:
     device: str = "cpu"  # "cpu" | "gpu" | "all"
     quick: bool = False
-    max_size_bytes: int | None = None  # top of the latency sweep (default: see cpu.py)
-    repetitions: int | None = None  # per point (default depends on quick)
+    max_size_bytes: int | None = None  # top of the latency sweeps (default: the plan's, grown)
+    repetitions: int | None = None  # per point (default: the plan's profile)
     seed: int = 12345
     train: bool = True
     points_per_octave: int | None = None
-    extra: dict = field(default_factory=dict)
+    gpu_latency_sm: int = 0  # the SM the GPU's latency chase runs on
+
+    def cpu_plan(self) -> CpuPlan:
+        return cpu_plan(self.quick, self.repetitions, self.max_size_bytes, self.points_per_octave)
 
 
 @dataclass
@@ -49,6 +53,11 @@ class ScanContext:
     progress: ProgressFn
     result: ScanResult
     state: dict = field(default_factory=dict)  # hand-over between stages (e.g. inferred levels)
+    plan: Any = None  # the device's plan (CpuPlan, GpuPlan); a CPU's is made from the options
+
+    def __post_init__(self) -> None:
+        if self.plan is None and self.device.kind == "cpu":
+            self.plan = self.options.cpu_plan()
 
 
 class StageFn(Protocol):
@@ -72,14 +81,9 @@ def new_result(options: ScanOptions) -> ScanResult:
         host=socket.gethostname(),
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         complete=False,
-        settings={
-            "device": options.device,
-            "quick": options.quick,
-            "repetitions": options.repetitions,
-            "max_size_bytes": options.max_size_bytes,
-            "seed": options.seed,
-            "memprobe_version": __version__,
-        },
+        settings=ScanSettings(device=options.device, quick=options.quick, seed=options.seed,
+                              memprobe_version=__version__, repetitions=options.repetitions,
+                              max_size_bytes=options.max_size_bytes, train=options.train),
     )
 
 
@@ -90,8 +94,9 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     Each finished stage leaves its seconds and the host's steal time during it (the largest
     share of one CPU, percent) in the device's extra; stages past STEAL_NOTABLE_FRACTION get one
     warning at the end, however the run ends."""
-    seconds = ctx.device.extra.setdefault("stage_seconds", {})
-    steal = ctx.device.extra.setdefault("stage_steal_percent", {})
+    seconds = ctx.device.extra.stage_seconds
+    steal = ctx.device.extra.stage_steal_percent
+    ctx.device.extra.steal_notable_percent = 100 * STEAL_NOTABLE_FRACTION
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     stolen: dict[str, float] = {}  # this call's stages only: one warning per call
     try:
@@ -103,13 +108,13 @@ def run_stages(stages, ctx: ScanContext) -> bool:
             try:
                 stage.run(ctx)
             except KeyboardInterrupt:
-                ctx.device.warnings.append(f"interrupted during stage '{stage.name}'")
+                ctx.device.warn(Code.INTERRUPTED, f"interrupted during stage '{stage.name}'", stage.name)
                 raise
             except Exception as exc:  # a failing probe must not lose what was measured
                 tb = traceback.extract_tb(exc.__traceback__)[-1]
-                ctx.device.warnings.append(
-                    f"stage '{stage.name}' failed: {exc.__class__.__name__}: {exc} "
-                    f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+                ctx.device.warn(Code.STAGE_FAILED,
+                                f"stage '{stage.name}' failed: {exc.__class__.__name__}: {exc} "
+                                f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})", stage.name)
                 return False
             seconds[stage.name] = round(time.perf_counter() - t0, 3)
             frac = max_steal_fraction(cpu0, read_cpu_times(), cpus)
@@ -122,7 +127,8 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     finally:
         if stolen:
             listed = ", ".join(f"{k} {v:g} %" for k, v in stolen.items())
-            ctx.device.warnings.append(
+            ctx.device.warn(
+                Code.STEAL,
                 f"the host took CPU time from this machine (steal) during {listed} of a CPU: those "
                 "figures can read slow, and cache edges small; compare with a scan at a quieter time")
 
@@ -154,7 +160,7 @@ def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
             ok &= train_scan.scan_training(options, progress, res)
     except KeyboardInterrupt:
         res.complete = False
-        res.warnings.append("scan interrupted (Ctrl-C): the result holds what was measured so far")
+        res.warn(Code.INTERRUPTED, "scan interrupted (Ctrl-C): the result holds what was measured so far")
         res.duration_s = round(time.perf_counter() - t0, 2)
         raise
     res.complete = bool(ok)

@@ -14,10 +14,10 @@ import math
 import statistics
 from typing import Any
 
-from memprobe.result import THREAD_KEYS, Curve, CurvePoint, Level
+from memprobe.result import (THREAD_KEYS, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
+                             GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
 from memprobe.scan import ScanContext, Stage
-from memprobe.scan.plan import check_memory, sweep_sizes
-from memprobe.scan.plan import repetitions as _reps
+from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
 
 BW_MIN_SIZE_BYTES = 8 << 10
 MEMORY_MIN_BYTES = 64 << 20  # the memory working set: at least this ...
@@ -25,8 +25,6 @@ MEMORY_CACHE_MULTIPLE = 4  # ... and this many times the last cache ...
 MEMORY_MAX_BYTES = 512 << 20  # ... but no more (a noisy curve can invent a huge last "cache")
 SHARING_FILL = 0.7  # the sharing probe's working set, as a fraction of the level's capacity
 SHARED_RATIO = 1.3  # loaded/alone latency above this: the level is shared
-GEMM_SIZES = (256, 512, 1024)
-GEMM_SIZES_QUICK = (256, 512)
 
 
 # ---- sizes ----------------------------------------------------------------------------------
@@ -85,45 +83,46 @@ def stage_sharing(ctx: ScanContext) -> None:
     other core chases a buffer of its own of the same size."""
     from memprobe.probes.cpu.loaded import SharingProbe
 
+    plan: CpuPlan = ctx.plan
     caches = _caches(ctx.device.levels)
-    declared = {f"L{c.get('level')}": c.get("shared_cpu_list")
-                for c in ctx.device.declared.get("data_caches", []) or []}
+    # declared beside the evidence, matched by name only to show it (never read to decide)
+    declared = {c.label.rstrip("d"): c.shared_cpu_list for c in ctx.device.declared.data_caches()}
     probe = SharingProbe(slot_bytes=ctx.device.line_size_bytes or 64, seed=ctx.options.seed)
-    info: dict[str, Any] = ctx.device.extra.setdefault("sharing", {})
-    reps = _reps(ctx, 7, 3)
+    info = ctx.device.extra.sharing
     try:
         for k, lv in enumerate(caches):
             size = _align(int(SHARING_FILL * lv.size_bytes), 64 * 64)
-            entry: dict[str, Any] = {"size_bytes": size, "other_threads": probe.other_threads,
-                                     "declared_shared_cpu_list": declared.get(lv.name)}
+            entry = SharingEvidence(level=lv.name, size_bytes=size, other_units=probe.other_threads,
+                                    unit="ns", threshold=SHARED_RATIO, level_size_bytes=lv.size_bytes,
+                                    level_size_source="inferred",
+                                    declared_shared_cpu_list=declared.get(lv.name))
             info[lv.name] = entry
             if probe.other_threads == 0:
-                entry["note"] = "one usable CPU: nothing to share with"
+                entry.note = "one usable CPU: nothing to share with"
                 continue
             probe.setup(size)
-            alone, loaded = probe.run(reps, target_ns=1e6 if ctx.options.quick else 2e6)
+            alone, loaded = probe.run(plan.sharing_reps, target_ns=plan.sharing_target_ns)
             probe.verify()
             # best repetition: other tenants only ever add latency
             a, b = min(alone), min(loaded)
-            entry.update({"latency_alone_ns": a, "latency_loaded_ns": b, "ratio": b / a,
-                          "samples_alone_ns": alone, "samples_loaded_ns": loaded})
-            lv.sharing = "shared" if b / a > SHARED_RATIO else "private"
+            entry.latency_alone, entry.latency_loaded, entry.ratio = a, b, b / a
+            entry.samples_alone, entry.samples_loaded = alone, loaded
+            entry.verdict = lv.sharing = "shared" if b / a > SHARED_RATIO else "private"
+            entry.note = (f"latency at {SHARING_FILL:.0%} of the level's capacity on one core, alone and "
+                          f"while the other cores chase buffers of their own of the same size")
             ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing} ({b / a:.2f}x)")
     finally:
         probe.close()
-    info["method"] = (f"latency at {SHARING_FILL:.0%} of each level's capacity on one core, alone "
-                      f"and while the other cores chase buffers of their own of the same size; "
-                      f"shared if it rises more than {SHARED_RATIO}x")
 
 
 # ---- bandwidth ----------------------------------------------------------------------------
 def stage_bandwidth(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, arena_bytes, bandwidth_gbs
 
+    plan: CpuPlan = ctx.plan
     levels = ctx.device.levels
-    quick = ctx.options.quick
-    reps = _reps(ctx, 5, 3)
-    target_ns = 0.5e6 if quick else 1e6
+    reps = plan.bandwidth_reps
+    target_ns = plan.bandwidth_target_ns
     n_all = _threads_all()
     per_level = level_sizes_bytes(levels)
     mem = memory_size_bytes(levels)
@@ -133,8 +132,9 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                      for name, s in per_level.items()}
     biggest = max([mem, *per_level.values(), *per_level_all.values()])
     check_memory(arena_bytes(biggest))
-    sweep = sweep_sizes(BW_MIN_SIZE_BYTES, mem, 1 if quick else 2, align=4096)
-    if quick:  # the big sizes cost the most: up to twice the last cache, then memory's point
+    sweep = sweep_sizes(BW_MIN_SIZE_BYTES, mem, plan.bandwidth_points_per_octave, align=4096)
+    if not plan.bandwidth_sweep_past_last_cache:  # the big sizes cost the most: up to twice the
+        # last cache, then memory's point
         last = max((lv.size_bytes for lv in _caches(levels)), default=mem)
         sweep = [s for s in sweep if s <= 2 * last]
     sizes = sorted(set(sweep) | set(per_level.values()))
@@ -181,8 +181,10 @@ def stage_bandwidth(ctx: ScanContext) -> None:
         finally:
             probe.close()
     # per level: the samples at the level's working set
-    sharing = ctx.device.extra.setdefault("sharing", {})
-    table: dict[str, Any] = {}
+    sharing = ctx.device.extra.sharing
+    table = BandwidthTable(statistic="best", counting="STREAM (bytes read + bytes written, no write-allocate)",
+                           threads_1="one thread", threads_all=f"{n_all} threads (all usable CPUs)",
+                           verified={k.name: True for k in KERNELS})
     for lv in levels:
         s1, sall = per_level[lv.name], per_level_all[lv.name]
         bw: dict[str, dict[str, float | None]] = {}
@@ -196,13 +198,14 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 allv = _best(_samples_at(curves[(k.name, "threads_all")], sall))
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
-        table[lv.name] = {"size_bytes_threads_1": s1, "size_bytes_threads_all": sall,
-                          "threads_all": n_all, "statistic": "best repetition (GB/s)",
-                          "samples_threads_all_off_curve": extra_all.get(lv.name)}
+        table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
+                                           threads_all=n_all,
+                                           samples_threads_all_off_curve=extra_all.get(lv.name)))
         # all-thread over one-thread read bandwidth: ~cores for a private level, less when the
         # threads share one (a shared L3's ports, the memory controllers)
-        sharing.setdefault(lv.name, {})["bw_scaling_all_vs_1"] = _ratio(bw.get("read", {}))
-    ctx.device.extra["bandwidth_levels"] = table
+        if lv.name in sharing:
+            sharing[lv.name].bw_scaling_all_vs_1 = _ratio(bw.get("read", {}))
+    ctx.device.bandwidth = table
 
 
 def _level(levels: list[Level], name: str) -> Level:
@@ -225,7 +228,8 @@ def _ratio(bw: dict[str, float | None]) -> float | None:
 def stage_compute(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.compute import FmaProbe, GemmProbe, blas_library, gflops
 
-    reps = _reps(ctx, 5, 3)
+    plan: CpuPlan = ctx.plan
+    reps = plan.compute_reps
     n_all = _threads_all()
     fma: dict[str, dict[str, float | None]] = {}
     fma_samples: dict[str, dict[str, list[float]]] = {}
@@ -233,7 +237,7 @@ def stage_compute(ctx: ScanContext) -> None:
     for i, (dt, key) in enumerate(steps):
         p = FmaProbe(dt)
         p.setup(1 if key == "threads_1" else n_all)
-        ns = p.run(reps, target_ns=2e6 if ctx.options.quick else 5e6)
+        ns = p.run(reps, target_ns=plan.fma_target_ns)
         p.verify()
         g = [gflops(p.flops_per_run, x) for x in ns]
         fma.setdefault(dt, {})[key] = _best(g)
@@ -242,35 +246,23 @@ def stage_compute(ctx: ScanContext) -> None:
     lib = blas_library()
     gemm = []
     for dt in ("float32", "float64"):
-        for n in GEMM_SIZES_QUICK if ctx.options.quick else GEMM_SIZES:
+        for n in plan.gemm_sizes:
             p = GemmProbe(dt, seed=ctx.options.seed)
             p.setup(n)
             ns = p.run(reps)
             p.verify()
             p.close()
             g = [gflops(2.0 * n ** 3, x) for x in ns]
-            gemm.append({"library": lib, "dtype": dt, "n": n, "threads": "all",
-                         "gflops": _best(g), "samples": g})
+            gemm.append(GemmCeiling(library=lib, dtype=dt, n=n, threads="all", gflops=_best(g), samples=g))
     ctx.progress("compute", len(steps) + 1, len(steps) + 1, "GEMM")
     clock = ctx.device.clock_ghz
-    d = ctx.device.declared
-    f32, f64 = d.get("fma_flops_per_cycle_fp32"), d.get("fma_flops_per_cycle_fp64")
-    ctx.device.compute = {
-        "fma": fma,
-        "fma_samples": fma_samples,
-        "fma_method": "independent x = x*m + a chains, 14 vector registers' worth per thread",
-        "statistic": "best repetition (GFLOP/s); all samples kept",
-        "gemm": gemm,
-        "theoretical": {
-            "clock_ghz_measured": clock,
-            "cores": n_all,
-            "flops_per_cycle_declared_fp32": f32,
-            "flops_per_cycle_declared_fp64": f64,
-            "peak_gflops_fp32": clock * n_all * f32 if clock and f32 else None,
-            "peak_gflops_fp64": clock * n_all * f64 if clock and f64 else None,
-            "note": "declared FMA width x measured clock; shown beside, never an input",
-        },
-    }
+    per_cycle = ctx.device.declared.fma_flops_per_cycle
+    ctx.device.compute = ComputeCeilings(
+        fma=fma, fma_samples=fma_samples, gemm=gemm, statistic="best", verified=True,
+        method="independent x = x*m + a chains, 14 vector registers' worth per thread",
+        theoretical=TheoreticalPeak(
+            clock_ghz=clock, units=n_all, flops_per_cycle_per_unit=dict(per_cycle),
+            gflops={dt: clock * n_all * f if clock and f else None for dt, f in per_cycle.items()}))
 
 
 # ---- loaded latency -----------------------------------------------------------------------
@@ -278,12 +270,13 @@ def stage_loaded_latency(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.bandwidth import kernel_by_name
     from memprobe.probes.cpu.loaded import LoadedLatencyProbe
 
+    plan: CpuPlan = ctx.plan
     mem = memory_size_bytes(ctx.device.levels)
     check_memory(mem * 2)
-    reps = _reps(ctx, 5, 3)
+    reps = plan.loaded_reps
     probe = LoadedLatencyProbe(mem, mem, slot_bytes=ctx.device.line_size_bytes or 64, seed=ctx.options.seed)
     points = [(0, "read")]
-    for kernel in (("read",) if ctx.options.quick else ("read", "triad")):
+    for kernel in plan.loaded_kernels:
         points += [(n, kernel) for n in range(1, probe.max_streaming_threads + 1)]
     out = []
     curve = Curve("loaded_latency", "loaded_latency", "bandwidth_gbs", "ns", [],
@@ -292,13 +285,14 @@ def stage_loaded_latency(ctx: ScanContext) -> None:
     try:
         probe.setup()
         for i, (n, kernel) in enumerate(points):
-            r = probe.run(n, kernel, reps, target_ns=2e6 if ctx.options.quick else 4e6)
+            r = probe.run(n, kernel, reps, target_ns=plan.loaded_target_ns)
             k = kernel_by_name(kernel)
             bw = sum(b / t for b, t in zip(r["stream_bytes"], r["stream_ns"]) if t)
             samples = r["samples_ns"]
-            out.append({"streaming_threads": r["streaming_threads"], "kernel": kernel,
-                        "bandwidth_gbs": bw, "latency_ns": min(samples), "latency_median_ns": _median(samples),
-                        "samples_ns": samples, "bytes_per_element": k.bytes_per_element})
+            out.append(LoadedLatencyPoint(
+                streaming_threads=r["streaming_threads"], kernel=kernel, bandwidth_gbs=bw,
+                latency_ns=min(samples), latency_median_ns=_median(samples), samples_ns=samples,
+                bytes_per_element=k.bytes_per_element))
             curve.points.append(CurvePoint(bw, samples))
             ctx.progress("loaded_latency", i + 1, len(points), f"{n} x {kernel}")
         probe.verify()

@@ -15,47 +15,36 @@ import numpy as np
 from memprobe.errors import ResourceError
 from memprobe.infer import infer_levels
 from memprobe.infer.line import line_from_false_sharing, line_from_stride
+from memprobe.infer.to_result import (is_memory_side_cache, levels_from_hierarchy, memory_side_candidate,
+                                      note_near_memory)
 from memprobe.platform.cpu import declared_cpu
 from memprobe.probes.cpu.buffers import span_bytes
-from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
+from memprobe.result import (Code, Curve, CurvePoint, DeviceResult, LineSizeEvidence, MemorySideCheck,
+                             PageLocalMemory, ScanResult)
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
-from memprobe.scan.plan import check_memory, repetitions, sweep_sizes
+from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
 
-MIN_SIZE_BYTES = 4 << 10
-DEFAULT_MAX_SIZE_BYTES = 256 << 20
-QUICK_MAX_SIZE_BYTES = 128 << 20
-EXTEND_LIMIT_BYTES = 2 << 30  # the sweep grows up to this while memory is not reached
-# ... and while the stage, with the next doubling, stays within this many seconds (--quick: the
-# second). A doubling is costed as the whole sweep before it (setting up a buffer costs in
-# proportion to its size, so the top octave of a sweep costs about all the octaves below it).
-# Why: on a busy host memory's latency creeps with size (page walks through 4 KiB host pages:
-# 160 -> 350 ns from 8 MiB to 2 GiB on the development VM) and never flattens; growing to 2 GiB
-# took a default scan's latency part to 95 s against its 30 s.
-GROW_BUDGET_S = (12.0, 5.0)
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
-RECHECK_PASSES = (2, 1)  # extra passes over the cache range: default, --quick
-# a cache this close to memory's latency is either a memory-side cache (eDRAM L4: ~1.9x below
-# DRAM) or page walks creeping with the buffer (on the development VM, in 6 of 14 scans of one
-# noisy hour, memory read 160 ns at 8 MiB and 210-350 ns at 256 MiB-2 GiB, cut into "caches"
-# 1.2-1.6x below it). The random chase cannot tell them apart; stage_memory_side checks it with
-# a page-local chase.
-MEMORY_SIDE_RATIO = 1.6
 PAGE_LOCAL_REGION_BYTES = 2 << 20  # one huge page: a region needs one translation
 PAGE_LOCAL_ROUNDS = 3  # the two sizes alternate, so a drift in time hits both alike
 PAGE_LOCAL_MEMORY_MIN_BYTES = 32 << 20  # memory's page-local latency: at least this size
+
+
+def _plan(ctx: ScanContext) -> CpuPlan:
+    return ctx.plan
 
 
 # ---- stages ---------------------------------------------------------------------------------
 def stage_declared(ctx: ScanContext) -> None:
     d = declared_cpu()
     ctx.device.declared = d
-    ctx.device.name = d.get("model") or ctx.device.name
+    ctx.device.name = d.model or ctx.device.name
 
 
 def stage_clock(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.chase import clock_samples
 
-    samples = clock_samples(repetitions(ctx, 7, 3))
+    samples = clock_samples(_plan(ctx).clock_reps)
     ctx.device.curves.append(Curve("clock", "clock", "repetition", "GHz",
                                    [CurvePoint(float(i), [v]) for i, v in enumerate(samples)]))
     good = [v for v in samples if math.isfinite(v)]
@@ -65,16 +54,17 @@ def stage_clock(ctx: ScanContext) -> None:
 def stage_line(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.line import STRIDES_BYTES, FalseSharingProbe, StrideProbe
 
-    reps = repetitions(ctx, 3, 2)
+    plan = _plan(ctx)
+    reps = plan.line_reps
     fs_line = None
     if FalseSharingProbe.available():
-        fs = FalseSharingProbe(iters=300_000 if ctx.options.quick else 1_000_000)
+        fs = FalseSharingProbe(iters=plan.false_sharing_iters)
         pts = [CurvePoint(float(s), fs.run(s, reps)) for s in STRIDES_BYTES]
         fs.close()
         ctx.device.curves.append(Curve("line_false_sharing", "stride", "stride_bytes", "ns", pts,
                                        {"method": "two threads, atomic adds stride_bytes apart"}))
         fs_line = line_from_false_sharing([int(p.x) for p in pts], [p.median for p in pts])
-    sp = StrideProbe(size_bytes=(64 << 20) if ctx.options.quick else (256 << 20))
+    sp = StrideProbe(size_bytes=plan.stride_size_bytes)
     pts = []
     for k, s in enumerate(STRIDES_BYTES):
         pts.append(CurvePoint(float(s), sp.run(s, reps, target_ns=2e6)))
@@ -84,9 +74,9 @@ def stage_line(ctx: ScanContext) -> None:
                                    {"method": "dependent pair per random block, stride apart"}))
     st_line = line_from_stride([int(p.x) for p in pts], [p.median for p in pts])
     ctx.device.line_size_bytes = fs_line or st_line
-    ctx.device.extra["line_size"] = {"false_sharing_bytes": fs_line, "stride_sweep_bytes": st_line}
+    ctx.device.extra.line_size = LineSizeEvidence(false_sharing_bytes=fs_line, stride_sweep_bytes=st_line)
     if fs_line and st_line != fs_line:
-        ctx.device.warnings.append(
+        ctx.device.warn(Code.LINE_SIZE_DISAGREE, 
             f"the stride sweep suggests {st_line or 'no'} line size, the false-sharing probe "
             f"{fs_line} B: prefetchers (adjacent-line, region) hide the line in the stride sweep; "
             f"the false-sharing figure is used")
@@ -143,41 +133,45 @@ def _latency_curve(ctx: ScanContext, page_kind: str, sizes: list[int], reps: int
 
 
 def stage_latency(ctx: ScanContext) -> None:
-    quick = ctx.options.quick
-    max_b = ctx.options.max_size_bytes or (QUICK_MAX_SIZE_BYTES if quick else DEFAULT_MAX_SIZE_BYTES)
+    plan = _plan(ctx)
+    max_b = plan.latency_top_bytes
     check_memory(max_b)
-    per_oct = ctx.options.points_per_octave or (3 if quick else 4)
-    sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, per_oct)
+    per_oct = plan.points_per_octave
+    sizes = sweep_sizes(plan.min_size_bytes, max_b, per_oct)
     t_start = time.perf_counter()
-    curve = _latency_curve(ctx, "huge", sizes, repetitions(ctx, 5, 3), "latency_hugepage")
+    curve = _latency_curve(ctx, "huge", sizes, plan.latency_reps, "latency_hugepage")
     curve.params.update(passes=1, inferred_from="25th percentile of each size's samples")
     # grow the sweep while the curve still climbs (memory not reached), unless capped by the user
-    budget_s = GROW_BUDGET_S[1 if quick else 0]
-    while ctx.options.max_size_bytes is None and max_b < EXTEND_LIMIT_BYTES:
+    budget_s = plan.latency_grow_budget_s
+    ctx.state["max_size_bytes"] = max_b
+    while plan.max_size_bytes is None and max_b < plan.latency_grow_limit_bytes:
         h = infer_levels(curve.xs(), curve.lows())
         if h.memory_reached:
             break
         spent_s = time.perf_counter() - t_start
         if 2 * spent_s > budget_s:  # spent so far + the next doubling, costed as all of it
-            ctx.device.warnings.append(
-                f"memory's latency still climbs at {max_b >> 20} MiB: the sweep stopped growing at "
+            ctx.device.warn(
+                Code.SWEEP_BUDGET, f"memory's latency still climbs at {max_b >> 20} MiB: the sweep stopped growing at "
                 f"its time budget ({budget_s:g} s); --max-size sweeps further")
             break
         try:
             check_memory(max_b * 2)
         except ResourceError:
-            ctx.device.warnings.append("the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
+            ctx.device.warn(Code.SWEEP_MEMORY,
+                            "the sweep could not grow past %d MiB: too little free memory" % (max_b >> 20))
             break
         more = [s for s in sweep_sizes(max_b, max_b * 2, per_oct) if s > max_b]
-        _latency_curve(ctx, "huge", more, repetitions(ctx, 5, 3), "latency", into=curve)
+        _latency_curve(ctx, "huge", more, plan.latency_reps, "latency", into=curve)
         max_b *= 2
-    ctx.state["max_size_bytes"] = max_b
+        ctx.state["max_size_bytes"] = max_b
+    ctx.result.settings.cpu_plan["latency_top_reached_bytes"] = max_b
 
 
 def stage_latency_4k(ctx: ScanContext) -> None:
-    max_b = ctx.state.get("max_size_bytes") or DEFAULT_MAX_SIZE_BYTES
-    sizes = sweep_sizes(MIN_SIZE_BYTES, max_b, 2)
-    _latency_curve(ctx, "4k", sizes, repetitions(ctx, 3, 2), "latency_4k")
+    plan = _plan(ctx)
+    max_b = ctx.state.get("max_size_bytes") or plan.latency_top_bytes
+    sizes = sweep_sizes(plan.min_size_bytes, max_b, 2)
+    _latency_curve(ctx, "4k", sizes, plan.latency_4k_reps, "latency_4k")
 
 
 def stage_latency_recheck(ctx: ScanContext) -> None:
@@ -196,7 +190,7 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
     curve = ctx.device.curve("latency_hugepage")
     if curve is None or len(curve.points) < 4:
         return
-    passes = RECHECK_PASSES[1 if ctx.options.quick else 0]
+    passes = _plan(ctx).recheck_passes
     h = infer_levels(curve.xs(), curve.lows())
     caches = [lv.size_bytes for lv in h.levels if lv.size_bytes]
     # the cache range as the first pass saw it: up to twice its last cache (the upper part of
@@ -214,7 +208,7 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
         sizes.append(int(p.x))
         if p.x > RECHECK_MIN_BYTES and p.low > half_memory:
             past += 1
-    reps = repetitions(ctx, 5, 3)
+    reps = _plan(ctx).latency_reps
     # the n-th extra pass holds n times its largest buffer, so that it most likely runs on pages
     # no earlier pass used: a new draw of page placement, not only a new cycle (_latency_curve)
     for k in range(passes):
@@ -232,36 +226,12 @@ def stage_levels(ctx: ScanContext) -> None:
         raise RuntimeError("no latency curve to infer levels from")
     h = infer_levels(curve.xs(), curve.lows(), curve.unit)
     ctx.device.levels = levels_from_hierarchy(h, ctx.device.clock_ghz)
-    ctx.device.warnings.extend(h.warnings)
-    note_memory_side(ctx.device.levels)
+    for w in h.warnings:
+        ctx.device.warn(w.code, w.text, "levels")
+    note_near_memory(ctx.device.levels)
     tlb = tlb_reach(ctx.device.curve("latency_hugepage"), ctx.device.curve("latency_4k"))
     if tlb is not None:
-        ctx.device.extra["tlb_reach_4k_bytes"] = tlb
-
-
-def levels_from_curve(curve: Curve, clock_ghz: float | None, statistic: str = "low") -> list[Level]:
-    """Levels from each point's lower quartile ("low", see stage_latency_recheck) or its best
-    repetition ("best"); the spread stays in the curve."""
-    ys = curve.lows() if statistic == "low" else curve.bests()
-    return levels_from_hierarchy(infer_levels(curve.xs(), ys, curve.unit), clock_ghz)
-
-
-def levels_from_hierarchy(h, clock_ghz: float | None) -> list[Level]:
-    """Result Levels from an inferred hierarchy: ns and cycles side by side (cycles from the
-    measured clock when the curve is in ns)."""
-    levels = []
-    for lv in h.levels:
-        ns = lv.latency if h.unit == "ns" else None
-        cyc = lv.latency if h.unit == "cycles" else (ns * clock_ghz if ns and clock_ghz else None)
-        levels.append(Level(
-            name=lv.name, size_bytes=lv.size_bytes, latency_ns=ns, latency_cycles=cyc,
-            bandwidth_gbs={}, latency_spread=lv.spread, unstable=lv.unstable,
-            size_range_bytes=list(lv.size_range_bytes) if lv.size_range_bytes else None,
-            notes=[] if h.memory_reached or lv.name != "memory" else ["not reached: last point of the sweep"],
-        ))
-        if lv.unstable:
-            levels[-1].notes.append(f"unstable: points on this plateau spread {lv.spread:.0%}")
-    return levels
+        ctx.device.extra.tlb_reach_4k_bytes = tlb
 
 
 def stage_memory_side(ctx: ScanContext) -> None:
@@ -273,27 +243,22 @@ def stage_memory_side(ctx: ScanContext) -> None:
 
 
 def _check_memory_side(ctx: ScanContext) -> None:
-    """Is the cache just before memory a cache, or page walks? (see MEMORY_SIDE_RATIO)
+    """Is the cache just before memory a cache, or page walks? (infer/to_result.py)
 
     A page-local chase (probes/cpu/chase.py region_cycle: each 2 MiB region visited whole, in
     random order, regions in random order) misses the caches like the random chase, a line
-    once a lap, but needs one translation per region instead of one per hop. Inside the
-    candidate's plateau and at 4x its capacity (or the sweep's end), alternating: a real cache
-    still steps by MERGE_RATIO or more there; page walks (and a drift in time) do not, and the
-    candidate joins memory, whose latency becomes the median of the random chase from inside
-    the candidate on. Repeated while the new last cache qualifies."""
-    from memprobe.infer.levels import MERGE_RATIO
-
+    once a lap, but needs one translation per region instead of one per hop. It runs inside the
+    candidate's plateau and at 4x its capacity (or the sweep's end), alternating; inference
+    judges the ratio. A level judged page walks joins memory, whose latency becomes the median
+    of the random chase from inside the candidate on. Repeated while the new last cache
+    qualifies."""
     levels = ctx.device.levels
     curve = ctx.device.curve("latency_hugepage")
-    if curve is None or not curve.points or len(levels) < 3 or levels[-1].size_bytes is not None:
+    if curve is None or not curve.points:
         return
     largest = int(max(curve.xs()))
-    while len(levels) >= 3:
-        cand, memory, before = levels[-2], levels[-1], levels[-3]
-        if not (cand.latency_ns and memory.latency_ns and cand.size_bytes
-                and memory.latency_ns / cand.latency_ns < MEMORY_SIDE_RATIO):
-            return
+    while (cand := memory_side_candidate(levels)) is not None:
+        memory, before = levels[-1], levels[-3]
         # inside: on its plateau and clear of the level before (a VM's L3 slice moves: 4x it)
         inside = max(cand.size_bytes // 2, 4 * (before.size_bytes or 0))
         if inside >= cand.size_bytes:
@@ -307,31 +272,33 @@ def _check_memory_side(ctx: ScanContext) -> None:
             return
         inside_ns, beyond_ns = got
         ratio = beyond_ns / inside_ns
-        ctx.device.extra.setdefault("memory_side_checks", []).append({
-            "level": cand.name, "size_bytes": cand.size_bytes, "inside_bytes": inside,
-            "beyond_bytes": beyond, "inside_ns": round(inside_ns, 2), "beyond_ns": round(beyond_ns, 2),
-            "ratio": round(ratio, 3), "verdict": "cache" if ratio >= MERGE_RATIO else "page walks"})
+        cache = is_memory_side_cache(inside_ns, beyond_ns)
+        ctx.device.extra.memory_side_checks.append(MemorySideCheck(
+            level=cand.name, size_bytes=cand.size_bytes, inside_bytes=inside, beyond_bytes=beyond,
+            inside_ns=round(inside_ns, 2), beyond_ns=round(beyond_ns, 2), ratio=round(ratio, 3),
+            verdict="cache" if cache else "page walks"))
         span = f"{inside / 2**20:.0f} and {beyond / 2**20:.0f} MiB"
-        if ratio >= MERGE_RATIO:
-            cand.notes = [n for n in cand.notes if "memory-side cache, or" not in n]
-            cand.notes.append(f"a memory-side cache: a page-local chase, which page walks hardly "
-                              f"touch, still steps {ratio:.2f}x between {span}")
+        if cache:
+            cand.drop_notes(Code.NEAR_MEMORY)
+            cand.note(Code.MEMORY_SIDE_CACHE,
+                      f"a memory-side cache: a page-local chase, which page walks hardly touch, "
+                      f"still steps {ratio:.2f}x between {span}")
             return
         levels.pop(-2)
         # memory is everything from inside the merged level on: the median of those points (the
         # merged level may be a shelf of the last cache's soft edge, not memory's first plateau)
         merged = sorted(p.low for p in curve.points if p.x >= inside)
         ns = float(statistics.median(merged))
-        memory.notes.append(
-            f"a level at {cand.size_bytes / 2**20:.0f} MiB ({cand.latency_ns:.0f} ns, the random chase "
-            f"then at {memory.latency_ns:.0f} ns) is not a cache: a page-local chase differs by "
-            f"{ratio:.2f}x between {span}; memory's latency is the median from "
-            f"{inside / 2**20:.0f} MiB on, the rise with size is page walks")
+        memory.note(Code.NOT_A_CACHE,
+                    f"a level at {cand.size_bytes / 2**20:.0f} MiB ({cand.latency_ns:.0f} ns, the random chase "
+                    f"then at {memory.latency_ns:.0f} ns) is not a cache: a page-local chase differs by "
+                    f"{ratio:.2f}x between {span}; memory's latency is the median from "
+                    f"{inside / 2**20:.0f} MiB on, the rise with size is page walks")
         memory.latency_ns = ns
         memory.latency_cycles = ns * ctx.device.clock_ghz if ctx.device.clock_ghz else None
         # the climb at the sweep's end was translation: memory was reached after all
-        memory.notes = [n for n in memory.notes if not n.startswith("not reached")]
-        ctx.device.warnings[:] = [w for w in ctx.device.warnings if "main memory was not reached" not in w]
+        memory.drop_notes(Code.MEMORY_NOT_REACHED)
+        ctx.device.drop_warnings(Code.MEMORY_NOT_REACHED)
 
 
 def _page_local_memory(ctx: ScanContext) -> None:
@@ -343,11 +310,11 @@ def _page_local_memory(ctx: ScanContext) -> None:
     if not levels or levels[-1].size_bytes is not None or curve is None or not curve.points:
         return
     memory = levels[-1]
-    if not memory.latency_ns or any(n.startswith("not reached") for n in memory.notes):
+    if not memory.latency_ns or memory.has_note(Code.MEMORY_NOT_REACHED):
         return
-    checks = ctx.device.extra.get("memory_side_checks") or []
-    if checks and checks[-1]["verdict"] == "page walks":
-        size, ns = checks[-1]["beyond_bytes"], checks[-1]["beyond_ns"]
+    checks = ctx.device.extra.memory_side_checks
+    if checks and checks[-1].verdict == "page walks":
+        size, ns = checks[-1].beyond_bytes, checks[-1].beyond_ns
     else:
         last_cache = max((lv.size_bytes for lv in levels[:-1] if lv.size_bytes), default=0)
         size = min(int(max(curve.xs())), max(PAGE_LOCAL_MEMORY_MIN_BYTES, 8 * last_cache))
@@ -357,8 +324,9 @@ def _page_local_memory(ctx: ScanContext) -> None:
         if got is None:
             return
         ns = got[0]
-    ctx.device.extra["memory_page_local"] = {"size_bytes": int(size), "latency_ns": round(ns, 2)}
-    memory.notes.append(
+    ctx.device.extra.memory_page_local = PageLocalMemory(size_bytes=int(size), latency_ns=round(ns, 2))
+    memory.note(
+        Code.PAGE_LOCAL_MEMORY,
         f"page-local chase (one address translation per 2 MiB region): {ns:.0f} ns at "
         f"{size / 2**20:.0f} MiB; the random chase's {memory.latency_ns - ns:+.0f} ns beside it is "
         "address translation (page walks)")
@@ -372,7 +340,7 @@ def _page_local(ctx: ScanContext, sizes: list[int]) -> list[float] | None:
     try:
         check_memory(sum(sizes))
     except ResourceError:
-        ctx.device.warnings.append("no memory left for the page-local chase beside memory")
+        ctx.device.warn(Code.NO_MEMORY, "no memory left for the page-local chase beside memory", "memory_side")
         return None
     curve = ctx.device.curve("latency_pagelocal")
     if curve is None:
@@ -404,19 +372,6 @@ def _page_local(ctx: ScanContext, sizes: list[int]) -> list[float] | None:
             curve.points.append(by_size[size])
     curve.points.sort(key=lambda q: q.x)
     return [statistics.median(s) for s in samples]
-
-
-def note_memory_side(levels: list[Level]) -> None:
-    """Note each cache within MEMORY_SIDE_RATIO of memory's latency (see there)."""
-    memory = levels[-1] if levels and levels[-1].size_bytes is None else None
-    if memory is None or not memory.latency_ns:
-        return
-    for lv in levels[:-1]:
-        if lv.latency_ns and memory.latency_ns / lv.latency_ns < MEMORY_SIDE_RATIO:
-            lv.notes.append(
-                f"within {MEMORY_SIDE_RATIO:g}x of memory's latency: a memory-side cache, or page walks "
-                "that grow with the buffer (a VM whose host maps its memory with 4 KiB pages); "
-                "compare with another scan")
 
 
 def tlb_reach(huge: Curve | None, small: Curve | None, ratio: float = 1.25) -> int | None:
@@ -454,5 +409,7 @@ CPU_STAGES: tuple[Stage, ...] = (
 def scan_cpu(options: ScanOptions, progress: ProgressFn, result: ScanResult) -> bool:
     dev = DeviceResult(kind="cpu", name="CPU")
     result.devices["cpu"] = dev
-    ctx = ScanContext(options=options, device=dev, progress=progress, result=result)
+    plan = options.cpu_plan()
+    result.settings.cpu_plan = plan.record()
+    ctx = ScanContext(options=options, device=dev, progress=progress, result=result, plan=plan)
     return run_stages(CPU_STAGES + _ceiling_stages(), ctx)

@@ -15,14 +15,18 @@ under the simulator at tiny sizes; see tests/test_gpu_sim.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from memprobe.result import Curve, CurvePoint, DeviceResult, Level, ScanResult
+from memprobe.infer.to_result import levels_from_curve
+from memprobe.result import (BandwidthTable, BypassLevel, Code, ComputeCeilings, Curve, CurvePoint, Declared,
+                             DeviceResult, GemmCeiling, HostLink, L2PartitionPair, L2Partitions, L2PartitionSm,
+                             Level, ScanResult, SharedMemory, SharingEvidence, TheoreticalPeak)
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -33,6 +37,7 @@ SPLIT_RATIO = 1.3  # far/near cluster ratio above which the L2 halves count as s
 # ---- plan: sizes and counts, from declared facts (only how far to sweep, never a level) -----
 @dataclass
 class GpuPlan:
+    profile: str
     sim: bool
     sm_count: int
     max_threads_per_sm: int
@@ -58,7 +63,22 @@ class GpuPlan:
     transfer_reps: int
     clock_spin_ns: int
     clock_reps: int
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# the profiles a real GPU runs by; the simulator's is "sim" (kernels run as Python: tiny)
+GPU_PROFILES: dict[str, dict[str, Any]] = {
+    "default": dict(points_per_octave=4, latency_reps=3, hops_min=8192, hops_max=32768, warm_cap=131072,
+                    partition_hops=4096, partition_sm_count=4, sharing_hops=16384, bw_reps=5,
+                    bw_target_s=0.002, bw_sweep=True, fma_target_s=0.02, gemm_n=8192, transfer_steps=9,
+                    transfer_reps=5, clock_reps=5),
+    "quick": dict(points_per_octave=2, latency_reps=2, hops_min=4096, hops_max=16384, warm_cap=65536,
+                  partition_hops=2048, partition_sm_count=2, sharing_hops=8192, bw_reps=3,
+                  bw_target_s=0.001, bw_sweep=False, fma_target_s=0.01, gemm_n=4096, transfer_steps=8,
+                  transfer_reps=3, clock_reps=3),
+}
 
 
 def _spread_sms(sm_count: int, k: int) -> list[int]:
@@ -66,52 +86,51 @@ def _spread_sms(sm_count: int, k: int) -> list[int]:
     return sorted({(i * sm_count) // k for i in range(min(k, sm_count))})
 
 
-def make_plan(declared: dict[str, Any], options: ScanOptions, sim: bool) -> GpuPlan:
+def make_plan(declared: Declared, options: ScanOptions, sim: bool) -> GpuPlan:
     from memprobe.scan.plan import sweep_sizes
 
-    sms = int(declared.get("sm_count") or 1)
-    tps = int(declared.get("max_threads_per_sm") or 2048)
-    l2 = int(declared.get("l2_bytes") or 50 * MiB)
-    q = options.quick
-    per_oct = options.points_per_octave or (1 if sim else (2 if q else 4))
+    g = declared.gpu
+    sms = int((g.sm_count if g else None) or 1)
+    tps = int((g.max_threads_per_sm if g else None) or 2048)
+    l2 = next((c.size_bytes for c in declared.caches if c.level == 2 and c.size_bytes), None) or 50 * MiB
     if sim:  # tiny: the simulator runs each thread as Python
-        top = int(options.extra.get("gpu_max_size_bytes") or min(4 * l2, 32 * KiB))
+        top = int(options.max_size_bytes or min(4 * l2, 32 * KiB))
         return GpuPlan(
-            sim=True, sm_count=sms, max_threads_per_sm=tps,
-            latency_sizes=sweep_sizes(4 * KiB, top, per_oct, align=128), latency_reps=2,
+            profile="sim", sim=True, sm_count=sms, max_threads_per_sm=tps,
+            latency_sizes=sweep_sizes(4 * KiB, top, options.points_per_octave or 1, align=128), latency_reps=2,
             hops_min=16, hops_max=64, warm_cap=64, partition_bytes=8 * KiB, partition_hops=32,
             partition_sms=_spread_sms(sms, 2), sharing_sms=_spread_sms(sms, 2), sharing_hops=16,
             bw_reps=2, bw_target_s=0.0, hbm_ws_bytes=16 * KiB, bw_sweep_sizes=[8 * KiB],
             smem_hops=16, smem_target_s=0.0, fma_target_s=0.0, gemm_n=0,
             transfer_sizes=[4 * KiB, 16 * KiB], transfer_reps=2, clock_spin_ns=1000, clock_reps=2)
-    top = int(options.extra.get("gpu_max_size_bytes") or max(4 * l2, 64 * MiB))
-    free = declared.get("memory_free_bytes")
+    name = "quick" if options.quick else "default"
+    pr = GPU_PROFILES[name]
+    top = int(options.max_size_bytes or max(4 * l2, 64 * MiB))
+    free = g.memory_free_bytes if g else None
     if free:
         top = min(top, int(free) // 4)
     hbm_ws = max(4 * l2, 512 * MiB)
     if free:
         hbm_ws = min(hbm_ws, int(free) // 4)
-    reps = options.repetitions or (2 if q else 3)
     return GpuPlan(
-        sim=False, sm_count=sms, max_threads_per_sm=tps,
-        latency_sizes=sweep_sizes(4 * KiB, top, per_oct, align=128), latency_reps=reps,
-        hops_min=4096 if q else 8192, hops_max=16384 if q else 32768,
-        warm_cap=65536 if q else 131072,
-        partition_bytes=4 * MiB, partition_hops=2048 if q else 4096,
-        partition_sms=_spread_sms(sms, 2 if q else 4), sharing_sms=_spread_sms(sms, 4),
-        sharing_hops=8192 if q else 16384,
-        bw_reps=options.repetitions or (3 if q else 5), bw_target_s=0.001 if q else 0.002,
+        profile=name, sim=False, sm_count=sms, max_threads_per_sm=tps,
+        latency_sizes=sweep_sizes(4 * KiB, top, options.points_per_octave or pr["points_per_octave"], align=128),
+        latency_reps=options.repetitions or pr["latency_reps"],
+        hops_min=pr["hops_min"], hops_max=pr["hops_max"], warm_cap=pr["warm_cap"],
+        partition_bytes=4 * MiB, partition_hops=pr["partition_hops"],
+        partition_sms=_spread_sms(sms, pr["partition_sm_count"]), sharing_sms=_spread_sms(sms, 4),
+        sharing_hops=pr["sharing_hops"],
+        bw_reps=options.repetitions or pr["bw_reps"], bw_target_s=pr["bw_target_s"],
         hbm_ws_bytes=hbm_ws,
-        bw_sweep_sizes=[] if q else [s for s in (MiB << k for k in range(12)) if s <= hbm_ws],
-        smem_hops=4096, smem_target_s=0.002, fma_target_s=0.01 if q else 0.02,
-        gemm_n=4096 if q else 8192,
-        transfer_sizes=[4 * KiB << (2 * k) for k in range(8 if q else 9)],  # 4 KiB .. 64/256 MiB
-        transfer_reps=3 if q else 5, clock_spin_ns=5_000_000, clock_reps=3 if q else 5)
+        bw_sweep_sizes=[s for s in (MiB << k for k in range(12)) if s <= hbm_ws] if pr["bw_sweep"] else [],
+        smem_hops=4096, smem_target_s=0.002, fma_target_s=pr["fma_target_s"], gemm_n=pr["gemm_n"],
+        transfer_sizes=[4 * KiB << (2 * k) for k in range(pr["transfer_steps"])],  # 4 KiB .. 64/256 MiB
+        transfer_reps=pr["transfer_reps"], clock_spin_ns=5_000_000, clock_reps=pr["clock_reps"])
 
 
 # ---- helpers ---------------------------------------------------------------------------------
 def _plan(ctx: ScanContext) -> GpuPlan:
-    return ctx.state["plan"]
+    return ctx.plan
 
 
 def _clock_ghz(ctx: ScanContext) -> float | None:
@@ -121,6 +140,12 @@ def _clock_ghz(ctx: ScanContext) -> float | None:
 def _med(xs) -> float:
     xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
     return statistics.median(xs) if xs else math.nan
+
+
+def _best(xs) -> float:
+    """Highest rate: a ceiling (DESIGN: best for a ceiling); every sample stays in the curve."""
+    xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return max(xs) if xs else math.nan
 
 
 def _gbs(bytes_moved: int, seconds: float) -> float:
@@ -139,8 +164,7 @@ def _level_bytes(ctx: ScanContext, which: str) -> tuple[int, str]:
         return 8 * KiB, "simulator (fixed)"
     if inferred:
         return int(inferred), "inferred"
-    d = ctx.device.declared
-    dec = d.get("l1_max_bytes") if which == "L1" else d.get("l2_bytes")
+    dec = next((c.size_bytes for c in ctx.device.declared.caches if c.label.rstrip("d") == which), None)
     if dec:
         return int(dec), "declared (not inferred)"
     return (128 * KiB if which == "L1" else 32 * MiB), "default (neither inferred nor declared)"
@@ -162,11 +186,12 @@ def stage_declared(ctx: ScanContext) -> None:
             mem = None
     d = declared_gpu(dev, memory_info=mem, nvml={} if SIMULATOR else nvml_facts())
     ctx.device.declared = d
-    ctx.device.name = d["name"]
-    ctx.state["plan"] = make_plan(d, ctx.options, SIMULATOR)
+    ctx.device.name = d.model or "NVIDIA GPU"
+    ctx.plan = make_plan(d, ctx.options, SIMULATOR)
+    ctx.result.settings.gpu_plan = ctx.plan.record()
     if SIMULATOR:
-        ctx.device.warnings.append("CUDA simulator: every figure of this device is a logic check, "
-                                   "not a measurement")
+        ctx.device.warn(Code.SIMULATOR, "CUDA simulator: every figure of this device is a logic check, "
+                                        "not a measurement", "declared")
 
 
 def stage_clock(ctx: ScanContext) -> None:
@@ -193,7 +218,7 @@ def stage_latency(ctx: ScanContext) -> None:
     from memprobe.probes.gpu.latency import GpuChaseProbe
 
     p = _plan(ctx)
-    target = int(ctx.options.extra.get("gpu_latency_sm", 0))
+    target = int(ctx.options.gpu_latency_sm)
     for path, what in (("ca", "ld.global.ca: default caching, through L1"),
                        ("cg", "ld.global.cg: L1 bypassed, L2 only")):
         params = {"load": what, "slot_bytes": 128, "method": "one thread, Sattolo pointer chase",
@@ -230,38 +255,33 @@ def chase_clock_ghz(cyc_curve: Curve, ns_curve: Curve) -> float | None:
 
 
 def gpu_levels(ca_cycles: Curve, ca_ns: Curve | None, cg_cycles: Curve | None,
-               cg_ns: Curve | None) -> tuple[list[Level], list[dict[str, Any]], list[str]]:
+               cg_ns: Curve | None) -> tuple[list[Level], list[BypassLevel], list]:
     """Levels from the L1-path curve (inferred in cycles: the SM clock's unit, immune to clock
     changes), ns from the clock measured during the same chase; the L1-bypass curve's levels
-    beside them. Returns (levels, bypass levels as dicts, warnings)."""
-    from memprobe.infer import infer_levels
-    from memprobe.scan.cpu import levels_from_curve
-
-    warnings: list[str] = []
+    beside them. Returns (levels, bypass levels, inference warnings)."""
     # best repetition: one pass of a few repetitions on a device no one shares (the CPU's lower
     # quartile is for several passes on a shared machine)
-    levels = levels_from_curve(ca_cycles, None, statistic="best")
-    warnings += infer_levels(ca_cycles.xs(), ca_cycles.bests(), "cycles").warnings
+    levels, h = levels_from_curve(ca_cycles, None, statistic="best")
     ghz = chase_clock_ghz(ca_cycles, ca_ns) if ca_ns else None
     for lv in levels:
         lv.latency_ns = lv.latency_cycles / ghz if (lv.latency_cycles and ghz) else None
         if lv.name == "memory":
-            lv.notes.append("device memory (HBM)")
-    bypass: list[dict[str, Any]] = []
+            lv.note(Code.DEVICE_MEMORY, "device memory (HBM)")
+    bypass: list[BypassLevel] = []
     if cg_cycles is not None and len(cg_cycles.points) >= 4:
         ghz_cg = chase_clock_ghz(cg_cycles, cg_ns) if cg_ns else None
-        for lv in levels_from_curve(cg_cycles, None, statistic="best"):
-            bypass.append({"name": lv.name, "size_bytes": lv.size_bytes,
-                           "latency_cycles": lv.latency_cycles,
-                           "latency_ns": lv.latency_cycles / ghz_cg if (lv.latency_cycles and ghz_cg) else None,
-                           "unstable": lv.unstable, "size_range_bytes": lv.size_range_bytes})
+        for lv in levels_from_curve(cg_cycles, None, statistic="best")[0]:
+            bypass.append(BypassLevel(
+                name=lv.name, size_bytes=lv.size_bytes, latency_cycles=lv.latency_cycles,
+                latency_ns=lv.latency_cycles / ghz_cg if (lv.latency_cycles and ghz_cg) else None,
+                unstable=lv.unstable, size_interval_bytes=lv.size_interval_bytes))
         # the bypass curve's first cache level is L2 (L1 is skipped): note it on the L2 level
         l2 = next((lv for lv in levels if lv.name == "L2"), None)
-        if bypass and bypass[0]["size_bytes"] and l2 is not None:
-            l2.notes.append(
-                f"L1-bypass (ld.global.cg) curve: L2 edge at {bypass[0]['size_bytes'] / MiB:.1f} MiB, "
-                f"{bypass[0]['latency_cycles']:.0f} cycles")
-    return levels, bypass, warnings
+        if bypass and bypass[0].size_bytes and l2 is not None:
+            l2.note(Code.L1_BYPASS_EDGE,
+                    f"L1-bypass (ld.global.cg) curve: L2 edge at {bypass[0].size_bytes / MiB:.1f} MiB, "
+                    f"{bypass[0].latency_cycles:.0f} cycles")
+    return levels, bypass, h.warnings
 
 
 def stage_levels(ctx: ScanContext) -> None:
@@ -272,14 +292,15 @@ def stage_levels(ctx: ScanContext) -> None:
     levels, bypass, warns = gpu_levels(ca, ctx.device.curve("latency_ca_ns"), cg,
                                        ctx.device.curve("latency_cg_ns"))
     ctx.device.levels = levels
-    ctx.device.warnings += warns
-    ctx.device.extra["l1_bypass_levels"] = bypass
-    ctx.device.extra["primary_latency_curve"] = "latency_ca_ns"
+    for w in warns:
+        ctx.device.warn(w.code, w.text, "levels")
+    ctx.device.extra.l1_bypass_levels = bypass
+    ctx.device.extra.primary_latency_curve = "latency_ca_ns"
     caches = [lv for lv in levels if lv.size_bytes]
     if caches:
         ctx.state["l1_bytes"] = caches[0].size_bytes
-    if bypass and bypass[0]["size_bytes"]:
-        ctx.state["l2_bytes"] = bypass[0]["size_bytes"]
+    if bypass and bypass[0].size_bytes:
+        ctx.state["l2_bytes"] = bypass[0].size_bytes
     elif len(caches) >= 2:
         ctx.state["l2_bytes"] = caches[1].size_bytes
 
@@ -319,20 +340,20 @@ def stage_l2_partitions(ctx: ScanContext) -> None:
     probe.setup(p.partition_bytes)
     probe.warm_l2()
     ghz = _clock_ghz(ctx)
-    per_sm: list[dict[str, Any]] = []
+    per_sm: list[L2PartitionSm] = []
     classes: dict[int, np.ndarray] = {}
     for k, sm in enumerate(p.partition_sms):
         r = probe.run_per_hop(p.partition_hops, -(-probe.n_slots // 8) * 8, target=sm)
         if r["sm"] < 0:
-            ctx.device.warnings.append(f"l2 partitions: no block landed on SM {sm}; skipped")
+            ctx.device.warn(Code.NOT_MEASURED, f"l2 partitions: no block landed on SM {sm}; skipped",
+                            "l2_partitions")
             continue
         over = float(np.median(r["overhead_cycles"]))
         cyc = r["cycles"].astype(float)
         split = split_near_far(cyc)
-        rec = {"sm": r["sm"], "hops": len(cyc), "timer_overhead_cycles": over, **split}
-        for key in ("near_cycles", "far_cycles"):
-            v = split[key]
-            rec[key.replace("cycles", "ns")] = v / ghz if (v and ghz) else None
+        rec = L2PartitionSm(sm=int(r["sm"]), hops=len(cyc), timer_overhead_cycles=over, **split)
+        rec.near_ns = rec.near_cycles / ghz if (rec.near_cycles and ghz) else None
+        rec.far_ns = rec.far_cycles / ghz if (rec.far_cycles and ghz) else None
         per_sm.append(rec)
         if split["threshold_cycles"]:
             classes[r["sm"]] = cyc > split["threshold_cycles"]
@@ -348,19 +369,18 @@ def stage_l2_partitions(ctx: ScanContext) -> None:
     for i, a in enumerate(sm_ids):
         for b in sm_ids[i + 1:]:
             # same chain, same start: hop k loads the same address on both SMs
-            pairs.append({"sm_a": a, "sm_b": b,
-                          "addresses_classed_differently": float(np.mean(classes[a] != classes[b]))})
-    ctx.device.extra["l2_partitions"] = {
-        "buffer_bytes": p.partition_bytes, "load": "ld.global.cg", "sms": per_sm, "pairs": pairs,
-        "note": "per-hop latency includes the clock read + store overhead (timer_overhead_cycles); "
-                "an address is 'far' for an SM when its hop is above the two-cluster threshold",
-    }
+            pairs.append(L2PartitionPair(sm_a=a, sm_b=b, addresses_classed_differently=float(
+                np.mean(classes[a] != classes[b]))))
+    parts = ctx.device.extra.l2_partitions = L2Partitions(
+        buffer_bytes=p.partition_bytes, load="ld.global.cg", sms=per_sm, pairs=pairs,
+        note="per-hop latency includes the clock read + store overhead (timer_overhead_cycles); "
+             "an address is 'far' for an SM when its hop is above the two-cluster threshold")
     l2 = _level(ctx, "L2")
-    seen = [r for r in per_sm if r["split_seen"]]
+    seen = parts.seen()
     if l2 is not None and seen:
-        l2.notes.append("near/far L2 halves (per-hop, median over SMs): near "
-                        f"{_med([r['near_cycles'] for r in seen]):.0f} cycles, far "
-                        f"{_med([r['far_cycles'] for r in seen]):.0f} cycles")
+        l2.note(Code.NEAR_FAR_L2, "near/far L2 halves (per-hop, median over SMs): near "
+                f"{_med([r.near_cycles for r in seen]):.0f} cycles, far "
+                f"{_med([r.far_cycles for r in seen]):.0f} cycles")
     probe.close()
 
 
@@ -372,9 +392,8 @@ def stage_sharing(ctx: ScanContext) -> None:
     p = _plan(ctx)
     sms = p.sharing_sms
     if len(sms) < 2:
-        ctx.device.warnings.append("sharing: fewer than 2 SMs, not measured")
+        ctx.device.warn(Code.NOT_MEASURED, "sharing: fewer than 2 SMs, not measured", "sharing")
         return
-    out: dict[str, Any] = {}
     for which, path in (("L1", "ca"), ("L2", "cg")):
         size, source = _level_bytes(ctx, which)
         ws = max(4 * KiB, int(0.75 * size)) // 128 * 128
@@ -394,18 +413,21 @@ def stage_sharing(ctx: ScanContext) -> None:
         ratio = together / alone if alone and math.isfinite(alone) else math.nan
         if len(res["together"]["sms"]) < len(sms):
             verdict = None
-            ctx.device.warnings.append(f"sharing {which}: not every SM got a chain; no verdict")
+            ctx.device.warn(Code.NOT_MEASURED, f"sharing {which}: not every SM got a chain; no verdict",
+                            "sharing")
         else:
             verdict = "shared" if ratio > SHARED_RATIO else "private"
-        out[which] = {"load": f"ld.global.{path}", "working_set_per_sm_bytes": ws,
-                      "level_size_bytes": size, "level_size_source": source, **res,
-                      "ratio_together_over_alone": ratio, "sharing": verdict}
+        ctx.device.extra.sharing[which] = SharingEvidence(
+            level=which, size_bytes=ws, other_units=len(res["together"]["sms"]) - 1, unit="cycles",
+            latency_alone=alone, latency_loaded=together, ratio=ratio if math.isfinite(ratio) else None,
+            threshold=SHARED_RATIO, verdict=verdict, samples_alone=res["alone"]["cycles_per_hop"],
+            samples_loaded=res["together"]["cycles_per_hop"], level_size_bytes=size, level_size_source=source,
+            note=f"ld.global.{path}: one SM alone, then SMs {res['together']['sms']} each over its own buffer")
         lv = _level(ctx, which)
         if lv is not None and verdict:
             lv.sharing = verdict
-            lv.notes.append(f"{'per SM' if verdict == 'private' else 'shared by all SMs'} (measured: "
-                            f"{len(sms)} SMs x {ws / KiB:.0f} KiB each, latency x{ratio:.2f} vs one SM)")
-    ctx.device.extra["sharing"] = out
+            lv.note(Code.SHARING, f"{'per SM' if verdict == 'private' else 'shared by all SMs'} (measured: "
+                                  f"{len(sms)} SMs x {ws / KiB:.0f} KiB each, latency x{ratio:.2f} vs one SM)")
 
 
 def stage_shared_memory(ctx: ScanContext) -> None:
@@ -429,15 +451,14 @@ def stage_shared_memory(ctx: ScanContext) -> None:
                                    [CurvePoint(0.0, gbs)],
                                    {"blocks": launch.blocks, "threads": launch.threads, "passes": passes}))
     med = _med(gbs)
-    ctx.device.extra["shared_memory"] = {
-        "verified": verified, "latency_cycles": min(lat) if lat else None,
-        "latency_ns": min(lat) / ghz if (lat and ghz) else None,
-        "read_gbs": med,
-        "bytes_per_clock_per_sm": med * 1e9 / (p.sm_count * ghz * 1e9) if ghz else None,
-        "declared_per_block_bytes": ctx.device.declared.get("shared_per_block_bytes"),
-        "declared_per_block_optin_bytes": ctx.device.declared.get("shared_per_block_optin_bytes"),
-        "declared_per_sm_bytes": ctx.device.declared.get("shared_per_sm_bytes"),
-    }
+    g = ctx.device.declared.gpu
+    ctx.device.extra.shared_memory = SharedMemory(
+        verified=bool(verified), latency_cycles=min(lat) if lat else None,
+        latency_ns=min(lat) / ghz if (lat and ghz) else None, read_gbs=med,
+        bytes_per_clock_per_sm=med * 1e9 / (p.sm_count * ghz * 1e9) if ghz else None,
+        declared_per_block_bytes=g.shared_per_block_bytes if g else None,
+        declared_per_block_optin_bytes=g.shared_per_block_optin_bytes if g else None,
+        declared_per_sm_bytes=g.shared_per_sm_bytes if g else None)
 
 
 def _calibrate(run_one, target_s: float, sim: bool, start: int = 1, cap: int = 1 << 20) -> int:
@@ -494,16 +515,17 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 c.params["passes"].append(passes)
                 lv = _level(ctx, lvl_name)
                 if lv is not None:
-                    lv.bandwidth_gbs.setdefault(k.name, {"threads_1": None, "threads_all": None})[tk] = _med(gbs)
+                    lv.bandwidth_gbs.setdefault(k.name, {"threads_1": None, "threads_all": None})[tk] = _best(gbs)
             step += 1
             ctx.progress("bandwidth", step, total, f"{k.name} {lvl_name}")
-    ctx.device.extra["bandwidth"] = {
-        "verified": verified, "threads_1": "one block of %d threads on one SM" % one.threads,
-        "threads_all": f"{full.blocks} blocks x {full.threads} threads (full occupancy)",
-        "item": "float64"}
+    ctx.device.bandwidth = BandwidthTable(
+        statistic="best", counting="STREAM (bytes read + bytes written)",
+        threads_1="one block of %d threads on one SM" % one.threads,
+        threads_all=f"{full.blocks} blocks x {full.threads} threads (full occupancy)", item="float64",
+        verified={k: bool(v) for k, v in verified.items()})
     for lv in ctx.device.levels:
         if lv.bandwidth_gbs and lv.name in ("L1", "L2", "memory"):
-            lv.notes.append("bandwidth threads_1 = one block (one SM), threads_all = all SMs")
+            lv.note(Code.BANDWIDTH_SCOPE, "bandwidth threads_1 = one block (one SM), threads_all = all SMs")
     if p.bw_sweep_sizes:
         c = Curve("bandwidth_read_sweep_threads_all", "bandwidth", "working_set_bytes", "GB/s", [],
                   {"method": "read kernel, whole grid, grid-stride"})
@@ -528,28 +550,30 @@ def stage_compute(ctx: ScanContext) -> None:
     gflops = [fma.flops(iters) / s / 1e9 for s in secs]
     cyc, ns = fma.clock()
     clk_in = _med([c / n for c, n in zip(cyc, ns) if n > 0])
-    lanes = ctx.device.declared.get("fp32_lanes_per_sm") or 128
-    rec: dict[str, Any] = {
-        "verified": verified, "gflops_samples": gflops, "gflops": _med(gflops), "iters": iters,
-        "blocks": fma.blocks, "threads": fma.threads, "fp32_lanes_per_sm": lanes,
-        "clock_ghz_during_fma": clk_in if math.isfinite(clk_in) else None,
-    }
-    for key, ghz in (("peak_gflops_at_idle_clock", _clock_ghz(ctx)),
-                     ("peak_gflops_at_fma_clock", rec["clock_ghz_during_fma"])):
-        rec[key] = p.sm_count * lanes * 2 * ghz if ghz else None
-        rec[key.replace("peak_gflops", "fraction")] = rec["gflops"] / rec[key] if rec[key] else None
+    g = ctx.device.declared.gpu
+    lanes = (g.fp32_lanes_per_sm if g else None) or 128
     ctx.device.curves.append(Curve("compute_fp32_fma", "compute", "repetition", "GFLOP/s",
-                                   [CurvePoint(0.0, gflops)], {"iters": iters}))
-    gemm = []
+                                   [CurvePoint(0.0, gflops)],
+                                   {"iters": iters, "blocks": fma.blocks, "threads": fma.threads}))
+    gemm: list[GemmCeiling] = []
     if p.gemm_n:
-        for g in gemm_samples(p.gemm_n, p.bw_reps):
-            if "seconds" in g:
-                g["tflops_samples"] = [g["flops"] / s / 1e12 for s in g["seconds"]]
-                g["tflops"] = _med(g["tflops_samples"])
-            gemm.append(g)
+        for row in gemm_samples(p.gemm_n, p.bw_reps):
+            if "seconds" in row:
+                samples = [row["flops"] / s / 1e9 for s in row["seconds"]]
+                gemm.append(GemmCeiling(library=str(row.get("library", "")), dtype=str(row.get("dtype", "")),
+                                        n=int(row.get("n", p.gemm_n)), gflops=max(samples), samples=samples,
+                                        threads="all SMs"))
         if not gemm:
-            ctx.device.warnings.append("no tensor-core GEMM ceiling: neither CuPy nor PyTorch is installed")
-    ctx.device.compute = {"fp32_fma": rec, "gemm": gemm}
+            ctx.device.warn(Code.NO_GEMM, "no tensor-core GEMM ceiling: neither CuPy nor PyTorch is installed",
+                            "compute")
+    ghz = _clock_ghz(ctx)
+    ctx.device.compute = ComputeCeilings(
+        fma={"float32": {"threads_1": None, "threads_all": max(gflops) if gflops else None}},
+        fma_samples={"float32": {"threads_all": gflops}}, gemm=gemm, statistic="best",
+        method=f"FP32 FMA chains, {fma.blocks} blocks x {fma.threads} threads, {iters} iterations",
+        verified=bool(verified), clock_ghz_during_fma=clk_in if math.isfinite(clk_in) else None,
+        theoretical=TheoreticalPeak(clock_ghz=ghz, units=p.sm_count, flops_per_cycle_per_unit={"float32": 2 * lanes},
+                                    gflops={"float32": p.sm_count * lanes * 2 * ghz if ghz else None}))
 
 
 def stage_transfers(ctx: ScanContext) -> None:
@@ -559,7 +583,7 @@ def stage_transfers(ctx: ScanContext) -> None:
     curves = {}
     for d in DIRECTIONS:
         for h in HOST_KINDS:
-            c = Curve(f"transfer_{d}_{h}", "bandwidth", "size_bytes", "GB/s", [],
+            c = Curve(f"transfer_{d}_{h}", "transfer", "size_bytes", "GB/s", [],
                       {"method": "synchronous copy, host-timed", "direction": d, "host": h})
             curves[(d, h)] = c
             ctx.device.curves.append(c)
@@ -574,10 +598,9 @@ def stage_transfers(ctx: ScanContext) -> None:
             c.points.append(CurvePoint(float(size), [_gbs(size, s) for s in secs]))
         ctx.progress("transfers", k + 1, len(p.transfer_sizes), f"{size / KiB:.0f} KiB")
     probe.close()
-    ctx.device.extra["transfers"] = {
-        "verified": verified,
-        "peak_gbs": {f"{d}_{h}": max((pt.median for pt in c.points), default=None)
-                     for (d, h), c in curves.items()}}
+    ctx.device.extra.host_link = HostLink(
+        verified=verified,
+        peak_gbs={f"{d}_{h}": max((pt.median for pt in c.points), default=None) for (d, h), c in curves.items()})
 
 
 GPU_STAGES: tuple[Stage, ...] = (
@@ -604,7 +627,7 @@ def scan_gpu(options: ScanOptions, progress: ProgressFn, result: ScanResult, *,
 
         ok, why = gpu_available()
         if not ok:
-            result.warnings.append(f"no GPU: {why}")
+            result.warn(Code.NO_GPU, f"no GPU: {why}")
             return True
         from numba import cuda
 

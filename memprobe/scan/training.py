@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from memprobe.result import ScanResult
+from dataclasses import asdict
+
+from memprobe.result import Code, ScanResult, TrainingStudy
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -29,9 +31,10 @@ def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
 
 def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = False,
                        framework: str = "numpy", progress: ProgressFn = _noop,
-                       budget_s: float | None = None, mnist: bool = True) -> dict[str, Any]:
+                       budget_s: float | None = None, mnist: bool = True) -> TrainingStudy:
     """Run the study for `device` ("cpu" | "gpu" | "all") against the scan in `result`, store
-    it in `result.training` (merged with what is there for other devices) and return it.
+    it in `result.training` (merged with what is there for other devices: their points, epochs
+    and inputs stay, and the GPU-over-CPU rows are paired over the merged points) and return it.
 
     Devices without levels or bandwidth figures are skipped with a warning in result.warnings.
     `memprobe train` calls this; `scan_training` calls it at the end of a scan."""
@@ -63,24 +66,25 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
         dres = result.devices.get(dev)
         if dres is None or not dres.levels:
             if device != "all" or dev == "cpu":
-                result.warnings.append(f"training study: no {dev} levels in this scan, {dev} skipped")
+                result.warn(Code.TRAINING, f"training study: no {dev} levels in this scan, {dev} skipped")
             continue
-        if dev == "gpu" and framework == "numpy" and not N.gpu_available():
-            result.warnings.append("training study: GPU levels present but CuPy/numba.cuda unusable here, GPU skipped")
+        if dev == "gpu" and not _gpu_usable(framework):
+            result.warn(Code.TRAINING, "training study: GPU levels present but CuPy/numba.cuda unusable here, GPU skipped")
             continue
         budget = budget_s if budget_s is not None else (QUICK_SWEEP_BUDGET_S if quick else SWEEP_BUDGET_S)[dev]
         try:
             sw = S.run_device_sweep(dres, dev, quick, framework, progress, budget)
         except M.MissingCeiling as exc:
-            result.warnings.append(f"training study: {dev} skipped, the prediction needs a ceiling "
-                                   f"the scan lacks ({exc}); run the bandwidth/compute stages first")
+            result.warn(Code.TRAINING, f"training study: {dev} skipped, the prediction needs a ceiling "
+                                       f"the scan lacks ({exc}); run the bandwidth/compute stages first")
             continue
         training["points"] += sw["points"]
         training["skipped"] += sw["skipped"]
         training["overhead_s"][dev] = sw["overhead_s"]
         training["gemm_rates"][dev] = sw["gemm_rates"]
         training["settings"][f"{dev}_blas_threads_control"] = sw["blas_threads_control"]
-        result.warnings += [f"training study ({dev}): {w}" for w in sw["warnings"]]
+        for w in sw["warnings"]:
+            result.warn(Code.TRAINING, f"training study ({dev}): {w}")
         if mnist:
             progress("training", 0, 1, f"{dev}: MNIST-shaped epoch")
             tkey = "threads_all"
@@ -95,8 +99,19 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             else:
                 training["mnist"][dev] = S.run_mnist_epoch("gpu", framework, 0, ceil, limit_s=limit)
             if not training["mnist"][dev]["complete"]:
-                result.warnings.append(f"training study: the {dev} MNIST-shaped epoch passed {limit:.0f} s "
-                                       f"(a busy machine?): stopped early, epoch time extrapolated")
+                result.warn(Code.TRAINING, f"training study: the {dev} MNIST-shaped epoch passed {limit:.0f} s "
+                                           f"(a busy machine?): stopped early, epoch time extrapolated")
+    # keep what an earlier call stored for other devices, so the pairing below sees them
+    old = result.training
+    if device != "all":
+        training["points"] = [asdict(p) for p in old.points if p.device not in wanted] + training["points"]
+        for dev, epoch in old.mnist.items():
+            training["mnist"].setdefault(dev, asdict(epoch))
+        for dev, inputs in old.inputs.items():
+            if dev not in wanted:
+                training["overhead_s"][dev] = inputs.get("overhead_s")
+                training["gemm_rates"][dev] = inputs.get("gemm_rates")
+        training["skipped"] = [asdict(p) for p in old.skipped if p.device not in wanted] + training["skipped"]
     cpu_pts = [p for p in training["points"] if p["device"] == "cpu"]
     gpu_pts = [p for p in training["points"] if p["device"] == "gpu"]
     if cpu_pts and gpu_pts:
@@ -120,14 +135,14 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
                                         training["speedup"])
     training["summary"] = S.summarize(training["points"])
     training["summary"]["study_s"] = round(time.perf_counter() - t0, 2)
-    # keep what an earlier call stored for another device
-    old = result.training or {}
-    if old.get("points") and device != "all":
-        keep = [p for p in old["points"] if p.get("device") not in wanted]
-        training["points"] = keep + training["points"]
-        training["summary"] = {**S.summarize(training["points"]), "study_s": training["summary"]["study_s"]}
-    result.training = training
-    return training
+    result.training = TrainingStudy.from_parts(training)
+    return result.training
+
+
+def _gpu_usable(framework: str) -> bool:
+    from memprobe.train import network as N
+
+    return framework != "numpy" or N.gpu_available()
 
 
 def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float]]:
@@ -143,7 +158,7 @@ def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> boo
     warning, not a failure."""
     devs = [k for k, d in result.devices.items() if d.levels]
     if not devs:
-        result.warnings.append("training study: no device with inferred levels, skipped")
+        result.warn(Code.TRAINING, "training study: no device with inferred levels, skipped")
         return True
     progress("training", 0, 1, "training study")
     try:
@@ -152,7 +167,7 @@ def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> boo
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing study must not lose the scan
-        result.warnings.append(f"training study failed: {exc.__class__.__name__}: {exc}")
+        result.warn(Code.STAGE_FAILED, f"training study failed: {exc.__class__.__name__}: {exc}", "training")
         return False
     progress("training", 1, 1, "training study")
     return True

@@ -129,9 +129,8 @@ def _plan_call_s(calls: list[Callable[[], Any]], reps_n: int = 7) -> float:
 
 def _median_call_s(fn: Callable[[], Any], n: int, reps_n: int = 7) -> float:
     # time batches of calls (one call is below timer resolution) and keep the median batch: the
-    # model predicts the median step, so its per-op rates use the same statistic. (The best
-    # batch predicted 7-20 % too fast at small widths on the shared 2-vCPU VM: median |error|
-    # 12.5-14.4 % against 10.4-12.7 % with the median, batch 1 7.9-30.9 % against 3.4-6.0 %.)
+    # model predicts the median step, so its per-op rates use the same statistic (the best batch
+    # predicts small widths too fast on a shared machine: docs/validation.md, "Training prediction")
     reps = []
     for _ in range(reps_n):
         t0 = time.perf_counter()
@@ -146,7 +145,7 @@ def measure_cpu_overheads(threads: int, reps: int = 7) -> dict[str, float]:
     Python -> NumPy -> BLAS path), an empty @njit call, an empty prange call (thread wake-up);
     and of each elementwise kernel on one element ("serial:<kernel>", "parallel:<kernel>"): a
     Numba call unboxes every argument, so a kernel taking five arrays costs 2-5x the empty call
-    with one (0.7-2.0 us against 0.4 here), per op and step."""
+    with one (figures in docs/validation.md, "Training prediction"), per op and step."""
     a = np.ones((1, 1), N.DTYPE)
     c = np.empty((1, 1), N.DTYPE)
     lab, lab2 = np.zeros(1, np.int32), np.zeros(1, np.int32)
@@ -377,9 +376,9 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     Rounds: each point's STEPS are taken in ROUNDS rounds that cycle through every point, and
     the model's inputs (overheads, rates) are measured again at the start of every round and
     pooled (median). Why: on a shared machine a busy neighbour slows everything for seconds at
-    a time. Timed point after point, the points that fell in such a spell came out 20-40 %
-    slower than the rates measured seconds earlier predicted (this project's 2-vCPU VM); in
-    rounds, a spell touches a few steps of many points, and the inputs and the steps are sampled
+    a time. Timed point after point, the points that fell in such a spell come out slower than
+    the rates measured seconds earlier predict (20-40 % on a 2-vCPU AMD EPYC Zen 3 KVM guest,
+    docs/validation.md); in rounds, a spell touches a few steps of many points, and the inputs and the steps are sampled
     over the same minutes. Each round starts a point with one untimed step (its working set
     back in the caches after the other points ran).
 
@@ -675,7 +674,7 @@ def judge_claims(cpu_epoch: dict[str, Any] | None, gpu_epoch: dict[str, Any] | N
     out = []
     c1, c2 = CLAIMS
     if speedups:
-        vals = [s["speedup"] for s in speedups if s.get("speedup")]
+        vals = [s["gpu_over_cpu"] for s in speedups if s.get("gpu_over_cpu")]
         lo, hi = (min(vals), max(vals)) if vals else (None, None)
         verdict = ("within" if lo is not None and lo >= c1["low"] and hi <= c1["high"] else "outside")
         out.append({**c1, "measured_min": lo, "measured_max": hi,
@@ -707,7 +706,7 @@ def pair_speedups(cpu_points: list[dict[str, Any]], gpu_points: list[dict[str, A
         c = cpu.get((g["width"], g["batch"]))
         if c:
             out.append({"width": g["width"], "batch": g["batch"], "cpu_s": c["measured_s"],
-                        "gpu_s": g["measured_s"], "speedup": c["measured_s"] / g["measured_s"]})
+                        "gpu_s": g["measured_s"], "gpu_over_cpu": c["measured_s"] / g["measured_s"]})
     return sorted(out, key=lambda s: (s["batch"], s["width"]))
 
 
@@ -718,7 +717,7 @@ def gpu_wins_from(speedups: list[dict[str, Any]]) -> dict[str, int | None]:
         rows = sorted((s for s in speedups if s["batch"] == b), key=lambda s: s["width"])
         w = None
         for s in reversed(rows):
-            if s["speedup"] > 1:
+            if s["gpu_over_cpu"] > 1:
                 w = s["width"]
             else:
                 break

@@ -1,11 +1,12 @@
 """Stage 1 of the flow (**probe** -> samples -> inference -> result -> report): bandwidth kernels.
 
-One table, `KERNELS`, describes every streaming kernel once (as BabelStream's `bench[]` and
-likwid's `.ptt` headers do): its name, how many arrays it touches, the bytes it reads and writes
-per element (STREAM counting: no write-allocate traffic) and its flops per element. Every kernel
-has the same signature `kernel(a, b, c, s) -> float64`, so the two drivers (`repeat_serial`,
-`repeat_parallel`) take the kernel as a first-class function: a new kernel is one entry, not a
-new copy of the loops around it.
+The streaming kernels are described once, in probes/kernels.py (as BabelStream's `bench[]` and
+likwid's `.ptt` headers do): name, arrays touched, elements read and written and FLOPs per
+element, counted as STREAM counts (no write-allocate traffic). `KERNELS` here pairs each entry
+with its Numba implementation. Every kernel has the same signature `kernel(a, b, c, s) ->
+float64`, and the two drivers (`repeat_serial`, `repeat_parallel`) pick it by its table index
+(see "drivers" below): a new kernel is its table entry, its implementation and one line in
+`one_pass`, not a new copy of the loops around it.
 
 The drivers repeat the kernel `times` times inside compiled code, so a working set inside L1
 is timed without Python's call overhead; the parallel driver gives each thread one contiguous,
@@ -26,6 +27,7 @@ from numba import njit, prange
 
 from memprobe.probes.cpu.buffers import Buffer, alloc
 from memprobe.probes.cpu.intrinsics import store_fence, store_line_nt_f64
+from memprobe.probes.kernels import STREAM_KERNELS, StreamKernelSpec
 
 ELEMENT_BYTES = 8  # float64, as STREAM
 SCALAR = 3.0  # s in write and triad; with integer-valued b, c every result is exact
@@ -184,31 +186,29 @@ def repeat_parallel(kid, a, b, c, s, times, nchunks):
 # ---- the table --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BandwidthKernel:
-    name: str
+    """A table entry (probes/kernels.py) with this backend's implementation."""
+
+    spec: StreamKernelSpec
     kid: int  # index in one_pass (the drivers' switch)
-    arrays: int  # arrays touched (a, b, c in that order)
-    read_bytes: int  # per element, STREAM counting
-    write_bytes: int  # per element
-    flops: int  # per element
     kernel: Callable  # njit, signature (a, b, c, s) -> float64
-    stores: str = "cached"  # or "streaming": non-temporal stores, run at memory size only
-    base: str = ""  # a streaming kernel: the cached kernel doing the same work
 
-    @property
-    def bytes_per_element(self) -> int:
-        return self.read_bytes + self.write_bytes
+    name = property(lambda self: self.spec.name)
+    arrays = property(lambda self: self.spec.arrays)
+    read_bytes = property(lambda self: self.spec.read_bytes)
+    write_bytes = property(lambda self: self.spec.write_bytes)
+    flops = property(lambda self: self.spec.flops)
+    stores = property(lambda self: self.spec.stores)
+    base = property(lambda self: self.spec.base)
+    bytes_per_element = property(lambda self: self.spec.bytes_per_element)
 
 
-KERNELS: tuple[BandwidthKernel, ...] = (
-    #               name    kid arrays read write flops kernel
-    BandwidthKernel("read", 0, 1, 8, 0, 1, read_kernel),  # s += a[i]
-    BandwidthKernel("write", 1, 1, 0, 8, 0, write_kernel),  # a[i] = s
-    BandwidthKernel("copy", 2, 2, 8, 8, 0, copy_kernel),  # a[i] = b[i]
-    BandwidthKernel("triad", 3, 3, 16, 8, 2, triad_kernel),  # a[i] = b[i] + s*c[i]
-    BandwidthKernel("write_nt", 4, 1, 0, 8, 0, write_nt_kernel, "streaming", "write"),
-    BandwidthKernel("copy_nt", 5, 2, 8, 8, 0, copy_nt_kernel, "streaming", "copy"),
-    BandwidthKernel("triad_nt", 6, 3, 16, 8, 2, triad_nt_kernel, "streaming", "triad"),
-)
+_IMPLEMENTATIONS: dict[str, Callable] = {
+    "read": read_kernel, "write": write_kernel, "copy": copy_kernel, "triad": triad_kernel,
+    "write_nt": write_nt_kernel, "copy_nt": copy_nt_kernel, "triad_nt": triad_nt_kernel,
+}
+# kid: the position in the shared table, which one_pass's switch follows
+KERNELS: tuple[BandwidthKernel, ...] = tuple(
+    BandwidthKernel(spec, kid, _IMPLEMENTATIONS[spec.name]) for kid, spec in enumerate(STREAM_KERNELS))
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 CACHED_KERNELS = tuple(k for k in KERNELS if k.stores == "cached")
 STREAMING_KERNELS = tuple(k for k in KERNELS if k.stores == "streaming")

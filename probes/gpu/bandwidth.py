@@ -24,8 +24,7 @@ from numba import cuda, float32, uint32
 
 from memprobe.probes.cpu.chase import sattolo_cycle
 from memprobe.probes.gpu.clock import clock64, time_launches
-
-ITEM_BYTES = 8  # float64, as STREAM
+from memprobe.probes.kernels import ITEM_BYTES, STREAM_KERNELS, StreamKernelSpec
 TRIAD_SCALAR = 0.4
 
 
@@ -110,25 +109,22 @@ def triad_kernel(a, b, c, out, n_local, passes):
 
 @dataclass(frozen=True)
 class StreamKernel:
-    """One table entry: arrays read and written per element (STREAM counting)."""
+    """A table entry (probes/kernels.py) with this backend's implementation."""
 
-    name: str
-    reads: int
-    writes: int
+    spec: StreamKernelSpec
     kernel: object
-    arrays: int  # distinct arrays in the working set
 
-    @property
-    def bytes_per_element(self) -> int:
-        return (self.reads + self.writes) * ITEM_BYTES
+    name = property(lambda self: self.spec.name)
+    reads = property(lambda self: self.spec.reads)
+    writes = property(lambda self: self.spec.writes)
+    arrays = property(lambda self: self.spec.arrays)
+    bytes_per_element = property(lambda self: self.spec.bytes_per_element)
 
 
-KERNELS: tuple[StreamKernel, ...] = (
-    StreamKernel("read", 1, 0, read_kernel, 1),
-    StreamKernel("write", 0, 1, write_kernel, 1),
-    StreamKernel("copy", 1, 1, copy_kernel, 2),
-    StreamKernel("triad", 2, 1, triad_kernel, 3),
-)
+_IMPLEMENTATIONS = {"read": read_kernel, "write": write_kernel, "copy": copy_kernel, "triad": triad_kernel}
+# the cached kernels (no non-temporal stores on the GPU)
+KERNELS: tuple[StreamKernel, ...] = tuple(
+    StreamKernel(spec, _IMPLEMENTATIONS[spec.name]) for spec in STREAM_KERNELS if spec.name in _IMPLEMENTATIONS)
 KERNELS_BY_NAME = {k.name: k for k in KERNELS}
 
 

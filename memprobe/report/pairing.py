@@ -1,0 +1,99 @@
+"""Stage 5 of the flow (... -> result -> **report**): which measured level stands for which
+declared cache, or for which level of another scan. One function pairs them for every view
+(the terminal table, the HTML report, `compare`), so the three never disagree.
+
+Pairing is by size, not by name or position: inference names levels in the order it finds
+them, so a missed L1, or a VM's L3 slice found as its own level, would otherwise compare the
+measured "L1" with the declared L1 and call every level wrong. Each measured cache takes the
+nearest candidate in log2(size), one to one, nearest pairs first; pairs further apart than
+MATCH_FACTOR stay unpaired and are shown so. Main memory pairs with main memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Generic, Optional, TypeVar
+
+from memprobe.result import DeclaredCache, DeviceResult, Level
+
+# a measured capacity more than this far from its counterpart is flagged in every view
+DISAGREE_FRACTION = 0.25
+# a level paired with a declared cache (or another scan's level) must be within this factor of it
+MATCH_FACTOR = 8.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class Pair(Generic[T]):
+    """A measured level and its counterpart (a declared cache, or another scan's level)."""
+
+    measured: Optional[Level]
+    other: Optional[T]
+    is_memory: bool = False
+
+    @property
+    def other_size_bytes(self) -> Optional[int]:
+        return getattr(self.other, "size_bytes", None) if self.other is not None else None
+
+    @property
+    def size_diff(self) -> Optional[float]:
+        """(measured - other) / other, or None when either is missing."""
+        m = self.measured.size_bytes if self.measured is not None else None
+        o = self.other_size_bytes
+        return (m - o) / o if m and o else None
+
+    @property
+    def flagged(self) -> bool:
+        """Sizes further apart than DISAGREE_FRACTION, or a cache without a counterpart."""
+        if self.is_memory:
+            return False
+        if self.measured is None or self.other is None:
+            return True
+        d = self.size_diff
+        return d is not None and abs(d) > DISAGREE_FRACTION
+
+
+def pair_by_size(a: list[int], b: list[int], max_factor: float = MATCH_FACTOR) -> dict[int, int]:
+    """{index in a: index in b}: one to one, nearest in log2(size) first, within max_factor."""
+    cands = sorted((abs(math.log2(x) - math.log2(y)), i, j)
+                   for i, x in enumerate(a) for j, y in enumerate(b)
+                   if x > 0 and y > 0 and abs(math.log2(x) - math.log2(y)) <= math.log2(max_factor))
+    out: dict[int, int] = {}
+    used: set[int] = set()
+    for _d, i, j in cands:
+        if i not in out and j not in used:
+            out[i] = j
+            used.add(j)
+    return out
+
+
+def _pairs(measured: list[Level], others: list, other_memory=None, measured_memory: Level | None = None) -> list[Pair]:
+    m = pair_by_size([lv.size_bytes for lv in measured], [o.size_bytes for o in others])
+    rows = [Pair(lv, others[m[i]] if i in m else None) for i, lv in enumerate(measured)]
+    used = set(m.values())
+    rows += [Pair(None, o) for j, o in enumerate(others) if j not in used]
+    rows.sort(key=lambda p: (p.measured.size_bytes if p.measured else p.other.size_bytes))
+    if measured_memory is not None or other_memory is not None:
+        rows.append(Pair(measured_memory, other_memory, is_memory=True))
+    return rows
+
+
+def _caches(dev: DeviceResult) -> list[Level]:
+    return [lv for lv in dev.levels if lv.size_bytes]
+
+
+def _memory(dev: DeviceResult) -> Level | None:
+    return next((lv for lv in dev.levels if not lv.size_bytes), None)
+
+
+def pair_with_declared(dev: DeviceResult) -> list[Pair[DeclaredCache]]:
+    """Each measured cache with a declared data cache, nearest first; declared caches nothing
+    was paired with get a row of their own; memory last (its declared counterpart: None)."""
+    return _pairs(_caches(dev), dev.declared.data_caches(), None, _memory(dev))
+
+
+def pair_with_scan(a: DeviceResult, b: DeviceResult) -> list[Pair[Level]]:
+    """Levels of two scans side by side (`measured` from a, `other` from b), memory with memory."""
+    return _pairs(_caches(a), _caches(b), _memory(b), _memory(a))

@@ -1,0 +1,87 @@
+"""Writes the report's test fixtures from the real code paths (never by hand):
+
+    python3 tests/data/make_fixtures.py
+
+- scan_small.json: a real quick CPU scan (latency sweep capped at 64 MiB) with the quick
+  training study;
+- scan_gpu.json: the same kind of CPU scan plus the real GPU scan run under Numba's CUDA
+  simulator on the tests' fake device (tests/fake_gpu.py), with the training study on both
+  devices (the GPU half under the simulator too): every figure of the GPU half is a logic
+  check, not a measurement, and the file says so in settings.fixture and a warning;
+- scan_incomplete.json: a real quick scan stopped (KeyboardInterrupt) after the level
+  inference, as Ctrl-C leaves it.
+
+Run it on any machine after a change to what a scan writes; the tests read these files as
+`memprobe report` would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/fake_gpu.py
+# the simulator must be on before numba.cuda is first imported
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+from fake_gpu import FakeDevice  # noqa: E402
+
+from memprobe.scan import ScanOptions, Stage, new_result, no_progress, run_scan  # noqa: E402
+
+MiB = 1 << 20
+
+
+def cpu_scan(train: bool):
+    opts = ScanOptions(quick=True, max_size_bytes=64 * MiB, train=train)
+    return opts, run_scan(opts, no_progress)
+
+
+def small() -> None:
+    _, res = cpu_scan(train=True)
+    res.settings.fixture = "a real quick CPU scan (latency sweep capped at 64 MiB), made by tests/data/make_fixtures.py"
+    res.save(HERE / "scan_small.json")
+
+
+def gpu() -> None:
+    from memprobe.scan.gpu import scan_gpu
+    from memprobe.scan.training import run_training_study
+
+    opts, res = cpu_scan(train=False)
+    opts = ScanOptions(device="gpu", quick=True, max_size_bytes=64 * MiB, train=True)
+    res.settings.device = "gpu"
+    scan_gpu(opts, no_progress, res, device=FakeDevice())
+    run_training_study(res, device="all", quick=True, budget_s=8.0)
+    res.settings.fixture = ("a real quick CPU scan and the real GPU scan under the CUDA simulator on a fake "
+                            "device (GPU figures are logic checks, not measurements), made by "
+                            "tests/data/make_fixtures.py")
+    res.save(HERE / "scan_gpu.json")
+
+
+def incomplete() -> None:
+    from memprobe.scan import cpu
+
+    def stop(ctx) -> None:
+        raise KeyboardInterrupt
+
+    stages = cpu.CPU_STAGES
+    cut = [s.name for s in stages].index("levels") + 1
+    cpu.CPU_STAGES = stages[:cut] + (Stage("stop", stop, "Ctrl-C, as a user would press it"),)
+    opts = ScanOptions(quick=True, max_size_bytes=32 * MiB, train=False)
+    res = new_result(opts)
+    try:
+        run_scan(opts, no_progress, res)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cpu.CPU_STAGES = stages
+    res.settings.fixture = ("a real quick CPU scan stopped by Ctrl-C after level inference, made by "
+                            "tests/data/make_fixtures.py")
+    res.save(HERE / "scan_incomplete.json")
+
+
+if __name__ == "__main__":
+    for make in (small, gpu, incomplete):
+        make()
+        print(f"wrote {make.__name__}", file=sys.stderr)
