@@ -21,3 +21,30 @@ if (os.environ.get("MEMPROBE_REAL_GPU") != "1" and "numba.cuda" not in sys.modul
             os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
         else:
             os.environ["NUMBA_ENABLE_CUDASIM"] = _prev
+
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _scans_written_validate_against_the_schema(monkeypatch):
+    """Every scan.json a test writes through the real code path (ScanResult.save: the CLI, the
+    scan, the fixture script) is checked against the JSON Schema shipped in the package."""
+    try:
+        import jsonschema
+    except ImportError:  # the test extra brings it; without it the schema tests skip and say so
+        yield
+        return
+    from memprobe.result import SCHEMA_FILE, ScanResult
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    real_save = ScanResult.save
+
+    def save(self, path):
+        real_save(self, path)
+        validator.validate(json.loads(open(path, encoding="utf-8").read()))
+
+    monkeypatch.setattr(ScanResult, "save", save)
+    yield

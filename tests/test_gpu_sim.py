@@ -242,8 +242,11 @@ def test_shared_memory_compute_transfer_verify():
     from memprobe.probes.gpu.compute import FmaProbe
     from memprobe.probes.gpu.transfer import TransferProbe
 
-    assert SharedMemoryProbe().verify(Launch(2, 32))
+    sm = SharedMemoryProbe()
+    sm.setup(Launch(2, 32))
+    assert sm.verify() and len(sm.run(2, 2)) == 2 and sm.bytes_read(2) == 2 * 4096 * 4 * 2
     f = FmaProbe(2, 32)
+    f.setup()
     assert f.verify(3) and f.flops(10) == 2 * 8 * 10 * 64
     t = TransferProbe()
     t.setup(4 * KiB)

@@ -79,8 +79,50 @@ def test_dom_has_every_section_and_no_request(report: Path, tmp_path: Path) -> N
     assert "<section" in dom, f"no DOM from Chromium (rc {res.returncode}): {res.stderr[-800:]}"
     for sid in SECTIONS:
         assert f'id="{sid}"' in dom, f"section {sid!r} missing from the browser's DOM"
-    assert dom.count("<svg") >= 7  # figures parsed as inline SVG elements
+    assert dom.count("<svg") >= 9  # figures parsed as inline SVG elements
     assert page_requests(netlog) == []
+
+
+def _section(dom: str, sid: str) -> str:
+    import re
+
+    m = re.search(rf'<section id="{sid}">(.*?)</section>', dom, flags=re.S)
+    assert m, f"section {sid!r} missing from the browser's DOM"
+    return m.group(1)
+
+
+def test_every_gpu_section_has_content(report: Path, tmp_path: Path) -> None:
+    """On the GPU scan the real GPU path wrote (under the simulator): hierarchy, declared vs
+    measured, near/far L2, bandwidth, roofline with its roofs, host link, CPU against GPU."""
+    dom = chromium(tmp_path, report.as_uri(), "--dump-dom").stdout
+    assert dom.count('class="hier"') == 2 and "GPU: Fake H100" in _section(dom, "summary")
+    dvm = _section(dom, "declared-vs-measured")
+    assert "shared by all SMs" in dvm and "per SM" in dvm
+    assert _section(dom, "bandwidth").count("<svg") == 2
+    roof = _section(dom, "roofline")
+    assert roof.count("<svg") == 2 and "memory roof" in roof and "FMA float32" in roof
+    gpu = _section(dom, "gpu")
+    assert 'id="near-far-l2"' in gpu and 'id="host-link"' in gpu and gpu.count("<svg") == 2
+    assert "<td" in gpu.split('id="near-far-l2"')[1].split('id="host-link"')[0]  # the per-SM table
+    vs = _section(dom, "cpu-vs-gpu")
+    assert vs.count("<tr") >= 5
+
+
+def test_nothing_wider_than_1400_px(tmp_path: Path) -> None:
+    """At a 1,400 px window no table or figure reaches past the page's column (a wide table
+    would run to the window's edge): the screenshot is blank right of it, top to bottom."""
+    pil = pytest.importorskip("PIL.Image", reason="Pillow (a matplotlib dependency) reads the screenshot")
+    scan = ScanResult.load(DATA / "scan_small.json")
+    page = tmp_path / "report.html"
+    page.write_text(render_html(scan), encoding="utf-8")
+    png = tmp_path / "wide.png"
+    chromium(tmp_path, page.as_uri(), f"--screenshot={png}", "--window-size=1400,12000")
+    with pil.open(png) as im:
+        g = im.convert("L")
+        w, h = g.size
+        edge = (w - 1140) // 2 + 1140 + 4  # body: 1140 px wide, centred
+        dark = [y for y in range(0, h, 4) if min(g.getpixel((x, y)) for x in range(edge, w, 4)) < 200]
+    assert not dark, f"content right of {edge} px at y = {dark[:5]}"
 
 
 def test_network_check_sees_a_request(tmp_path: Path) -> None:

@@ -165,13 +165,14 @@ def gpu_available() -> tuple[bool, str]:
         return False, f"numba.cuda cannot be imported: {_one_line(str(exc))}"
     try:
         if not cuda.is_available():
+            from numba.cuda.cudadrv.error import CudaSupportError
+
             try:
                 cuda.get_current_device()
+            except CudaSupportError as exc:  # no driver library, or one too old
+                return False, f"the NVIDIA driver could not be used ({_one_line(str(exc)).rstrip('.')})"
             except Exception as exc:
-                msg = str(exc)
-                if "cannot be found" in msg or "driver library" in msg.lower():
-                    return False, "the NVIDIA driver (libcuda) was not found"
-                return False, f"CUDA is not usable: {_one_line(msg)}"
+                return False, f"CUDA is not usable: {_one_line(str(exc))}"
             return False, "CUDA is not usable on this machine"
         dev = cuda.get_current_device()
         return True, _name(dev)

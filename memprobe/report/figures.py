@@ -353,7 +353,6 @@ def bandwidth_figure(dev: DeviceResult, title: str | None = None, fig: FigureBas
             colour = OKABE_ITO[list(THREAD_LABELS).index(tk) if tk in THREAD_LABELS else 4 + j]
             _band_line(ax, per[tk], colour, LINESTYLES[j % 4], label(THREAD_LABELS.get(tk, tk)))
         ax.set_title(label(KERNEL_TITLES.get(kernel, kernel)), loc="left")
-        ax.set_ylim(bottom=0)
         b = _boundaries(ax, dev, declared=False, names=(i % cols == 0))
         if i == 0:
             proxies = b
@@ -364,6 +363,11 @@ def bandwidth_figure(dev: DeviceResult, title: str | None = None, fig: FigureBas
             ax.set_ylabel(f"bandwidth ({unit}, STREAM bytes)")
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].set_visible(False)
+    # one y range for every panel, from every sample (the bands too): setting only the bottom on
+    # the first panel would freeze the shared top at that panel's data and cut the others off
+    top = max((v for per in curves.values() for c in per.values() for p in c.points for v in p.samples
+               if finite(v)), default=1.0)
+    axes[0][0].set_ylim(0, top * 1.06)
     fig.suptitle(label(title or f"{dev.kind.upper()} {dev.name}: bandwidth against working set"),
                  x=0.01, ha="left", fontsize=10.5)
     # one legend for every panel's series (streaming stores appear in some panels only)
@@ -461,9 +465,17 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
     ax.set_yscale("log")
     xs = [x_lo * 2 ** (k / 8) for k in range(int(8 * math.log2(x_hi / x_lo)) + 1)]
     for i, (lv, (bw, how)) in enumerate(roofs):
-        ys = [min(bw * x, peak) for x in xs]
-        ax.plot(xs, ys, color=level_colour(dev.levels.index(lv)), lw=1.8,
+        # the sloped part only, ending at the ridge where it meets the compute ceiling: the flat
+        # parts of every roof would lie on one another (the ceiling lines below draw them)
+        ridge = peak / bw
+        sx = [x for x in xs if x < ridge] + [min(ridge, x_hi)]
+        colour = level_colour(dev.levels.index(lv))
+        ax.plot(sx, [bw * x for x in sx], color=colour, lw=1.8,
                 label=label(f"{lv.name} roof: {fmt3(bw)} GB/s ({how})"))
+        if ridge < x_hi:
+            ax.plot([ridge], [peak], ls="", marker="|", ms=9, mew=1.6, color=colour)
+        ax.annotate(label(lv.name), (sx[0], bw * sx[0]), textcoords="offset points", xytext=(2, 3),
+                    fontsize=7.5, color=colour)
     styles = {"fma": "-", "gemm": "--", "theoretical": ":"}
     greys = ("#000000", "#555555", "#888888", "#AAAAAA")
     for i, (name, v, kind) in enumerate(sorted(ceilings, key=lambda t: -t[1])):
@@ -487,7 +499,12 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
     extra: list[Line2D] = []
     for b in sorted(seen_bound):
         extra.append(Line2D([], [], ls="", marker=BOUND_MARKERS.get(b, "D"), color="0.3",
-                            label=f"training step, {b or 'unknown'}-bound (colour = level)"))
+                            label=f"training step, {b or 'unknown'}-bound"))
+    # the points' colours: the level whose capacity the step's working set was sized against
+    for name in dict.fromkeys(p.level for p in pts):
+        idx = level_index.get(name)
+        extra.append(Line2D([], [], ls="", marker="s", color=level_colour(idx if idx is not None else len(OKABE_ITO) - 1),
+                            label=label(f"step sized for {name}" if idx is not None else f"step sized for {name} (no level)")))
     if any(p.threads == "threads_1" for p in pts):
         extra.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3",
                             label="hollow: 1 thread, filled: all threads"))

@@ -59,17 +59,24 @@ def stage_line(ctx: ScanContext) -> None:
     fs_line = None
     if FalseSharingProbe.available():
         fs = FalseSharingProbe(iters=plan.false_sharing_iters)
-        pts = [CurvePoint(float(s), fs.run(s, reps)) for s in STRIDES_BYTES]
-        fs.close()
+        fs.setup()
+        try:
+            pts = [CurvePoint(float(s), fs.run(s, reps)) for s in STRIDES_BYTES]
+            fs.verify()
+        finally:
+            fs.close()
         ctx.device.curves.append(Curve("line_false_sharing", "stride", "stride_bytes", "ns", pts,
                                        {"method": "two threads, atomic adds stride_bytes apart"}))
         fs_line = line_from_false_sharing([int(p.x) for p in pts], [p.median for p in pts])
     sp = StrideProbe(size_bytes=plan.stride_size_bytes)
     pts = []
-    for k, s in enumerate(STRIDES_BYTES):
-        pts.append(CurvePoint(float(s), sp.run(s, reps, target_ns=2e6)))
-        ctx.progress("line", k + 1, len(STRIDES_BYTES), f"stride {s} B")
-    sp.close()
+    try:
+        for k, s in enumerate(STRIDES_BYTES):
+            pts.append(CurvePoint(float(s), sp.run(s, reps, target_ns=2e6)))
+            sp.verify()
+            ctx.progress("line", k + 1, len(STRIDES_BYTES), f"stride {s} B")
+    finally:
+        sp.close()
     ctx.device.curves.append(Curve("line_stride", "stride", "stride_bytes", "ns", pts,
                                    {"method": "dependent pair per random block, stride apart"}))
     st_line = line_from_stride([int(p.x) for p in pts], [p.median for p in pts])

@@ -438,16 +438,18 @@ def stage_shared_memory(ctx: ScanContext) -> None:
     probe = SharedMemoryProbe(seed=ctx.options.seed)
     threads = 32 if p.sim else 1024
     launch = Launch(p.sm_count * max(1, p.max_threads_per_sm // threads), threads)
-    verified = probe.verify(launch)
+    probe.setup(launch)
+    verified = probe.verify()
     hops, cyc = probe.latency(p.smem_hops, p.latency_reps)
     lat = [float(c) / hops for c in cyc]
     ctx.device.curves.append(Curve("shared_latency", "latency", "repetition", "cycles",
                                    [CurvePoint(0.0, lat)],
                                    {"method": "one thread, index chase in shared memory", "hops": hops}))
-    passes = _calibrate(lambda n: probe.bandwidth(launch, n, 1)[1][0], p.smem_target_s, p.sim)
-    nbytes, secs = probe.bandwidth(launch, passes, p.bw_reps)
-    gbs = [_gbs(nbytes, s) for s in secs]
-    ctx.device.curves.append(Curve("shared_bandwidth_read", "bandwidth", "repetition", "GB/s",
+    passes = _calibrate(lambda n: probe.run(n, 1)[0], p.smem_target_s, p.sim)
+    secs = probe.run(passes, p.bw_reps)
+    gbs = [_gbs(probe.bytes_read(passes), s) for s in secs]
+    probe.close()
+    ctx.device.curves.append(Curve("shared_bandwidth_read", "shared_memory", "repetition", "GB/s",
                                    [CurvePoint(0.0, gbs)],
                                    {"blocks": launch.blocks, "threads": launch.threads, "passes": passes}))
     med = _med(gbs)
@@ -544,6 +546,7 @@ def stage_compute(ctx: ScanContext) -> None:
     p = _plan(ctx)
     threads = 32 if p.sim else 256
     fma = FmaProbe(p.sm_count * max(1, p.max_threads_per_sm // threads), threads)
+    fma.setup()
     verified = fma.verify()
     iters = _calibrate(lambda n: fma.run(n, 1)[0], p.fma_target_s, p.sim, start=256 if not p.sim else 4)
     secs = fma.run(iters, p.bw_reps)
@@ -566,6 +569,7 @@ def stage_compute(ctx: ScanContext) -> None:
         if not gemm:
             ctx.device.warn(Code.NO_GEMM, "no tensor-core GEMM ceiling: neither CuPy nor PyTorch is installed",
                             "compute")
+    fma.close()
     ghz = _clock_ghz(ctx)
     ctx.device.compute = ComputeCeilings(
         fma={"float32": {"threads_1": None, "threads_all": max(gflops) if gflops else None}},

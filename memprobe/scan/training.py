@@ -142,7 +142,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
 def _gpu_usable(framework: str) -> bool:
     from memprobe.train import network as N
 
-    return framework != "numpy" or N.gpu_available()
+    return framework != "numpy" or N.cuda_arrays_usable()
 
 
 def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float]]:

@@ -375,7 +375,9 @@ def gpu_array_module() -> Any:
         return np if cuda_simulated() else None
 
 
-def gpu_available() -> bool:
+def cuda_arrays_usable() -> bool:
+    """Whether the GPU training backend can run: numba.cuda answers and CuPy (or, under the
+    simulator, NumPy) holds its arrays. Not the same question as platform.gpu.gpu_available."""
     try:
         from numba import cuda
 

@@ -28,6 +28,7 @@ from numba import njit, prange
 from memprobe.probes.cpu.buffers import Buffer, alloc
 from memprobe.probes.cpu.intrinsics import store_fence, store_line_nt_f64
 from memprobe.probes.kernels import STREAM_KERNELS, StreamKernelSpec
+from memprobe.probes.protocol import ProbeError
 
 ELEMENT_BYTES = 8  # float64, as STREAM
 SCALAR = 3.0  # s in write and triad; with integer-valued b, c every result is exact
@@ -256,7 +257,7 @@ def max_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
 
 
-class BandwidthError(AssertionError):
+class BandwidthError(ProbeError):
     """A kernel produced wrong values: its timings are meaningless."""
 
 

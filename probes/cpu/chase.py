@@ -18,6 +18,7 @@ from numba import njit
 
 from memprobe.probes.cpu.buffers import Buffer, alloc
 from memprobe.probes.cpu.intrinsics import load_u64
+from memprobe.probes.protocol import check
 
 
 @njit(cache=True)
@@ -190,8 +191,10 @@ class ChaseProbe:
         return out
 
     def verify(self) -> bool:
+        """One lap visits every slot once and comes back; raises ProbeError otherwise."""
         assert self.buffer is not None
-        return bool(verify_cycle(self.start_addr, np.uint64(self.slot_bytes), self.n_slots))
+        return check(bool(verify_cycle(self.start_addr, np.uint64(self.slot_bytes), self.n_slots)),
+                     f"the chase over {self.n_slots} slots is not one cycle")
 
     @property
     def start_addr(self) -> np.uint64:

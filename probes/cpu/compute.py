@@ -22,6 +22,8 @@ import time
 import numpy as np
 from numba import njit
 
+from memprobe.probes.protocol import ProbeError
+
 FMA_LANES = {"float64": 56, "float32": 112}
 FMA_M = 0.999
 FMA_A = 0.001
@@ -65,7 +67,7 @@ def fma_reference(x: np.ndarray, n: int, m: float, a: float) -> np.ndarray:
     return r
 
 
-class FmaError(AssertionError):
+class FmaError(ProbeError):
     """A compute kernel produced wrong values: its timings are not valid."""
 
 
@@ -154,6 +156,9 @@ class FmaProbe:
         for row in self._last:
             if not np.allclose(row.astype(np.float64), ref, rtol=tol, atol=0):
                 raise FmaError(f"FMA kernel ({self.dtype}, {self.threads} threads) gave wrong values")
+
+    def close(self) -> None:
+        self._x = self._last = None
 
 
 def fma_asm(dtype: str = "float64") -> str:

@@ -195,8 +195,7 @@ class LoadedLatencyProbe:
 
     def verify(self) -> None:
         assert self.chaser is not None
-        if not self.chaser.verify():
-            raise AssertionError("loaded-latency chase buffer is not a single cycle")
+        self.chaser.verify()
         for probes in self.streams.values():
             for p in probes:
                 p.verify()
@@ -260,8 +259,7 @@ class SharingProbe:
 
     def verify(self) -> None:
         for p in self.probes:
-            if not p.verify():
-                raise AssertionError("sharing chase buffer is not a single cycle")
+            p.verify()
 
     def close(self) -> None:
         for p in self.probes:

@@ -25,6 +25,7 @@ from numba import cuda, float32, uint32
 from memprobe.probes.cpu.chase import sattolo_cycle
 from memprobe.probes.gpu.clock import clock64, time_launches
 from memprobe.probes.kernels import ITEM_BYTES, STREAM_KERNELS, StreamKernelSpec
+from memprobe.probes.protocol import check
 TRIAD_SCALAR = 0.4
 
 
@@ -188,7 +189,11 @@ class BandwidthProbe:
         return self.n_elements * self.k.bytes_per_element * passes
 
     def verify(self) -> bool:
-        """Reset inputs, run one pass, check the outputs against numpy (apart from timing)."""
+        """Reset inputs, run one pass, check the outputs against numpy (apart from timing);
+        raises ProbeError when they differ."""
+        return check(self._output_right(), f"the GPU {self.k.name if self.k else '?'} kernel gave wrong values")
+
+    def _output_right(self) -> bool:
         assert self.k is not None
         n = self.n_elements
         a0 = np.arange(n, dtype=np.float64) % 7 + 1.0
@@ -211,6 +216,9 @@ class BandwidthProbe:
         self.arrays = [cuda.to_device(np.zeros(n)), cuda.to_device(a0), cuda.to_device(b0)]
         self._launch(1)
         return bool(np.allclose(self.arrays[0].copy_to_host(), a0 + TRIAD_SCALAR * b0))
+
+    def close(self) -> None:
+        self.arrays, self.out = [], None  # numba frees device memory with the last reference
 
 
 # ---- shared memory ---------------------------------------------------------------------------
@@ -270,13 +278,20 @@ def smem_chain(seed: int) -> np.ndarray:
 
 
 class SharedMemoryProbe:
-    """Shared memory: latency (one thread chase, clock64) and streaming read bandwidth."""
+    """Shared memory: latency (one thread chase, clock64) and streaming read bandwidth.
+    setup(launch) picks the bandwidth launch; run(passes, reps) times it; latency() chases."""
 
     name = "shared_memory"
     backend = "cuda"
 
     def __init__(self, seed: int = 12345) -> None:
         self.seed = seed
+        self.launch = Launch(1, 32)
+        self.out = None
+
+    def setup(self, launch: Launch) -> None:
+        self.launch = launch
+        self.out = cuda.device_array(launch.blocks * launch.threads, dtype=np.float32)
 
     def latency(self, hops: int, repetitions: int) -> tuple[int, np.ndarray]:
         """(hops, clock64 cycles per repetition) of one thread on one SM."""
@@ -287,13 +302,17 @@ class SharedMemoryProbe:
         cuda.synchronize()
         return hops, out.copy_to_host()
 
-    def bandwidth(self, launch: Launch, passes: int, repetitions: int) -> tuple[int, list[float]]:
-        """(bytes read per launch, seconds per launch)."""
-        out = cuda.device_array(launch.blocks * launch.threads, dtype=np.float32)
-        secs = time_launches(lambda: smem_read_kernel[launch.blocks, launch.threads](out, passes), repetitions)
-        return launch.blocks * SMEM_READ_WORDS * 4 * passes, secs
+    def run(self, passes: int, repetitions: int) -> list[float]:
+        """Seconds per launch of the read kernel; bytes_read(passes) is what one launch read."""
+        launch = self.launch
+        return time_launches(lambda: smem_read_kernel[launch.blocks, launch.threads](self.out, passes), repetitions)
 
-    def verify(self, launch: Launch) -> bool:
+    def bytes_read(self, passes: int) -> int:
+        return self.launch.blocks * SMEM_READ_WORDS * 4 * passes
+
+    def verify(self) -> bool:
+        """The read kernel's sums and a whole lap of the chase; raises ProbeError."""
+        launch = self.launch
         out = cuda.device_array(launch.blocks * launch.threads, dtype=np.float32)
         smem_read_kernel[launch.blocks, launch.threads](out, 2)
         expect = 2 * float(sum(i & 7 for i in range(SMEM_READ_WORDS))) * launch.blocks
@@ -302,5 +321,9 @@ class SharedMemoryProbe:
         sink = cuda.device_array(1, dtype=np.uint32)
         out_c = cuda.to_device(np.zeros(1, dtype=np.uint64))
         smem_chase_kernel[1, 1](cuda.to_device(smem_chain(self.seed)), np.uint64(SMEM_CHASE_SLOTS), out_c, sink)
-        return ok_bw and int(sink.copy_to_host()[0]) == 0
+        return check(ok_bw and int(sink.copy_to_host()[0]) == 0, "shared-memory read or chase gave wrong values")
+
+    def close(self) -> None:
+        self.out = None
+
 

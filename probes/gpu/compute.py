@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, float32
 
 from memprobe.probes.gpu.clock import clock64, globaltimer_ns, time_launches
+from memprobe.probes.protocol import check
 
 FMA_CHAINS = 8
 FMA_B = 0.999999
@@ -66,9 +67,15 @@ class FmaProbe:
 
     def __init__(self, blocks: int, threads: int) -> None:
         self.blocks, self.threads = blocks, threads
-        self.out = cuda.device_array(blocks * threads, dtype=np.float32)
-        self.cyc = cuda.device_array(blocks, dtype=np.uint64)
-        self.ns = cuda.device_array(blocks, dtype=np.uint64)
+        self.out = self.cyc = self.ns = None
+
+    def setup(self) -> None:
+        self.out = cuda.device_array(self.blocks * self.threads, dtype=np.float32)
+        self.cyc = cuda.device_array(self.blocks, dtype=np.uint64)
+        self.ns = cuda.device_array(self.blocks, dtype=np.uint64)
+
+    def close(self) -> None:
+        self.out = self.cyc = self.ns = None  # numba frees device memory with the last reference
 
     def _launch(self, iters: int) -> None:
         fma_kernel[self.blocks, self.threads](self.out, iters, self.cyc, self.ns)
@@ -90,7 +97,7 @@ class FmaProbe:
         xs = [x0 + np.float32(0.1 * k) for k in range(FMA_CHAINS)]
         for _ in range(iters):
             xs = [x * np.float32(FMA_B) + np.float32(FMA_C) for x in xs]
-        return bool(np.allclose(got, sum(xs), rtol=1e-5))
+        return check(bool(np.allclose(got, sum(xs), rtol=1e-5)), "the GPU FMA kernel gave wrong values")
 
 
 # ---- tensor-core GEMM through a library ------------------------------------------------------

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import cuda
 
+from memprobe.probes.protocol import check
+
 from memprobe.probes.cpu.chase import sattolo_cycle
 from memprobe.probes.gpu.clock import (
     SIMULATOR,
@@ -263,10 +265,11 @@ class GpuChaseProbe:
                 "overhead_cycles": over.copy_to_host(), "sm": int(sm.copy_to_host()[0])}
 
     def verify(self) -> bool:
+        """Each chain is one cycle through its slots (walked on the host); raises ProbeError."""
         assert self.dbuf is not None
         img = self.dbuf.copy_to_host()
-        return all(walk_chain(img, self.base_addr, j * self.n_slots, self.n_slots, self.slot_bytes)
-                   for j in range(self.n_chains))
+        return check(all(walk_chain(img, self.base_addr, j * self.n_slots, self.n_slots, self.slot_bytes)
+                         for j in range(self.n_chains)), f"a GPU chase chain of {self.n_slots} slots is not one cycle")
 
     def close(self) -> None:
         self.dbuf = None  # numba frees device memory when the last reference goes

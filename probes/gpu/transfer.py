@@ -15,6 +15,8 @@ import time
 import numpy as np
 from numba import cuda
 
+from memprobe.probes.protocol import check
+
 DIRECTIONS = ("h2d", "d2h")
 HOST_KINDS = ("pageable", "pinned")
 
@@ -69,7 +71,7 @@ class TransferProbe:
             self.host[kind][:] = 0
             self._copy("d2h", kind)
             ok &= bool(np.array_equal(self.host[kind], src))
-        return ok
+        return check(ok, "a host<->device round trip changed the data")
 
     def close(self) -> None:
         self.host = {}
