@@ -57,6 +57,7 @@ if wants scan; then
 import sys, time, pathlib
 from memprobe.scan import ScanOptions, new_result
 from memprobe.scan.gpu import scan_gpu
+from memprobe.result import Code
 out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 opts = ScanOptions(device="gpu", quick=sys.argv[2] == "--quick", train=False)
 res = new_result(opts)
@@ -67,27 +68,27 @@ try:
     ok = scan_gpu(opts, progress, res)
 finally:
     res.duration_s = round(time.perf_counter() - t0, 2)
-    res.complete = "gpu" in res.devices and not any("failed" in w for w in res.devices["gpu"].warnings)
+    res.complete = "gpu" in res.devices and not any(w.code == Code.STAGE_FAILED for w in res.devices["gpu"].warnings)
     res.save(out / "scan.json")
     (out / "curves.csv").write_text(res.curves_csv())
-print("warnings:", res.warnings)
+print("warnings:", [w.text for w in res.warnings])
 g = res.devices.get("gpu")
 if g:
     print(f"device {g.name}  measured clock {g.clock_ghz} GHz  scan {res.duration_s} s (target <= 60 s)")
-    print("stage seconds:", g.extra.get("stage_seconds"))
-    print("declared: L2", g.declared.get("l2_bytes"), "B; L1 max", g.declared.get("l1_max_bytes"), "B;",
-          "HBM peak", g.declared.get("theoretical_memory_gbs"), "GB/s")
+    print("stage seconds:", g.extra.stage_seconds)
+    print("declared caches:", [(c.label, c.size_bytes, c.scope) for c in g.declared.caches],
+          "HBM peak", g.declared.gpu.theoretical_memory_gbs, "GB/s")
     for lv in g.levels:
         bw = {k: v.get("threads_all") for k, v in lv.bandwidth_gbs.items()}
         print(f"  {lv.name:7s} size {lv.size_bytes}  {lv.latency_cycles} cyc  {lv.latency_ns} ns  "
-              f"sharing {lv.sharing}  bw {bw}  {lv.notes}")
-    print("bypass levels:", g.extra.get("l1_bypass_levels"))
-    print("l2 partitions:", g.extra.get("l2_partitions", {}).get("sms"), g.extra.get("l2_partitions", {}).get("pairs"))
-    print("sharing:", {k: (v.get("ratio_together_over_alone"), v.get("sharing")) for k, v in g.extra.get("sharing", {}).items()})
-    print("shared memory:", g.extra.get("shared_memory"))
+              f"sharing {lv.sharing}  bw {bw}  {[n.text for n in lv.notes]}")
+    print("bypass levels:", g.extra.l1_bypass_levels)
+    print("l2 partitions:", g.extra.l2_partitions)
+    print("sharing:", {k: (v.ratio, v.verdict) for k, v in g.extra.sharing.items()})
+    print("shared memory:", g.extra.shared_memory)
     print("compute:", g.compute)
-    print("transfers:", g.extra.get("transfers"))
-    print("device warnings:", g.warnings)
+    print("host link:", g.extra.host_link)
+    print("device warnings:", [w.text for w in g.warnings])
 PY
 fi
 
@@ -106,7 +107,7 @@ if wants cli; then
 fi
 
 if wants train; then
-  # the GPU sweep's prediction error (issue 7: <= 20 %) on the ceilings the CLI scan measured
+  # the GPU sweep's prediction error (target: <= 20 %) on the ceilings the CLI scan measured
   scan_json="$OUT/cli_scan/scan.json"
   [ -f "$scan_json" ] || scan_json="$OUT/gpu_scan/scan.json"
   if [ -f "$scan_json" ]; then

@@ -58,12 +58,13 @@ def main() -> int:
                     return 1
             d = json.loads((out / "scan.json").read_text())
             cpu = d["cpu"]
-            secs = cpu["extra"]["stage_seconds"]
+            secs = cpu["extra"]["stage_seconds"]  # scan.json memprobe/2
             t = sum(v for k, v in secs.items() if args.full or k in LATENCY_STAGES)
             # the host's steal time during the latency stages: the condition each row ran in
             steal = cpu["extra"].get("stage_steal_percent", {})
             steal_max = max((v for k, v in steal.items() if k in LATENCY_STAGES), default=None)
-            declared = {f"L{c['level']}": c["size_bytes"] for c in cpu["declared"].get("data_caches", [])}
+            declared = {f"L{c['level']}": c["size_bytes"] for c in cpu["declared"]["caches"]
+                        if c["type"] != "Instruction"}
             sizes = {lv["name"]: lv["size_bytes"] for lv in cpu["levels"]}
             largest_ws = max(pt["x"] for c in cpu["curves"] if c["x_name"] == "size_bytes" for pt in c["points"])
             r1 = sizes.get("L1", 0) / declared["L1"] if declared.get("L1") else float("nan")

@@ -139,19 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.disturb:
         print("with a CPU-burning neighbour in spells (--disturb)")
     for w in res.warnings:
-        print("warning:", w)
+        print("warning:", w.text)
     print(f"\n{'dev':4s} {'thr':11s} {'B':>4s} {'W':>5s} {'level':8s} {'xcap':>6s} {'ws KiB':>9s} "
           f"{'meas ms':>9s} {'spread':>6s} {'pred ms':>9s} {'err':>7s} {'max err':>7s} {'sum err':>7s} bound")
-    for p in tr["points"]:
-        xc = f"{p['capacity_multiple']:.2f}" if p["capacity_multiple"] is not None else "-"
-        print(f"{p['device']:4s} {p['threads']:11s} {p['batch']:4d} {p['width']:5d} {p['level']:8s} {xc:>6s} "
-              f"{p['working_set_bytes'] / 1024:9.0f} {p['measured_s'] * 1e3:9.3f} {p['measured_spread']:6.2f} "
-              f"{p['predicted_s'] * 1e3:9.3f} {p['error']:+7.1%} {p['error_max']:+7.1%} {p['error_sum']:+7.1%} "
-              f"{p['bound']}")
-    if tr["skipped"]:
-        print(f"\nskipped {len(tr['skipped'])} point(s) over the time budget, e.g.:",
-              ", ".join(f"{s['threads']} B={s['batch']} W={s['width']}" for s in tr["skipped"][:6]))
-    s = tr["summary"]
+    for p in tr.points:
+        xc = f"{p.capacity_multiple:.2f}" if p.capacity_multiple is not None else "-"
+        print(f"{p.device:4s} {p.threads:11s} {p.batch:4d} {p.width:5d} {p.level:8s} {xc:>6s} "
+              f"{p.working_set_bytes / 1024:9.0f} {p.measured_s * 1e3:9.3f} {p.measured_spread:6.2f} "
+              f"{p.predicted_s * 1e3:9.3f} {p.error:+7.1%} {p.error_max:+7.1%} {p.error_sum:+7.1%} {p.bound}")
+    if tr.skipped:
+        print(f"\nskipped {len(tr.skipped)} point(s) over the time budget, e.g.:",
+              ", ".join(f"{s.threads} B={s.batch} W={s.width}" for s in tr.skipped[:6]))
+    s = tr.summary
 
     def pct(v):
         return "n/a" if v is None else f"{v:.1%}"
@@ -166,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     print("why: batch 1 and tiny widths are ruled by per-call costs (Python -> NumPy -> BLAS, Numba "
           "dispatch) that the plain roofline leaves out; the model adds the measured empty-call "
           "overhead per op, but call costs on a busy 2-vCPU VM vary more than bandwidth does.")
-    for dev, m in tr["mnist"].items():
-        pe = f", predicted {m['predicted_epoch_s']:.2f} s ({m['error']:+.1%})" if "predicted_epoch_s" in m else ""
-        print(f"MNIST-shaped epoch on {dev}: {m['epoch_s']:.2f} s{pe}")
-    for c in tr["claims"]:
-        print("claim:", c["text"], "->", c["finding"])
+    for dev, m in tr.mnist.items():
+        pe = f", predicted {m.predicted_epoch_s:.2f} s ({m.error:+.1%})" if m.predicted_epoch_s else ""
+        print(f"MNIST-shaped epoch on {dev}: {m.epoch_s:.2f} s{pe}")
+    for c in tr.claims:
+        print("claim:", c.text, "->", c.finding)
     print(f"study wall time {study_s:.1f} s")
     if a.out:
         res.save(a.out)

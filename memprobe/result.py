@@ -122,7 +122,7 @@ class CurvePoint:
         """25th percentile of the samples (linear interpolation, as NumPy's default). Level
         inference reads this on the CPU: the minimum picks one lucky page placement, the median
         follows a neighbour busy for a whole pass; the lower quartile does neither
-        (docs/method.md, "Latency passes")."""
+        (docs/method.md, "Recheck passes and the lower quartile")."""
         if not self.samples:
             return math.nan
         if len(self.samples) == 1:
@@ -170,8 +170,8 @@ class Level:
 
     `bandwidth_gbs` is {kernel: {"threads_1": GB/s, "threads_all": GB/s}} (the statistic is
     the device's BandwidthTable.statistic). `size_interval_bytes`: the capacities the curve
-    cannot tell apart (today the two sweep sizes around the boundary); `edge`: how the
-    boundary was found."""
+    cannot tell apart (the two sweep sizes around the boundary, for the plateau-gap edge);
+    `edge`: how the boundary was found."""
 
     name: str
     size_bytes: Optional[int]

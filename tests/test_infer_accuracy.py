@@ -1,5 +1,5 @@
 """The published-curve scorer (benchmarks/infer_accuracy.py): its pairing and its units decide
-the score quoted for issue 3, so they are tested like code."""
+the score docs/validation.md quotes, so they are tested like code."""
 
 import sys
 from pathlib import Path

@@ -187,13 +187,11 @@ def stage_latency_recheck(ctx: ScanContext) -> None:
     has no 4 KiB curve and runs one pass at once). Their samples join the first pass's points
     as they come, and inference reads each size's lower quartile.
 
-    Why: on a shared machine (this project's 2-vCPU VM) one pass of the sweep can run while an
-    SMT sibling or a neighbour uses part of the L2 or L3 for seconds, and each buffer gets its
-    own random host page placement. Both move a cache edge: in 20 single passes the inferred
-    L2 fell below 0.75x the declared 512 KiB in a quarter of them (0.28-0.74x); with three
-    passes and the lower quartile, 17 of 17 sweeps were within 25 % (the minimum over passes
-    picked lucky placements into a spurious shelf, 16/17). Memory-sized points are not
-    repeated: they cost the most and no cache edge lies there."""
+    Why: on a shared machine one pass of the sweep can run while an SMT sibling or a neighbour
+    uses part of the L2 or L3 for seconds, and each buffer gets its own random host page
+    placement; both move a cache edge, and three passes read by their lower quartile hold it
+    (figures in docs/validation.md, "Recheck passes and the lower quartile"). Memory-sized points are not repeated:
+    they cost the most and no cache edge lies there."""
     curve = ctx.device.curve("latency_hugepage")
     if curve is None or len(curve.points) < 4:
         return
