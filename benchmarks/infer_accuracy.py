@@ -25,8 +25,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from _common import table
 
@@ -36,6 +39,7 @@ from memprobe.infer.curves import read_curve_file
 SKIP_KEYS = re.compile(r"DRAM|README|lscpu|identification|LDS|MALL", re.IGNORECASE)
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|KB|MB|GB|kB)")
 MULT = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+MAX_INTERVAL_OCT = 2.0  # an interval wider than this says too little on a fine curve
 MAX_PAIR_OCT = 2.0  # a declared cache further than this from every inferred one stays unpaired
 
 
@@ -108,45 +112,50 @@ def main(argv: list[str]) -> int:
     sources = {}
     if (folder / "sources.json").exists():
         sources = json.loads((folder / "sources.json").read_text()).get("curves", {})
-    rows, within, total = [], 0, 0
+    rows, within, near, total = [], 0, 0, 0
     for path in sorted(folder.glob("*.csv")):
         curve = read_curve_file(path)
         h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
         declared = declared_sizes(sources.get(path.stem, {}))
         caches = h.caches
         largest = max(curve.size_bytes)
+        ppo = 1.0 / statistics.median(np.diff(np.log2(sorted(set(curve.size_bytes)))))
         seen = [(key, size) for key, size in declared if size < largest]
         pairs = pair_in_order([size for _, size in seen], [c.size_bytes for c in caches])
         used = set(pairs.values())
         for d, (key, size) in enumerate(seen):
             total += 1
             if d not in pairs:
-                rows.append([path.stem, key, fmt(size), "(none)", "-", "no", "-"])
+                rows.append([path.stem, key, fmt(size), "(none)", "-", "no", "-", "-"])
                 continue
             c = caches[pairs[d]]
             ratio = c.size_bytes / size
             lo, hi = c.size_range_bytes or (0, 0)
-            # right: within 25 %, or inside the two sweep points around the boundary (a curve
-            # with one point per octave cannot place a step more finely than its octave)
-            ok = abs(ratio - 1) <= 0.25 or lo <= size <= hi
+            # right: the declared size inside the reported interval, and the interval no wider
+            # than MAX_INTERVAL_OCT on a curve of at least 4 points per octave
+            wide = ppo >= 4 and hi > 0 and math.log2(hi / lo) > MAX_INTERVAL_OCT
+            ok = lo <= size <= hi and not wide
             within += ok
+            near += abs(ratio - 1) <= 0.25
             rows.append([path.stem, key, fmt(size), f"{c.name} {fmt(c.size_bytes)}", f"{ratio:.2f}",
-                         "yes" if ok else "no", f"{fmt(lo)}-{fmt(hi)}"])
+                         "yes" if ok else ("no (wide)" if wide else "no"), f"{fmt(lo)}-{fmt(hi)}",
+                         c.edge or "-"])
         for key, size in declared:
             if size >= largest:
                 rows.append([path.stem, key, fmt(size), "-", "-", "-",
-                             f"beyond the curve (ends at {fmt(largest)})"])
+                             f"beyond the curve (ends at {fmt(largest)})", "-"])
         for i, c in enumerate(caches):
             if i not in used:
                 rows.append([path.stem, "(extra)", "-", f"{c.name} {fmt(c.size_bytes)}", "-", "-",
-                             "TLB step or unlisted level" if declared else ""])
+                             "TLB step or unlisted level" if declared else "", c.edge or "-"])
         rows.append([path.stem, "memory", "-", f"{h.levels[-1].latency:.3g} {h.unit}", "-", "-",
-                     "reached" if h.memory_reached else "NOT reached"])
-    print(table(["curve", "declared", "size", "inferred", "ratio", "right", "bracket / note"], rows))
+                     "reached" if h.memory_reached else "NOT reached", "-"])
+    print(table(["curve", "declared", "size", "inferred", "ratio", "right", "interval / note", "edge"], rows))
     if total:
-        print(f"\n{within}/{total} declared caches inferred right: within 25 %, or inside the bracket "
-              f"of sweep points around the boundary ({within / total:.0%}); caches beyond a curve's "
-              f"largest size are not counted")
+        print(f"\n{within}/{total} declared caches inside the reported interval (an interval wider than "
+              f"{MAX_INTERVAL_OCT:g} octaves on a curve of 4+ points per octave counts as wrong); "
+              f"{near}/{total} within 25 % of the inferred size; caches beyond a curve's largest size "
+              f"are not counted")
     return 0
 
 

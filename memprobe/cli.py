@@ -213,7 +213,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from memprobe.infer import InferenceError, infer_levels
     from memprobe.infer.curves import read_curve_file
 
-    curve = read_curve_file(args.curve)
+    if args.curve.suffix.lower() == ".json":  # a saved scan: its own level curve and statistic
+        curve = _scan_curve(args.curve)
+    else:
+        curve = read_curve_file(args.curve)
     try:
         h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
     except InferenceError as exc:
@@ -224,7 +227,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "memory_reached": h.memory_reached, "noise": round(h.noise, 4),
             "warnings": [{"code": w.code.value, "text": w.text} for w in h.warnings],
             "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": lv.latency,
-                        "spread": round(lv.spread, 4), "unstable": lv.unstable,
+                        "spread": round(lv.spread, 4), "unstable": lv.unstable, "edge": lv.edge,
                         "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
                        for lv in h.levels],
         }, indent=1))
@@ -233,16 +236,30 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
-    for col in ("level", "size", "between", f"latency {h.unit}", "spread", "flag"):
+    for col in ("level", "size", "interval", "edge", f"latency {h.unit}", "spread", "flag"):
         t.add_column(col)
     for lv in h.levels:
         rng = f"{fmt_bytes(lv.size_range_bytes[0])} - {fmt_bytes(lv.size_range_bytes[1])}" if lv.size_range_bytes else "-"
-        t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, f"{lv.latency:.3g}", f"{lv.spread:.0%}",
+        t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, lv.edge or "-", f"{lv.latency:.3g}", f"{lv.spread:.0%}",
                   "unstable" if lv.unstable else "")
     Console().print(t)
     for w in h.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
     return 0
+
+
+def _scan_curve(path: Path):
+    """The level curve of a saved scan as the scan reads it (infer/curves.py SCAN_CURVES)."""
+    from memprobe.infer.curves import SCAN_CURVES, LatencyCurve
+
+    scan = _load_scan(path)
+    for key, (name, statistic) in SCAN_CURVES.items():
+        dev = scan.devices.get(key)
+        c = dev.curve(name) if dev else None
+        if c is not None and len(c.points) >= 4:
+            ys = c.lows() if statistic == "low" else c.bests()
+            return LatencyCurve(c.xs(), ys, c.unit, f"memprobe scan ({key} {name}, {statistic})")
+    raise InputError(f"{path}: the scan holds no level curve with 4 or more sizes")
 
 
 # ---- report / plot / compare / train --------------------------------------------------------
@@ -389,9 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("infer", help="infer cache levels from a latency curve file",
                        description=(
                            "Read a latency curve and print the inferred levels: count, capacity "
-                           "(where the curve leaves each plateau), latency and spread. CURVE is a CSV "
-                           "with columns size_bytes and latency_ns (or latency_cycles: the unit is "
-                           "carried through), or lmbench lat_mem_rd output (size in MB, then ns)."))
+                           "(fitted from the shape of each climb, with the interval the curve cannot narrow and "
+                           "the shape: sharp, random, page-colour or logistic), latency and spread. CURVE "
+                           "is a CSV with columns size_bytes and latency_ns (or latency_cycles: the unit is "
+                           "carried through), lmbench lat_mem_rd output (size in MB, then ns), or a "
+                           "memprobe scan.json or curves.csv (read with the statistic the scan reads: "
+                           "the same levels the scan found)."))
     i.add_argument("curve", type=Path, metavar="CURVE")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(func=cmd_infer)

@@ -170,8 +170,8 @@ class Level:
 
     `bandwidth_gbs` is {kernel: {"threads_1": GB/s, "threads_all": GB/s}} (the statistic is
     the device's BandwidthTable.statistic). `size_interval_bytes`: the capacities the curve
-    cannot tell apart (the two sweep sizes around the boundary, for the plateau-gap edge);
-    `edge`: how the boundary was found."""
+    cannot tell apart; `edge`: the transition shape that fitted best ("sharp", "random",
+    "page-colour", "logistic", or "bracket" where too few points lay between the plateaus to fit)."""
 
     name: str
     size_bytes: Optional[int]
@@ -181,7 +181,7 @@ class Level:
     latency_spread: float = 0.0  # relative spread of the plateau's points
     unstable: bool = False  # spread too wide to trust
     size_interval_bytes: Optional[list[int]] = None
-    edge: Optional[str] = None  # "plateau-gap" (the 40 %-of-the-gap rule) | "shoulder" | None
+    edge: Optional[str] = None  # the fitted transition shape (memprobe/infer/edges.py); None for memory
     sharing: Optional[str] = None  # "private" | "shared" | None (measured, see probes)
     notes: list[Note] = field(default_factory=list)
 
@@ -807,7 +807,11 @@ SCHEMA_FILE = Path(__file__).parent / "schema" / "memprobe-2.schema.json"
 
 # ---- helpers ---------------------------------------------------------------------------------
 def _num(v: float) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    """Exact: the shortest text that reads back as the same float (`memprobe infer` on a
+    curves.csv must see what the scan saw), whole numbers without a fraction."""
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    return str(v)
 
 
 def _clean(obj: Any) -> Any:

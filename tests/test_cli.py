@@ -1,6 +1,7 @@
 """CLI: help on every command, one-line errors with non-zero exits, infer end to end."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -96,3 +97,32 @@ def test_parse_size():
     assert cli.parse_size("64M") == 64 << 20
     assert cli.parse_size("1GiB") == 1 << 30
     assert cli.parse_size("524288") == 512 << 10
+
+
+SHARED_SCANS = Path(__file__).resolve().parent.parent.parent / "shared" / "scans"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("scan", sorted(SHARED_SCANS.glob("*.json")) + [DATA / "scan_small.json"],
+                         ids=lambda p: p.name)
+def test_scan_and_infer_give_the_same_levels(scan, tmp_path, capsys):
+    """One inference: the scan's levels stage and `memprobe infer` on the scan's scan.json, or on
+    its curves.csv, read the same curve with the same statistic and find the same levels."""
+    from memprobe.result import ScanResult
+    from memprobe.scan import ScanContext, ScanOptions, new_result
+    from memprobe.scan import cpu as cpu_scan
+
+    saved = ScanResult.load(scan)
+    dev = saved.devices["cpu"]
+    dev.levels = []
+    ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
+    cpu_scan.stage_levels(ctx)
+    want = [(lv.name, lv.size_bytes) for lv in dev.levels]
+    assert len(want) >= 3
+    curves = tmp_path / "curves.csv"
+    curves.write_text(saved.curves_csv())
+    for path in (scan, curves):
+        assert cli.main(["infer", str(path), "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert [(lv["name"], lv["size_bytes"]) for lv in got["levels"]] == want, path.name
+        assert all(lv["edge"] for lv in got["levels"][:-1])

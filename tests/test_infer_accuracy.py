@@ -52,4 +52,4 @@ def test_main_leaves_out_a_cache_beyond_the_curve(tmp_path, capsys):
     assert ia.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "beyond the curve (ends at 16M)" in out
-    assert "2/2 declared caches inferred right" in out
+    assert "2/2 declared caches inside the reported interval" in out

@@ -16,7 +16,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from memprobe.report import plot, render_compare, render_html
+from memprobe.report import render_compare, render_html
+from memprobe.report.plot import plot
 from memprobe.report import figures as F
 from memprobe.report.html import OPTIONAL_SECTIONS, SECTIONS, environment, match_levels
 from memprobe.result import Code, Declared, DeclaredCache, DeviceResult, Level, ScanResult, ScanWarning

@@ -75,7 +75,8 @@ def test_wrong_types_are_schema_errors_naming_the_field():
 def test_shipped_json_schema_is_the_generated_one():
     """The file in the package is what the types generate (re-make it with
     `python3 -m memprobe.schema` after changing a record)."""
-    assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
+    current = json.loads(SCHEMA_FILE.read_text()) == json_schema()
+    assert current, f"{SCHEMA_FILE.name} is out of date with the result's types: run python3 -m memprobe.schema"
 
 
 def test_scans_validate_against_the_schema():

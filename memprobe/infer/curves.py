@@ -24,7 +24,13 @@ class LatencyCurve:
     size_bytes: list[float]
     latency: list[float]
     unit: str  # "ns" | "cycles"
-    source_format: str  # "csv" | "lmbench"
+    source_format: str  # "csv" | "lmbench" | "memprobe curves.csv"
+
+
+# the curve a scan infers its levels from, per device, and the statistic it reads of each
+# size's samples (a CPU sweeps several passes on a shared machine: lower quartile; a GPU one
+# pass no one shares: best); memprobe's own curves.csv is read the same way
+SCAN_CURVES = {"cpu": ("latency_hugepage", "low"), "gpu": ("latency_ca_cycles", "best")}
 
 
 def read_curve_file(path: str | Path) -> LatencyCurve:
@@ -56,6 +62,8 @@ def parse_curve(raw: bytes | str, name: str = "input") -> LatencyCurve:
     if not text.strip():
         raise InputError(f"{name}: empty file")
     first = next(line for line in text.splitlines() if line.strip())
+    if first.startswith("device,curve,") and "samples" in first:
+        return _parse_memprobe_csv(text, name)
     if "size_bytes" in first or "," in first:
         return _parse_csv(text, name)
     return _parse_lmbench(text, name)
@@ -92,6 +100,37 @@ def _parse_csv(text: str, name: str) -> LatencyCurve:
         sizes.append(_number(row[si], name, n))
         lats.append(_number(row[li], name, n))
     return _checked(LatencyCurve(sizes, lats, LATENCY_COLUMNS[lat_col], "csv"), name)
+
+
+def _parse_memprobe_csv(text: str, name: str) -> LatencyCurve:
+    """memprobe's curves.csv: the CPU's (else the GPU's) level curve, each size read by the
+    statistic the scan itself reads (SCAN_CURVES), from the samples kept in the file."""
+    from memprobe.result import CurvePoint
+
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InputError(f"{name}: not a readable CSV file ({exc})") from None
+    for device, (curve, statistic) in SCAN_CURVES.items():
+        pts = [r for r in rows if r.get("device") == device and r.get("curve") == curve]
+        if not pts:
+            continue
+        sizes, lats = [], []
+        for n, r in enumerate(pts, start=2):
+            try:
+                samples = [float(v) for v in (r.get("samples") or "").split()]
+            except ValueError:
+                raise InputError(f"{name}: curve {curve}: a sample is not a number") from None
+            if not samples:
+                continue
+            p = CurvePoint(_number(r["x"], name, n), samples)
+            sizes.append(p.x)
+            lats.append(p.low if statistic == "low" else p.best)
+        unit = pts[0].get("unit") or "ns"
+        return _checked(LatencyCurve(sizes, lats, unit if unit in ("ns", "cycles") else "ns",
+                                     f"memprobe curves.csv ({device} {curve}, {statistic})"), name)
+    raise InputError(f"{name}: a memprobe curves.csv without a level curve "
+                     f"({' or '.join(c for c, _ in SCAN_CURVES.values())})")
 
 
 def _parse_lmbench(text: str, name: str) -> LatencyCurve:

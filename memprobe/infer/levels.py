@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from memprobe.infer.edges import EdgeFit, fit_edge
 from memprobe.result import Code, ScanWarning
 
 SMOOTH_HALF_WIDTH_OCT = 0.3
@@ -27,7 +28,10 @@ BAND_SIGMAS = 3.0  # band half-width in sigmas of the smoothed curve's own noise
 MERGE_RATIO = 1.25
 SMALL_STEP_FRACTION = 1 / 3  # a step under 1.6x and this much smaller than the next one is no
 SMALL_STEP_MAX_RATIO = 1.6    # level (in log latency): docs/method.md, step 4
-LEAVE_FRACTION = 0.4  # of the linear latency gap to the next plateau (40 % of accesses miss): step 5
+SHOULDER_MIN_OCT = 0.75  # a dense curve's shoulder spans at least this much (three quarter-octave steps)
+NOISE_FLOOR = 0.01  # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
+BIN_OCT = 1 / 16  # a denser curve is binned to this for the plateau search (the edge fit uses all)
+EDGE_SEARCH_MARGIN_OCT = 0.5  # a capacity lies at most this far outside the gap between plateaus
 UNSTABLE_SPREAD = 0.15  # relative spread of a level's points above which it is flagged
 
 
@@ -42,9 +46,10 @@ class InferredLevel:
     latency: float  # in the curve's unit (ns or cycles)
     spread: float  # relative spread of the points on the plateau (p90-p10)/median
     unstable: bool
-    size_range_bytes: tuple[int, int] | None  # the two sweep sizes the boundary lies between
+    size_range_bytes: tuple[int, int] | None  # the capacities the curve cannot tell apart
     plateau_bytes: tuple[int, int]  # first and last size on the plateau
     n_points: int
+    edge: str | None = None  # the transition shape that fitted best (edges.py), None for memory
 
 
 @dataclass
@@ -126,45 +131,70 @@ def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int
     return sorted(runs)
 
 
-def _shoulders(x: np.ndarray, y: np.ndarray, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sparse curves only (one point per octave): a level so small against its octaves that
-    no two of its points share a 10 % band still bends the curve. Between two plateaus, a pair
-    of neighbouring points whose rise per octave is less than half the rise per octave into it
-    and out of it, and which sits at least MERGE_RATIO clear of both plateaus, is a level seen
-    only as a shoulder (the Raspberry Pi 5's 2 MiB L3: 17 and 24 ns between 5 ns and 121 ns).
-    Not after the last plateau: a climbing tail (memory not reached, or creeping) has nothing
-    above it to be clear of. Dense curves resolve such a level as a plateau instead."""
+def _shoulders(x: np.ndarray, y: np.ndarray, runs: list[tuple[int, int]], dense: bool) -> list[tuple[int, int]]:
+    """A level too sloped for the plateau band still bends the curve: between two plateaus, a
+    stretch whose rise per octave is under half the rise into it and out of it, sitting at least
+    MERGE_RATIO clear of both, is a level seen as a shoulder (a VM's L3 slice that climbs from 12
+    to 22 ns between 1 and 5 MiB; the Raspberry Pi 5's 2 MiB L3, 17 and 24 ns on a one point per
+    octave curve). On a sparse curve the stretch is two neighbouring points; on a dense one
+    (smoothed) at least SHOULDER_MIN_OCT. Not after the last plateau: a climbing tail has nothing
+    above it to be clear of."""
     out: list[tuple[int, int]] = []
     gap_merge = math.log(MERGE_RATIO)
     for (a0, lo), (hi, b1) in zip(runs, runs[1:]):
         below = float(np.median(y[a0:lo + 1]))
         above = float(np.median(y[hi:b1 + 1]))
         best = None
-        for i in range(lo + 1, hi - 1):  # points i, i+1 strictly inside the gap
-            slope_in, slope, slope_out = ((y[j + 1] - y[j]) / (x[j + 1] - x[j]) for j in (i - 1, i, i + 1))
-            clear = y[i] - below >= gap_merge and above - y[i + 1] >= gap_merge
-            bends = clear and 0 <= slope < 0.5 * min(slope_in, slope_out)
-            if bends and (best is None or slope < best[0]):
-                best = (slope, i)
+        for i in range(lo + 1, hi - 1):
+            for j in range(i + 1, hi):
+                span = x[j] - x[i]
+                if (not dense and j != i + 1) or (dense and span < SHOULDER_MIN_OCT - 1e-9):
+                    continue
+                if dense:
+                    slope_in = (y[i] - y[lo]) / (x[i] - x[lo])
+                    slope_out = (y[hi] - y[j]) / (x[hi] - x[j])
+                else:
+                    slope_in = (y[i] - y[i - 1]) / (x[i] - x[i - 1])
+                    slope_out = (y[j + 1] - y[j]) / (x[j + 1] - x[j])
+                slope = (y[j] - y[i]) / span
+                clear = y[i] - below >= gap_merge and above - y[j] >= gap_merge
+                if clear and 0 <= slope < 0.5 * min(slope_in, slope_out):
+                    key = (slope, -span)
+                    if best is None or key < best[0]:
+                        best = (key, i, j)
         if best is not None:
-            out.append((best[1], best[1] + 1))
+            out.append((best[1], best[2]))
     return out
+
+
+def _bin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A curve denser than BIN_OCT, as the median of each BIN_OCT-wide bin (in log2 size): the
+    plateau search then costs the same for 100 points as for 20,000 (a fleet's or another
+    tool's fine sweep). The edges are fitted on every point."""
+    if len(x) < 2 or float(np.median(np.diff(x))) >= BIN_OCT:
+        return x, y
+    keys = np.floor((x - x[0]) / BIN_OCT).astype(int)
+    cut = np.flatnonzero(np.diff(keys)) + 1
+    return (np.array([np.median(g) for g in np.split(x, cut)]),
+            np.array([np.median(g) for g in np.split(y, cut)]))
 
 
 def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first."""
-    s, v = _prepare(size_bytes, latency)
-    x, y = np.log2(s), np.log(v)
+    s_raw, v_raw = _prepare(size_bytes, latency)
+    x_raw, y_raw = np.log2(s_raw), np.log(v_raw)
+    x, y = _bin(x_raw, y_raw)
+    s = np.exp2(x)
     spacing = float(np.median(np.diff(x)))
     # >= 1.5 points per octave: a median over at least one neighbour each side, so a single
     # noisy point can neither make a plateau nor break one; sparser curves are left as they are
     dense = spacing < 0.67
     ys = _running_median(x, y, max(SMOOTH_HALF_WIDTH_OCT, 1.01 * spacing)) if dense else y.copy()
-    noise = _noise(y)
+    noise = _noise(y_raw)
     tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)
-    if not dense and runs:
-        runs = sorted(runs + _shoulders(x, y, runs))
+    if runs:
+        runs = sorted(runs + _shoulders(x, ys if dense else y, runs, dense))
     warnings: list[ScanWarning] = []
     if not runs:
         # no plateau at all: a single level spanning the curve
@@ -203,30 +233,36 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     levels: list[InferredLevel] = []
     cache_plateaus = plateaus if not memory_reached else plateaus[:-1]
     for k, (a, b, yk) in enumerate(cache_plateaus):
-        y_next = plateaus[k + 1][2] if k + 1 < len(plateaus) else float(y[-1])
-        lin = np.exp(ys)
-        thr = math.exp(yk) + LEAVE_FRACTION * (math.exp(y_next) - math.exp(yk))
-        i = b + 1
-        while i < len(x) and lin[i] <= thr:
-            i += 1
-        if i >= len(x):
-            i = len(x) - 1
-        j = max(i - 1, 0)
-        if lin[i] > lin[j]:
-            frac = min(max((thr - lin[j]) / (lin[i] - lin[j]), 0.0), 1.0)
-        else:
-            frac = 0.0
-        xb = x[j] + frac * (x[i] - x[j])
-        levels.append(_level(f"L{k + 1}", int(round(2 ** xb)), y, s, a, b,
-                             (int(s[j]), int(s[i]))))
+        nxt = plateaus[k + 1] if k + 1 < len(plateaus) else (len(x) - 1, len(x) - 1, float(y[-1]))
+        fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), nxt, max(noise, NOISE_FLOOR))
+        if fit is not None:
+            size, rng, edge = fit.size_bytes, fit.interval_bytes, fit.edge
+        else:  # too few points between the plateaus to fit a shape: the sweep points around it
+            j = min(b + 1, len(x) - 1)
+            size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
+        levels.append(_level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge))
     if memory_reached:
         a, b, _ = plateaus[-1]
-        levels.append(_level("memory", None, y, s, a, b, None))
+        levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
     else:
-        n = len(x) - 1
-        levels.append(_level("memory", None, y, s, n, n, None))
+        levels.append(_level("memory", None, x_raw, y_raw, x_raw[-1], x_raw[-1], None, None))
     return Hierarchy(unit=unit, levels=levels, memory_reached=memory_reached, noise=noise,
                      warnings=warnings)
+
+
+def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[int, int, float],
+              nxt: tuple[int, int, float], sigma: float) -> EdgeFit | None:
+    """The edge between plateau `here` and `nxt` (index ranges on the binned curve): fitted on
+    every raw point from the middle of one to the middle of the other (edges.py)."""
+    a, b, y_in = here
+    a2, b2, y_out = nxt
+    lo_x, hi_x = (x[a] + x[b]) / 2, (x[a2] + x[b2]) / 2
+    if b2 == a2 == len(x) - 1:  # memory not reached: the window runs to the curve's end
+        hi_x = x[-1]
+    sel = (x_raw >= lo_x) & (x_raw <= hi_x)
+    c_lo = x[b] - EDGE_SEARCH_MARGIN_OCT
+    c_hi = min(x[a2], x[-1]) + EDGE_SEARCH_MARGIN_OCT
+    return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
 
 
 def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
@@ -247,10 +283,15 @@ def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int
     return out
 
 
-def _level(name, size, y, s, a, b, rng) -> InferredLevel:
-    pts = np.exp(y[a:b + 1])
+def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
+    """A level's latency and spread from every raw point on its plateau (x_from..x_to)."""
+    sel = (x_raw >= x_from - 1e-9) & (x_raw <= x_to + 1e-9)
+    if not np.any(sel):
+        sel = np.abs(x_raw - x_from) == np.min(np.abs(x_raw - x_from))
+    pts = np.exp(y_raw[sel])
     med = float(np.median(pts))
     spread = float((np.percentile(pts, 90) - np.percentile(pts, 10)) / med) if len(pts) > 1 else 0.0
     return InferredLevel(name=name, size_bytes=size, latency=med, spread=spread,
                          unstable=spread > UNSTABLE_SPREAD, size_range_bytes=rng,
-                         plateau_bytes=(int(s[a]), int(s[b])), n_points=b - a + 1)
+                         plateau_bytes=(int(round(2 ** x_from)), int(round(2 ** x_to))),
+                         n_points=int(np.count_nonzero(sel)), edge=edge)

@@ -11,8 +11,6 @@ from memprobe.result import Code, Curve, Level
 # DRAM) or page walks creeping with the buffer (a VM whose host maps memory with 4 KiB pages);
 # the random chase cannot tell them apart, a page-local chase can (docs/method.md)
 MEMORY_SIDE_RATIO = 1.6
-# the edge rule of infer_levels: a boundary 40 % of the way up the gap between two plateaus
-EDGE_PLATEAU_GAP = "plateau-gap"
 
 
 def levels_from_hierarchy(h: Hierarchy, clock_ghz: float | None) -> list[Level]:
@@ -26,7 +24,7 @@ def levels_from_hierarchy(h: Hierarchy, clock_ghz: float | None) -> list[Level]:
             name=lv.name, size_bytes=lv.size_bytes, latency_ns=ns, latency_cycles=cyc,
             bandwidth_gbs={}, latency_spread=lv.spread, unstable=lv.unstable,
             size_interval_bytes=list(lv.size_range_bytes) if lv.size_range_bytes else None,
-            edge=EDGE_PLATEAU_GAP if lv.size_bytes else None)
+            edge=lv.edge if lv.size_bytes else None)
         if lv.name == "memory" and not h.memory_reached:
             level.note(Code.MEMORY_NOT_REACHED, "not reached: last point of the sweep")
         if lv.unstable:

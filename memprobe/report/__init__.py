@@ -13,8 +13,19 @@ All figures come from one module, `figures.py`; the page layouts are jinja2 temp
 
 from __future__ import annotations
 
-from memprobe.report.compare import render_compare
-from memprobe.report.html import render_html
-from memprobe.report.plot import FIGURES, FORMATS, plot
+import importlib
+from typing import Any
 
-__all__ = ["render_html", "render_compare", "plot", "FIGURES", "FORMATS"]
+# imported on first use (PEP 562): the renderers pull in matplotlib and jinja2, which the
+# terminal tables (report/text.py, report/pairing.py) and `memprobe infer` do not need
+# (`plot` is not among them: the package attribute of that name is the submodule plot.py;
+# import it as `from memprobe.report.plot import plot`)
+_LAZY = {"render_compare": "compare", "render_html": "html", "FIGURES": "plot", "FORMATS": "plot"}
+
+__all__ = ["render_html", "render_compare", "FIGURES", "FORMATS"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"memprobe.report.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'memprobe.report' has no attribute {name!r}")
