@@ -103,6 +103,8 @@ class EdgeFit:
     variant: str  # its extra parameter ("8 ways", "0.35 oct"), "" for none
     bic: dict[str, float]  # every model's best BIC
     n_points: int
+    sse: float = 0.0  # the best model's residual sum of squares (ln latency)
+    k: int = 1  # its parameter count
 
 
 def fit_edge(x: np.ndarray, y: np.ndarray, lat_in: float, lat_out: float,
@@ -184,4 +186,5 @@ def fit_edge(x: np.ndarray, y: np.ndarray, lat_in: float, lat_out: float,
     c = float(grid[j])
     return EdgeFit(size_bytes=int(round(2 ** c)),
                    interval_bytes=(int(round(2 ** lo)), int(round(2 ** hi))),
-                   edge=best, variant=label, bic=bic, n_points=n)
+                   edge=best, variant=label, bic=bic, n_points=n,
+                   sse=float(sse[best][j]), k=k_of[best])

@@ -30,6 +30,7 @@ SMALL_STEP_FRACTION = 1 / 3  # a step under 1.6x and this much smaller than the 
 SMALL_STEP_MAX_RATIO = 1.6    # level (in log latency): docs/method.md, step 4
 SHOULDER_MIN_OCT = 0.75  # a dense curve's shoulder spans at least this much (three quarter-octave steps)
 NOISE_FLOOR = 0.01  # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
+KEEP_BIC = 10.0  # BIC gain an interior plateau needs to count as a level (Kass & Raftery: "very strong")
 BIN_OCT = 1 / 16  # a denser curve is binned to this for the plateau search (the edge fit uses all)
 EDGE_SEARCH_MARGIN_OCT = 0.5  # a capacity lies at most this far outside the gap between plateaus
 UNSTABLE_SPREAD = 0.15  # relative spread of a level's points above which it is flagged
@@ -219,6 +220,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             p = (a0, p[1], float(np.median(y[a0:p[1] + 1])))
         mono.append(p)
     plateaus = _merge_small_steps(mono)
+    plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
 
     last_a, last_b, last_y = plateaus[-1]
     # a creep after the last plateau smaller than the merge ratio is that level still (page
@@ -263,6 +265,39 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
     c_lo = x[b] - EDGE_SEARCH_MARGIN_OCT
     c_hi = min(x[a2], x[-1]) + EDGE_SEARCH_MARGIN_OCT
     return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
+
+
+def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],
+                    sigma: float) -> list[tuple[int, int, float]]:
+    """Model selection for the count: an interior plateau stays a level only if the curve from
+    the plateau before it to the one after is explained better with it (two fitted edges and its
+    latency) than without it (one fitted edge straight across), by more than KEEP_BIC in BIC
+    (chi-square with the curve's noise, plus k ln n). The weakest is dropped first, until every
+    interior plateau earns its place."""
+    out = list(plateaus)
+    while len(out) >= 3:
+        worst, worst_k = None, -1
+        for k in range(1, len(out) - 1):
+            before, here, after = out[k - 1], out[k], out[k + 1]
+            lo_x, hi_x = (x[before[0]] + x[before[1]]) / 2, (x[after[0]] + x[after[1]]) / 2
+            n = int(np.count_nonzero((x >= lo_x) & (x <= hi_x)))
+            # on the binned curve: the count is decided at the plateau search's resolution
+            f1 = _fit_edge(x, y, x, before, here, sigma)
+            f2 = _fit_edge(x, y, x, here, after, sigma)
+            f0 = _fit_edge(x, y, x, before, after, sigma)
+            if f1 is None or f2 is None or f0 is None or n < 3:
+                continue
+            s2 = sigma ** 2
+            with_k = (f1.sse + f2.sse) / s2 + (f1.k + f2.k + 1) * math.log(n)
+            without = f0.sse / s2 + f0.k * math.log(n)
+            gain = without - with_k
+            if gain < KEEP_BIC and (worst is None or gain < worst):
+                worst, worst_k = gain, k
+        if worst is None:
+            break
+        a0, _, y0 = out[worst_k - 1]
+        out[worst_k - 1:worst_k + 1] = [(a0, out[worst_k][1], y0)]
+    return out
 
 
 def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:

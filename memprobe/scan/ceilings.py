@@ -16,6 +16,7 @@ from typing import Any
 
 from memprobe.result import (THREAD_KEYS, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
                              GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
+from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
 from memprobe.scan import ScanContext, Stage
 from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
 
@@ -24,7 +25,6 @@ MEMORY_MIN_BYTES = 64 << 20  # the memory working set: at least this ...
 MEMORY_CACHE_MULTIPLE = 4  # ... and this many times the last cache ...
 MEMORY_MAX_BYTES = 512 << 20  # ... but no more (a noisy curve can invent a huge last "cache")
 SHARING_FILL = 0.7  # the sharing probe's working set, as a fraction of the level's capacity
-SHARED_RATIO = 1.3  # loaded/alone latency above this: the level is shared
 
 
 # ---- sizes ----------------------------------------------------------------------------------
@@ -105,12 +105,14 @@ def stage_sharing(ctx: ScanContext) -> None:
             probe.verify()
             # best repetition: other tenants only ever add latency
             a, b = min(alone), min(loaded)
-            entry.latency_alone, entry.latency_loaded, entry.ratio = a, b, b / a
+            got = judge_sharing(alone, loaded, size, probe.other_threads + 1,
+                                (lv.size_interval_bytes or [0, lv.size_bytes])[1])
+            entry.latency_alone, entry.latency_loaded, entry.ratio = a, b, got.ratio
             entry.samples_alone, entry.samples_loaded = alone, loaded
-            entry.verdict = lv.sharing = "shared" if b / a > SHARED_RATIO else "private"
+            entry.verdict = lv.sharing = got.verdict
             entry.note = (f"latency at {SHARING_FILL:.0%} of the level's capacity on one core, alone and "
-                          f"while the other cores chase buffers of their own of the same size")
-            ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing} ({b / a:.2f}x)")
+                          f"while the other cores chase buffers of their own of the same size: {got.why}")
+            ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing} ({got.ratio:.2f}x)")
     finally:
         probe.close()
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
 from memprobe.infer.to_result import levels_from_curve
 from memprobe.result import (BandwidthTable, BypassLevel, Code, ComputeCeilings, Curve, CurvePoint, Declared,
                              DeviceResult, GemmCeiling, HostLink, L2PartitionPair, L2Partitions, L2PartitionSm,
@@ -30,7 +31,6 @@ from memprobe.result import (BandwidthTable, BypassLevel, Code, ComputeCeilings,
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
 
 KiB, MiB = 1 << 10, 1 << 20
-SHARED_RATIO = 1.25  # k SMs together / one SM alone above this: the level is shared
 SPLIT_RATIO = 1.3  # far/near cluster ratio above which the L2 halves count as seen
 
 
@@ -411,23 +411,30 @@ def stage_sharing(ctx: ScanContext) -> None:
         alone = _med(res["alone"]["cycles_per_hop"])
         together = _med(res["together"]["cycles_per_hop"])
         ratio = together / alone if alone and math.isfinite(alone) else math.nan
+        why = ""
         if len(res["together"]["sms"]) < len(sms):
             verdict = None
             ctx.device.warn(Code.NOT_MEASURED, f"sharing {which}: not every SM got a chain; no verdict",
                             "sharing")
         else:
-            verdict = "shared" if ratio > SHARED_RATIO else "private"
+            lv = _level(ctx, which)
+            hi = (lv.size_interval_bytes or [0, lv.size_bytes])[1] if lv is not None and lv.size_bytes else size
+            # one figure per side: the SMs' median (the CPU's sides are repetitions of one core)
+            got = judge_sharing([alone], [together], ws, len(sms), hi)
+            verdict, why = got.verdict, got.why
         ctx.device.extra.sharing[which] = SharingEvidence(
             level=which, size_bytes=ws, other_units=len(res["together"]["sms"]) - 1, unit="cycles",
             latency_alone=alone, latency_loaded=together, ratio=ratio if math.isfinite(ratio) else None,
             threshold=SHARED_RATIO, verdict=verdict, samples_alone=res["alone"]["cycles_per_hop"],
             samples_loaded=res["together"]["cycles_per_hop"], level_size_bytes=size, level_size_source=source,
-            note=f"ld.global.{path}: one SM alone, then SMs {res['together']['sms']} each over its own buffer")
+            note=f"ld.global.{path}: one SM alone, then SMs {res['together']['sms']} each over its own buffer"
+                 + (f": {why}" if why else ""))
         lv = _level(ctx, which)
         if lv is not None and verdict:
             lv.sharing = verdict
-            lv.note(Code.SHARING, f"{'per SM' if verdict == 'private' else 'shared by all SMs'} (measured: "
-                                  f"{len(sms)} SMs x {ws / KiB:.0f} KiB each, latency x{ratio:.2f} vs one SM)")
+            words = {"private": "per SM", "shared": "shared by all SMs", "undetermined": "per SM or shared: undetermined"}
+            lv.note(Code.SHARING, f"{words[verdict]} (measured: {len(sms)} SMs x {ws / KiB:.0f} KiB each, "
+                                  f"latency x{ratio:.2f} vs one SM)")
 
 
 def stage_shared_memory(ctx: ScanContext) -> None:
