@@ -4,7 +4,8 @@ empty Numba cache, so JIT included) against its budget, and the inferred L1/L2/L
 beside the declared sizes.
 
 Targets: latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2 within
-25 % of the declared sizes across repeated scans (declared sizes are read only to score);
+20 % of the declared sizes and the L3 (a VM's slice) found as its own level in every
+scan of a batch (declared sizes are read only to score);
 memory use within 4x the largest working set -- the peak RSS of each scan process
 (wait4 on each finished scan) against the largest size any curve of that scan used.
 
@@ -37,7 +38,7 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="keep each run's output under this folder")
     args = ap.parse_args()
     budget = 60.0 if args.full else (10.0 if args.quick else 30.0)
-    rows, ok_l1, ok_l2 = [], 0, 0
+    rows, ok_l1, ok_l2, ok_l3 = [], 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "numba-cache"))  # run 1: cold JIT
         for run in range(args.runs):
@@ -69,8 +70,9 @@ def main() -> int:
             largest_ws = max(pt["x"] for c in cpu["curves"] if c["x_name"] == "size_bytes" for pt in c["points"])
             r1 = sizes.get("L1", 0) / declared["L1"] if declared.get("L1") else float("nan")
             r2 = sizes.get("L2", 0) / declared["L2"] if declared.get("L2") else float("nan")
-            ok_l1 += abs(r1 - 1) <= 0.25
-            ok_l2 += abs(r2 - 1) <= 0.25
+            ok_l1 += abs(r1 - 1) <= 0.20
+            ok_l2 += abs(r2 - 1) <= 0.20
+            ok_l3 += len(cpu["levels"]) - 1 >= 3
             rows.append([str(run + 1) + (" (cold JIT)" if run == 0 else ""), f"{t:.1f}", f"{t / budget:.2f}",
                          f"{sizes.get('L1', 0) / 1024:.0f} KiB ({r1:.2f})", f"{sizes.get('L2', 0) / 1024:.0f} KiB ({r2:.2f})",
                          f"{(sizes.get('L3') or 0) / 2**20:.1f} MiB", str(len(cpu["levels"]) - 1),
@@ -80,7 +82,8 @@ def main() -> int:
     what = "whole scan" if args.full else "latency part"
     print(table(["run", f"{what} s", f"/ {budget:.0f} s budget", "L1 (vs declared)", "L2 (vs declared)",
                  "L3", "caches", "memory", "steal (latency)", "peak RSS / largest working set (<= 4x)"], rows))
-    print(f"L1 within 25 %: {ok_l1}/{args.runs} runs; L2 within 25 %: {ok_l2}/{args.runs} runs")
+    print(f"L1 within 20 %: {ok_l1}/{args.runs} runs; L2 within 20 %: {ok_l2}/{args.runs} runs; "
+          f"an L3 of its own: {ok_l3}/{args.runs} runs")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Every user-facing failure is one line on stderr and a non-zero exit, never a traceback:
   2  bad arguments or input files        3  the machine cannot serve the request (memory)
-  4  cannot write the output             130 interrupted (what was measured is still written)
+  4  cannot write the output             5  incomplete: a stage failed (what was measured is written)
+  128+N  stopped by signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP (what was measured
+         is written, marked incomplete; a second signal exits at once)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as _dt
 import json
 import os
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -19,7 +22,8 @@ from pathlib import Path
 from memprobe import __version__
 from memprobe.errors import InputError, MemprobeError, ResourceError
 
-EXIT_USAGE, EXIT_RESOURCE, EXIT_OUTPUT, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_USAGE, EXIT_RESOURCE, EXIT_OUTPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # a scheduler's, a terminal's and a user's stop
 
 
 class OutputError(MemprobeError):
@@ -46,6 +50,60 @@ def parse_size(text: str) -> int:
     if v < 64 << 10:
         raise argparse.ArgumentTypeError(f"{text!r} is too small: the sweep starts at 4 KiB and needs room to climb (>= 64K)")
     return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return v
+
+
+class _StopOnSignals:
+    """SIGTERM and SIGHUP do what Ctrl-C does: the scan stops at the probe's next return to
+    Python and keeps what it measured (memprobe.scan.ScanStopped, a KeyboardInterrupt). A second
+    signal exits at once, with 128 + its number."""
+
+    def __init__(self) -> None:
+        self.old: dict[int, object] = {}
+        self.seen = 0
+        self.writing = False  # while the files are written a first signal waits for them
+        self.deferred: int | None = None
+
+    def _handler(self, signum: int, frame) -> None:
+        from memprobe.scan import ScanStopped
+
+        self.seen += 1
+        if self.seen > 1:
+            os._exit(128 + signum)
+        if self.writing:
+            self.deferred = signum
+            return
+        raise ScanStopped(signum)
+
+    def __enter__(self) -> "_StopOnSignals":
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
 
 
 def fmt_bytes(b: float | None) -> str:
@@ -119,20 +177,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
     options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
                           repetitions=args.repetitions, seed=args.seed, train=not args.no_train)
     result = new_result(options)
-    interrupted = False
-    with _Progress(enabled=not args.no_progress) as progress:
-        try:
-            run_scan(options, progress.update, result)
-        except KeyboardInterrupt:
-            interrupted = True
-    paths = write_outputs(result, out)
+    stopped: int | None = None
+    with _StopOnSignals() as stops:
+        with _Progress(enabled=not args.no_progress) as progress:
+            try:
+                run_scan(options, progress.update, result)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or ScanStopped from SIGTERM / SIGHUP
+                stopped = getattr(exc, "signum", signal.SIGINT)
+        stops.writing = True
+        paths = write_outputs(result, out)
+        if stopped is None and stops.deferred is not None:  # it came as the files were written
+            stopped = stops.deferred
     for w in result.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
     _print_summary(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    if interrupted:
-        print("memprobe: interrupted: the files above hold what was measured, marked incomplete", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if stopped is not None:
+        print(f"memprobe: stopped by {signal.Signals(stopped).name}: the files above hold what was "
+              "measured, marked incomplete", file=sys.stderr)
+        return 128 + int(stopped)
+    if not result.complete:
+        print("memprobe: incomplete: a stage failed (see the warnings above); the files hold what was "
+              "measured", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 
@@ -395,10 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"while main memory is not reached and the stage stays within "
                         f"{dflt.latency_grow_budget_s:g} s; refused if 4x it is not free). scan.json's "
                         "settings.cpu_plan records the top reached")
-    s.add_argument("--repetitions", type=int, metavar="N",
+    s.add_argument("--repetitions", type=positive_int, metavar="N",
                    help=f"repetitions per point for every stage (default {dflt.latency_reps}, quick "
                         f"{quick.latency_reps}); the spread is kept")
-    s.add_argument("--seed", type=int, default=12345, help="seed of the random chase cycles")
+    s.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
     s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")
     s.set_defaults(func=cmd_scan)

@@ -651,6 +651,7 @@ class ScanSettings:
     max_size_bytes: Optional[int] = None  # as asked (None: the sweep grows; see cpu_plan)
     train: bool = True
     fixture: Optional[str] = None  # set by the test-fixture script, shown in the report
+    stopped_by: Optional[str] = None  # the signal that stopped the scan ("SIGINT", "SIGTERM", ...)
     cpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
     gpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
 

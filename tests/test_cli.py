@@ -126,3 +126,59 @@ def test_scan_and_infer_give_the_same_levels(scan, tmp_path, capsys):
         got = json.loads(capsys.readouterr().out)
         assert [(lv["name"], lv["size_bytes"]) for lv in got["levels"]] == want, path.name
         assert all(lv["edge"] for lv in got["levels"][:-1])
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_stops_a_real_scan_and_keeps_what_it_measured(sig, tmp_path):
+    """As Slurm's scancel, systemd, docker stop (SIGTERM) or a closed ssh session (SIGHUP) stop a
+    job: the scan ends within seconds, writes a loadable scan.json marked incomplete naming the
+    signal, and exits 128 + the signal's number."""
+    import os
+    import signal
+    import time
+
+    from memprobe.result import ScanResult
+
+    out = tmp_path / "scan"
+    p = subprocess.Popen([sys.executable, "-m", "memprobe", "scan", "--quick", "--no-train", "--no-progress",
+                          "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    # wait until it is measuring (past the declared facts and the clock), then stop it
+    deadline = time.monotonic() + 60
+    seen = ""
+    while time.monotonic() < deadline and "latency" not in seen:
+        seen += p.stderr.readline()
+    assert "latency" in seen, seen
+    t0 = time.monotonic()
+    os.kill(p.pid, getattr(signal, sig))
+    rest = p.communicate(timeout=60)[1]
+    took = time.monotonic() - t0
+    num = int(getattr(signal, sig))
+    assert p.returncode == 128 + num, rest
+    assert took < 15, took  # target 2 s on a quiet machine; CI shares its cores
+    scan = ScanResult.load(out / "scan.json")
+    assert scan.complete is False and scan.settings.stopped_by == sig
+    assert any(sig in w.text for w in scan.warnings)
+    assert scan.devices["cpu"].curves  # what was measured before the signal is kept
+
+
+@pytest.mark.parametrize("args", [["--repetitions", "0"], ["--repetitions", "-3"], ["--seed", "-1"],
+                                  ["--max-size", "1K"], ["--repetitions", "two"]])
+def test_bad_numeric_options_are_refused_at_parse_time(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["scan", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+
+
+def test_a_failed_stage_exits_with_its_own_code(monkeypatch, tmp_path):
+    from memprobe.scan import Stage
+    from memprobe.scan import cpu as cpu_scan
+
+    def broken(ctx):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(cpu_scan, "_ceiling_stages", lambda: ())
+    monkeypatch.setattr(cpu_scan, "CPU_STAGES", cpu_scan.CPU_STAGES[:2] + (Stage("broken", broken, "x"),))
+    assert cli.main(["scan", "--quick", "--no-train", "--no-progress", "--out", str(tmp_path)]) == cli.EXIT_INCOMPLETE
+    assert (tmp_path / "scan.json").exists()

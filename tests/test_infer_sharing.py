@@ -26,3 +26,8 @@ def test_a_ratio_in_the_noise_of_the_threshold_is_undetermined():
     alone = [10.0, 11.0, 12.0, 12.5]
     got = judge_sharing(alone, [10.0 * SHARED_RATIO], 3 * MiB, 2, 4 * MiB)
     assert got.verdict == "undetermined"
+
+
+def test_faster_under_load_than_alone_is_undetermined():
+    got = judge_sharing([30.0, 31.0, 30.5], [9.0, 9.5], 3 * MiB, 2, 4 * MiB)
+    assert got.verdict == "undetermined" and "disturbed" in got.why

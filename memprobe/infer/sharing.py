@@ -39,6 +39,10 @@ def judge_sharing(alone: list[float], loaded: list[float], set_bytes: int, units
     ratio = b / a
     med = statistics.median(alone)
     band = max((med - a) / med, NOISE_FLOOR)  # the alone samples' typical rise above their best
+    if ratio < 1 / (1 + 2 * band):
+        return SharingVerdict("undetermined", ratio,
+                              f"latency x{ratio:.2f}: faster under load than alone, beyond the repetitions' "
+                              "spread: the run alone was disturbed")
     if ratio > SHARED_RATIO * (1 + band):
         return SharingVerdict("shared", ratio, f"latency x{ratio:.2f} with {units} units loading it")
     if capacity_hi_bytes and units * set_bytes <= capacity_hi_bytes:

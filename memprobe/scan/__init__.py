@@ -72,8 +72,23 @@ class Stage:
     quick: bool = True  # also run under --quick
 
 
-class ScanInterrupted(Exception):
-    pass
+class ScanStopped(KeyboardInterrupt):
+    """A stop asked from outside (Ctrl-C, SIGTERM from a scheduler or `docker stop`, SIGHUP from
+    a closed terminal). A KeyboardInterrupt, so every place that keeps what was measured on
+    Ctrl-C does so for each of them; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
 
 
 def new_result(options: ScanOptions) -> ScanResult:
@@ -158,9 +173,11 @@ def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
             from memprobe.scan import training as train_scan
 
             ok &= train_scan.scan_training(options, progress, res)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         res.complete = False
-        res.warn(Code.INTERRUPTED, "scan interrupted (Ctrl-C): the result holds what was measured so far")
+        how = exc.name if isinstance(exc, ScanStopped) else "SIGINT"
+        res.warn(Code.INTERRUPTED, f"scan stopped by {how}: the result holds what was measured so far")
+        res.settings.stopped_by = how
         res.duration_s = round(time.perf_counter() - t0, 2)
         raise
     res.complete = bool(ok)
