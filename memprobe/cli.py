@@ -62,6 +62,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return v
+
+
 def non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -179,6 +189,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
     result = new_result(options)
     stopped: int | None = None
     with _StopOnSignals() as stops:
+        if args.wait_quiet is not None:
+            from memprobe.platform.load import wait_quiet
+            from memprobe.result import Code
+
+            print(f"memprobe: waiting up to {args.wait_quiet:g} s for the machine to go quiet", file=sys.stderr)
+            try:
+                quiet, waited = wait_quiet(args.wait_quiet)
+            except KeyboardInterrupt:
+                quiet, waited = False, 0.0
+            result.settings.waited_quiet_s = round(waited, 1)
+            if not quiet:
+                result.warn(Code.CONTENTION, f"the machine did not go quiet within {args.wait_quiet:g} s "
+                                             "(--wait-quiet): measuring anyway")
         with _Progress(enabled=not args.no_progress) as progress:
             try:
                 run_scan(options, progress.update, result)
@@ -467,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{quick.latency_reps}); the spread is kept")
     s.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
+    s.add_argument("--wait-quiet", nargs="?", const=60.0, type=positive_float, metavar="SECONDS",
+                   help="before measuring, wait until other processes use under 10 %% of a CPU for a second "
+                        "(at most SECONDS, default 60); each stage records the CPU time other processes used "
+                        "beside it either way")
     s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")
     s.set_defaults(func=cmd_scan)
 

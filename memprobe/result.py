@@ -79,6 +79,14 @@ class Code(str, enum.Enum):
     NOT_MEASURED = "not_measured"
     NO_GEMM = "no_gemm"
     TRAINING = "training"
+    IMPLAUSIBLE = "implausible"  # figures that break physics: flagged, never a roof
+    CONTENTION = "contention"  # a neighbour was busy beside a stage
+    # flags on single figures (memprobe/infer/plausibility.py)
+    STREAMING_ABOVE_RFO = "streaming_above_rfo"
+    FARTHER_FASTER = "farther_faster"
+    LATENCY_ORDER = "latency_order"
+    ABOVE_ISA_PEAK = "above_isa_peak"
+    ALL_BELOW_ONE = "all_below_one"
     LEGACY = "legacy"  # a memprobe/1 message, upgraded: its text only
 
 
@@ -98,6 +106,18 @@ class ScanWarning:
     code: Code
     text: str
     stage: Optional[str] = None
+
+
+@dataclass
+class Flag:
+    """A figure that breaks physics, or ran beside a busy neighbour: shown with its reason,
+    never used as a roof or a model input. `figure`: "bandwidth/<kernel>/<threads>",
+    "latency", or on compute ceilings "fma/<dtype>/<threads>"."""
+
+    code: Code
+    figure: str
+    value: Optional[float]
+    reason: str
 
 
 # ---- curves --------------------------------------------------------------------------------------
@@ -182,8 +202,12 @@ class Level:
     unstable: bool = False  # spread too wide to trust
     size_interval_bytes: Optional[list[int]] = None
     edge: Optional[str] = None  # the fitted transition shape (memprobe/infer/edges.py); None for memory
-    sharing: Optional[str] = None  # "private" | "shared" | None (measured, see probes)
+    sharing: Optional[str] = None  # "private" | "shared" | "undetermined" | None (not measured)
     notes: list[Note] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+
+    def flagged(self, figure: str) -> Optional[Flag]:
+        return next((f for f in self.flags if f.figure == figure), None)
 
     def note(self, code: Code, text: str) -> None:
         self.notes.append(Note(code, text))
@@ -308,6 +332,10 @@ class ComputeCeilings:
     verified: Optional[bool] = None
     clock_ghz_during_fma: Optional[float] = None
     theoretical: Optional[TheoreticalPeak] = None
+    flags: list[Flag] = field(default_factory=list)
+
+    def flagged(self, figure: str) -> Optional[Flag]:
+        return next((f for f in self.flags if f.figure == figure), None)
 
 
 @dataclass
@@ -471,6 +499,10 @@ class DeviceExtra:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_steal_percent: dict[str, float] = field(default_factory=dict)
     steal_notable_percent: Optional[float] = None  # a stage's steal above this is warned about
+    # other processes of this machine beside each stage, % of one CPU, and the load average
+    stage_others_percent: dict[str, float] = field(default_factory=dict)
+    stage_load_average: dict[str, float] = field(default_factory=dict)
+    others_notable_percent: Optional[float] = None
     line_size: Optional[LineSizeEvidence] = None
     tlb_reach_4k_bytes: Optional[int] = None
     memory_page_local: Optional[PageLocalMemory] = None
@@ -652,6 +684,7 @@ class ScanSettings:
     train: bool = True
     fixture: Optional[str] = None  # set by the test-fixture script, shown in the report
     stopped_by: Optional[str] = None  # the signal that stopped the scan ("SIGINT", "SIGTERM", ...)
+    waited_quiet_s: Optional[float] = None  # --wait-quiet: how long the scan waited before measuring
     cpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
     gpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
 

@@ -42,3 +42,23 @@ def test_max_steal_fraction_nothing_counted():
     assert max_steal_fraction(same, same) is None
     assert max_steal_fraction({}, {}) is None
     assert max_steal_fraction({"cpu1": (0, 1)}, same) is None
+
+
+def test_wait_quiet_gives_up_beside_a_busy_neighbour():
+    import subprocess
+    import sys
+    import time
+
+    from memprobe.platform.load import OthersMeter, wait_quiet
+
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<20: pass"])
+    try:
+        time.sleep(0.3)
+        m = OthersMeter().start()
+        time.sleep(0.6)
+        assert m.share() > 0.5  # the burner's whole CPU, not ours
+        quiet, waited = wait_quiet(1.5, window_s=0.5)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert not quiet and waited >= 1.5

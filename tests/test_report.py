@@ -210,10 +210,17 @@ def test_stage_table_shows_host_steal() -> None:
     cpu.extra.stage_seconds = {"latency": 9.5, "bandwidth": 81.0}
     cpu.extra.stage_steal_percent = {"latency": 0.4, "bandwidth": 37.5}
     cpu.extra.steal_notable_percent = 5.0
+    cpu.extra.stage_others_percent = {"latency": 1.0, "bandwidth": 0.0}
+    cpu.extra.others_notable_percent = 25.0
     html = render_html(res)
     rows = re.findall(r"<tr( class=\"flag\")?><td><code>(latency|bandwidth)</code></td>"
-                      r"<td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td>", html)
-    assert rows == [("", "latency", "9.5", "0.4 %"), (' class="flag"', "bandwidth", "81", "37.5 %")]
+                      r"<td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td>", html)
+    assert rows == [("", "latency", "9.5", "0.4 %", "1 %"), (' class="flag"', "bandwidth", "81", "37.5 %", "0 %")]
+    # a busy neighbour inside this machine shades the row too
+    cpu.extra.stage_steal_percent = {"latency": 0.4, "bandwidth": 0.0}
+    cpu.extra.stage_others_percent = {"latency": 1.0, "bandwidth": 96.0}
+    html = render_html(res)
+    assert re.search(r'<tr class="flag"><td><code>bandwidth</code>', html)
 
 
 def test_declared_vs_measured_flags_a_vm_slice() -> None:

@@ -338,3 +338,25 @@ def test_memory_side_check_leaves_ordinary_hierarchies_alone_but_reads_memory(mo
     assert len(ctx.device.levels) == 4 and not ctx.device.extra.memory_side_checks
     # only memory's page-local latency is measured: one size, 8x the last cache
     assert sizes == [32 << 20] and ctx.device.extra.memory_page_local.latency_ns == 95.0
+
+
+def test_a_busy_neighbour_is_recorded_and_warned_about():
+    """A CPU-burning process beside a stage: the stage records the other processes' share of a
+    CPU and the load average, and the device gets one contention warning naming the stage."""
+    import subprocess
+    import sys
+    import time
+
+    dev = DeviceResult("cpu", "x")
+    ctx = ScanContext(ScanOptions(), dev, lambda *a: None, new_result(ScanOptions()))
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<20: pass"])
+    try:
+        time.sleep(0.3)
+        assert run_stages((Stage("beside", lambda c: time.sleep(1.5), ""),), ctx)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert dev.extra.stage_others_percent["beside"] >= 50
+    assert "beside" in dev.extra.stage_load_average
+    busy = [w for w in dev.warnings if w.code == Code.CONTENTION]
+    assert len(busy) == 1 and "beside" in busy[0].text

@@ -65,3 +65,79 @@ def max_steal_fraction(before: dict[str, tuple[int, int]],
             frac = max(0, steal1 - steal0) / (total1 - total0)
             worst = frac if worst is None else max(worst, frac)
     return worst
+
+
+# ---- this machine's other processes ----------------------------------------------------------
+# a share of one CPU other processes in this machine may use beside a stage before its figures
+# are flagged: a busy neighbour on one of two vCPUs takes a whole one (100 %)
+OTHERS_NOTABLE_FRACTION = 0.25
+QUIET_FRACTION = 0.10  # --wait-quiet: the machine counts as quiet below this share of a CPU
+
+
+def busy_seconds(proc_root: str | Path = "/proc") -> float | None:
+    """CPU seconds every process of this machine has run (user, nice, system, irq, softirq) from
+    the /proc/stat total; None where unreadable."""
+    import os
+
+    try:
+        first = (Path(proc_root) / "stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if first[0] != "cpu" or len(first) < 8:
+        return None
+    ticks = sum(int(v) for v in (first[1], first[2], first[3], first[6], first[7]))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds this process (all its threads) has run."""
+    import os
+
+    t = os.times()
+    return t.user + t.system
+
+
+class OthersMeter:
+    """CPU time the machine's *other* processes used between start() and share(): the busy
+    total from /proc/stat less this process's own, as a share of one CPU over the wall time."""
+
+    def start(self) -> "OthersMeter":
+        import time
+
+        self.t0, self.busy0, self.own0 = time.perf_counter(), busy_seconds(), own_seconds()
+        return self
+
+    def share(self) -> float | None:
+        import time
+
+        busy = busy_seconds()
+        wall = time.perf_counter() - self.t0
+        if busy is None or self.busy0 is None or wall < 0.2:
+            return None
+        return max(0.0, (busy - self.busy0) - (own_seconds() - self.own0)) / wall
+
+
+def load_average() -> float | None:
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def wait_quiet(limit_s: float, window_s: float = 1.0) -> tuple[bool, float]:
+    """Wait until the other processes use under QUIET_FRACTION of a CPU for one window, at most
+    `limit_s`; (quiet, seconds waited)."""
+    import time
+
+    t0 = time.perf_counter()
+    while True:
+        m = OthersMeter().start()
+        time.sleep(window_s)
+        share = m.share()
+        waited = time.perf_counter() - t0
+        if share is not None and share < QUIET_FRACTION:
+            return True, waited
+        if waited >= limit_s:
+            return False, waited

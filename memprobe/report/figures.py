@@ -412,7 +412,7 @@ def compute_ceilings(dev: DeviceResult) -> list[tuple[str, float, str]]:
     out: list[tuple[str, float, str]] = []
     for dtype, per in comp.fma.items():
         for tk, v in per.items():
-            if finite(v) and v > 0:
+            if finite(v) and v > 0 and not comp.flagged(f"fma/{dtype}/{tk}"):
                 out.append((f"FMA {dtype}, {THREAD_LABELS.get(tk, tk)}", float(v), "fma"))
     best: dict[tuple[str, str], float] = {}
     for g in comp.gemm:
@@ -433,7 +433,8 @@ def level_bandwidth(lv: Level) -> tuple[float, str] | None:
     bw = lv.bandwidth_gbs or {}
     for tk in ("threads_all", "threads_1"):
         cands = [(float(per[tk]), k) for k, per in bw.items()
-                 if isinstance(per, dict) and finite(per.get(tk)) and per[tk] > 0]
+                 if isinstance(per, dict) and finite(per.get(tk)) and per[tk] > 0
+                 and not lv.flagged(f"bandwidth/{k}/{tk}")]
         if cands:
             v, k = max(cands)
             return v, f"{k}, {THREAD_LABELS.get(tk, tk)}"

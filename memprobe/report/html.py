@@ -88,7 +88,9 @@ def _bw_cells(lv: Level) -> list[dict[str, Any]]:
     kernels = [k for k in ALL_BANDWIDTH_KERNELS if k in bw] + sorted(k for k in bw if k not in ALL_BANDWIDTH_KERNELS)
     for k in kernels:
         per = bw.get(k) or {}
-        out.append({"kernel": k, "t1": per.get("threads_1"), "tall": per.get("threads_all")})
+        f1, fall = lv.flagged(f"bandwidth/{k}/threads_1"), lv.flagged(f"bandwidth/{k}/threads_all")
+        out.append({"kernel": k, "t1": per.get("threads_1"), "tall": per.get("threads_all"),
+                    "flag1": f1.reason if f1 else "", "flagall": fall.reason if fall else ""})
     return out
 
 
@@ -212,11 +214,17 @@ def _noise_rows(dev: DeviceResult) -> list[dict[str, Any]]:
 
 def _stage_rows(dev: DeviceResult) -> list[dict[str, Any]]:
     """Each stage's seconds beside the host's steal time during it (the conditions it ran in)."""
-    seconds = dev.extra.stage_seconds
-    steal = dev.extra.stage_steal_percent
-    notable = dev.extra.steal_notable_percent
-    return [{"stage": name, "seconds": num(s), "steal": "—" if steal.get(name) is None else f"{steal[name]:g} %",
-             "stolen": notable is not None and (steal.get(name) or 0) >= notable}
+    ex = dev.extra
+    seconds, steal, others = ex.stage_seconds, ex.stage_steal_percent, ex.stage_others_percent
+    notable, busy = ex.steal_notable_percent, ex.others_notable_percent
+
+    def pct_or_dash(d: dict[str, float], name: str) -> str:
+        return "—" if d.get(name) is None else f"{d[name]:g} %"
+
+    return [{"stage": name, "seconds": num(s), "steal": pct_or_dash(steal, name),
+             "others": pct_or_dash(others, name), "load": num(ex.stage_load_average.get(name)),
+             "stolen": (notable is not None and (steal.get(name) or 0) >= notable)
+             or (busy is not None and (others.get(name) or 0) >= busy)}
             for name, s in seconds.items()]
 
 
@@ -452,6 +460,8 @@ def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, A
         "unstable": [{"name": lv.name, "spread": pct(lv.latency_spread, signed=False),
                       "notes": "; ".join(n.text for n in lv.notes)} for lv in dev.levels if lv.unstable],
         "warnings": [w.text for w in dev.warnings],
+        "figure_flags": [{"where": lv.name, "figure": f.figure, "reason": f.reason} for lv in dev.levels for f in lv.flags]
+        + [{"where": "compute", "figure": f.figure, "reason": f.reason} for f in (dev.compute.flags if dev.compute else [])],
         "declared": {k: v for k, v in declared.items() if v is not None},
         "flags": len(dec.cpu.flags) if dec.cpu else 0,
         "evidence": _evidence(dev),

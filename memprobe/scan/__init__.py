@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from memprobe import __version__
-from memprobe.platform.load import STEAL_NOTABLE_FRACTION, max_steal_fraction, read_cpu_times
+from memprobe.platform.load import (OTHERS_NOTABLE_FRACTION, STEAL_NOTABLE_FRACTION, OthersMeter, load_average,
+                                    max_steal_fraction, read_cpu_times)
 from memprobe.result import Code, DeviceResult, ScanResult, ScanSettings
 from memprobe.scan.plan import CpuPlan, cpu_plan
 
@@ -112,6 +113,9 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     seconds = ctx.device.extra.stage_seconds
     steal = ctx.device.extra.stage_steal_percent
     ctx.device.extra.steal_notable_percent = 100 * STEAL_NOTABLE_FRACTION
+    ctx.device.extra.others_notable_percent = 100 * OTHERS_NOTABLE_FRACTION
+    others = ctx.device.extra.stage_others_percent
+    busy: dict[str, float] = {}  # this call's stages beside a busy neighbour: one warning
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     stolen: dict[str, float] = {}  # this call's stages only: one warning per call
     try:
@@ -119,7 +123,7 @@ def run_stages(stages, ctx: ScanContext) -> bool:
             if ctx.options.quick and not stage.quick:
                 continue
             ctx.progress(stage.name, 0, 1, stage.description)
-            t0, cpu0 = time.perf_counter(), read_cpu_times()
+            t0, cpu0, meter = time.perf_counter(), read_cpu_times(), OthersMeter().start()
             try:
                 stage.run(ctx)
             except KeyboardInterrupt:
@@ -132,6 +136,14 @@ def run_stages(stages, ctx: ScanContext) -> bool:
                                 f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})", stage.name)
                 return False
             seconds[stage.name] = round(time.perf_counter() - t0, 3)
+            share = meter.share()
+            if share is not None:
+                others[stage.name] = round(100 * share, 1)
+                if share >= OTHERS_NOTABLE_FRACTION:
+                    busy[stage.name] = others[stage.name]
+            la = load_average()
+            if la is not None:
+                ctx.device.extra.stage_load_average[stage.name] = la
             frac = max_steal_fraction(cpu0, read_cpu_times(), cpus)
             if frac is not None:
                 steal[stage.name] = round(100 * frac, 1)
@@ -140,12 +152,32 @@ def run_stages(stages, ctx: ScanContext) -> bool:
             ctx.progress(stage.name, 1, 1, stage.description)
         return True
     finally:
+        if busy:
+            listed = ", ".join(f"{k} {v:g} %" for k, v in busy.items())
+            ctx.device.warn(
+                Code.CONTENTION,
+                f"other processes on this machine ran beside {listed} of a CPU: those figures can read "
+                "slow, and an all-thread figure below one thread's is flagged; --wait-quiet waits for a "
+                "quiet machine first")
         if stolen:
             listed = ", ".join(f"{k} {v:g} %" for k, v in stolen.items())
             ctx.device.warn(
                 Code.STEAL,
                 f"the host took CPU time from this machine (steal) during {listed} of a CPU: those "
                 "figures can read slow, and cache edges small; compare with a scan at a quieter time")
+
+
+def check_plausibility(res: ScanResult) -> None:
+    """Flag each device's figures that break physics (infer/plausibility.py) before anything
+    (the training model, the report's roofs) reads them as ceilings; one warning per device."""
+    from memprobe.infer.plausibility import check_device
+
+    for dev in res.devices.values():
+        dev.drop_warnings(Code.IMPLAUSIBLE)
+        n = check_device(dev)
+        if n:
+            dev.warn(Code.IMPLAUSIBLE, f"{n} figure(s) break physics and are flagged (never a roof or a model "
+                                       "input): see the flags beside them", "plausibility")
 
 
 def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
@@ -169,11 +201,13 @@ def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
             from memprobe.scan import gpu as gpu_scan
 
             ok &= gpu_scan.scan_gpu(options, progress, res)
+        check_plausibility(res)
         if options.train:
             from memprobe.scan import training as train_scan
 
             ok &= train_scan.scan_training(options, progress, res)
     except KeyboardInterrupt as exc:
+        check_plausibility(res)
         res.complete = False
         how = exc.name if isinstance(exc, ScanStopped) else "SIGINT"
         res.warn(Code.INTERRUPTED, f"scan stopped by {how}: the result holds what was measured so far")

@@ -236,6 +236,10 @@ def ceilings_from_device(device: Any, threads_key: str, n_threads: int,
             if v is None or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise MissingCeiling(
                     f"{device.kind} level {lv.name}: no measured {kern} bandwidth at {threads_key}")
+            flag = lv.flagged(f"bandwidth/{kern}/{threads_key}") if hasattr(lv, "flagged") else None
+            if flag is not None:  # a figure that breaks physics is never a model input
+                raise MissingCeiling(f"{device.kind} level {lv.name}: {kern} at {threads_key} is flagged "
+                                     f"({flag.reason})")
             bw[kern] = float(v) * 1e9
         cap = None if (k == last or lv.size_bytes is None) else float(lv.size_bytes)
         if cap is not None and n_threads > 1 and _is_private(lv, k, last):
