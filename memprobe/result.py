@@ -347,6 +347,7 @@ class BandwidthSetup:
     size_bytes_threads_all: int
     threads_all: int
     samples_threads_all_off_curve: Optional[dict[str, list[float]]] = None
+    array_bytes: Optional[int] = None  # memory: each array (STREAM's rule); the sizes above are triad's
 
 
 @dataclass

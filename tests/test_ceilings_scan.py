@@ -34,6 +34,7 @@ def test_level_sizes_centred():
 
 def test_ceiling_stages_fill_every_level(monkeypatch):
     monkeypatch.setattr(ceilings, "MEMORY_MIN_BYTES", 2 << 20)
+    monkeypatch.setattr(ceilings, "STREAM_ARRAY_MIN_BYTES", 256 << 10)
     dev = _device()
     res = ScanResult(host="t", started_at="now", devices={"cpu": dev})
     seen = []
@@ -48,13 +49,15 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
     names = {c.name for c in dev.curves}
     assert {f"bandwidth_{k}_{t}" for k in BANDWIDTH_KERNELS for t in THREAD_KEYS} <= names
     c = dev.curve("bandwidth_triad_threads_1")
-    assert c.points[0].x <= 16 << 10 and c.points[-1].x >= 2 << 20
+    assert c.points[0].x <= 16 << 10 and c.points[-1].x >= 3 << 20
     # streaming (non-temporal) stores: measured at memory's working set only, one point each
     for k in ("write_nt", "copy_nt", "triad_nt"):
         for t in THREAD_KEYS:
             assert dev.levels[-1].bandwidth_gbs[k][t] > 0, (k, t)
             c = dev.curve(f"bandwidth_{k}_{t}")
-            assert [p.x for p in c.points] == [ceilings.level_sizes_bytes(dev.levels)["memory"]]
+            # STREAM's rule: each array 4x the largest cache (the declared 256 KiB L2 here)
+            arrays = {"write_nt": 1, "copy_nt": 2, "triad_nt": 3}[k]
+            assert [p.x for p in c.points] == [arrays * 4 * (256 << 10)]
             assert c.params["stores"] == "streaming" and c.params["base_kernel"] == k[:-3]
         assert all(k not in lv.bandwidth_gbs for lv in dev.levels[:-1])
     for dt in ("float32", "float64"):
@@ -70,6 +73,7 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
         if sharing[lv.name].other_units:
             assert lv.sharing in ("private", "shared") and sharing[lv.name].verdict == lv.sharing
     assert dev.bandwidth.statistic == "best" and [s.level for s in dev.bandwidth.levels] == ["L1", "L2", "memory"]
+    assert dev.bandwidth.levels[-1].array_bytes == 4 * (256 << 10)
     assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
     # the whole thing still round-trips through JSON
     back = ScanResult.from_json(res.to_json())

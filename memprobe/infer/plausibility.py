@@ -4,8 +4,9 @@ ceilings) with the reason; the roofline and the training model skip flagged figu
 report shows them struck through with the reason. Pure: reads the device's records only.
 
 The rules, each with its physics:
-- a streaming-store kernel at most 4/3 of its cached twin at the same level and thread count:
-  a non-temporal store saves at most the read-for-ownership (triad moves 3 units of 4 with it);
+- a streaming-store kernel at most (reads + 2 writes) / (reads + writes) of its cached twin at
+  the same level and thread count: a non-temporal store saves at most the read-for-ownership of
+  each written line (4/3 for triad, 3/2 for copy, 2 for write; STREAM counts no RFO);
 - a kernel at a farther level no faster than at a nearer one: each level is fed from the one
   beyond;
 - a level's latency above the level before it's;
@@ -17,10 +18,17 @@ Each comparison allows NOISE of scatter between two separately measured figures.
 
 from __future__ import annotations
 
+from memprobe.probes.kernels import stream_kernel
 from memprobe.result import Code, DeviceResult, Flag
 
 NOISE = 0.10  # two bandwidth figures taken apart differ by up to this on a quiet machine
-RFO_GAIN = 4 / 3  # the most a streaming store can gain over a cached one
+
+
+def rfo_gain(kernel: str) -> float:
+    """The most a streaming store can gain over its cached twin: the RFO read of each written
+    line saved, against STREAM's count of bytes read + written."""
+    k = stream_kernel(kernel)
+    return (k.reads + 2 * k.writes) / (k.reads + k.writes)
 CLOCK_SLACK = 1.05  # the measured clock's own error (boost can rise between the probes)
 
 
@@ -39,10 +47,11 @@ def check_device(dev: DeviceResult) -> int:
                 fig = f"bandwidth/{kern}/{tk}"
                 base = kern[:-3] if kern.endswith("_nt") else None
                 twin = (bw.get(base) or {}).get(tk) if base else None
-                if twin and v > RFO_GAIN * twin * (1 + NOISE):
+                gain = rfo_gain(kern) if base else None
+                if twin and v > gain * twin * (1 + NOISE):
                     lv.flags.append(Flag(Code.STREAMING_ABOVE_RFO, fig, v,
                                          f"{v:.3g} GB/s is {v / twin:.2f}x the cached {base}'s {twin:.3g}: a "
-                                         f"streaming store gains at most {RFO_GAIN:.2f}x (the read-for-ownership)"))
+                                         f"streaming store gains at most {gain:.2f}x (the read-for-ownership)"))
                     continue
                 if tk == "threads_all":
                     one = per.get("threads_1")

@@ -90,11 +90,12 @@ def busy_seconds(proc_root: str | Path = "/proc") -> float | None:
 
 
 def own_seconds() -> float:
-    """CPU seconds this process (all its threads) has run."""
+    """CPU seconds this process (all its threads) and its finished children have run (a child
+    such as py-cpuinfo's probe is the scan's own work, not a neighbour's)."""
     import os
 
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 class OthersMeter:

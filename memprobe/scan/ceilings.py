@@ -14,7 +14,7 @@ import math
 import statistics
 from typing import Any
 
-from memprobe.result import (THREAD_KEYS, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
+from memprobe.result import (THREAD_KEYS, Code, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
                              GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
 from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
 from memprobe.scan import ScanContext, Stage
@@ -24,6 +24,9 @@ BW_MIN_SIZE_BYTES = 8 << 10
 MEMORY_MIN_BYTES = 64 << 20  # the memory working set: at least this ...
 MEMORY_CACHE_MULTIPLE = 4  # ... and this many times the last cache ...
 MEMORY_MAX_BYTES = 512 << 20  # ... but no more (a noisy curve can invent a huge last "cache")
+STREAM_ARRAY_MULTIPLE = 4  # STREAM's rule: each array at least 4x the largest cache
+STREAM_ARRAY_MIN_BYTES = 32 << 20
+MEMORY_REPS = 3  # repetitions of memory's STREAM-sized point (each a whole pass over the arrays)
 SHARING_FILL = 0.7  # the sharing probe's working set, as a fraction of the level's capacity
 
 
@@ -36,6 +39,21 @@ def memory_size_bytes(levels: list[Level]) -> int:
     """Working set standing for main memory: several times the last cache, at least 64 MiB."""
     last = max((lv.size_bytes for lv in _caches(levels)), default=0) or 0
     return _align(max(MEMORY_MIN_BYTES, min(MEMORY_MAX_BYTES, MEMORY_CACHE_MULTIPLE * last)))
+
+
+def stream_array_bytes(levels: list[Level], declared_largest_bytes: int | None,
+                       free_bytes: int) -> tuple[int, bool]:
+    """Each array of a memory-level kernel, by STREAM's rule: at least STREAM_ARRAY_MULTIPLE
+    times the largest cache, measured or declared, whichever is larger (a VM's measured L3 slice
+    can be a fraction of the host's L3, whose lines still serve the sweep). Planning, not
+    inference: it picks the sizes to run. Capped so the three arrays of triad fit free memory
+    with the usual headroom; returns (bytes, capped)."""
+    from memprobe.scan.plan import MEMORY_HEADROOM
+
+    largest = max([lv.size_bytes for lv in _caches(levels)] + [declared_largest_bytes or 0])
+    want = _align(max(STREAM_ARRAY_MIN_BYTES, STREAM_ARRAY_MULTIPLE * largest))
+    cap = _align(free_bytes // (MEMORY_HEADROOM * 3))
+    return (min(want, cap), want > cap)
 
 
 def level_sizes_bytes(levels: list[Level]) -> dict[str, int]:
@@ -132,7 +150,17 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     # private (each core has its own), one set split between the threads otherwise
     per_level_all = {name: (s * n_all if _level(levels, name).sharing == "private" else s)
                      for name, s in per_level.items()}
-    biggest = max([mem, *per_level.values(), *per_level_all.values()])
+    import psutil
+
+    declared_largest = max((c.size_bytes or 0 for c in ctx.device.declared.data_caches()), default=0)
+    arr, capped = stream_array_bytes(levels, declared_largest, psutil.virtual_memory().available)
+    if capped:
+        ctx.device.warn(Code.NO_MEMORY, f"memory's bandwidth arrays are capped at {arr / 2**20:.0f} MiB each by "
+                        "free memory, under STREAM's 4x the largest cache: the memory figures can read high",
+                        "bandwidth")
+    # memory's working set per kernel: its arrays, each `arr` bytes (one point, off the curve's sweep)
+    mem_ws = {k.name: _align(k.arrays * arr) for k in KERNELS}
+    biggest = max([mem, *per_level.values(), *per_level_all.values(), *mem_ws.values()])
     check_memory(arena_bytes(biggest))
     sweep = sweep_sizes(BW_MIN_SIZE_BYTES, mem, plan.bandwidth_points_per_octave, align=4096)
     if not plan.bandwidth_sweep_past_last_cache:  # the big sizes cost the most: up to twice the
@@ -144,7 +172,7 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     curves: dict[tuple[str, str], Curve] = {}
     # streaming-store kernels only at memory's working set: inside a cache they evict the data
     mem_names = [lv.name for lv in levels if not lv.size_bytes]
-    sizes_of = {k.name: (sizes if k.stores == "cached" else sorted({per_level[n] for n in mem_names}))
+    sizes_of = {k.name: (sorted(set(sizes) | {mem_ws[k.name]}) if k.stores == "cached" else [mem_ws[k.name]])
                 for k in KERNELS}
     for k in KERNELS:
         for key, n in thread_counts.items():
@@ -165,16 +193,20 @@ def stage_bandwidth(ctx: ScanContext) -> None:
         try:
             for size in sizes_of[k.name]:
                 probe.setup(size)
+                # memory's STREAM-sized point: one pass lasts far past the clock's resolution,
+                # so a few single-pass repetitions (the larger set costs passes, not a curve)
+                at_mem = size == mem_ws[k.name]
                 for key, n in thread_counts.items():
-                    ns = probe.run(reps, threads=n, target_ns=target_ns)
-                    probe.verify()
+                    ns = probe.run(min(reps, MEMORY_REPS) if at_mem else reps, threads=n,
+                                   target_ns=1.0 if at_mem else target_ns)
                     gbs = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
                     curves[(k.name, key)].points.append(CurvePoint(float(size), gbs))
+                probe.verify()  # the arrays after both thread counts hold what the kernel must write
                 done += 1
                 ctx.progress("bandwidth", done, total, f"{k.name} {size / 1024:.0f} KiB")
             # all-thread points off the curve (a private level's set times the threads)
             for name, size in per_level_all.items():
-                if size in sizes_of[k.name] or (k.stores != "cached" and name not in mem_names):
+                if name in mem_names or size in sizes_of[k.name] or k.stores != "cached":
                     continue
                 probe.setup(size)
                 ns = probe.run(reps, threads=n_all, target_ns=target_ns)
@@ -189,9 +221,17 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                            verified={k.name: True for k in KERNELS})
     for lv in levels:
         s1, sall = per_level[lv.name], per_level_all[lv.name]
+        is_mem = lv.name in mem_names
+        if is_mem:
+            s1 = sall = mem_ws["triad"]
         bw: dict[str, dict[str, float | None]] = {}
         for k in KERNELS:
-            if k.stores != "cached" and lv.name not in mem_names:
+            if k.stores != "cached" and not is_mem:
+                continue
+            if is_mem:
+                w = mem_ws[k.name]
+                bw[k.name] = {"threads_1": _best(_samples_at(curves[(k.name, "threads_1")], w)),
+                              "threads_all": _best(_samples_at(curves[(k.name, "threads_all")], w))}
                 continue
             one = _best(_samples_at(curves[(k.name, "threads_1")], s1))
             if lv.name in extra_all:
@@ -201,7 +241,7 @@ def stage_bandwidth(ctx: ScanContext) -> None:
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
         table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
-                                           threads_all=n_all,
+                                           threads_all=n_all, array_bytes=arr if is_mem else None,
                                            samples_threads_all_off_curve=extra_all.get(lv.name)))
         # all-thread over one-thread read bandwidth: ~cores for a private level, less when the
         # threads share one (a shared L3's ports, the memory controllers)

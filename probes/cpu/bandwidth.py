@@ -240,12 +240,27 @@ def arena_bytes(size_bytes: int) -> int:
     return int(size_bytes) + 3 * (4096 + PAD_BYTES)
 
 
-PATTERNS = ((1.0, 1024.0), (7.0, 512.0), (3.0, 256.0))  # array i holds (index * mult) % mod
+PATTERNS = ((1.0, 1024.0), (7.0, 512.0), (3.0, 256.0))  # array i holds (index * mult) % mod (a power of 2)
 CHUNK_ELEMENTS = 1 << 20
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + CHUNK_ELEMENTS)) for i in range(0, n, CHUNK_ELEMENTS)]
+
+
+@njit(cache=True, parallel=True)
+def fill_pattern(arr, mult, mask):
+    """arr[i] = (i * mult) % (mask + 1) on every thread, in integers (the moduli are powers of
+    two): a memory-sized working set (gigabytes, by STREAM's rule) is filled and its pages
+    faulted in at memory speed, not at numpy's one core and float modulo."""
+    for i in prange(arr.shape[0]):
+        arr[i] = np.float64((np.int64(i) * mult) & mask)
+
+
+@njit(cache=True, parallel=True)
+def fill_zero(arr):
+    for i in prange(arr.shape[0]):
+        arr[i] = 0.0
 
 
 def _pattern(i0: int, i1: int, mult: float, mod: float) -> np.ndarray:
@@ -319,7 +334,7 @@ class BandwidthProbe:
         if self.buffer is None or self.buffer.array.nbytes < need:
             self.close()
             self.buffer = alloc(need, np.float64, self.page_kind)
-            self.buffer.array[:] = 0.0  # fault every page in now, not inside a timed run
+            fill_zero(self.buffer.array)  # fault every page in now, not inside a timed run
         n = elements_for(k, size_bytes)
         stride = (n * ELEMENT_BYTES + 4095) // 4096 * 4096 + PAD_BYTES
         arena = self.buffer.array
@@ -333,8 +348,7 @@ class BandwidthProbe:
         a, b, c = views
         # integer-valued inputs below 2**10: sums and b + 3*c are exact in float64
         for arr, (mult, mod) in zip((a, b, c)[:k.arrays], PATTERNS):
-            for i0, i1 in _chunks(n):
-                arr[i0:i1] = _pattern(i0, i1, mult, mod)
+            fill_pattern(arr, np.int64(mult), np.int64(mod) - 1)
         self._arrays = (a, b, c)
         self.n_elements = n
         self.size_bytes = int(size_bytes)
