@@ -398,6 +398,16 @@ def _method(result: ScanResult) -> list[dict[str, str]]:
                  "each point is the median of many steps after warm-up. The prediction sums, per op, the "
                  "larger of FLOPs/measured compute rate and bytes/measured bandwidth of the level holding it, "
                  "plus a measured per-op overhead: nothing is fitted to the step times."},
+        {"figure": "Which repetition each figure is",
+         "text": "Every sample is kept in scan.json and curves.csv; each figure says which statistic of them it "
+                 "is. Ceilings (bandwidth, FMA, GEMM) are the best repetition: other tenants only ever slow a "
+                 "run down, so the fastest is the closest to what the hardware gives. The CPU's cache curve is "
+                 "read by each size's lower quartile over several passes on fresh pages: the minimum would keep "
+                 "one lucky page placement, the median one busy spell. The GPU's curve, one pass on a device "
+                 "no one shares, is read by its best repetition. The training model's inputs and step times are "
+                 "medians: they are expectations, not ceilings. A figure that breaks physics (a streaming store "
+                 "above its read-for-ownership saving, a farther level faster than a nearer one, all threads "
+                 "slower than one) is struck through with its reason and is never a roof or a model input."},
         {"figure": "Line size and clock",
          "text": "The line size comes from the stride where misses per access stop growing and from a "
                  "false-sharing probe (two threads adding to counters a stride apart), not from sysfs. The "
