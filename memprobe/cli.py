@@ -209,6 +209,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 stopped = getattr(exc, "signum", signal.SIGINT)
         stops.writing = True
         paths = write_outputs(result, out)
+        if args.jsonl is not None:
+            append_jsonl(args.jsonl, result)
+            paths.append(args.jsonl)
         if stopped is None and stops.deferred is not None:  # it came as the files were written
             stopped = stops.deferred
     for w in result.warnings:
@@ -399,14 +402,137 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    a, b = _load_scan(args.a), _load_scan(args.b)
-    from memprobe.report.compare import render_compare
+def _scan_paths(items: list[str]) -> list[Path]:
+    """Files, folders (every scan.json and *.jsonl below) and globs, in the order given."""
+    import glob
 
-    out = args.out or Path("compare.html")
-    _write_text(out, render_compare(a, b))
-    print(f"wrote {out}", file=sys.stderr)
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            found = sorted(p.rglob("scan.json")) + sorted(p.rglob("*.jsonl"))
+            if not found:
+                raise InputError(f"{p}: a folder with no scan.json or .jsonl in it")
+            out += found
+        elif any(ch in it for ch in "*?["):
+            found = sorted(Path(g) for g in glob.glob(it, recursive=True))
+            if not found:
+                raise InputError(f"{it}: matches no file")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _summaries(paths: list[Path]):
+    """ScanSummary records: a scan.json's summary, or each line of a --jsonl file."""
+    from memprobe.result import ScanSummary
+
+    out = []
+    for p in paths:
+        if p.suffix == ".jsonl":
+            from pydantic import TypeAdapter, ValidationError
+
+            ta = TypeAdapter(ScanSummary)
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+            for n, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        out.append(ta.validate_json(line))
+                    except ValidationError as exc:
+                        raise InputError(f"{p}:{n}: not a memprobe summary line ({exc.error_count()} problem(s))") from None
+        else:
+            out.append(_load_scan(p).summary())
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    paths = _scan_paths(args.scans)
+    if len(paths) < 2 and not any(p.suffix == ".jsonl" for p in paths):
+        raise InputError("compare needs at least two scans (files, folders or globs)")
+    if len(paths) == 2 and all(p.suffix == ".json" for p in paths):
+        a, b = _load_scan(paths[0]), _load_scan(paths[1])
+        from memprobe.check import unlike
+        from memprobe.report.compare import render_compare
+
+        for w in unlike(a, b):
+            print(f"memprobe: warning: {w}", file=sys.stderr)
+        out = args.out or Path("compare.html")
+        _write_text(out, render_compare(a, b))
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
+    from memprobe.report.fleet import render_fleet
+
+    summaries = _summaries(paths)
+    if len(summaries) < 2:
+        raise InputError("compare needs at least two scans; the files given hold fewer")
+    html, csv_text, lines = render_fleet(summaries)
+    out = args.out or Path("fleet.html")
+    _write_text(out, html)
+    _write_text(out.with_suffix(".csv"), csv_text)
+    for line in lines:
+        print(line)
+    print(f"wrote {out}, {out.with_suffix('.csv')}", file=sys.stderr)
     return 0
+
+
+def parse_tolerance(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance (examples: 10%, 0.1)") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 100 %")
+    return v
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from memprobe.check import check_scan
+
+    scan, base = _load_scan(args.scan), _load_scan(args.baseline)
+    rep = check_scan(scan, base, args.tolerance)
+    if args.json:
+        print(json.dumps({
+            "ok": rep.ok, "scan": str(args.scan), "baseline": str(args.baseline),
+            "failed": len(rep.failed), "warnings": rep.warnings,
+            "checks": [{"figure": c.figure, "measured": c.measured, "baseline": c.baseline, "ratio": c.ratio,
+                        "tolerance": c.tolerance, "status": c.status} for c in rep.checks]}, indent=1))
+    else:
+        for w in rep.warnings:
+            print(f"memprobe: warning: {w}", file=sys.stderr)
+        for c in rep.failed:
+            print(f"FAIL {c.figure}: measured {_fmt(c.measured)}, baseline {_fmt(c.baseline)}, "
+                  f"ratio {c.ratio:.2f} (tolerance {c.tolerance:.0%})")
+        n_info = sum(c.status == "info" for c in rep.checks)
+        print(f"{'ok' if rep.ok else 'FAILED'}: {len(rep.checks) - len(rep.failed) - n_info} of "
+              f"{len(rep.checks) - n_info} figures hold" + (f" ({n_info} informational)" if n_info else ""))
+    return 0 if rep.ok else 1
+
+
+def append_jsonl(path: Path, result) -> None:
+    """One summary line, appended under an exclusive lock with O_APPEND: the nodes of a job array
+    can share one file."""
+    import fcntl
+    from dataclasses import asdict
+
+    from memprobe.result import _clean
+
+    line = json.dumps(_clean(asdict(result.summary())), allow_nan=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -495,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(at most SECONDS, default 60); each stage records the CPU time other processes used "
                         "beside it either way")
     s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")
+    s.add_argument("--jsonl", type=Path, metavar="FILE",
+                   help="also append one summary line (host, time, levels, key bandwidths, FLOP/s, complete) "
+                        "to FILE, under a lock: a job array's nodes can share one file")
     s.set_defaults(func=cmd_scan)
 
     i = sub.add_parser("infer", help="infer cache levels from a latency curve file",
@@ -525,12 +654,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output file; .png, .svg or .pdf picks the format")
     pl.set_defaults(func=cmd_plot)
 
-    c = sub.add_parser("compare", help="side-by-side report of two scans",
-                       description="Render one HTML page comparing two saved scans (two machines, two settings, CPU vs GPU).")
-    c.add_argument("a", type=Path, metavar="A_JSON")
-    c.add_argument("b", type=Path, metavar="B_JSON")
-    c.add_argument("--out", type=Path, metavar="FILE", help="output HTML (default: compare.html)")
+    c = sub.add_parser("compare", help="two scans side by side, or a fleet report of many",
+                       description="Two scans: one HTML page side by side (two machines, two settings, CPU vs GPU). "
+                                   "Three or more (files, folders of scans, globs such as 'fleet/*/scan.json', or "
+                                   "--jsonl files): a fleet report, one row per scan, each key figure's median and "
+                                   "its outliers (robust z-score above 3.5), as HTML and CSV; outliers also on stdout.")
+    c.add_argument("scans", nargs="+", metavar="SCAN", help="scan.json files, folders, globs or .jsonl files")
+    c.add_argument("--out", type=Path, metavar="FILE",
+                   help="output HTML (default: compare.html for two scans, fleet.html beside fleet.csv for more)")
     c.set_defaults(func=cmd_compare)
+
+    k = sub.add_parser("check", help="check a scan against a baseline scan (exit 0 holds, 1 falls short)",
+                       description="Compare a scan with a reference scan of the same kind of machine, figure by "
+                                   "figure: each level's size (25 %%; informational on a virtual machine's last "
+                                   "cache) and latency, bandwidth per kernel and thread count, FMA ceilings, "
+                                   "memory latency (10 %% each). Exit 0 when all hold, 1 when one falls short "
+                                   "(each listed), 2 on bad input. For a Slurm prolog, NHC or ReFrame.")
+    k.add_argument("scan", type=Path, metavar="SCAN_JSON")
+    k.add_argument("--baseline", type=Path, required=True, metavar="BASE_JSON")
+    k.add_argument("--tolerance", type=parse_tolerance, metavar="PCT",
+                   help="one tolerance for latency, bandwidth and FLOP/s (e.g. 10%%; default 10 %%)")
+    k.add_argument("--json", action="store_true", help="print a JSON record instead of lines")
+    k.set_defaults(func=cmd_check)
 
     t = sub.add_parser("train", help="run the training study alone (against a saved or fresh scan)",
                        description=(

@@ -691,6 +691,44 @@ class ScanSettings:
 
 
 @dataclass
+class MachineFacts:
+    """What makes scans of different machines comparable (or not); `check` and `compare` warn
+    when they compare unlike things."""
+
+    cpu_model: Optional[str] = None
+    microcode: Optional[str] = None
+    kernel: Optional[str] = None
+    transparent_hugepage: Optional[str] = None
+    governor: Optional[str] = None
+    numa_nodes: Optional[int] = None
+    virtual_machine: Optional[bool] = None
+
+
+@dataclass
+class LevelSummary:
+    name: str
+    size_bytes: Optional[int]
+    latency_ns: Optional[float]
+
+
+@dataclass
+class ScanSummary:
+    """One line per scan for a fleet (`memprobe scan --jsonl`, `memprobe compare` of many):
+    the key figures, read from the full result by `ScanResult.summary()`."""
+
+    host: str
+    started_at: str
+    complete: bool
+    memprobe_version: str = ""
+    cpu_model: Optional[str] = None
+    levels: list[LevelSummary] = field(default_factory=list)  # the caches, nearest first
+    memory_latency_ns: Optional[float] = None
+    bandwidth_gbs: dict[str, Optional[float]] = field(default_factory=dict)  # "L1 read threads_all" -> GB/s
+    fma_gflops: dict[str, Optional[float]] = field(default_factory=dict)  # "float64 threads_all" -> GFLOP/s
+    virtual_machine: Optional[bool] = None
+
+
+@dataclass
 class ScanResult:
     host: str
     started_at: str
@@ -700,7 +738,32 @@ class ScanResult:
     devices: dict[str, DeviceResult] = field(default_factory=dict)
     training: TrainingStudy = field(default_factory=TrainingStudy)
     warnings: list[ScanWarning] = field(default_factory=list)
+    machine: MachineFacts = field(default_factory=MachineFacts)
     schema: str = SCHEMA
+
+    def summary(self, device: str = "cpu") -> ScanSummary:
+        """The key figures of one device (the CPU unless asked), flagged figures left out."""
+        dev = self.devices.get(device)
+        out = ScanSummary(host=self.host, started_at=self.started_at, complete=self.complete,
+                          memprobe_version=self.settings.memprobe_version, cpu_model=self.machine.cpu_model,
+                          virtual_machine=self.machine.virtual_machine)
+        if dev is None:
+            return out
+        for lv in dev.levels:
+            if lv.size_bytes:
+                out.levels.append(LevelSummary(lv.name, lv.size_bytes, lv.latency_ns))
+            else:
+                out.memory_latency_ns = lv.latency_ns
+            for kern, per in (lv.bandwidth_gbs or {}).items():
+                for tk, v in per.items():
+                    if v is not None and not lv.flagged(f"bandwidth/{kern}/{tk}"):
+                        out.bandwidth_gbs[f"{lv.name} {kern} {tk}"] = v
+        if dev.compute is not None:
+            for dtype, per in dev.compute.fma.items():
+                for tk, v in per.items():
+                    if v is not None and not dev.compute.flagged(f"fma/{dtype}/{tk}"):
+                        out.fma_gflops[f"{dtype} {tk}"] = v
+        return out
 
     def warn(self, code: Code, text: str, stage: Optional[str] = None) -> None:
         self.warnings.append(ScanWarning(code, text, stage))
@@ -721,6 +784,7 @@ class ScanResult:
             "complete": self.complete,
             "duration_s": self.duration_s,
             "settings": asdict(self.settings),
+            "machine": asdict(self.machine),
             "warnings": [asdict(w) for w in self.warnings],
         }
         for key, dev in self.devices.items():

@@ -148,3 +148,26 @@ def declared_cpu(sysfs_root: str | Path = "/sys", with_cpuinfo: bool = True) -> 
         out.fma_flops_per_cycle = {"float32": fma_flops_per_cycle(flags, 4),
                                    "float64": fma_flops_per_cycle(flags, 8)}
     return out
+
+
+def machine_facts(sysfs_root: str | Path = "/sys", proc_root: str | Path = "/proc") -> dict[str, Any]:
+    """What makes two scans comparable or not: CPU model and microcode, kernel, THP mode,
+    frequency governor, NUMA nodes, and whether this is a virtual machine. Cheap (no cpuid probe:
+    /proc/cpuinfo's text), so every scan records it."""
+    info: dict[str, str] = {}
+    text = _read(Path(proc_root) / "cpuinfo") or ""
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = (p.strip() for p in line.split(":", 1))
+            info.setdefault(k, v)
+    nodes = list((Path(sysfs_root) / "devices" / "system" / "node").glob("node[0-9]*"))
+    flags = info.get("flags", "").split()
+    return {
+        "cpu_model": info.get("model name") or info.get("Model") or platform.processor() or None,
+        "microcode": info.get("microcode"),
+        "kernel": platform.release() or None,
+        "transparent_hugepage": read_thp(sysfs_root),
+        "governor": _read(Path(sysfs_root) / "devices" / "system" / "cpu" / "cpu0" / "cpufreq" / "scaling_governor"),
+        "numa_nodes": len(nodes) or None,
+        "virtual_machine": ("hypervisor" in flags) or (Path(sysfs_root) / "hypervisor" / "type").exists(),
+    }

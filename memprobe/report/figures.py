@@ -682,3 +682,29 @@ def device_figure(result: ScanResult, what: str, device: str) -> Figure:
     if what == "roofline":
         return roofline_figure(dev, training_points(result, device))
     raise ValueError(f"unknown figure {what!r}")
+
+
+# ---- fleet ---------------------------------------------------------------------------------------
+def fleet_figure(df: Any, col: str, unit: str, outlier_rows: Sequence[int]) -> Figure:
+    """One key figure across the fleet: nodes sorted by it, the median dashed, outliers marked."""
+    d = df[["host", col]].dropna().sort_values(col)
+    if d.empty:
+        raise NoData(f"no values of {col}")
+    fig = new_figure(9.6, 3.4)
+    ax = fig.add_subplot()
+    xs = list(range(len(d)))
+    out = [i in set(outlier_rows) for i in d.index]
+    ax.scatter([x for x, o in zip(xs, out) if not o], [v for v, o in zip(d[col], out) if not o],
+               s=14, color=OKABE_ITO[0], label="node")
+    ax.scatter([x for x, o in zip(xs, out) if o], [v for v, o in zip(d[col], out) if o],
+               s=40, color=OKABE_ITO[3], marker="X", label="outlier")
+    for x, o, h, v in zip(xs, out, d["host"], d[col]):
+        if o:
+            ax.annotate(label(h), (x, v), textcoords="offset points", xytext=(4, 4), fontsize=7.5)
+    ax.axhline(float(d[col].median()), color="0.4", ls="--", lw=1, label="fleet median")
+    ax.set_xlabel("nodes, sorted")
+    ax.set_ylabel(label(f"{col} ({unit})"))
+    ax.set_xticks([])
+    ax.set_title(label(f"{col} across {len(d)} scans"), loc="left")
+    _margins(fig, _legend(fig, ax, ncols=3))
+    return fig

@@ -93,7 +93,11 @@ class ScanStopped(KeyboardInterrupt):
 
 
 def new_result(options: ScanOptions) -> ScanResult:
+    from memprobe.platform.cpu import machine_facts
+    from memprobe.result import MachineFacts
+
     return ScanResult(
+        machine=MachineFacts(**machine_facts()),
         host=socket.gethostname(),
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         complete=False,
