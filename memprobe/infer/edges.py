@@ -33,7 +33,6 @@ import numpy as np
 GRID_STEP_OCT = 1 / 64  # resolution of the capacity grid
 CHI2_95 = 3.84  # chi-square, 1 degree of freedom, 95 %: the profile-likelihood interval
 BIC_TIE = 6.0  # models closer than this in BIC are not told apart (Kass & Raftery: below "strong")
-SEARCH_MARGIN_OCT = 1.5  # C is searched this far beyond the two plateaus' inner ends
 ONSET_SIGMAS = 3.0  # a point this many sigmas above the inner plateau is off it ...
 ONSET_MIN_RATIO = 1.05  # ... and at least this much above it
 MIN_CLIMB_POINTS = 3  # points a climb needs before its shape, and so C within it, is seen

@@ -13,6 +13,7 @@ appear when a GPU was scanned and training when the study ran.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -334,8 +335,6 @@ def _gpu_views(dev: DeviceResult, salt: str) -> dict[str, Any]:
 
 def _evidence(dev: DeviceResult) -> list[dict[str, Any]]:
     """The per-stage records not shown elsewhere, as (title, value) for the details block."""
-    import dataclasses
-
     ex = dev.extra
     out = []
     if ex.line_size is not None:
@@ -440,8 +439,6 @@ def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, A
         declared.update({"vendor": dec.cpu.vendor, "arch": dec.cpu.arch,
                          "transparent huge pages": dec.cpu.transparent_hugepage})
     if dec.gpu is not None:
-        import dataclasses
-
         declared.update({k: v for k, v in dataclasses.asdict(dec.gpu).items() if k != "nvml" and v is not None})
     bw = dev.bandwidth
     return {
@@ -513,8 +510,6 @@ def _cpu_vs_gpu(result: ScanResult) -> list[dict[str, Any]] | None:
 
 
 def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str = "curves.csv") -> dict[str, Any]:
-    import dataclasses
-
     devices = [_device_view(result, k, d) for k, d in result.devices.items()]
     training = _training_view(result)
     st = result.settings
