@@ -14,6 +14,8 @@ import math
 import statistics
 from typing import Any
 
+import numpy as np
+
 from memprobe.result import (THREAD_KEYS, Code, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
                              GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
 from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
@@ -26,7 +28,6 @@ MEMORY_CACHE_MULTIPLE = 4  # ... and this many times the last cache ...
 MEMORY_MAX_BYTES = 512 << 20  # ... but no more (a noisy curve can invent a huge last "cache")
 STREAM_ARRAY_MULTIPLE = 4  # STREAM's rule: each array at least 4x the largest cache
 STREAM_ARRAY_MIN_BYTES = 32 << 20
-MEMORY_REPS = 3  # repetitions of memory's STREAM-sized point (each a whole pass over the arrays)
 SHARING_FILL = 0.7  # the sharing probe's working set, as a fraction of the level's capacity
 
 
@@ -188,32 +189,41 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     total = sum(len(v) for v in sizes_of.values())
     done = 0
     extra_all: dict[str, dict[str, list[float]]] = {}
-    for k in KERNELS:
-        probe = BandwidthProbe(k)
-        try:
-            for size in sizes_of[k.name]:
-                probe.setup(size)
-                # memory's STREAM-sized point: one pass lasts far past the clock's resolution,
-                # so a few single-pass repetitions (the larger set costs passes, not a curve)
-                at_mem = size == mem_ws[k.name]
-                for key, n in thread_counts.items():
-                    ns = probe.run(min(reps, MEMORY_REPS) if at_mem else reps, threads=n,
-                                   target_ns=1.0 if at_mem else target_ns)
-                    gbs = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
-                    curves[(k.name, key)].points.append(CurvePoint(float(size), gbs))
-                probe.verify()  # the arrays after both thread counts hold what the kernel must write
-                done += 1
-                ctx.progress("bandwidth", done, total, f"{k.name} {size / 1024:.0f} KiB")
-            # all-thread points off the curve (a private level's set times the threads)
-            for name, size in per_level_all.items():
-                if name in mem_names or size in sizes_of[k.name] or k.stores != "cached":
-                    continue
-                probe.setup(size)
-                ns = probe.run(reps, threads=n_all, target_ns=target_ns)
-                probe.verify()
-                extra_all.setdefault(name, {})[k.name] = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
-        finally:
-            probe.close()
+    # one arena for every kernel, faulted in once: memory's arrays are gigabytes by STREAM's rule
+    from memprobe.probes.cpu.bandwidth import fill_zero
+    from memprobe.probes.cpu.buffers import alloc
+
+    arena = alloc(arena_bytes(biggest), np.float64, "huge")
+    fill_zero(arena.array)
+    try:
+        for k in KERNELS:
+            probe = BandwidthProbe(k, arena=arena)
+            try:
+                for size in sizes_of[k.name]:
+                    probe.setup(size)
+                    # memory's STREAM-sized point: one pass lasts far past the clock's resolution,
+                    # so a few single-pass repetitions (the larger set costs passes, not a curve)
+                    at_mem = size == mem_ws[k.name]
+                    for key, n in thread_counts.items():
+                        ns = probe.run(min(reps, plan.memory_reps) if at_mem else reps, threads=n,
+                                       target_ns=1.0 if at_mem else target_ns)
+                        gbs = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
+                        curves[(k.name, key)].points.append(CurvePoint(float(size), gbs))
+                    probe.verify()  # the arrays after both thread counts hold what the kernel must write
+                    done += 1
+                    ctx.progress("bandwidth", done, total, f"{k.name} {size / 1024:.0f} KiB")
+                # all-thread points off the curve (a private level's set times the threads)
+                for name, size in per_level_all.items():
+                    if name in mem_names or size in sizes_of[k.name] or k.stores != "cached":
+                        continue
+                    probe.setup(size)
+                    ns = probe.run(reps, threads=n_all, target_ns=target_ns)
+                    probe.verify()
+                    extra_all.setdefault(name, {})[k.name] = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
+            finally:
+                probe.close()
+    finally:
+        arena.close()
     # per level: the samples at the level's working set
     sharing = ctx.device.extra.sharing
     table = BandwidthTable(statistic="best", counting="STREAM (bytes read + bytes written, no write-allocate)",
