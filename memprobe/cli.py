@@ -52,34 +52,22 @@ def parse_size(text: str) -> int:
     return v
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return v
+def _number(cast, low: float, strict: bool, what: str):
+    """An argparse type: `cast` of the text, at least `low` (above it when `strict`)."""
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'above' if strict else 'at least'} {low:g}")
+        return v
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return v
+positive_int = _number(int, 1, False, "a whole number")
+non_negative_int = _number(int, 0, False, "a whole number")
+positive_float = _number(float, 0.0, True, "a number")
 
 
 class _StopOnSignals:
