@@ -41,13 +41,17 @@ def levels_from_curve(curve: Curve, clock_ghz: float | None, statistic: str = "l
     return levels_from_hierarchy(h, clock_ghz), h
 
 
+def _near_memory(lv: Level, memory: Level) -> bool:
+    return bool(lv.latency_ns and memory.latency_ns and memory.latency_ns / lv.latency_ns < MEMORY_SIDE_RATIO)
+
+
 def note_near_memory(levels: list[Level]) -> None:
     """Note each cache within MEMORY_SIDE_RATIO of memory's latency (see there)."""
     memory = levels[-1] if levels and levels[-1].size_bytes is None else None
     if memory is None or not memory.latency_ns:
         return
     for lv in levels[:-1]:
-        if lv.latency_ns and memory.latency_ns / lv.latency_ns < MEMORY_SIDE_RATIO:
+        if _near_memory(lv, memory):
             lv.note(Code.NEAR_MEMORY,
                     f"within {MEMORY_SIDE_RATIO:g}x of memory's latency: a memory-side cache, or page walks "
                     "that grow with the buffer (a VM whose host maps its memory with 4 KiB pages); "
@@ -60,8 +64,7 @@ def memory_side_candidate(levels: list[Level]) -> Level | None:
     if len(levels) < 3 or levels[-1].size_bytes is not None:
         return None
     cand, memory = levels[-2], levels[-1]
-    if cand.latency_ns and memory.latency_ns and cand.size_bytes \
-            and memory.latency_ns / cand.latency_ns < MEMORY_SIDE_RATIO:
+    if cand.size_bytes and _near_memory(cand, memory):
         return cand
     return None
 

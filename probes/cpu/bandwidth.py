@@ -241,11 +241,6 @@ def arena_bytes(size_bytes: int) -> int:
 
 
 PATTERNS = ((1.0, 1024.0), (7.0, 512.0), (3.0, 256.0))  # array i holds (index * mult) % mod (a power of 2)
-CHUNK_ELEMENTS = 1 << 20
-
-
-def _chunks(n: int) -> list[tuple[int, int]]:
-    return [(i, min(n, i + CHUNK_ELEMENTS)) for i in range(0, n, CHUNK_ELEMENTS)]
 
 
 @njit(cache=True, parallel=True)
@@ -291,11 +286,6 @@ def wrong_outputs(kid, a, b, c, s):
 def fill_zero(arr):
     for i in prange(arr.shape[0]):
         arr[i] = 0.0
-
-
-def _pattern(i0: int, i1: int, mult: float, mod: float) -> np.ndarray:
-    """Elements i0..i1 of an input array's known contents (8 MiB temporaries at most)."""
-    return (np.arange(i0, i1, dtype=np.float64) * mult) % mod
 
 
 def max_threads() -> int:
