@@ -37,7 +37,7 @@ ONSET_SIGMAS = 3.0  # a point this many sigmas above the inner plateau is off it
 ONSET_MIN_RATIO = 1.05  # ... and at least this much above it
 MIN_CLIMB_POINTS = 3  # points a climb needs before its shape, and so C within it, is seen
 COLOUR_WAYS = (4, 8, 16)
-LOGISTIC_WIDTHS_OCT = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
+LOGISTIC_WIDTHS_OCT = tuple(round(0.1 * 1.25 ** k, 3) for k in range(13))  # 0.1 to 1.46 octaves
 FREE_SHAPE = "logistic"
 
 
