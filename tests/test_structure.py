@@ -63,3 +63,15 @@ def test_no_code_branches_on_message_text():
                     and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "text"):
                 hits.append(f"{path.name}:{node.lineno}")
     assert not hits, hits
+
+
+def test_nothing_in_memprobe_imports_contrib_and_contrib_reads_result_records_only():
+    """memprobe/contrib (the ReFrame check) sits beside the flow: it may import ReFrame, so no
+    other module imports it, and it reads scans through the typed result only."""
+    users = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
+             if "contrib" not in p.relative_to(PKG).parts
+             and any(_allowed(m, ("memprobe.contrib",)) for m in memprobe_imports(p))]
+    assert not users, users
+    for path in modules("contrib"):
+        bad = {m for m in memprobe_imports(path) if not _allowed(m, ("memprobe.result", "memprobe.contrib"))}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
