@@ -51,15 +51,17 @@ def test_kernels_direct_small_arrays():
     b = np.arange(n, dtype=np.float64)
     c = np.arange(n, dtype=np.float64) * 2
     e = np.empty(0)
-    assert bw.read_kernel(b, e, e, 0.0) == b.sum()
-    bw.write_kernel(a, e, e, 3.0)
+    assert bw.read_kernel(b, e, e, 0.0, 1) == b.sum()
+    bw.write_kernel(a, e, e, 3.0, 1)
     assert np.all(a == 3.0)
-    bw.copy_kernel(a, b, e, 0.0)
+    bw.copy_kernel(a, b, e, 0.0, 1)
     assert np.array_equal(a, b)
-    bw.triad_kernel(a, b, c, 3.0)
+    bw.triad_kernel(a, b, c, 3.0, 1)
     assert np.array_equal(a, b + 3.0 * c)
-    assert bw.repeat_serial(0, b, e, e, 0.0, 3) == 3 * b.sum()
-    assert bw.repeat_parallel(0, b, e, e, 0.0, 3, 2) == 3 * b.sum()
+    assert bw.run_kernel(0, b, e, e, 0.0, 3) == 3 * b.sum()
+    bw.triad_kernel(a, b, c, 3.0, 4)  # repeated passes write the same values
+    assert np.array_equal(a, b + 3.0 * c)
+    assert bw.run_parallel(0, b, e, e, 0.0, 3, 2) == 3 * b.sum()
 
 
 def test_verify_fails_loudly_on_wrong_values():
@@ -85,10 +87,10 @@ def test_streaming_kernels_any_alignment(offset, n):
     a = full[offset:offset + n]
     b = np.arange(n, dtype=np.float64)
     c = np.arange(n, dtype=np.float64) * 2
-    bw.write_nt_kernel(a, e, e, 3.0)
+    bw.write_nt_kernel(a, e, e, 3.0, 1)
     assert np.all(a == 3.0)
-    bw.copy_nt_kernel(a, b, e, 0.0)
+    bw.copy_nt_kernel(a, b, e, 0.0, 1)
     assert np.array_equal(a, b)
-    bw.triad_nt_kernel(a, b, c, 3.0)
+    bw.triad_nt_kernel(a, b, c, 3.0, 1)
     assert np.array_equal(a, b + 3.0 * c)
     assert not full[:offset].any() and not full[offset + n:].any()

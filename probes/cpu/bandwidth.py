@@ -3,14 +3,13 @@
 The streaming kernels are described once, in probes/kernels.py (as BabelStream's `bench[]` and
 likwid's `.ptt` headers do): name, arrays touched, elements read and written and FLOPs per
 element, counted as STREAM counts (no write-allocate traffic). `KERNELS` here pairs each entry
-with its Numba implementation. Every kernel has the same signature `kernel(a, b, c, s) ->
-float64`, and the two drivers (`repeat_serial`, `repeat_parallel`) pick it by its table index
-(see "drivers" below): a new kernel is its table entry, its implementation and one line in
-`one_pass`, not a new copy of the loops around it.
-
-The drivers repeat the kernel `times` times inside compiled code, so a working set inside L1
-is timed without Python's call overhead; the parallel driver gives each thread one contiguous,
-line-aligned chunk and repeats it there (likwid-bench style: no barrier between repetitions).
+with its Numba implementation. Every kernel has the same signature `kernel(a, b, c, s, passes)
+-> float64` and repeats its pass `passes` times inside its own loop, so a working set inside L1
+is timed with neither Python's nor a compiled call's overhead per pass. The two drivers
+(`run_kernel`, `run_parallel`) pick the kernel by its table index (see "drivers" below): a new
+kernel is its table entry, its implementation and one line in `run_kernel`. The parallel driver
+gives each thread one contiguous, line-aligned chunk and repeats it there (likwid-bench style:
+no barrier between repetitions).
 `BandwidthProbe.run` returns ns per pass over the working set; `bandwidth_gbs` is the one place
 that turns those into GB/s. `verify()` checks the arrays after timing and raises if wrong.
 """
@@ -36,41 +35,48 @@ LINE_ELEMENTS = 8  # chunk borders on 64-byte lines: threads never share a line
 PAD_BYTES = 4096 + 320  # arrays start 5 lines off a 4 KiB boundary from each other (no 4K aliasing)
 
 
-# ---- kernels: same signature, one line of work each -------------------------------------------
+# ---- kernels: same signature, one line of work each, repeated `passes` times inside ------------
+# The repetition lives inside each kernel: a pass over an L1-sized set lasts ~50 ns at full vector
+# width, and a compiled call per pass (argument unpacking, the arrays' reference counts, the
+# kernel switch) cost a third to half of that, so L1 read 0.5 of likwid-bench's figure.
 @njit(cache=True, nogil=True, fastmath=True)
-def read_kernel(a, b, c, s):
-    """Sum of a. Two halves in one loop: with fastmath LLVM vectorises each reduction and
-    interleaves it 4x, so 8 independent vector accumulators hide the add latency."""
+def read_kernel(a, b, c, s, passes):
+    """Sum of a, `passes` times. Two halves in one loop: with fastmath LLVM vectorises each
+    reduction and interleaves it 4x, so 8 independent vector accumulators hide the add latency."""
     n = a.shape[0]
     h = n // 2
     x = 0.0
     y = 0.0
-    for i in range(h):
-        x += a[i]
-        y += a[h + i]
-    for i in range(2 * h, n):
-        x += a[i]
+    for _ in range(passes):
+        for i in range(h):
+            x += a[i]
+            y += a[h + i]
+        for i in range(2 * h, n):
+            x += a[i]
     return x + y
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def write_kernel(a, b, c, s):
-    for i in range(a.shape[0]):
-        a[i] = s
+def write_kernel(a, b, c, s, passes):
+    for _ in range(passes):
+        for i in range(a.shape[0]):
+            a[i] = s
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def copy_kernel(a, b, c, s):
-    for i in range(a.shape[0]):
-        a[i] = b[i]
+def copy_kernel(a, b, c, s, passes):
+    for _ in range(passes):
+        for i in range(a.shape[0]):
+            a[i] = b[i]
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def triad_kernel(a, b, c, s):
-    for i in range(a.shape[0]):
-        a[i] = b[i] + s * c[i]
+def triad_kernel(a, b, c, s, passes):
+    for _ in range(passes):
+        for i in range(a.shape[0]):
+            a[i] = b[i] + s * c[i]
     return 0.0
 
 
@@ -96,41 +102,44 @@ def _line(x, j):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def write_nt_kernel(a, b, c, s):
+def write_nt_kernel(a, b, c, s, passes):
     h, e = _line_span(a)
-    write_kernel(a[:h], b, c, s)
     base = np.uint64(a.ctypes.data)
-    for j in range(h, e, 8):
-        store_line_nt_f64(base + np.uint64(8 * j), (s, s, s, s, s, s, s, s))
-    write_kernel(a[e:], b, c, s)
+    for _ in range(passes):
+        write_kernel(a[:h], b, c, s, 1)
+        for j in range(h, e, 8):
+            store_line_nt_f64(base + np.uint64(8 * j), (s, s, s, s, s, s, s, s))
+        write_kernel(a[e:], b, c, s, 1)
     store_fence()
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def copy_nt_kernel(a, b, c, s):
+def copy_nt_kernel(a, b, c, s, passes):
     h, e = _line_span(a)
-    copy_kernel(a[:h], b[:h], c, s)
     base = np.uint64(a.ctypes.data)
-    for j in range(h, e, 8):
-        store_line_nt_f64(base + np.uint64(8 * j), _line(b, j))
-    copy_kernel(a[e:], b[e:], c, s)
+    for _ in range(passes):
+        copy_kernel(a[:h], b[:h], c, s, 1)
+        for j in range(h, e, 8):
+            store_line_nt_f64(base + np.uint64(8 * j), _line(b, j))
+        copy_kernel(a[e:], b[e:], c, s, 1)
     store_fence()
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def triad_nt_kernel(a, b, c, s):
+def triad_nt_kernel(a, b, c, s, passes):
     h, e = _line_span(a)
-    triad_kernel(a[:h], b[:h], c[:h], s)
     base = np.uint64(a.ctypes.data)
-    for j in range(h, e, 8):
-        x = _line(b, j)
-        y = _line(c, j)
-        store_line_nt_f64(base + np.uint64(8 * j),
-                          (x[0] + s * y[0], x[1] + s * y[1], x[2] + s * y[2], x[3] + s * y[3],
-                           x[4] + s * y[4], x[5] + s * y[5], x[6] + s * y[6], x[7] + s * y[7]))
-    triad_kernel(a[e:], b[e:], c[e:], s)
+    for _ in range(passes):
+        triad_kernel(a[:h], b[:h], c[:h], s, 1)
+        for j in range(h, e, 8):
+            x = _line(b, j)
+            y = _line(c, j)
+            store_line_nt_f64(base + np.uint64(8 * j),
+                              (x[0] + s * y[0], x[1] + s * y[1], x[2] + s * y[2], x[3] + s * y[3],
+                               x[4] + s * y[4], x[5] + s * y[5], x[6] + s * y[6], x[7] + s * y[7]))
+        triad_kernel(a[e:], b[e:], c[e:], s, 1)
     store_fence()
     return 0.0
 
@@ -140,34 +149,26 @@ def triad_nt_kernel(a, b, c, s):
 # identity, so every process recompiles, ~4 s per parallel variant); the drivers therefore pick
 # the kernel by its table index here: a new kernel is its table entry plus one line below.
 @njit(cache=True, nogil=True)
-def one_pass(kid, a, b, c, s):
+def run_kernel(kid, a, b, c, s, passes):
     if kid == 0:
-        return read_kernel(a, b, c, s)
+        return read_kernel(a, b, c, s, passes)
     if kid == 1:
-        return write_kernel(a, b, c, s)
+        return write_kernel(a, b, c, s, passes)
     if kid == 2:
-        return copy_kernel(a, b, c, s)
+        return copy_kernel(a, b, c, s, passes)
     if kid == 3:
-        return triad_kernel(a, b, c, s)
+        return triad_kernel(a, b, c, s, passes)
     if kid == 4:
-        return write_nt_kernel(a, b, c, s)
+        return write_nt_kernel(a, b, c, s, passes)
     if kid == 5:
-        return copy_nt_kernel(a, b, c, s)
+        return copy_nt_kernel(a, b, c, s, passes)
     if kid == 6:
-        return triad_nt_kernel(a, b, c, s)
+        return triad_nt_kernel(a, b, c, s, passes)
     return np.nan
 
 
-@njit(cache=True, nogil=True)
-def repeat_serial(kid, a, b, c, s, times):
-    acc = 0.0
-    for _ in range(times):
-        acc += one_pass(kid, a, b, c, s)
-    return acc
-
-
 @njit(cache=True, parallel=True)
-def repeat_parallel(kid, a, b, c, s, times, nchunks):
+def run_parallel(kid, a, b, c, s, passes, nchunks):
     n = a.shape[0]
     part = np.zeros(nchunks)
     for t in prange(nchunks):
@@ -177,10 +178,7 @@ def repeat_parallel(kid, a, b, c, s, times, nchunks):
         aa = a[lo:hi]
         bb = b[lo:hi] if b.shape[0] else b
         cc = c[lo:hi] if c.shape[0] else c
-        acc = 0.0
-        for _ in range(times):
-            acc += one_pass(kid, aa, bb, cc, s)
-        part[t] = acc
+        part[t] = run_kernel(kid, aa, bb, cc, s, passes)
     return part.sum()
 
 
@@ -190,8 +188,8 @@ class BandwidthKernel:
     """A table entry (probes/kernels.py) with this backend's implementation."""
 
     spec: StreamKernelSpec
-    kid: int  # index in one_pass (the drivers' switch)
-    kernel: Callable  # njit, signature (a, b, c, s) -> float64
+    kid: int  # index in run_kernel (the drivers' switch)
+    kernel: Callable  # njit, signature (a, b, c, s, passes) -> float64
 
     name = property(lambda self: self.spec.name)
     arrays = property(lambda self: self.spec.arrays)
@@ -207,7 +205,7 @@ _IMPLEMENTATIONS: dict[str, Callable] = {
     "read": read_kernel, "write": write_kernel, "copy": copy_kernel, "triad": triad_kernel,
     "write_nt": write_nt_kernel, "copy_nt": copy_nt_kernel, "triad_nt": triad_nt_kernel,
 }
-# kid: the position in the shared table, which one_pass's switch follows
+# kid: the position in the shared table, which run_kernel's switch follows
 KERNELS: tuple[BandwidthKernel, ...] = tuple(
     BandwidthKernel(spec, kid, _IMPLEMENTATIONS[spec.name]) for kid, spec in enumerate(STREAM_KERNELS))
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
@@ -387,9 +385,9 @@ class BandwidthProbe:
         a, b, c = self._arrays  # type: ignore[misc]
         kid = self.kernel.kid
         if threads <= 1:
-            fn = _entry(repeat_serial, (kid, a, b, c, SCALAR, times))
+            fn = _entry(run_kernel, (kid, a, b, c, SCALAR, times))
             return _timed_ns(fn, kid, a, b, c, SCALAR, times)
-        fn = _entry(repeat_parallel, (kid, a, b, c, SCALAR, times, threads))
+        fn = _entry(run_parallel, (kid, a, b, c, SCALAR, times, threads))
         return _timed_ns(fn, kid, a, b, c, SCALAR, times, threads)
 
     def run(self, repetitions: int, threads: int = 1, target_ns: float = 2e6) -> list[float]:
@@ -457,4 +455,4 @@ class BandwidthProbe:
 def stream_pass(kernel: BandwidthKernel, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
     """One serial pass (nogil): what the loaded-latency probe's streaming threads call."""
     a, b, c = arrays
-    return kernel.kernel(a, b, c, SCALAR)
+    return kernel.kernel(a, b, c, SCALAR, 1)
