@@ -39,3 +39,28 @@ def test_parsers():
 def test_fma_width():
     assert fma_flops_per_cycle(["avx2", "fma"], 8) == 16
     assert fma_flops_per_cycle(["avx512f"], 4) == 64
+
+
+def test_proc_cpuinfo_read_without_py_cpuinfo(tmp_path):
+    """Linux's /proc/cpuinfo gives model, vendor, flags and the brand string's clock directly
+    (py-cpuinfo's cpuid subprocess costs about a second); the first processor is read."""
+    from memprobe.platform.cpu import fma_flops_per_cycle, read_proc_cpuinfo
+
+    (tmp_path / "cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 @ 2.45GHz\n"
+        "cpu MHz\t\t: 2450.000\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+        "processor\t: 1\nvendor_id\t: Other\nmodel name\t: other\nflags\t\t: fpu\n")
+    got = read_proc_cpuinfo(tmp_path)
+    assert got["model"] == "AMD EPYC 7B13 @ 2.45GHz" and got["vendor"] == "AuthenticAMD"
+    assert got["hz_advertised"] == 2.45e9
+    assert got["flags"] == ["avx", "avx2", "fma", "fpu", "sse2"]
+    assert fma_flops_per_cycle(got["flags"]) == 16
+
+
+def test_proc_cpuinfo_without_flags_falls_back(tmp_path):
+    """An Arm /proc/cpuinfo (Features, no flags) or none at all: py-cpuinfo reads the CPU."""
+    from memprobe.platform.cpu import read_proc_cpuinfo
+
+    assert read_proc_cpuinfo(tmp_path) is None
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert read_proc_cpuinfo(tmp_path) is None
