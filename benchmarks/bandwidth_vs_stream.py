@@ -1,8 +1,9 @@
 """Beside the flow: stage 1's Numba bandwidth kernels beside a C/OpenMP STREAM of our own, at
 the same working sets, so the ceilings the scan reports are what compiled C gets.
 
-Sizes: one working set centred in each level (L1, L2, L3... and memory), the levels taken from a
-quick latency sweep inferred here (never from sysfs), or given with --sizes (bytes, KiB/MiB
+Sizes: one working set centred in each cache level, the levels taken from a quick latency sweep
+inferred here (never from sysfs), and memory's by STREAM's rule as the scan sizes it (three
+arrays, each 4x the largest cache measured or declared), or given with --sizes (bytes, KiB/MiB
 suffixes allowed). Both sides: one thread and all threads; --rounds rounds alternate Numba and C (each the median
 of --runs repetitions) and the ratio is the median of the rounds' ratios.
 Targets: Numba/C >= 0.95 for copy and triad at memory size, >= 0.90 in the caches.
@@ -60,7 +61,18 @@ def inferred_sizes() -> list[tuple[str, int]]:
     probe.close()
     h = infer_levels(xs, ys)
     levels = [Level(lv.name, lv.size_bytes, lv.latency, None) for lv in h.levels]
-    return list(level_sizes_bytes(levels).items())
+    out = level_sizes_bytes(levels)
+    # memory as the scan sizes it: STREAM's rule, each array 4x the largest cache measured or
+    # declared (triad's three arrays; copy's two arrays are then 1.5x that each)
+    import psutil
+
+    from memprobe.platform.cpu import declared_cpu
+    from memprobe.scan.ceilings import stream_array_bytes
+
+    declared = max((c.size_bytes or 0 for c in declared_cpu(with_cpuinfo=False).data_caches()), default=0)
+    arr, _capped = stream_array_bytes(levels, declared, psutil.virtual_memory().available)
+    out["memory"] = 3 * arr
+    return list(out.items())
 
 
 def c_gbs(exe: Path, kernel: str, size: int, threads: int, reps: int) -> float:

@@ -77,7 +77,7 @@ def test_verify_fails_loudly_on_wrong_values():
 
 
 @pytest.mark.parametrize("offset", [0, 1, 3, 7])
-@pytest.mark.parametrize("n", [0, 5, 8, 37, 1000])
+@pytest.mark.parametrize("n", [0, 5, 8, 37, 1000, 2 * 2048 + 37, 3 * 2048])  # whole 4-page blocks and a tail
 def test_streaming_kernels_any_alignment(offset, n):
     """The non-temporal kernels align to a 64-byte line first (an unaligned vmovntpd faults):
     every start offset and length, including ones with no whole line, gives exact values and

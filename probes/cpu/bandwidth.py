@@ -101,45 +101,74 @@ def _line(x, j):
             x[i + np.uint64(4)], x[i + np.uint64(5)], x[i + np.uint64(6)], x[i + np.uint64(7)])
 
 
+# Lines go out four 4 KiB pages at a time, one line of each page in turn (as glibc's large
+# memcpy does): one sequential stream of non-temporal stores left one core at 0.92-0.95 of
+# memcpy's copy on an Emerald Rapids guest; four interleaved pages keep more lines in flight.
+NT_PAGES = 4
+PAGE_ELEMENTS = 512  # float64 in 4 KiB
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nt_line(op, base, b, c, s, j):
+    """One whole line at element j, stored non-temporally: op 0 writes s, 1 copies b, 2 triads."""
+    addr = base + np.uint64(8 * j)
+    if op == 0:
+        store_line_nt_f64(addr, (s, s, s, s, s, s, s, s))
+    elif op == 1:
+        store_line_nt_f64(addr, _line(b, j))
+    else:
+        x = _line(b, j)
+        y = _line(c, j)
+        store_line_nt_f64(addr, (x[0] + s * y[0], x[1] + s * y[1], x[2] + s * y[2], x[3] + s * y[3],
+                                 x[4] + s * y[4], x[5] + s * y[5], x[6] + s * y[6], x[7] + s * y[7]))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _nt_pass(op, a, b, c, s):
+    """One pass of a streaming kernel: the unaligned head and the tail through the cached
+    kernel, whole lines in blocks of NT_PAGES pages interleaved, the lines after the last
+    whole block in order."""
+    h, e = _line_span(a)
+    if op == 0:
+        write_kernel(a[:h], b, c, s, 1)
+        write_kernel(a[e:], b, c, s, 1)
+    elif op == 1:
+        copy_kernel(a[:h], b[:h], c, s, 1)
+        copy_kernel(a[e:], b[e:], c, s, 1)
+    else:
+        triad_kernel(a[:h], b[:h], c[:h], s, 1)
+        triad_kernel(a[e:], b[e:], c[e:], s, 1)
+    base = np.uint64(a.ctypes.data)
+    step = NT_PAGES * PAGE_ELEMENTS
+    whole = h + (e - h) // step * step
+    for blk in range(h, whole, step):
+        for q in range(0, PAGE_ELEMENTS, 8):
+            for p in range(NT_PAGES):
+                _nt_line(op, base, b, c, s, blk + p * PAGE_ELEMENTS + q)
+    for j in range(whole, e, 8):
+        _nt_line(op, base, b, c, s, j)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def write_nt_kernel(a, b, c, s, passes):
-    h, e = _line_span(a)
-    base = np.uint64(a.ctypes.data)
     for _ in range(passes):
-        write_kernel(a[:h], b, c, s, 1)
-        for j in range(h, e, 8):
-            store_line_nt_f64(base + np.uint64(8 * j), (s, s, s, s, s, s, s, s))
-        write_kernel(a[e:], b, c, s, 1)
+        _nt_pass(0, a, b, c, s)
     store_fence()
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def copy_nt_kernel(a, b, c, s, passes):
-    h, e = _line_span(a)
-    base = np.uint64(a.ctypes.data)
     for _ in range(passes):
-        copy_kernel(a[:h], b[:h], c, s, 1)
-        for j in range(h, e, 8):
-            store_line_nt_f64(base + np.uint64(8 * j), _line(b, j))
-        copy_kernel(a[e:], b[e:], c, s, 1)
+        _nt_pass(1, a, b, c, s)
     store_fence()
     return 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def triad_nt_kernel(a, b, c, s, passes):
-    h, e = _line_span(a)
-    base = np.uint64(a.ctypes.data)
     for _ in range(passes):
-        triad_kernel(a[:h], b[:h], c[:h], s, 1)
-        for j in range(h, e, 8):
-            x = _line(b, j)
-            y = _line(c, j)
-            store_line_nt_f64(base + np.uint64(8 * j),
-                              (x[0] + s * y[0], x[1] + s * y[1], x[2] + s * y[2], x[3] + s * y[3],
-                               x[4] + s * y[4], x[5] + s * y[5], x[6] + s * y[6], x[7] + s * y[7]))
-        triad_kernel(a[e:], b[e:], c[e:], s, 1)
+        _nt_pass(2, a, b, c, s)
     store_fence()
     return 0.0
 
