@@ -1,7 +1,8 @@
 """Beside the flow: repeated CPU scans, end to end (probe to result), for their time and how
 steady the inferred levels are. It prints the time of the latency part (the first run with an
-empty Numba cache, so JIT included) against its budget, and the inferred L1/L2/L3 of each run
-beside the declared sizes.
+empty Numba cache, so JIT included) against its budget, the inferred L1/L2/L3 of each run
+beside the declared sizes, and each level's sharing verdict with its capacity alone and under
+the other cores' load.
 
 Targets: latency part of a default scan <= 30 s, --quick <= 10 s; inferred L1 and L2 within
 20 % of the declared sizes and the L3 (a VM's slice) found as its own level in every
@@ -28,6 +29,16 @@ from _common import table
 
 LATENCY_STAGES = ("declared", "clock", "line", "latency", "latency_4k", "latency_recheck", "levels",
                   "memory_side")
+
+
+def _sharing(cpu: dict) -> str:
+    """Each level's sharing verdict with its capacity alone and under the other cores' load."""
+    out = []
+    for name, e in cpu["extra"].get("sharing", {}).items():
+        a, b = e.get("capacity_alone_bytes"), e.get("capacity_loaded_bytes")
+        caps = f" {a / 2**20:.2g}->{b / 2**20:.2g}M" if a and b else ""
+        out.append(f"{name} {(e.get('verdict') or '-')[:5]}{caps}")
+    return ", ".join(out) or "-"
 
 
 def main() -> int:
@@ -78,10 +89,11 @@ def main() -> int:
                          f"{(sizes.get('L3') or 0) / 2**20:.1f} MiB", str(len(cpu["levels"]) - 1),
                          f"{cpu['levels'][-1]['latency_ns']:.0f} ns",
                          "-" if steal_max is None else f"{steal_max:g} %",
+                         _sharing(cpu),
                          f"{peak_rss / 2**20:.0f} MiB / {largest_ws / 2**20:.0f} MiB = {peak_rss / largest_ws:.1f}x"])
     what = "whole scan" if args.full else "latency part"
     print(table(["run", f"{what} s", f"/ {budget:.0f} s budget", "L1 (vs declared)", "L2 (vs declared)",
-                 "L3", "caches", "memory", "steal (latency)", "peak RSS / largest working set (<= 4x)"], rows))
+                 "L3", "caches", "memory", "steal (latency)", "sharing (capacity alone -> under load)", "peak RSS / largest working set (<= 4x)"], rows))
     print(f"L1 within 20 %: {ok_l1}/{args.runs} runs; L2 within 20 %: {ok_l2}/{args.runs} runs; "
           f"an L3 of its own: {ok_l3}/{args.runs} runs")
     return 0

@@ -423,6 +423,16 @@ class SharingEvidence:
     level_size_source: Optional[str] = None
     bw_scaling_all_vs_1: Optional[float] = None
     note: Optional[str] = None
+    # capacity alone against capacity under load (CPU): a sweep across the level's edge, each
+    # latency the best repetition at that size, and the capacities fitted on each with intervals
+    sweep_sizes_bytes: list[int] = field(default_factory=list)
+    sweep_alone: list[float] = field(default_factory=list)
+    sweep_loaded: list[float] = field(default_factory=list)
+    capacity_alone_bytes: Optional[int] = None
+    capacity_alone_interval_bytes: Optional[list[int]] = None
+    capacity_loaded_bytes: Optional[int] = None
+    capacity_loaded_interval_bytes: Optional[list[int]] = None
+    shared_share_bytes: Optional[int] = None  # what each unit would keep of a shared level
 
 
 @dataclass

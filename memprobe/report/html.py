@@ -139,6 +139,17 @@ def _declared_sharing(dc) -> str:
     return ""
 
 
+def _sharing_text(dev: DeviceResult, lv) -> str:
+    """The verdict with its evidence: the capacity alone and under the other cores' load."""
+    e = dev.extra.sharing.get(lv.name) if dev.extra else None
+    text = lv.sharing or "not measured"
+    if e is not None and e.capacity_alone_bytes:
+        loaded = F.size_text(e.capacity_loaded_bytes) if e.capacity_loaded_bytes else "no edge"
+        text += (f" (capacity {F.size_text(e.capacity_alone_bytes)} alone, {loaded} under load"
+                 + (f"; shared would leave {F.size_text(e.shared_share_bytes)}" if e.shared_share_bytes else "") + ")")
+    return text
+
+
 def match_levels(dev: DeviceResult) -> list[dict[str, Any]]:
     """The declared-vs-measured rows, from the one pairing every view uses (report/pairing.py)."""
     rows = []
@@ -178,7 +189,7 @@ def match_levels(dev: DeviceResult) -> list[dict[str, Any]]:
             "declared": dc.label if dc else "—", "declared_size": F.size_text(dc.size_bytes) if dc else "—",
             "diff": pct(diff) if diff is not None else "—", "flag": pr.flagged,
             "latency_ns": num(lv.latency_ns), "latency_cycles": num(lv.latency_cycles),
-            "sharing_measured": lv.sharing or "not measured",
+            "sharing_measured": _sharing_text(dev, lv),
             "sharing_declared": (_declared_sharing(dc) if dc else "") or "—",
             "unstable": lv.unstable, "note": "; ".join(note),
         })

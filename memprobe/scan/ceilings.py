@@ -18,7 +18,8 @@ import numpy as np
 
 from memprobe.result import (THREAD_KEYS, Code, BandwidthSetup, BandwidthTable, ComputeCeilings, Curve, CurvePoint,
                              GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
-from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
+from memprobe.infer.sharing import NOISE_FLOOR as SHARING_NOISE_FLOOR
+from memprobe.infer.sharing import SHARED_RATIO, judge_sharing, judge_sharing_by_capacity
 from memprobe.scan import ScanContext, Stage
 from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
 
@@ -98,20 +99,24 @@ def _best(xs: list[float]) -> float | None:
 
 # ---- sharing ------------------------------------------------------------------------------
 def stage_sharing(ctx: ScanContext) -> None:
-    """Private or shared, measured: latency near each cache's capacity, alone and while every
-    other core chases a buffer of its own of the same size."""
+    """Private or shared, measured: a sweep across each cache's edge on one core, alone and while
+    every other core chases a buffer of its own of the same size; the capacities fitted on the
+    two sweeps decide (infer/sharing.py). The latencies at SHARING_FILL of the capacity are
+    kept beside as the supporting figure."""
     from memprobe.probes.cpu.loaded import SharingProbe
 
     plan: CpuPlan = ctx.plan
-    caches = _caches(ctx.device.levels)
+    levels = ctx.device.levels
+    caches = _caches(levels)
     # declared beside the evidence, matched by name only to show it (never read to decide)
     declared = {c.label.rstrip("d"): c.shared_cpu_list for c in ctx.device.declared.data_caches()}
     probe = SharingProbe(slot_bytes=ctx.device.line_size_bytes or 64, seed=ctx.options.seed)
+    units = probe.other_threads + 1
     info = ctx.device.extra.sharing
     try:
         for k, lv in enumerate(caches):
-            size = _align(int(SHARING_FILL * lv.size_bytes), 64 * 64)
-            entry = SharingEvidence(level=lv.name, size_bytes=size, other_units=probe.other_threads,
+            fill = _align(int(SHARING_FILL * lv.size_bytes), 64 * 64)
+            entry = SharingEvidence(level=lv.name, size_bytes=fill, other_units=probe.other_threads,
                                     unit="ns", threshold=SHARED_RATIO, level_size_bytes=lv.size_bytes,
                                     level_size_source="inferred",
                                     declared_shared_cpu_list=declared.get(lv.name))
@@ -119,19 +124,34 @@ def stage_sharing(ctx: ScanContext) -> None:
             if probe.other_threads == 0:
                 entry.note = "one usable CPU: nothing to share with"
                 continue
-            probe.setup(size)
-            alone, loaded = probe.run(plan.sharing_reps, target_ns=plan.sharing_target_ns)
-            probe.verify()
-            # best repetition: other tenants only ever add latency
-            a, b = min(alone), min(loaded)
-            got = judge_sharing(alone, loaded, size, probe.other_threads + 1,
-                                (lv.size_interval_bytes or [0, lv.size_bytes])[1])
-            entry.latency_alone, entry.latency_loaded, entry.ratio = a, b, got.ratio
+            # from below the share a shared level would leave each core to twice the capacity
+            lo = max(lv.size_bytes // (2 * units), lv.size_bytes // 16, 4096)
+            sizes = sorted(set(sweep_sizes(lo, 2 * lv.size_bytes, plan.points_per_octave, align=4096)) | {fill})
+            samples: dict[int, tuple[list[float], list[float]]] = {}
+            for size in sizes:
+                probe.setup(size)
+                samples[size] = probe.run(plan.sharing_reps, target_ns=plan.sharing_target_ns)
+                probe.verify()
+                # best repetition: other tenants only ever add latency
+                entry.sweep_sizes_bytes.append(size)
+                entry.sweep_alone.append(min(samples[size][0]))
+                entry.sweep_loaded.append(min(samples[size][1]))
+            alone, loaded = samples[fill]
+            point = judge_sharing(alone, loaded, fill, units, (lv.size_interval_bytes or [0, lv.size_bytes])[1])
+            entry.latency_alone, entry.latency_loaded, entry.ratio = min(alone), min(loaded), point.ratio
             entry.samples_alone, entry.samples_loaded = alone, loaded
+            nxt = levels[levels.index(lv) + 1]
+            spread = statistics.median((statistics.median(a) - min(a)) / statistics.median(a) for a, _ in samples.values())
+            got = judge_sharing_by_capacity(entry.sweep_sizes_bytes, entry.sweep_alone, entry.sweep_loaded, units,
+                                            nxt.latency_ns or 0.0, sigma=max(SHARING_NOISE_FLOOR, spread))
+            entry.capacity_alone_bytes, entry.capacity_loaded_bytes = got.capacity_alone_bytes, got.capacity_loaded_bytes
+            entry.capacity_alone_interval_bytes = list(got.interval_alone_bytes) if got.interval_alone_bytes else None
+            entry.capacity_loaded_interval_bytes = list(got.interval_loaded_bytes) if got.interval_loaded_bytes else None
+            entry.shared_share_bytes = got.shared_share_bytes
             entry.verdict = lv.sharing = got.verdict
-            entry.note = (f"latency at {SHARING_FILL:.0%} of the level's capacity on one core, alone and "
-                          f"while the other cores chase buffers of their own of the same size: {got.why}")
-            ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing} ({got.ratio:.2f}x)")
+            entry.note = (f"a sweep across the edge on one core, alone and while the other {units - 1} chase sets of "
+                          f"their own: {got.why}. At {SHARING_FILL:.0%} of the capacity: {point.why}")
+            ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing}")
     finally:
         probe.close()
 

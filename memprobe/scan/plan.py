@@ -37,8 +37,8 @@ class CpuPlan:
     line_reps: int = 3
     false_sharing_iters: int = 1_000_000
     stride_size_bytes: int = 256 * MiB
-    sharing_reps: int = 7
-    sharing_target_ns: float = 2e6
+    sharing_reps: int = 5
+    sharing_target_ns: float = 1e6
     bandwidth_reps: int = 5
     bandwidth_target_ns: float = 1e6
     bandwidth_points_per_octave: int = 2

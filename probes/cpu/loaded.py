@@ -107,20 +107,22 @@ def _run_pinned(fn: Callable[[], object], cpu: int | None) -> object:
 
 
 def _chase_samples(probe: ChaseProbe, repetitions: int, target_ns: float) -> list[float]:
-    """ns per hop, one per repetition, with the nogil kernel (calibrated like ChaseProbe.run)."""
-    start = probe.start_addr
-    # one lap warms a cache-sized set; past 64 K slots (4 MiB) it is memory anyway, and a full
-    # lap of a memory-sized set under load would take most of a second
-    chase_nogil(start, np.uint64(min(max(probe.n_slots, 4096), 65536) + 7))
+    """ns per hop, one per repetition, with the nogil kernel (calibrated like ChaseProbe.run).
+    Each repetition goes on from where the last one stopped, after a warm-up lap: restarting
+    at the first slot re-walks the prefix the last repetition just cached whenever a repetition
+    is shorter than a lap, and reads an L3-sized set at the L2's latency."""
+    p = probe.start_addr
+    # one lap brings a cache-sized set in; past ~1M slots (64 MiB) it is beyond any cache anyway
+    p = np.uint64(chase_nogil(p, np.uint64((min(probe.n_slots, 1 << 20) + 7) // 8 * 8)))
     hops = 20_000
     t0 = time.perf_counter_ns()
-    chase_nogil(start, np.uint64(hops))
+    p = np.uint64(chase_nogil(p, np.uint64(hops)))
     per_hop = max((time.perf_counter_ns() - t0) / hops, 0.05)
     hops = int(max(20_000, target_ns / per_hop)) // 8 * 8
     out = []
     for _ in range(repetitions):
         t0 = time.perf_counter_ns()
-        chase_nogil(start, np.uint64(hops))
+        p = np.uint64(chase_nogil(p, np.uint64(hops)))
         out.append((time.perf_counter_ns() - t0) / hops)
     return out
 
