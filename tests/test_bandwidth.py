@@ -94,3 +94,27 @@ def test_streaming_kernels_any_alignment(offset, n):
     bw.triad_nt_kernel(a, b, c, 3.0, 1)
     assert np.array_equal(a, b + 3.0 * c)
     assert not full[:offset].any() and not full[offset + n:].any()
+
+
+def test_shared_arena_fills_an_array_once_and_again_after_a_write():
+    """Kernels on one arena with arrays of one size (as at memory's STREAM-sized point): copy
+    fills b, triad finds b holding its pattern and fills only c; write overwrites a, so read
+    fills a again. Every kernel still verifies."""
+    from memprobe.probes.cpu.bandwidth import arena_bytes, fill_zero
+    from memprobe.probes.cpu.buffers import alloc
+
+    array_bytes = 32 << 10
+    arena = alloc(arena_bytes(3 * array_bytes), np.float64, "huge")
+    fill_zero(arena.array)
+    try:
+        fills = []
+        for name in ("copy", "triad", "write", "read"):
+            p = BandwidthProbe(name, arena=arena)
+            before = dict(arena.filled)
+            p.setup(p.kernel.arrays * array_bytes)
+            fills.append(sorted(i for key, i in arena.filled.items() if before.get(key) != i))
+            p.run(1, target_ns=1e4)
+            p.verify()
+        assert fills == [[1], [2], [], [0]]
+    finally:
+        arena.close()

@@ -64,7 +64,7 @@ CPU_PROFILES: dict[str, CpuPlan] = {
         latency_reps=3, latency_4k_reps=2, recheck_passes=1, clock_reps=3,
         line_reps=2, false_sharing_iters=300_000, stride_size_bytes=64 * MiB, sharing_reps=3,
         sharing_target_ns=1e6, bandwidth_reps=3, bandwidth_target_ns=0.5e6,
-        bandwidth_points_per_octave=1, bandwidth_sweep_past_last_cache=False, memory_reps=2, compute_reps=3,
+        bandwidth_points_per_octave=1, bandwidth_sweep_past_last_cache=False, memory_reps=1, compute_reps=3,
         fma_target_ns=2e6, gemm_sizes=(256, 512), loaded_reps=3, loaded_target_ns=2e6,
         loaded_kernels=("read",)),
 }

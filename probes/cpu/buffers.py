@@ -10,7 +10,7 @@ between the two shows the TLB reach. Whether the kernel granted huge pages is re
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,8 @@ class Buffer:
     array: np.ndarray
     page_kind: str
     _map: mmap.mmap
+    # (first element, length) -> index of the fill pattern those elements hold (bandwidth probes)
+    filled: dict = field(default_factory=dict)
 
     def close(self) -> None:
         self.array = np.empty(0, dtype=self.array.dtype)
