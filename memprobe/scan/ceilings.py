@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -126,14 +127,17 @@ def stage_sharing(ctx: ScanContext) -> None:
                 continue
             # from below the share a shared level would leave each core to twice the capacity
             lo = max(lv.size_bytes // (2 * units), lv.size_bytes // 16, 4096)
-            sizes = sorted(set(sweep_sizes(lo, 2 * lv.size_bytes, plan.points_per_octave, align=4096)) | {fill})
+            sizes = sorted(set(sweep_sizes(lo, 2 * lv.size_bytes, plan.sharing_points_per_octave, align=4096)) | {fill})
             samples: dict[int, tuple[list[float], list[float]]] = {}
+            t0 = time.monotonic()
             for size in sizes:
+                if size != fill and time.monotonic() - t0 > plan.sharing_budget_s:
+                    entry.note = f"the sweep stopped before {size / 2**20:.3g} MiB, past its {plan.sharing_budget_s:g} s budget"
+                    continue  # (the point at SHARING_FILL is always measured)
                 probe.setup(size)
                 samples[size] = probe.run(plan.sharing_reps, target_ns=plan.sharing_target_ns)
-                if size == sizes[-1]:  # one full walk of every chase per level: the largest
-                    probe.verify()
-                # best repetition: other tenants only ever add latency
+            probe.verify()  # one full walk of every chase per level: the last size set up
+            for size in sorted(samples):  # best repetition: other tenants only ever add latency
                 entry.sweep_sizes_bytes.append(size)
                 entry.sweep_alone.append(min(samples[size][0]))
                 entry.sweep_loaded.append(min(samples[size][1]))
@@ -150,7 +154,8 @@ def stage_sharing(ctx: ScanContext) -> None:
             entry.capacity_loaded_interval_bytes = list(got.interval_loaded_bytes) if got.interval_loaded_bytes else None
             entry.shared_share_bytes = got.shared_share_bytes
             entry.verdict = lv.sharing = got.verdict
-            entry.note = (f"a sweep across the edge on one core, alone and while the other {units - 1} chase sets of "
+            entry.note = ((entry.note + "; " if entry.note else "")
+                          + f"a sweep across the edge on one core, alone and while the other {units - 1} chase sets of "
                           f"their own: {got.why}. At {SHARING_FILL:.0%} of the capacity: {point.why}")
             ctx.progress("sharing", k + 1, len(caches), f"{lv.name}: {lv.sharing}")
     finally:
