@@ -348,6 +348,9 @@ class BandwidthSetup:
     threads_all: int
     samples_threads_all_off_curve: Optional[dict[str, list[float]]] = None
     array_bytes: Optional[int] = None  # memory: each array (STREAM's rule); the sizes above are triad's
+    # a cache: the sizes whose samples the roof is the best of (one thread; all threads too
+    # unless taken off the curve), the size above being their centre
+    size_range_bytes: Optional[list[int]] = None
 
 
 @dataclass

@@ -74,6 +74,12 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
             assert lv.sharing in ("private", "shared", "undetermined") and sharing[lv.name].verdict == lv.sharing
     assert dev.bandwidth.statistic == "best" and [s.level for s in dev.bandwidth.levels] == ["L1", "L2", "memory"]
     assert dev.bandwidth.levels[-1].array_bytes == 4 * (256 << 10)
+    # a cache's roof: the best sample at any size of the curve inside the level, its centre included
+    for su, lv in zip(dev.bandwidth.levels[:-1], dev.levels[:-1]):
+        lo, hi = su.size_range_bytes
+        assert lo <= su.size_bytes_threads_1 <= hi
+        pooled = [x for p in dev.curve("bandwidth_read_threads_1").points if lo <= p.x <= hi for x in p.samples]
+        assert lv.bandwidth_gbs["read"]["threads_1"] == max(pooled)
     assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
     # the whole thing still round-trips through JSON
     back = ScanResult.from_json(res.to_json())

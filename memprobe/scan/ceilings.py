@@ -255,6 +255,15 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     table = BandwidthTable(statistic="best", counting="STREAM (bytes read + bytes written, no write-allocate)",
                            threads_1="one thread", threads_all=f"{n_all} threads (all usable CPUs)",
                            verified={k.name: True for k in KERNELS})
+    # a level's roof is the best sample at any size of the curve well inside it (from 1.5x the
+    # capacity before it to its own capacity / 1.5; its centre alone if that is empty): one
+    # size a neighbour slowed cannot make a roof, or put a farther level above a nearer one
+    inside: dict[str, tuple[int, int]] = {}
+    prev = 0
+    for lv in _caches(levels):
+        lo, hi = int(1.5 * prev), int(lv.size_bytes / 1.5)
+        inside[lv.name] = (lo, hi) if lo <= per_level[lv.name] <= hi else (per_level[lv.name],) * 2
+        prev = lv.size_bytes
     for lv in levels:
         s1, sall = per_level[lv.name], per_level_all[lv.name]
         is_mem = lv.name in mem_names
@@ -269,15 +278,17 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 bw[k.name] = {"threads_1": _best(_samples_at(curves[(k.name, "threads_1")], w)),
                               "threads_all": _best(_samples_at(curves[(k.name, "threads_all")], w))}
                 continue
-            one = _best(_samples_at(curves[(k.name, "threads_1")], s1))
+            lo, hi = inside[lv.name]
+            one = _best(_samples_in(curves[(k.name, "threads_1")], lo, hi))
             if lv.name in extra_all:
                 allv = _best(extra_all[lv.name][k.name])
             else:
-                allv = _best(_samples_at(curves[(k.name, "threads_all")], sall))
+                allv = _best(_samples_in(curves[(k.name, "threads_all")], lo, hi))
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
         table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
                                            threads_all=n_all, array_bytes=arr if is_mem else None,
+                                           size_range_bytes=None if is_mem else list(inside[lv.name]),
                                            samples_threads_all_off_curve=extra_all.get(lv.name)))
         # all-thread over one-thread read bandwidth: ~cores for a private level, less when the
         # threads share one (a shared L3's ports, the memory controllers)
@@ -288,6 +299,11 @@ def stage_bandwidth(ctx: ScanContext) -> None:
 
 def _level(levels: list[Level], name: str) -> Level:
     return next(lv for lv in levels if lv.name == name)
+
+
+def _samples_in(curve: Curve, lo: int, hi: int) -> list[float]:
+    """Every sample of the curve's points from `lo` to `hi` bytes."""
+    return [x for p in curve.points if lo <= int(p.x) <= hi for x in p.samples]
 
 
 def _samples_at(curve: Curve, size: int) -> list[float]:
