@@ -80,6 +80,11 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
         assert lo <= su.size_bytes_threads_1 <= hi
         pooled = [x for p in dev.curve("bandwidth_read_threads_1").points if lo <= p.x <= hi for x in p.samples]
         assert lv.bandwidth_gbs["read"]["threads_1"] == max(pooled)
+        if not su.samples_threads_all_off_curve:  # all threads on the curve: its x is every set together
+            scale = su.threads_all if lv.sharing == "private" else 1
+            pooled = [x for p in dev.curve("bandwidth_read_threads_all").points
+                      if lo * scale <= p.x <= hi * scale for x in p.samples]
+            assert lv.bandwidth_gbs["read"]["threads_all"] == max(pooled)
     assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
     # the whole thing still round-trips through JSON
     back = ScanResult.from_json(res.to_json())

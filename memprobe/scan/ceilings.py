@@ -282,8 +282,9 @@ def stage_bandwidth(ctx: ScanContext) -> None:
             one = _best(_samples_in(curves[(k.name, "threads_1")], lo, hi))
             if lv.name in extra_all:
                 allv = _best(extra_all[lv.name][k.name])
-            else:
-                allv = _best(_samples_in(curves[(k.name, "threads_all")], lo, hi))
+            else:  # the curve's x is all threads' sets together: a private level's range scales
+                scale = n_all if _level(levels, lv.name).sharing == "private" else 1
+                allv = _best(_samples_in(curves[(k.name, "threads_all")], lo * scale, hi * scale))
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
         table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
