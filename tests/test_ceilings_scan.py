@@ -81,9 +81,11 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
         pooled = [x for p in dev.curve("bandwidth_read_threads_1").points if lo <= p.x <= hi for x in p.samples]
         assert lv.bandwidth_gbs["read"]["threads_1"] == max(pooled)
         if not su.samples_threads_all_off_curve:  # all threads on the curve: its x is every set together
-            scale = su.threads_all if lv.sharing == "private" else 1
-            pooled = [x for p in dev.curve("bandwidth_read_threads_all").points
-                      if lo * scale <= p.x <= hi * scale for x in p.samples]
+            n = su.threads_all
+            lo_all, hi_all = lo * n, (hi * n if lv.sharing == "private" else hi)
+            pts = dev.curve("bandwidth_read_threads_all").points
+            pooled = [x for p in pts if lo_all <= p.x <= hi_all for x in p.samples] if lo_all <= hi_all else \
+                [x for p in pts if p.x == su.size_bytes_threads_all for x in p.samples]
             assert lv.bandwidth_gbs["read"]["threads_all"] == max(pooled)
     assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
     # the whole thing still round-trips through JSON

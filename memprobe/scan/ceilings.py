@@ -282,9 +282,12 @@ def stage_bandwidth(ctx: ScanContext) -> None:
             one = _best(_samples_in(curves[(k.name, "threads_1")], lo, hi))
             if lv.name in extra_all:
                 allv = _best(extra_all[lv.name][k.name])
-            else:  # the curve's x is all threads' sets together: a private level's range scales
-                scale = n_all if _level(levels, lv.name).sharing == "private" else 1
-                allv = _best(_samples_in(curves[(k.name, "threads_all")], lo * scale, hi * scale))
+            else:  # the curve's x is all threads' sets together: each thread's part must outgrow
+                # the level before, and a private level holds one set per thread
+                lo_all = lo * n_all
+                hi_all = hi * n_all if _level(levels, lv.name).sharing == "private" else hi
+                allv = (_best(_samples_in(curves[(k.name, "threads_all")], lo_all, hi_all)) if lo_all <= hi_all
+                        else _best(_samples_at(curves[(k.name, "threads_all")], sall)))
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
         table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
