@@ -286,3 +286,15 @@ def test_cost_grows_no_faster_than_the_curve():
         times[n] = time.perf_counter() - t0
         assert len(h.caches) == 3
     assert times[20_000] < 10 * times[200] + 1.0, times
+
+
+def test_sparse_sweep_level_seen_as_one_point_between_two_climbs():
+    """One point per octave: an L3 only 3x the L2 shows as a single point between the L2's
+    climb and memory's (the Intel N100's published curve). The BIC comparison inserts it; the
+    same point on a denser sweep would sit on a plateau the band search finds."""
+    sizes = geometric_sizes(4 * KiB, 128 * MiB, 1)
+    levels = [SimLevel(32 * KiB, 0.9), SimLevel(2 * MiB, 8.5, "colour", ways=16), SimLevel(6 * MiB, 28.0, "random")]
+    h = infer_levels(sizes, latency_curve(levels, 112.0, sizes))
+    assert len(h.caches) == 3, [(lv.name, lv.size_bytes, lv.latency) for lv in h.levels]
+    lo, hi = h.caches[2].size_range_bytes
+    assert lo <= 6 * MiB <= hi

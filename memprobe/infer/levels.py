@@ -221,6 +221,8 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
         mono.append(p)
     plateaus = _merge_small_steps(mono)
     plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
+    if not dense:
+        plateaus = _insert_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
 
     last_a, last_b, last_y = plateaus[-1]
     # a creep after the last plateau smaller than the merge ratio is that level still (page
@@ -279,24 +281,61 @@ def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int,
         worst, worst_k = None, -1
         for k in range(1, len(out) - 1):
             before, here, after = out[k - 1], out[k], out[k + 1]
-            lo_x, hi_x = (x[before[0]] + x[before[1]]) / 2, (x[after[0]] + x[after[1]]) / 2
-            n = int(np.count_nonzero((x >= lo_x) & (x <= hi_x)))
             # on the binned curve: the count is decided at the plateau search's resolution
-            f1 = _fit_edge(x, y, x, before, here, sigma)
-            f2 = _fit_edge(x, y, x, here, after, sigma)
-            f0 = _fit_edge(x, y, x, before, after, sigma)
-            if f1 is None or f2 is None or f0 is None or n < 3:
+            gain = _bic_gain(x, y, before, here, after, sigma)
+            if gain is None:
                 continue
-            s2 = sigma ** 2
-            with_k = (f1.sse + f2.sse) / s2 + (f1.k + f2.k + 1) * math.log(n)
-            without = f0.sse / s2 + f0.k * math.log(n)
-            gain = without - with_k
             if gain < KEEP_BIC and (worst is None or gain < worst):
                 worst, worst_k = gain, k
         if worst is None:
             break
         a0, _, y0 = out[worst_k - 1]
         out[worst_k - 1:worst_k + 1] = [(a0, out[worst_k][1], y0)]
+    return out
+
+
+def _bic_gain(x: np.ndarray, y: np.ndarray, before, here, after, sigma: float) -> float | None:
+    """BIC gain of the curve from `before` to `after` (plateaus as (first, last, ln latency))
+    explained with the level `here` between them (two fitted edges and its latency) over one
+    fitted edge straight across (chi-square with the curve's noise, plus k ln n); None when a
+    window holds too few points to fit."""
+    lo_x, hi_x = (x[before[0]] + x[before[1]]) / 2, (x[after[0]] + x[after[1]]) / 2
+    n = int(np.count_nonzero((x >= lo_x) & (x <= hi_x)))
+    f1 = _fit_edge(x, y, x, before, here, sigma)
+    f2 = _fit_edge(x, y, x, here, after, sigma)
+    f0 = _fit_edge(x, y, x, before, after, sigma)
+    if f1 is None or f2 is None or f0 is None or n < 3:
+        return None
+    s2 = sigma ** 2
+    return (f0.sse / s2 + f0.k * math.log(n)) - ((f1.sse + f2.sse) / s2 + (f1.k + f2.k + 1) * math.log(n))
+
+
+def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],
+                      sigma: float) -> list[tuple[int, int, float]]:
+    """The same comparison the other way, on a sparse sweep only: there a level can show as one
+    point between two climbs (a one-point-per-octave sweep's L3 between its L2 and memory),
+    while on a denser one a level is a plateau the band search finds and a lone point is a point
+    on a climb. The point joins the count when it gains more than KEEP_BIC and its steps up and
+    down are steps a level makes (at least MERGE_RATIO each, and not a small step before a big
+    one: `_merge_small_steps`)."""
+    out = list(plateaus)
+    k = 0
+    while k < len(out) - 1:
+        before, after = out[k], out[k + 1]
+        best, best_gain = None, KEEP_BIC
+        for i in range(before[1] + 1, after[0]):
+            step_in, step_out = y[i] - before[2], after[2] - y[i]
+            if min(step_in, step_out) < math.log(MERGE_RATIO):
+                continue
+            if step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO)):
+                continue
+            gain = _bic_gain(x, y, before, (i, i, float(y[i])), after, sigma)
+            if gain is not None and gain > best_gain:
+                best, best_gain = (i, i, float(y[i])), gain
+        if best is not None:
+            out.insert(k + 1, best)
+            k += 1
+        k += 1
     return out
 
 
