@@ -110,3 +110,19 @@ def test_gpu_backend_under_cuda_simulator():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_cpu_threads_limits_blas_and_restores_it():
+    """Inside the block NumPy's BLAS runs n threads (threadpoolctl sets them through the
+    library's own runtime setter); after it, what it had before."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    np.ones((8, 8)) @ np.ones((8, 8))  # BLAS loaded
+    before = blas_threads()
+    with cpu_threads(1) as how:
+        assert how == "threadpoolctl"
+        assert blas_threads() and set(blas_threads()) == {1}
+    assert blas_threads() == before

@@ -20,10 +20,8 @@ torch.optim.SGD, when torch imports). Kernels never time themselves: `time_steps
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import re
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -196,56 +194,23 @@ PARALLEL = {k: njit(cache=True, parallel=True)(f) for k, f in _KERNEL_SOURCES.it
 
 
 # ---- BLAS thread control ----------------------------------------------------------------------
-def _openblas_setter() -> tuple[Callable[[int], None], Callable[[], int]] | None:
-    """The set/get-threads functions of the OpenBLAS that NumPy loaded, found in this process's
-    maps (what threadpoolctl does, without the dependency). None when not found."""
-    try:
-        maps = open("/proc/self/maps").read()
-    except OSError:
-        return None
-    for path in sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", "_64_", ""):
-                s, g = f"{prefix}set_num_threads{suffix}", f"{prefix}get_num_threads{suffix}"
-                if hasattr(lib, s) and hasattr(lib, g):
-                    setf, getf = getattr(lib, s), getattr(lib, g)
-                    setf.argtypes, getf.restype = [ctypes.c_int], ctypes.c_int
-                    return (lambda n: setf(int(n))), (lambda: int(getf()))
-    return None
-
-
 @contextmanager
 def cpu_threads(n: int) -> Iterator[str]:
-    """Run the block with n BLAS threads and n Numba threads; yields how BLAS was controlled.
+    """Run the block with n BLAS threads, n OpenMP threads (a framework's intra-op pool) and n
+    Numba threads; yields how the libraries were limited.
 
     Why not OPENBLAS_NUM_THREADS: it is read once, when NumPy loads, so changing it per sweep
     point would need a subprocess per thread count (a fresh interpreter, imports and JIT cache
-    loads each time). OpenBLAS exports a runtime setter; threadpoolctl calls the same one, so
-    it is used when installed, else the setter through ctypes."""
+    loads each time). threadpoolctl finds the BLAS and OpenMP runtimes this process loaded and
+    calls their own runtime setters."""
+    from threadpoolctl import threadpool_limits
+
     prev_numba = numba.get_num_threads()
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    how = "none"
-    restore: Callable[[], None] = lambda: None
     try:
-        try:
-            from threadpoolctl import threadpool_limits  # type: ignore
-
-            lim = threadpool_limits(limits=n, user_api="blas")
-            how, restore = "threadpoolctl", lim.restore_original_limits
-        except ImportError:
-            fns = _openblas_setter()
-            if fns is not None:
-                setf, getf = fns
-                prev = getf()
-                setf(n)
-                how, restore = "openblas-ctypes", (lambda: setf(prev))
-        yield how
+        with threadpool_limits(limits=n, user_api="blas"), threadpool_limits(limits=n, user_api="openmp"):
+            yield "threadpoolctl"
     finally:
-        restore()
         numba.set_num_threads(prev_numba)
 
 
