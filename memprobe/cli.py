@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import re
 import signal
@@ -545,22 +546,65 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_training(result) -> None:
+    """The study in 80 columns: one table per device and thread count (level, working set,
+    batch, measured and predicted step, error, bound; a ! where the prediction missed by more
+    than 25 %, with the likely cause below), the median errors, and the points the time budget
+    left out."""
     from rich.console import Console
     from rich.table import Table
 
-    pts = result.training.points
+    from memprobe.platform.load import OTHERS_NOTABLE_FRACTION
+    from memprobe.train.model import miss_cause
+
+    tr = result.training
+    pts = tr.points
+    console = Console(stderr=False)
     if not pts:
-        print("memprobe: no training points", file=sys.stderr)
+        print("memprobe: no training points" + (f" ({len(tr.skipped)} left out by the time budget)"
+                                                 if tr.skipped else ""), file=sys.stderr)
         return
-    t = Table(title="training step: measured vs predicted")
-    for col in ("device", "level", "width", "batch", "threads", "working set", "measured ms",
-                "predicted ms", "error", "bound"):
-        t.add_column(col, justify="right")
-    for p in pts:
-        t.add_row(p.device, p.level, str(p.width), str(p.batch), p.threads, fmt_bytes(p.working_set_bytes),
-                  _fmt(p.measured_s * 1e3), _fmt(p.predicted_s * 1e3),
-                  f"{p.error:+.0%}" if p.error is not None else "-", str(p.bound))
-    Console().print(t)
+    causes: dict[str, int] = {}
+    for dev, th in sorted({(p.device, p.threads) for p in pts}):
+        dev_result = result.devices.get(dev)
+        others = dev_result.extra.stage_others_percent.get("training") if dev_result and dev_result.extra else None
+        group = sorted((p for p in pts if (p.device, p.threads) == (dev, th)),
+                       key=lambda p: (p.batch, p.working_set_bytes))
+        t = Table(title=f"training step, {dev}, {_threads_label(group[0])}: measured vs predicted", title_justify="left")
+        for col in ("level", "set", "batch", "measured", "predicted", "error", "bound"):
+            t.add_column(col, justify="right" if col not in ("level", "bound") else "left")
+        for p in group:
+            why = miss_cause(p.error, p.bound, p.overhead_s, p.predicted_s, others, 100 * OTHERS_NOTABLE_FRACTION)
+            if why:
+                causes[why] = causes.get(why, 0) + 1
+            t.add_row(p.level, fmt_bytes(p.working_set_bytes), str(p.batch), _ms(p.measured_s), _ms(p.predicted_s),
+                      (f"{p.error:+.0%}" if p.error is not None else "-") + (" !" if why else ""), str(p.bound or "-"))
+        console.print(t)
+        big = [abs(p.error) for p in group if p.batch >= 16 and p.error is not None]
+        one = [abs(p.error) for p in group if p.batch == 1 and p.error is not None]
+        console.print(f"median |error|: batch >= 16 {_pct(big)} ({len(big)} points), batch 1 {_pct(one)} "
+                      f"({len(one)})", highlight=False)
+    for why, n in causes.items():
+        console.print(f"! {n} point(s) off by more than 25 %, likely {why}", highlight=False)
+    if tr.skipped:
+        console.print(f"the study's time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} "
+                      "points (listed in scan.json, training.skipped)", highlight=False)
+
+
+def _threads_label(p) -> str:
+    return f"{p.n_threads} thread{'s' if p.n_threads != 1 else ''}"
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    ms = seconds * 1e3
+    return f"{ms:.3g} ms" if ms >= 0.1 else f"{ms * 1e3:.3g} us"
+
+
+def _pct(xs: list[float]) -> str:
+    import statistics
+
+    return f"{statistics.median(xs):.0%}" if xs else "-"
 
 
 # ---- parser ---------------------------------------------------------------------------------

@@ -176,3 +176,15 @@ def test_elementwise_ops_carry_their_row_length():
     assert ops["bias_relu0"].width == 30 and ops["softmax_xent1"].width == 10
     assert ops["bias_grad1"].width == 10 and ops["relu_bwd0"].width == 30
     assert ops["sgd_update0"].width == 0
+
+
+def test_a_miss_gets_its_likely_cause():
+    from memprobe.train.model import miss_cause
+
+    assert miss_cause(0.2, "memory", 0.0, 1.0, None, 25.0) is None  # within 25 %
+    assert miss_cause(None, "memory", 0.0, 1.0, None, 25.0) is None
+    busy = miss_cause(-0.6, "memory", 0.0, 1.0, 80.0, 25.0)
+    over = miss_cause(-0.6, "overhead", 0.9, 1.0, 5.0, 25.0)
+    model = miss_cause(0.4, "compute", 0.1, 1.0, 5.0, 25.0)
+    assert busy and over and model and len({busy, over, model}) == 3
+    assert miss_cause(-0.6, "memory", 0.6, 1.0, None, 25.0) == over  # overheads half the step

@@ -265,15 +265,23 @@ def _training_view(result: ScanResult) -> dict[str, Any] | None:
     pts = tr.points
     if not pts:
         return None
-    rows = []
+    from memprobe.platform.load import OTHERS_NOTABLE_FRACTION
+    from memprobe.train.model import miss_cause
+
+    rows, misses = [], {}
     for p in sorted(pts, key=lambda p: (p.device, p.threads, p.batch, p.working_set_bytes)):
+        dev = result.devices.get(p.device)
+        others = dev.extra.stage_others_percent.get("training") if dev and dev.extra else None
+        why = miss_cause(p.error, p.bound, p.overhead_s, p.predicted_s, others, 100 * OTHERS_NOTABLE_FRACTION)
+        if why:
+            misses[why] = misses.get(why, 0) + 1
         rows.append({
             "device": p.device, "model": p.model, "level": p.level, "width": num(p.width),
             "batch": num(p.batch), "threads": F.THREAD_LABELS.get(p.threads, p.threads),
             "ws": F.size_text(p.working_set_bytes), "gflop": num(p.flops / 1e9),
             "mb": num(p.bytes / 1e6), "measured": _time(p.measured_s),
             "predicted": _time(p.predicted_s), "error": pct(p.error),
-            "big_error": F.finite(p.error) and abs(p.error) > 0.15,
+            "big_error": why is not None, "cause": why or "",
             "achieved": pct(p.achieved_fraction, signed=False), "bound": p.bound or "—",
         })
     summary = []
@@ -291,7 +299,8 @@ def _training_view(result: ScanResult) -> dict[str, Any] | None:
                 "ratio": f"{s.gpu_over_cpu:.2f}×"} for s in tr.speedup]
     return {"rows": rows, "summary": summary, "epochs": epochs, "speedup": speedup,
             "claims": [{"text": c.text, "finding": c.finding} for c in tr.claims],
-            "skipped": len(tr.skipped), "method": tr.method,
+            "skipped": len(tr.skipped), "kept": len(pts), "method": tr.method,
+            "misses": [{"n": n, "why": w} for w, n in misses.items()],
             "wins": {b: w for b, w in tr.gpu_wins_from_width.items()}}
 
 

@@ -335,3 +335,22 @@ def cpu_dispatch(threads: int, parallel_min_elements: int) -> Callable[[Op], str
 
 def gpu_dispatch(op: Op) -> str:
     return {"matmul": "gemm", "copyto": "copyto"}.get(op.kernel, "kernel")
+
+
+# a prediction this far off is flagged with its likely cause (the report, `memprobe train`)
+MISS_FRACTION = 0.25
+
+
+def miss_cause(error: float | None, bound: str | None, overhead_s: float | None, predicted_s: float,
+               others_percent: float | None, busy_percent: float) -> str | None:
+    """Why a step prediction missed by more than MISS_FRACTION, from what the scan recorded:
+    other processes busy beside the study (`others_percent` of a CPU, from `busy_percent` on),
+    a step made mostly of call overheads (which vary with the machine's state more than rates
+    do), or else a term the model lacks. None for a prediction within MISS_FRACTION."""
+    if error is None or not math.isfinite(error) or abs(error) <= MISS_FRACTION:
+        return None
+    if others_percent is not None and others_percent >= busy_percent:
+        return f"a busy machine: other processes used {others_percent:.0f} % of a CPU during the study"
+    if bound == "overhead" or (overhead_s is not None and overhead_s >= predicted_s / 2):
+        return "call overhead: the step is mostly per-op calls, whose cost moves with the machine's state"
+    return "the model: a cost the isolated-op rates do not see (the step runs slower than its ops alone)"
