@@ -584,10 +584,10 @@ def _print_training(result) -> None:
         console.print(f"median |error|: batch >= 16 {_pct(big)} ({len(big)} points), batch 1 {_pct(one)} "
                       f"({len(one)})", highlight=False)
     for why, n in causes.items():
-        console.print(f"! {n} point(s) off by more than 25 %, likely {why}", highlight=False)
+        console.print(f"! {n} point(s) off by > 25 %, likely {why}", highlight=False)
     if tr.skipped:
-        console.print(f"the study's time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} "
-                      "points (listed in scan.json, training.skipped)", highlight=False)
+        console.print(f"the time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} points "
+                      "(scan.json: training.skipped)", highlight=False)
 
 
 def _threads_label(p) -> str:

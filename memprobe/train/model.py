@@ -350,7 +350,7 @@ def miss_cause(error: float | None, bound: str | None, overhead_s: float | None,
     if error is None or not math.isfinite(error) or abs(error) <= MISS_FRACTION:
         return None
     if others_percent is not None and others_percent >= busy_percent:
-        return f"a busy machine: other processes used {others_percent:.0f} % of a CPU during the study"
+        return f"a busy machine (others used {others_percent:.0f} % of a CPU)"
     if bound == "overhead" or (overhead_s is not None and overhead_s >= predicted_s / 2):
-        return "call overhead: the step is mostly per-op calls, whose cost moves with the machine's state"
-    return "the model: a cost the isolated-op rates do not see (the step runs slower than its ops alone)"
+        return "call overhead (the step is mostly per-op calls)"
+    return "the model (the step ran unlike its ops alone)"
