@@ -553,9 +553,6 @@ def _print_training(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from memprobe.platform.load import OTHERS_NOTABLE_FRACTION
-    from memprobe.train.model import miss_cause
-
     tr = result.training
     pts = tr.points
     console = Console(stderr=False)
@@ -565,15 +562,13 @@ def _print_training(result) -> None:
         return
     causes: dict[str, int] = {}
     for dev, th in sorted({(p.device, p.threads) for p in pts}):
-        dev_result = result.devices.get(dev)
-        others = dev_result.extra.stage_others_percent.get("training") if dev_result and dev_result.extra else None
         group = sorted((p for p in pts if (p.device, p.threads) == (dev, th)),
                        key=lambda p: (p.batch, p.working_set_bytes))
         t = Table(title=f"training step, {dev}, {_threads_label(group[0])}: measured vs predicted", title_justify="left")
         for col in ("level", "set", "batch", "measured", "predicted", "error", "bound"):
             t.add_column(col, justify="right" if col not in ("level", "bound") else "left")
         for p in group:
-            why = miss_cause(p.error, p.bound, p.overhead_s, p.predicted_s, others, 100 * OTHERS_NOTABLE_FRACTION)
+            why = p.miss_cause
             if why:
                 causes[why] = causes.get(why, 0) + 1
             t.add_row(p.level, fmt_bytes(p.working_set_bytes), str(p.batch), _ms(p.measured_s), _ms(p.predicted_s),
@@ -584,7 +579,7 @@ def _print_training(result) -> None:
         console.print(f"median |error|: batch >= 16 {_pct(big)} ({len(big)} points), batch 1 {_pct(one)} "
                       f"({len(one)})", highlight=False)
     for why, n in causes.items():
-        console.print(f"! {n} point(s) off by > 25 %, likely {why}", highlight=False)
+        console.print(f"! {n} off by > 25 %, likely {why}", highlight=False)
     if tr.skipped:
         console.print(f"the time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} points "
                       "(scan.json: training.skipped)", highlight=False)

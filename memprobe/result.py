@@ -589,6 +589,7 @@ class TrainingPoint:
     overhead_s: Optional[float] = None
     levels_used: list[str] = field(default_factory=list)
     model: str = "mlp"
+    miss_cause: Optional[str] = None  # off by more than 25 %: the likely cause (train/model.miss_cause)
 
 
 @dataclass

@@ -265,14 +265,9 @@ def _training_view(result: ScanResult) -> dict[str, Any] | None:
     pts = tr.points
     if not pts:
         return None
-    from memprobe.platform.load import OTHERS_NOTABLE_FRACTION
-    from memprobe.train.model import miss_cause
-
     rows, misses = [], {}
     for p in sorted(pts, key=lambda p: (p.device, p.threads, p.batch, p.working_set_bytes)):
-        dev = result.devices.get(p.device)
-        others = dev.extra.stage_others_percent.get("training") if dev and dev.extra else None
-        why = miss_cause(p.error, p.bound, p.overhead_s, p.predicted_s, others, 100 * OTHERS_NOTABLE_FRACTION)
+        why = p.miss_cause
         if why:
             misses[why] = misses.get(why, 0) + 1
         rows.append({

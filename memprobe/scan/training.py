@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from dataclasses import asdict
 
+from memprobe.platform.load import OTHERS_NOTABLE_FRACTION, OthersMeter
 from memprobe.result import Code, ScanResult, TrainingStudy
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -72,12 +73,19 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             result.warn(Code.TRAINING, "training study: GPU levels present but CuPy/numba.cuda unusable here, GPU skipped")
             continue
         budget = budget_s if budget_s is not None else (QUICK_SWEEP_BUDGET_S if quick else SWEEP_BUDGET_S)[dev]
+        meter = OthersMeter().start()  # the machine's other processes beside the sweep
         try:
             sw = S.run_device_sweep(dres, dev, quick, framework, progress, budget)
         except M.MissingCeiling as exc:
             result.warn(Code.TRAINING, f"training study: {dev} skipped, the prediction needs a ceiling "
                                        f"the scan lacks ({exc}); run the bandwidth/compute stages first")
             continue
+        share = meter.share()
+        others = None if share is None else round(100 * share, 1)
+        training["settings"][f"{dev}_others_percent"] = others
+        for p in sw["points"]:
+            p["miss_cause"] = M.miss_cause(p.get("error"), p.get("bound"), p.get("overhead_s"), p["predicted_s"],
+                                           others, 100 * OTHERS_NOTABLE_FRACTION)
         training["points"] += sw["points"]
         training["skipped"] += sw["skipped"]
         training["overhead_s"][dev] = sw["overhead_s"]

@@ -352,5 +352,5 @@ def miss_cause(error: float | None, bound: str | None, overhead_s: float | None,
     if others_percent is not None and others_percent >= busy_percent:
         return f"a busy machine (others used {others_percent:.0f} % of a CPU)"
     if bound == "overhead" or (overhead_s is not None and overhead_s >= predicted_s / 2):
-        return "call overhead (the step is mostly per-op calls)"
+        return "call overhead (a step of mostly per-op calls)"
     return "the model (the step ran unlike its ops alone)"

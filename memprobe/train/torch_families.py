@@ -1,0 +1,159 @@
+"""The CNN and transformer families (`families.py`) in PyTorch, built from the same specs, and
+trained for real: forward, backward and an optimizer step (SGD with momentum for the CNN, AdamW
+for the transformer) on a fixed synthetic batch. Needs the optional extra (`memprobe[torch]`).
+
+Every forward kernel is one the op list names: no bias on the convolutions (batch norm follows),
+positions and the causal mask built once, attention written out (scores, mask, softmax,
+weighted sum), ReLU and additions out of place. `profile_forward` reads what PyTorch's profiler
+records, for the test that holds the op list and the network together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from memprobe.train.families import CnnSpec, TransformerSpec
+
+# operators that make a view of a tensor: no kernel runs, so no op in the list stands for them
+VIEW_OPS = frozenset({"aten::view", "aten::permute", "aten::transpose", "aten::unbind", "aten::select",
+                      "aten::t", "aten::expand", "aten::slice", "aten::unsqueeze", "aten::detach",
+                      "aten::alias", "aten::as_strided", "aten::_unsafe_view"})
+
+
+def torch_missing() -> str | None:
+    """Why the torch families cannot run here, in one line; None when torch imports."""
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install's OSError
+        return f"the cnn and transformer families need PyTorch (pip install 'memprobe[torch]'): {exc}"
+    return None
+
+
+def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
+    """The network for a spec, its weights drawn from `seed`."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    torch.manual_seed(seed)
+
+    class Bottleneck(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            q = max(1, c // 4)
+            self.reduce, self.bn1 = nn.Conv2d(c, q, 1, bias=False), nn.BatchNorm2d(q)
+            self.conv3x3, self.bn2 = nn.Conv2d(q, q, 3, padding=1, bias=False), nn.BatchNorm2d(q)
+            self.expand, self.bn3 = nn.Conv2d(q, c, 1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.reduce(x)))
+            out = F.relu(self.bn2(self.conv3x3(out)))
+            return F.relu(self.bn3(self.expand(out)) + x)
+
+    class Cnn(nn.Module):
+        def __init__(self, s: CnnSpec) -> None:
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(s.in_channels, s.channels, 3, padding=1, bias=False), nn.BatchNorm2d(s.channels)
+            self.blocks = nn.Sequential(*[Bottleneck(s.channels) for _ in range(s.blocks)])
+            self.head = nn.Linear(s.channels, s.classes)
+
+        def forward(self, x):
+            x = self.blocks(F.relu(self.bn(self.stem(x))))
+            return self.head(x.mean((2, 3)))
+
+        def loss(self, x, y):
+            return F.cross_entropy(self(x), y)
+
+    class Block(nn.Module):
+        def __init__(self, s: TransformerSpec) -> None:
+            super().__init__()
+            d = s.width
+            self.heads, self.scale = s.heads, 1.0 / math.sqrt(d // s.heads)
+            self.ln1, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.ln2, self.fc, self.fc_out = nn.LayerNorm(d), nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+        def forward(self, x, mask):
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            att = (q * self.scale) @ k.transpose(-2, -1)
+            att = att.masked_fill(mask, float("-inf")).softmax(-1)
+            y = (att @ v).transpose(1, 2).contiguous().view(b, t, d)
+            x = x + self.proj(y)
+            return x + self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class Transformer(nn.Module):
+        def __init__(self, s: TransformerSpec) -> None:
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(s.vocab, s.width), nn.Embedding(s.seq, s.width)
+            self.layers = nn.ModuleList([Block(s) for _ in range(s.layers)])
+            self.ln_f, self.head = nn.LayerNorm(s.width), nn.Linear(s.width, s.vocab)
+            self.register_buffer("positions", torch.arange(s.seq), persistent=False)
+            self.register_buffer("mask", ~torch.ones(s.seq, s.seq, dtype=torch.bool).tril(), persistent=False)
+            self.vocab = s.vocab
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(self.positions)
+            for layer in self.layers:
+                x = layer(x, self.mask)
+            return self.head(self.ln_f(x))
+
+        def loss(self, idx, targets):
+            return F.cross_entropy(self(idx).view(-1, self.vocab), targets.view(-1))
+
+    return Cnn(spec) if isinstance(spec, CnnSpec) else Transformer(spec)
+
+
+def batch(spec: CnnSpec | TransformerSpec, seed: int = 1) -> tuple[Any, Any]:
+    """A synthetic batch: random images and labels, or random tokens and next tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(spec, CnnSpec):
+        x = torch.randn(spec.batch, spec.in_channels, spec.resolution, spec.resolution, generator=g)
+        return x, torch.randint(0, spec.classes, (spec.batch,), generator=g)
+    tokens = torch.randint(0, spec.vocab, (spec.batch, spec.seq + 1), generator=g)
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def optimizer(spec: CnnSpec | TransformerSpec, model: Any, lr: float | None = None) -> Any:
+    import torch
+
+    if isinstance(spec, CnnSpec):
+        return torch.optim.SGD(model.parameters(), lr=lr or 0.05, momentum=0.9)
+    return torch.optim.AdamW(model.parameters(), lr=lr or 3e-3)
+
+
+def train_steps(spec: CnnSpec | TransformerSpec, steps: int, seed: int = 0) -> list[float]:
+    """Train for `steps` steps on one fixed synthetic batch; the loss after each step."""
+    model = build(spec, seed)
+    model.train()
+    x, y = batch(spec, seed + 1)
+    opt = optimizer(spec, model)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
+    """What PyTorch runs for one forward pass and its loss: the top-level operators in order
+    (views left out) and the FLOPs its profiler counts (GEMMs and convolutions)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build(spec, seed)
+    model.train()
+    x, y = batch(spec, seed + 1)
+    model.loss(x, y)  # warm-up: first-call setup stays out of the trace
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        model.loss(x, y)
+    events = prof.events()
+    top = [e.name for e in events if e.cpu_parent is None and e.name.startswith("aten::")]
+    flops = float(sum(e.flops or 0 for e in events))
+    del torch
+    return [n for n in top if n not in VIEW_OPS], flops
