@@ -12,8 +12,10 @@ triad runs 1.2x likwid's (docs/validation.md).
 On a CPU whose features include `avx512f`, memprobe therefore asks Numba for the host's own
 feature string plus `-prefer-256-bit` (`NUMBA_CPU_FEATURES`), unless the user set
 `NUMBA_CPU_NAME` or `NUMBA_CPU_FEATURES`. It applies to the process and its children, and Numba
-keys its cache by the feature string, so cached kernels of either width never mix. If Numba has
-compiled something already, its target is fixed and this changes nothing.
+keys its cache by the feature string, so cached kernels of either width never mix. A child that
+inherits the value memprobe set (`MEMPROBE_NUMBA_CPU_FEATURES` marks it), on this host or another
+one a scheduler sent it to, works it out again for its own CPU. If Numba has compiled something
+already, its target is fixed and this changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import sys
 
 ENV_VAR = "NUMBA_CPU_FEATURES"
+MARK_VAR = "MEMPROBE_NUMBA_CPU_FEATURES"  # what memprobe set, so a child on another host redoes it
 FULL_WIDTH = "-prefer-256-bit"
 
 
@@ -42,12 +45,18 @@ def full_width_features() -> str | None:
 def configure_vector_width() -> str | None:
     """Set NUMBA_CPU_FEATURES for full-width vectors where it applies; return what is in force
     (None: Numba's default)."""
-    if os.environ.get(ENV_VAR) or os.environ.get("NUMBA_CPU_NAME"):
-        return os.environ.get(ENV_VAR) or None
+    inherited = os.environ.get(ENV_VAR)
+    if inherited and inherited == os.environ.get(MARK_VAR):
+        # set by memprobe in a parent process, perhaps on another host (a Slurm job inherits the
+        # submitting shell's environment): this host's own features decide, not the parent's
+        del os.environ[ENV_VAR], os.environ[MARK_VAR]
+        inherited = None
+    if inherited or os.environ.get("NUMBA_CPU_NAME"):
+        return inherited or None
     features = full_width_features()
     if features is None:
         return None
-    os.environ[ENV_VAR] = features
+    os.environ[ENV_VAR] = os.environ[MARK_VAR] = features
     config = sys.modules.get("numba.core.config")
     if config is not None and getattr(config, "CPU_FEATURES", None) is None:
         config.CPU_FEATURES = features

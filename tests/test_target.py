@@ -13,7 +13,8 @@ HAS_AVX512 = _target.full_width_features() is not None
 
 def _features_in_child(env: dict) -> str:
     code = "import memprobe, os; print(os.environ.get('NUMBA_CPU_FEATURES', ''))"
-    full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "MEMPROBE_NUMBA_CPU_FEATURES")}
     full.update(env)
     return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -39,7 +40,17 @@ def test_streaming_kernels_compile_to_512_bit_loops(tmp_path):
             "from memprobe.probes.cpu.bandwidth import triad_kernel\n"
             "a = np.zeros(64); triad_kernel(a, a, a, 3.0, 1)\n"
             "print('zmm' in ''.join(triad_kernel.inspect_asm().values()))")
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "MEMPROBE_NUMBA_CPU_FEATURES")}
     env["NUMBA_CACHE_DIR"] = str(tmp_path)  # compiled here: Numba cannot show cached code's assembly
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_a_value_memprobe_set_is_worked_out_again_in_a_child():
+    """A job inherits the submitting host's environment: a NUMBA_CPU_FEATURES that memprobe set
+    (marked) is recomputed for the child's own CPU, while a user's own value stays."""
+    foreign = "+sse2,+avx512f,-prefer-256-bit"
+    got = _features_in_child({"NUMBA_CPU_FEATURES": foreign, "MEMPROBE_NUMBA_CPU_FEATURES": foreign})
+    assert got == (_target.full_width_features() or "")
+    assert _features_in_child({"NUMBA_CPU_FEATURES": foreign}) == foreign

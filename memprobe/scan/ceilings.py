@@ -104,6 +104,8 @@ def stage_sharing(ctx: ScanContext) -> None:
     every other core chases a buffer of its own of the same size; the capacities fitted on the
     two sweeps decide (infer/sharing.py). The latencies at SHARING_FILL of the capacity are
     kept beside as the supporting figure."""
+    import psutil
+
     from memprobe.probes.cpu.loaded import SharingProbe
 
     plan: CpuPlan = ctx.plan
@@ -126,14 +128,20 @@ def stage_sharing(ctx: ScanContext) -> None:
                 entry.note = "one usable CPU: nothing to share with"
                 continue
             # from below the share a shared level would leave each core to twice the capacity
-            lo = max(lv.size_bytes // (2 * units), lv.size_bytes // 16, 4096)
+            # (the time budget bounds a many-core machine's longer sweep)
+            lo = max(lv.size_bytes // (2 * units), 4096)
             sizes = sorted(set(sweep_sizes(lo, 2 * lv.size_bytes, plan.sharing_points_per_octave, align=4096)) | {fill})
             samples: dict[int, tuple[list[float], list[float]]] = {}
             t0 = time.monotonic()
+            free = psutil.virtual_memory().available
             for size in sizes:
-                if size != fill and time.monotonic() - t0 > plan.sharing_budget_s:
-                    entry.note = f"the sweep stopped before {size / 2**20:.3g} MiB, past its {plan.sharing_budget_s:g} s budget"
-                    continue  # (the point at SHARING_FILL is always measured)
+                over_budget = time.monotonic() - t0 > plan.sharing_budget_s
+                if size != fill and (over_budget or units * size * 4 > free):
+                    # (the point at SHARING_FILL is always measured; every core holds a set)
+                    entry.note = entry.note or (f"the sweep stopped before {size / 2**20:.3g} MiB: "
+                                                + (f"past its {plan.sharing_budget_s:g} s budget" if over_budget
+                                                   else "the cores' sets would not fit free memory"))
+                    continue
                 probe.setup(size)
                 samples[size] = probe.run(plan.sharing_reps, target_ns=plan.sharing_target_ns)
             probe.verify()  # one full walk of every chase per level: the last size set up
