@@ -386,7 +386,7 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     inputs, so no measured step is used) until the time budget is spent; after the first round
     the dearest points are dropped while the later rounds, projected from the first one's real
     costs, would pass the budget by more than 25 %. Both are listed as skipped."""
-    budget = budget_s if budget_s is not None else (2.5 if quick else 18.0)  # as scan/training.py
+    budget = budget_s if budget_s is not None else (2.5 if quick else 10.0)  # as scan/training.py
     warnings: list[str] = []
     if free_bytes is None:
         import psutil
