@@ -206,6 +206,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
     _print_summary(result)
+    _print_study_line(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if stopped is not None:
         print(f"memprobe: stopped by {signal.Signals(stopped).name}: the files above hold what was "
@@ -583,6 +584,21 @@ def _print_training(result) -> None:
     if tr.skipped:
         console.print(f"the time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} points "
                       "(scan.json: training.skipped)", highlight=False)
+
+
+def _print_study_line(result) -> None:
+    """After a scan: the training study in a line or two (median errors, misses, points the time
+    budget left out); `memprobe train --scan` shows its tables."""
+    tr = result.training
+    if not tr.points:
+        return
+    big = [abs(p.error) for p in tr.points if p.batch >= 16 and p.error is not None]
+    misses = sum(1 for p in tr.points if p.miss_cause)
+    line = (f"training study: {len(tr.points)} points, median |error| {_pct(big)} at batch >= 16"
+            + (f", {misses} off by > 25 % (causes in the report)" if misses else ""))
+    print(line)
+    if tr.skipped:
+        print(f"the study's time budget left out {len(tr.skipped)} of {len(tr.points) + len(tr.skipped)} points")
 
 
 def _threads_label(p) -> str:
