@@ -2,7 +2,9 @@
 (sharp, random replacement simulated access by access, page colours, free logistic), mixed
 within one machine, at 4 points per octave and 0-3 % noise.
 
-usage: python benchmarks/infer_sim.py [N]     (default 200 hierarchies, a fixed seed)
+usage: python benchmarks/infer_sim.py [N] [--per-octave K]
+       (default 200 hierarchies at 4 points per octave, a fixed seed; K = 1 is lmbench's and
+       sbc-bench's density)
 
 Prints the share with the level count right, the share of caches whose size is within 15 % of
 the truth, the same for random-replacement caches alone, the share whose truth lies inside the
@@ -25,7 +27,13 @@ from memprobe.infer import infer_levels  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 200
+    import argparse
+
+    ap = argparse.ArgumentParser(description="level inference on simulated hierarchies")
+    ap.add_argument("n", nargs="?", type=int, default=200, help="hierarchies to draw (default 200)")
+    ap.add_argument("--per-octave", type=int, default=4, help="sweep points per octave (default 4)")
+    args = ap.parse_args(argv)
+    n, per_octave = args.n, args.per_octave
     rng = np.random.default_rng(2026)
     count_ok = drawn = 0
     within, inside, widths = [], [], []
@@ -34,7 +42,7 @@ def main(argv: list[str]) -> int:
     misses = []
     while drawn < n:
         levels, mem, kind = random_hierarchy(rng)
-        sizes = geometric_sizes(2 << 10, levels[-1].size_bytes * 16, 4)
+        sizes = geometric_sizes(2 << 10, levels[-1].size_bytes * 16, per_octave)
         if not visible(levels, mem, sizes):
             continue
         drawn += 1
@@ -52,7 +60,7 @@ def main(argv: list[str]) -> int:
             widths.append(math.log2(hi / lo))
             per_shape.setdefault(want.edge, []).append(ok)
             per_shape_in.setdefault(want.edge, []).append(lo <= want.size_bytes <= hi)
-    print(f"{drawn} hierarchies (4 points per octave, 0-3 % noise, shapes mixed within each)")
+    print(f"{drawn} hierarchies ({per_octave} points per octave, 0-3 % noise, shapes mixed within each)")
     print(f"level count right: {count_ok}/{drawn} ({count_ok / drawn:.1%})   target >= 97 %")
     print(f"sizes within 15 %: {sum(within)}/{len(within)} ({sum(within) / len(within):.1%})   target >= 95 %")
     for shape, oks in sorted(per_shape.items()):

@@ -19,7 +19,7 @@ log2(C) (1/64 octave): every model is one curve per C, so a grid search is exact
 cannot fall into a local minimum, and costs one vectorised pass per model; no optimiser library
 is needed for one bounded parameter. The model with the lowest BIC (n·ln(SSE/n) + k·ln(n),
 k = parameters: C, and ways or width where the model has one) gives the capacity. The interval
-is every C whose fit any model within BIC_TIE of the best reaches within CHI2_95 of that model's
+is every C whose fit any model within BIC_STRONG of the best reaches within CHI2_95 of that model's
 own best (profile likelihood, σ² from the fit's own residuals): what the data cannot tell apart.
 """
 
@@ -32,9 +32,12 @@ import numpy as np
 
 GRID_STEP_OCT = 1 / 64  # resolution of the capacity grid
 CHI2_95 = 3.84  # chi-square, 1 degree of freedom, 95 %: the profile-likelihood interval
-BIC_TIE = 6.0  # models closer than this in BIC are not told apart (Kass & Raftery: below "strong")
-ONSET_SIGMAS = 3.0  # a point this many sigmas above the inner plateau is off it ...
-ONSET_MIN_RATIO = 1.05  # ... and at least this much above it
+# a BIC difference over 10 is very strong evidence (Kass & Raftery 1995): under it two models
+# are not told apart (a shape, a capacity), over it the better one wins (a level kept or dropped)
+BIC_STRONG = 10.0
+# a point this many sigmas of the curve's noise from a plateau is off it (0.3 % of Gaussian
+# noise passes by chance): the band of a plateau and the onset of a climb alike
+NOISE_SIGMAS = 3.0
 MIN_CLIMB_POINTS = 3  # points a climb needs before its shape, and so C within it, is seen
 COLOUR_WAYS = (4, 8, 16)
 LOGISTIC_WIDTHS_OCT = tuple(round(0.1 * 1.25 ** k, 3) for k in range(13))  # 0.1 to 1.46 octaves
@@ -116,7 +119,9 @@ def fit_edge(x: np.ndarray, y: np.ndarray, lat_in: float, lat_out: float,
     instead of narrowing it. None when fewer than three points lie in the window."""
     if len(x) < 3 or not lat_out > lat_in:
         return None
-    grid = np.arange(c_lo_oct, c_hi_oct + GRID_STEP_OCT / 2, GRID_STEP_OCT)
+    # one lattice for every fit (multiples of the step, not offsets from c_lo): where the search
+    # window starts cannot move a capacity, and a power of two lies on the grid
+    grid = np.arange(math.ceil(c_lo_oct / GRID_STEP_OCT - 1e-9), math.floor(c_hi_oct / GRID_STEP_OCT + 1e-9) + 1) * GRID_STEP_OCT
     if len(grid) == 0:
         return None
     n = len(x)
@@ -143,7 +148,7 @@ def fit_edge(x: np.ndarray, y: np.ndarray, lat_in: float, lat_out: float,
     best = min(bic, key=bic.get)
     lo, hi = math.inf, -math.inf
     for name, b in bic.items():
-        if b - bic[best] > BIC_TIE:
+        if b - bic[best] > BIC_STRONG:
             continue
         prof = sse[name]
         ok = (prof - prof.min()) / s2 <= CHI2_95
@@ -177,7 +182,7 @@ def fit_edge(x: np.ndarray, y: np.ndarray, lat_in: float, lat_out: float,
         # read from the points themselves whatever the fitted shape says
         order = np.argsort(x)
         xo, yo = x[order], y[order]
-        off = np.flatnonzero(yo > math.log(lat_in) + max(ONSET_SIGMAS * math.sqrt(s2), math.log(ONSET_MIN_RATIO)))
+        off = np.flatnonzero(yo > math.log(lat_in) + NOISE_SIGMAS * math.sqrt(s2))
         if len(off) and off[0] > 0:
             lo = min(lo, float(xo[off[0] - 1]))
             if best != FREE_SHAPE:

@@ -18,22 +18,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memprobe.infer.edges import EdgeFit, fit_edge
+from memprobe.infer.edges import BIC_STRONG, NOISE_SIGMAS, EdgeFit, fit_edge
 from memprobe.result import Code, ScanWarning
 
+# The named numbers, each with the physics behind it (docs/method.md, "How levels are inferred");
+# the fit's own (BIC_STRONG, NOISE_SIGMAS, MIN_CLIMB_POINTS) are in edges.py.
+# the running median spans 0.6 octave: more than one noisy point, less than the shortest level
 SMOOTH_HALF_WIDTH_OCT = 0.3
+# a plateau's band is never under +-10 %: the pages one size happens to get move a chase that much
 BAND_MIN = math.log(1.10)
+# a level is flat over at least 0.4 octave: a cache at least doubles its predecessor's capacity,
+# and its two edges take no more than 0.6 octave of that
 MIN_PLATEAU_OCT = 0.4
-BAND_SIGMAS = 3.0  # band half-width in sigmas of the smoothed curve's own noise
+# a level's hit latency is at least 1.25x the one before (no published hierarchy has less):
+# two plateaus closer than that are one level seen twice
 MERGE_RATIO = 1.25
-SMALL_STEP_FRACTION = 1 / 3  # a step under 1.6x and this much smaller than the next one is no
-SMALL_STEP_MAX_RATIO = 1.6    # level (in log latency): docs/method.md, step 4
-SHOULDER_MIN_OCT = 0.75  # a dense curve's shoulder spans at least this much (three quarter-octave steps)
-NOISE_FLOOR = 0.01  # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
-KEEP_BIC = 10.0  # BIC gain an interior plateau needs to count as a level (Kass & Raftery: "very strong")
-BIN_OCT = 1 / 16  # a denser curve is binned to this for the plateau search (the edge fit uses all)
-EDGE_SEARCH_MARGIN_OCT = 0.5  # a capacity lies at most this far outside the gap between plateaus
-UNSTABLE_SPREAD = 0.15  # relative spread of a level's points above which it is flagged
+# a change under half of the next one (in log latency) and under 1.6x is part of that next
+# climb (a TLB miss's page walk, the first overfull page colours), not a level of its own: the
+# same fraction tells a shoulder's slope from the climbs around it
+SMALL_STEP_FRACTION = 1 / 2
+SMALL_STEP_MAX_RATIO = 1.6
+# a dense curve's shoulder spans three quarter-octave steps, so its slope is measured, not one step
+SHOULDER_MIN_OCT = 0.75
+# ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
+NOISE_FLOOR = 0.01
+# resolution, not a threshold: a denser curve is binned to this for the plateau search (the edge
+# fit uses every point)
+BIN_OCT = 1 / 16
+# a flag, not inference: points on one plateau agree within 15 % unless the run was disturbed
+UNSTABLE_SPREAD = 0.15
 
 
 class InferenceError(ValueError):
@@ -134,7 +147,7 @@ def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int
 
 def _shoulders(x: np.ndarray, y: np.ndarray, runs: list[tuple[int, int]], dense: bool) -> list[tuple[int, int]]:
     """A level too sloped for the plateau band still bends the curve: between two plateaus, a
-    stretch whose rise per octave is under half the rise into it and out of it, sitting at least
+    stretch whose rise per octave is under SMALL_STEP_FRACTION of the rise into it and out of it, sitting at least
     MERGE_RATIO clear of both, is a level seen as a shoulder (a VM's L3 slice that climbs from 12
     to 22 ns between 1 and 5 MiB; the Raspberry Pi 5's 2 MiB L3, 17 and 24 ns on a one point per
     octave curve). On a sparse curve the stretch is two neighbouring points; on a dense one
@@ -159,7 +172,7 @@ def _shoulders(x: np.ndarray, y: np.ndarray, runs: list[tuple[int, int]], dense:
                     slope_out = (y[j + 1] - y[j]) / (x[j + 1] - x[j])
                 slope = (y[j] - y[i]) / span
                 clear = y[i] - below >= gap_merge and above - y[j] >= gap_merge
-                if clear and 0 <= slope < 0.5 * min(slope_in, slope_out):
+                if clear and 0 <= slope < SMALL_STEP_FRACTION * min(slope_in, slope_out):
                     key = (slope, -span)
                     if best is None or key < best[0]:
                         best = (key, i, j)
@@ -192,7 +205,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     dense = spacing < 0.67
     ys = _running_median(x, y, max(SMOOTH_HALF_WIDTH_OCT, 1.01 * spacing)) if dense else y.copy()
     noise = _noise(y_raw)
-    tol = max(BAND_MIN, BAND_SIGMAS * _noise(ys))
+    tol = max(BAND_MIN, NOISE_SIGMAS * _noise(ys))
     runs = _flat_runs(x, ys, tol)
     if runs:
         runs = sorted(runs + _shoulders(x, ys if dense else y, runs, dense))
@@ -264,8 +277,10 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
     if b2 == a2 == len(x) - 1:  # memory not reached: the window runs to the curve's end
         hi_x = x[-1]
     sel = (x_raw >= lo_x) & (x_raw <= hi_x)
-    c_lo = x[b] - EDGE_SEARCH_MARGIN_OCT
-    c_hi = min(x[a2], x[-1]) + EDGE_SEARCH_MARGIN_OCT
+    # the running median moves a plateau's ends by up to its half-width: C is searched that far
+    # past the gap between the two plateaus
+    c_lo = x[b] - SMOOTH_HALF_WIDTH_OCT
+    c_hi = min(x[a2], x[-1]) + SMOOTH_HALF_WIDTH_OCT
     return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
 
 
@@ -273,7 +288,7 @@ def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int,
                     sigma: float) -> list[tuple[int, int, float]]:
     """Model selection for the count: an interior plateau stays a level only if the curve from
     the plateau before it to the one after is explained better with it (two fitted edges and its
-    latency) than without it (one fitted edge straight across), by more than KEEP_BIC in BIC
+    latency) than without it (one fitted edge straight across), by more than BIC_STRONG in BIC
     (chi-square with the curve's noise, plus k ln n). The weakest is dropped first, until every
     interior plateau earns its place."""
     out = list(plateaus)
@@ -285,7 +300,7 @@ def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int,
             gain = _bic_gain(x, y, before, here, after, sigma)
             if gain is None:
                 continue
-            if gain < KEEP_BIC and (worst is None or gain < worst):
+            if gain < BIC_STRONG and (worst is None or gain < worst):
                 worst, worst_k = gain, k
         if worst is None:
             break
@@ -315,14 +330,14 @@ def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, in
     """The same comparison the other way, on a sparse sweep only: there a level can show as one
     point between two climbs (a one-point-per-octave sweep's L3 between its L2 and memory),
     while on a denser one a level is a plateau the band search finds and a lone point is a point
-    on a climb. The point joins the count when it gains more than KEEP_BIC and its steps up and
+    on a climb. The point joins the count when it gains more than BIC_STRONG and its steps up and
     down are steps a level makes (at least MERGE_RATIO each, and not a small step before a big
     one: `_merge_small_steps`)."""
     out = list(plateaus)
     k = 0
     while k < len(out) - 1:
         before, after = out[k], out[k + 1]
-        best, best_gain = None, KEEP_BIC
+        best, best_gain = None, BIC_STRONG
         for i in range(before[1] + 1, after[0]):
             step_in, step_out = y[i] - before[2], after[2] - y[i]
             if min(step_in, step_out) < math.log(MERGE_RATIO):
