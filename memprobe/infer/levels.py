@@ -23,13 +23,14 @@ from memprobe.result import Code, ScanWarning
 
 # The named numbers, each with the physics behind it (docs/method.md, "How levels are inferred");
 # the fit's own (BIC_STRONG, NOISE_SIGMAS, MIN_CLIMB_POINTS) are in edges.py.
-# the running median spans 0.6 octave: more than one noisy point, less than the shortest level
-SMOOTH_HALF_WIDTH_OCT = 0.3
-# a plateau's band is never under +-10 %: the pages one size happens to get move a chase that much
-BAND_MIN = math.log(1.10)
 # a level is flat over at least 0.4 octave: a cache at least doubles its predecessor's capacity,
 # and its two edges take no more than 0.6 octave of that
 MIN_PLATEAU_OCT = 0.4
+# the running median spans the shortest plateau (and at least one neighbour each side): it can
+# neither flatten a level away nor join two
+SMOOTH_HALF_WIDTH_OCT = MIN_PLATEAU_OCT / 2
+# a plateau's band is never under +-10 %: the pages one size happens to get move a chase that much
+BAND_MIN = math.log(1.10)
 # a level's hit latency is at least 1.25x the one before (no published hierarchy has less):
 # two plateaus closer than that are one level seen twice
 MERGE_RATIO = 1.25
@@ -38,8 +39,8 @@ MERGE_RATIO = 1.25
 # same fraction tells a shoulder's slope from the climbs around it
 SMALL_STEP_FRACTION = 1 / 2
 SMALL_STEP_MAX_RATIO = 1.6
-# a dense curve's shoulder spans three quarter-octave steps, so its slope is measured, not one step
-SHOULDER_MIN_OCT = 0.75
+# a shoulder is a sloped plateau: twice a flat one's span, as its slope is measured besides its level
+SHOULDER_MIN_OCT = 2 * MIN_PLATEAU_OCT
 # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
 NOISE_FLOOR = 0.01
 # resolution, not a threshold: a denser curve is binned to this for the plateau search (the edge
