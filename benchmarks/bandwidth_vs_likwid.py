@@ -69,7 +69,8 @@ def memprobe_gbs(kernel: str, size: int, threads: int) -> float:
     from memprobe.probes.cpu.bandwidth import BandwidthProbe, bandwidth_gbs, kernel_by_name
 
     k = kernel_by_name(kernel)
-    p = BandwidthProbe(k)
+    # pages as the scan has them: memory's arrays on 4 KiB pages, the caches' on huge pages
+    p = BandwidthProbe(k, page_kind="4k" if size >= (64 << 20) else "huge")
     try:
         p.setup(size)
         ns = p.run(5, threads=threads, target_ns=2e6 if size < (64 << 20) else 1.0)

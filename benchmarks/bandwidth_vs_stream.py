@@ -86,10 +86,10 @@ def c_gbs(exe: Path, kernel: str, size: int, threads: int, reps: int) -> float:
     return statistics.median(bandwidth_gbs(kernel_by_name(kernel), n, x) for x in ns)
 
 
-def numba_gbs(kernel: str, size: int, threads: int, reps: int) -> float:
+def numba_gbs(kernel: str, size: int, threads: int, reps: int, page_kind: str = "huge") -> float:
     from memprobe.probes.cpu.bandwidth import BandwidthProbe, bandwidth_gbs
 
-    p = BandwidthProbe(kernel)
+    p = BandwidthProbe(kernel, page_kind=page_kind)
     try:
         p.setup(size)
         ns = p.run(reps, threads=threads, target_ns=1e6)
@@ -121,14 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     worst = {}
     for label, size in sizes:
         target = 0.95 if label == "memory" else 0.90
+        # pages as the scan has them: memory's arrays on 4 KiB pages (as STREAM's own), the
+        # caches' on huge pages
+        page = "4k" if label == "memory" else "huge"
         for kernel in args.kernels.split(","):
             for threads in (1, n_all):
                 # rounds alternate the two sides, so a neighbour's burst hits both alike; the
                 # ratio is the median of the rounds' ratios
                 nbs, nts, ccs, ratios = [], [], [], []
                 for _ in range(args.rounds):
-                    nb = numba_gbs(kernel, size, threads, args.runs)
-                    nt = (numba_gbs(f"{kernel}_nt", size, threads, args.runs)
+                    nb = numba_gbs(kernel, size, threads, args.runs, page)
+                    nt = (numba_gbs(f"{kernel}_nt", size, threads, args.runs, page)
                           if label == "memory" and f"{kernel}_nt" in KERNEL_NAMES else None)
                     cc = c_gbs(exe, kernel, size, threads, args.runs)
                     nbs.append(nb)

@@ -118,3 +118,33 @@ def test_shared_arena_fills_an_array_once_and_again_after_a_write():
         assert fills == [[1], [2], [], [0]]
     finally:
         arena.close()
+
+
+def test_split_arena_carves_memory_arrays_after_the_cached_part():
+    """The bandwidth stage's arena: cached working sets at its start (huge pages), memory's
+    arrays from `offset_bytes` on (4 KiB pages). The two probes share the arena without
+    touching each other's arrays, and a one-pass run on all threads (the pool woken on a few
+    pages only) still writes every element and verifies."""
+    from memprobe.probes.cpu.bandwidth import WAKE_ELEMENTS, arena_bytes, fill_zero
+    from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES, alloc_split
+
+    offset = HUGE_PAGE_BYTES
+    mem_set = 3 * (WAKE_ELEMENTS * 8 * 4)  # each array 4x the wake slice
+    arena = alloc_split(offset, arena_bytes(mem_set))
+    assert arena.array.nbytes >= offset + arena_bytes(mem_set)
+    fill_zero(arena.array)
+    try:
+        cached = BandwidthProbe("triad", arena=arena)
+        cached.setup(3 * (16 << 10))
+        cached.run(1, target_ns=1e4)
+        mem = BandwidthProbe("triad", arena=arena, offset_bytes=offset)
+        mem.setup(mem_set)
+        a, b, c = mem.arrays
+        start = (a.ctypes.data - arena.array.ctypes.data)
+        assert start == offset  # carved after the cached part
+        mem.run(1, threads=2, target_ns=1.0)
+        mem.verify()
+        cached.verify()  # the cached arrays were left alone
+        assert np.array_equal(a, b + 3.0 * c)
+    finally:
+        arena.close()

@@ -173,6 +173,7 @@ def stage_sharing(ctx: ScanContext) -> None:
 # ---- bandwidth ----------------------------------------------------------------------------
 def stage_bandwidth(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, arena_bytes, bandwidth_gbs
+    from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES
 
     plan: CpuPlan = ctx.plan
     levels = ctx.device.levels
@@ -195,8 +196,12 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                         "bandwidth")
     # memory's working set per kernel: its arrays, each `arr` bytes (one point, off the curve's sweep)
     mem_ws = {k.name: _align(k.arrays * arr) for k in KERNELS}
-    biggest = max([mem, *per_level.values(), *per_level_all.values(), *mem_ws.values()])
-    check_memory(arena_bytes(biggest))
+    # the arena: the curve's and the levels' working sets on huge pages, then memory's
+    # STREAM-sized arrays on 4 KiB pages, as STREAM's own (buffers.alloc_split)
+    cached_bytes = arena_bytes(max([mem, *per_level.values(), *per_level_all.values()]))
+    mem_offset = -(-cached_bytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+    mem_bytes = arena_bytes(max(mem_ws.values()))
+    check_memory(mem_offset + mem_bytes)
     sweep = sweep_sizes(BW_MIN_SIZE_BYTES, mem, plan.bandwidth_points_per_octave, align=4096)
     if not plan.bandwidth_sweep_past_last_cache:  # the big sizes cost the most: up to twice the
         # last cache, then memory's point
@@ -217,7 +222,8 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                        "counting": "STREAM (bytes read + bytes written, no write-allocate)",
                        "stores": k.stores, "base_kernel": k.base or k.name,
                        "x": "working set, all arrays and all threads together",
-                       "page_kind": "huge"})
+                       "page_kind": "huge",
+                       "page_kind_memory": "4k (memory's STREAM-sized arrays, as STREAM's own)"})
             ctx.device.curves.append(c)  # appended first: an interrupted scan keeps its points
             curves[(k.name, key)] = c
     total = sum(len(v) for v in sizes_of.values())
@@ -225,19 +231,22 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     extra_all: dict[str, dict[str, list[float]]] = {}
     # one arena for every kernel, faulted in once: memory's arrays are gigabytes by STREAM's rule
     from memprobe.probes.cpu.bandwidth import fill_zero
-    from memprobe.probes.cpu.buffers import alloc
+    from memprobe.probes.cpu.buffers import alloc_split
 
-    arena = alloc(arena_bytes(biggest), np.float64, "huge")
+    arena = alloc_split(mem_offset, mem_bytes)
     fill_zero(arena.array)
     try:
         for k in KERNELS:
-            probe = BandwidthProbe(k, arena=arena)
+            cached_probe = BandwidthProbe(k, arena=arena)
+            mem_probe = BandwidthProbe(k, arena=arena, offset_bytes=mem_offset)
+            probe = cached_probe
             try:
                 for size in sizes_of[k.name]:
-                    probe.setup(size)
                     # memory's STREAM-sized point: one pass lasts far past the clock's resolution,
                     # so a few single-pass repetitions (the larger set costs passes, not a curve)
                     at_mem = size == mem_ws[k.name]
+                    probe = mem_probe if at_mem else cached_probe
+                    probe.setup(size)
                     for key, n in thread_counts.items():
                         ns = probe.run(min(reps, plan.memory_reps) if at_mem else reps, threads=n,
                                        target_ns=1.0 if at_mem else target_ns)
@@ -250,12 +259,14 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 for name, size in per_level_all.items():
                     if name in mem_names or size in sizes_of[k.name] or k.stores != "cached":
                         continue
+                    probe = cached_probe
                     probe.setup(size)
                     ns = probe.run(reps, threads=n_all, target_ns=target_ns)
                     probe.verify()
                     extra_all.setdefault(name, {})[k.name] = [bandwidth_gbs(k, probe.n_elements, x) for x in ns]
             finally:
-                probe.close()
+                cached_probe.close()
+                mem_probe.close()
     finally:
         arena.close()
     # per level: the samples at the level's working set

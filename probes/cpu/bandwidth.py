@@ -315,6 +315,9 @@ def fill_zero(arr):
         arr[i] = 0.0
 
 
+WAKE_ELEMENTS = 1 << 14  # 128 KiB per array: enough to start every thread of the pool
+
+
 def max_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
 
@@ -358,13 +361,16 @@ class BandwidthProbe:
 
     backend = "cpu"
 
-    def __init__(self, kernel: str | BandwidthKernel, page_kind: str = "huge", arena: Buffer | None = None):
+    def __init__(self, kernel: str | BandwidthKernel, page_kind: str = "huge", arena: Buffer | None = None,
+                 offset_bytes: int = 0):
         """`arena`: a buffer to carve the arrays from, shared by several probes and closed by
-        its owner (a memory-sized working set is faulted in once for every kernel)."""
+        its owner (a memory-sized working set is faulted in once for every kernel);
+        `offset_bytes`: where in it the arrays start (a multiple of 4 KiB)."""
         self.kernel = kernel_by_name(kernel) if isinstance(kernel, str) else kernel
         self.name = f"bandwidth_{self.kernel.name}"
         self.page_kind = page_kind
         self.shared_arena = arena is not None
+        self.offset_elements = int(offset_bytes) // ELEMENT_BYTES
         self.buffer: Buffer | None = arena
         self.n_elements = 0
         self.size_bytes = 0
@@ -386,7 +392,7 @@ class BandwidthProbe:
 
     def setup(self, size_bytes: int) -> None:
         k = self.kernel
-        need = arena_bytes(size_bytes)
+        need = arena_bytes(size_bytes) + self.offset_elements * ELEMENT_BYTES
         if self.buffer is None or self.buffer.array.nbytes < need:
             if self.shared_arena:
                 raise ValueError(f"the shared arena holds {self.buffer.array.nbytes} bytes, {need} needed")
@@ -399,7 +405,7 @@ class BandwidthProbe:
         views = []
         for i in range(3):
             if i < k.arrays:
-                off = i * stride // ELEMENT_BYTES
+                off = self.offset_elements + i * stride // ELEMENT_BYTES
                 views.append(arena[off:off + n])
             else:
                 views.append(np.empty(0, np.float64))
@@ -412,7 +418,7 @@ class BandwidthProbe:
         # filled again (memory's arrays are gigabytes, and every kernel reads the same b and c)
         held = self.buffer.filled
         for i in read_only:
-            span = (i * stride // ELEMENT_BYTES, n)
+            span = (self.offset_elements + i * stride // ELEMENT_BYTES, n)
             if held.get(span) == i:
                 continue
             mult, mod = PATTERNS[i]
@@ -420,14 +426,16 @@ class BandwidthProbe:
             _forget(held, *span)
             held[span] = i
         if k.write_bytes:
-            _forget(held, 0, n)  # the kernel will write `a`
+            _forget(held, self.offset_elements, n)  # the kernel will write `a`
         self._arrays = (a, b, c)
         self.n_elements = n
         self.size_bytes = int(size_bytes)
         self._last = None
 
-    def _call(self, times: int, threads: int) -> tuple[float, float]:
+    def _call(self, times: int, threads: int, first: int | None = None) -> tuple[float, float]:
         a, b, c = self._arrays  # type: ignore[misc]
+        if first is not None:  # the kernel on the arrays' first elements only (same values)
+            a, b, c = a[:first], b[:first], c[:first]
         kid = self.kernel.kid
         if threads <= 1:
             fn = _entry(run_kernel, (kid, a, b, c, SCALAR, times))
@@ -456,7 +464,10 @@ class BandwidthProbe:
                     times *= 4 if dt < target_ns / 16 else 2
                 times = max(1, int(times * target_ns / max(dt, 1.0)))
             if threads > 1:
-                self._call(1, threads)  # wake the pool
+                # wake the pool: with a whole pass where each thread's part must be in its own
+                # core's caches; at memory's one-pass size, on a few pages (a whole pass there
+                # would cost as much as the measurement)
+                self._call(1, threads, None if target_ns > 1.0 else WAKE_ELEMENTS)
             out = []
             r = 0.0
             for _ in range(repetitions):
