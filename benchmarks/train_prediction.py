@@ -5,7 +5,12 @@ measured and predicted step time, and the median |error| for batch >= 16 (target
 batch 1 and for the overhead regime separately, with the plain-max and plain-sum baselines.
 
     python benchmarks/train_prediction.py [--scan scan.json] [--device cpu|gpu|all] [--budget S]
+                                          [--model mlp|cnn|transformer|all] [--family-budget S]
                                           [--fill-bandwidth] [--disturb] [--out result.json]
+
+--model: the models to sweep (comma-separated; default mlp). Per model: the median |error| and
+the median signed error at batch >= 16 (targets: <= 15 % per family, <= 10 % for the MLP, signed
+within +-5 %), and batch 1 apart.
 
 --fill-bandwidth: when the scan has no bandwidth figures yet (the ceilings stage missing), measure
 read/write/copy/triad at half of each level's capacity (memory: 4 x the last cache) with
@@ -104,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill-bandwidth", action="store_true")
     ap.add_argument("--no-mnist", action="store_true")
     ap.add_argument("--disturb", action="store_true", help="a CPU-burning neighbour in spells during the study")
+    ap.add_argument("--model", default="mlp", help="mlp, cnn, transformer or all (comma-separated)")
+    ap.add_argument("--family-budget", type=float, default=None, help="seconds per cnn/transformer sweep")
     ap.add_argument("--out", help="write the scan with the study to this JSON file")
     a = ap.parse_args(argv)
+    from memprobe.scan.training import parse_models
+
+    models = parse_models(a.model)
 
     from memprobe.result import ScanResult
     from memprobe.scan.training import run_training_study
@@ -130,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         tr = run_training_study(res, device=a.device, quick=a.quick, budget_s=a.budget, mnist=not a.no_mnist,
-                                progress=lambda s, d, t, m: print(f"  [{s} {d}/{t}] {m}", file=sys.stderr))
+                                progress=lambda s, d, t, m: print(f"  [{s} {d}/{t}] {m}", file=sys.stderr),
+                                models=models, family_budget_s=a.family_budget)
         study_s = time.perf_counter() - t0
     finally:
         if neighbour is not None:
@@ -140,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print("with a CPU-burning neighbour in spells (--disturb)")
     for w in res.warnings:
         print("warning:", w.text)
-    print(f"\n{'dev':4s} {'thr':11s} {'B':>4s} {'W':>5s} {'level':8s} {'xcap':>6s} {'ws KiB':>9s} "
+    print(f"\n{'model':11s} {'dev':4s} {'thr':11s} {'B':>4s} {'W':>5s} {'level':8s} {'xcap':>6s} {'ws KiB':>9s} "
           f"{'meas ms':>9s} {'spread':>6s} {'pred ms':>9s} {'err':>7s} {'max err':>7s} {'sum err':>7s} bound")
     for p in tr.points:
         xc = f"{p.capacity_multiple:.2f}" if p.capacity_multiple is not None else "-"
-        print(f"{p.device:4s} {p.threads:11s} {p.batch:4d} {p.width:5d} {p.level:8s} {xc:>6s} "
+        print(f"{p.model:11s} {p.device:4s} {p.threads:11s} {p.batch:4d} {p.width:5d} {p.level:8s} {xc:>6s} "
               f"{p.working_set_bytes / 1024:9.0f} {p.measured_s * 1e3:9.3f} {p.measured_spread:6.2f} "
               f"{p.predicted_s * 1e3:9.3f} {p.error:+7.1%} {p.error_max:+7.1%} {p.error_sum:+7.1%} {p.bound}")
     if tr.skipped:
@@ -165,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     print("why: batch 1 and tiny widths are ruled by per-call costs (Python -> NumPy -> BLAS, Numba "
           "dispatch) that the plain roofline leaves out; the model adds the measured empty-call "
           "overhead per op, but call costs on a busy 2-vCPU VM vary more than bandwidth does.")
+    for model in models:
+        pts = [p for p in tr.points if p.model == model and p.level != "overhead"]
+        for tag, sel in (("batch >= 16", [p for p in pts if p.batch >= 16]), ("batch 1", [p for p in pts if p.batch == 1])):
+            errs = [p.error for p in sel if p.error is not None]
+            if errs:
+                print(f"{model:11s} {tag:11s}: median |error| {statistics.median(abs(e) for e in errs):.1%}, "
+                      f"median signed {statistics.median(errs):+.1%} over {len(errs)} points")
     for dev, m in tr.mnist.items():
         pe = f", predicted {m.predicted_epoch_s:.2f} s ({m.error:+.1%})" if m.predicted_epoch_s else ""
         print(f"MNIST-shaped epoch on {dev}: {m.epoch_s:.2f} s{pe}")

@@ -173,8 +173,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 f"--max-size {fmt_bytes(args.max_size)} needs 4x that free memory, only "
                 f"{fmt_bytes(free)} is available")
     out = _prepare_out(args.out or _default_out())
+    models = _models_here(args.train_models) if not args.no_train else ("mlp",)
     options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
-                          repetitions=args.repetitions, seed=args.seed, train=not args.no_train)
+                          repetitions=args.repetitions, seed=args.seed, train=not args.no_train,
+                          train_models=models)
     result = new_result(options)
     stopped: int | None = None
     with _StopOnSignals() as stops:
@@ -529,6 +531,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from memprobe.scan import ScanOptions, new_result, run_scan
     from memprobe.scan.training import run_training_study
 
+    models = _models_here(args.model)
     if args.scan is not None:
         result = _load_scan(args.scan)
     else:
@@ -538,12 +541,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_scan(options, progress.update, result)
     with _Progress() as progress:
         run_training_study(result, device=args.device, quick=args.quick, framework=args.framework,
-                           progress=progress.update)
+                           progress=progress.update, models=models)
     out = _prepare_out(args.out or _default_out())
     paths = write_outputs(result, out)
     _print_training(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
+
+
+def _models_here(models: tuple[str, ...]) -> tuple[str, ...]:
+    """The models asked for that can run here: without PyTorch, one line says so and the
+    CNN and transformer are left out (the MLP runs alone when nothing else is left)."""
+    from memprobe.train.torch_families import torch_missing
+
+    families = [m for m in models if m != "mlp"]
+    why = torch_missing() if families else None
+    if why is None:
+        return models
+    print(f"memprobe: {', '.join(families)} left out: {why}", file=sys.stderr)
+    return tuple(m for m in models if m == "mlp") or ("mlp",)
 
 
 def _print_training(result) -> None:
@@ -562,10 +578,12 @@ def _print_training(result) -> None:
                                                  if tr.skipped else ""), file=sys.stderr)
         return
     causes: dict[str, int] = {}
-    for dev, th in sorted({(p.device, p.threads) for p in pts}):
-        group = sorted((p for p in pts if (p.device, p.threads) == (dev, th)),
+    order = {m: i for i, m in enumerate(("mlp", "cnn", "transformer"))}
+    for model, dev, th in sorted({(p.model, p.device, p.threads) for p in pts}, key=lambda k: (order.get(k[0], 9), k)):
+        group = sorted((p for p in pts if (p.model, p.device, p.threads) == (model, dev, th)),
                        key=lambda p: (p.batch, p.working_set_bytes))
-        t = Table(title=f"training step, {dev}, {_threads_label(group[0])}: measured vs predicted", title_justify="left")
+        t = Table(title=f"{model} training step, {dev}, {_threads_label(group[0])}: measured vs predicted",
+                  title_justify="left")
         for col in ("level", "set", "batch", "measured", "predicted", "error", "bound"):
             t.add_column(col, justify="right" if col not in ("level", "bound") else "left")
         for p in group:
@@ -592,9 +610,13 @@ def _print_study_line(result) -> None:
     tr = result.training
     if not tr.points:
         return
-    big = [abs(p.error) for p in tr.points if p.batch >= 16 and p.error is not None]
+    models = [m for m in ("mlp", "cnn", "transformer") if any(p.model == m for p in tr.points)]
+    parts = []
+    for m in models:
+        big = [abs(p.error) for p in tr.points if p.model == m and p.batch >= 16 and p.error is not None]
+        parts.append(f"{m} {_pct(big)}" if len(models) > 1 else _pct(big))
     misses = sum(1 for p in tr.points if p.miss_cause)
-    line = (f"training study: {len(tr.points)} points, median |error| {_pct(big)} at batch >= 16"
+    line = (f"training study: {len(tr.points)} points, median |error| {', '.join(parts)} at batch >= 16"
             + (f", {misses} off by > 25 % (causes in the report)" if misses else ""))
     print(line)
     if tr.skipped:
@@ -619,6 +641,15 @@ def _pct(xs: list[float]) -> str:
 
 
 # ---- parser ---------------------------------------------------------------------------------
+def _models_arg(text: str) -> tuple[str, ...]:
+    from memprobe.scan.training import parse_models
+
+    try:
+        return parse_models(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from memprobe.result import SCHEMA
     from memprobe.scan.plan import CPU_PROFILES
@@ -659,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{quick.latency_reps}); the spread is kept")
     s.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
+    s.add_argument("--train-models", type=_models_arg, default=("mlp",), metavar="MODELS",
+                   help="the training study's models, comma-separated: mlp, cnn, transformer or all "
+                        "(default mlp; cnn and transformer need PyTorch and add up to 40 s each)")
     s.add_argument("--wait-quiet", nargs="?", const=60.0, type=positive_float, metavar="SECONDS",
                    help="before measuring, wait until other processes use under 10 %% of a CPU for a second "
                         "(at most SECONDS, default 60); each stage records the CPU time other processes used "
@@ -722,14 +756,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run the training study alone (against a saved or fresh scan)",
                        description=(
-                           "Train the reference MLP at widths whose working set crosses each measured "
-                           "level and compare each step time with the roofline prediction built from "
-                           "the scan's measured ceilings."))
+                           "Train reference networks (the MLP; with --model, a ResNet-style CNN and a "
+                           "GPT-style transformer in PyTorch) at sizes whose working set crosses each "
+                           "measured level and compare each step time with the roofline prediction built "
+                           "from the scan's measured ceilings. Prints one table per model and thread count."))
     t.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to train (default cpu)")
     t.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="use this saved scan (default: scan now)")
     t.add_argument("--quick", action="store_true", help="fewer widths and steps")
     t.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
                    help="numpy (BLAS + Numba kernels, default) or torch (needs the torch extra)")
+    t.add_argument("--model", type=_models_arg, default=("mlp",), metavar="MODEL",
+                   help="mlp (default), cnn, transformer or all (comma-separated for several); cnn and "
+                        "transformer train in PyTorch on the CPU (the torch extra)")
     t.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/<host>-<timestamp>/)")
     t.set_defaults(func=cmd_train)
     return p

@@ -559,6 +559,21 @@ class DeviceResult:
 
 # ---- training study ----------------------------------------------------------------------------
 @dataclass
+class OpBreakdown:
+    """One op of a predicted training step: its time (roofline + call overhead), what bounds it
+    ("compute", a level's name, or "overhead") and the fraction of that ceiling achieved, with
+    the measured step shared among the ops in proportion to their predicted times."""
+
+    name: str
+    time_s: float
+    bound: str
+    compute_s: Optional[float] = None
+    memory_s: Optional[float] = None
+    overhead_s: Optional[float] = None
+    achieved_fraction: Optional[float] = None
+
+
+@dataclass
 class TrainingPoint:
     """One timed point of the training sweep beside the roofline model's prediction."""
 
@@ -590,6 +605,10 @@ class TrainingPoint:
     levels_used: list[str] = field(default_factory=list)
     model: str = "mlp"
     miss_cause: Optional[str] = None  # off by more than 25 %: the likely cause (train/model.miss_cause)
+    # the family's shape (cnn: batch, channels, resolution, blocks...; transformer: batch, seq,
+    # width, heads, layers, vocab); width and layers above hold channels / width and blocks / layers
+    spec: dict[str, int] = field(default_factory=dict)
+    ops: list[OpBreakdown] = field(default_factory=list)  # the per-op breakdown (cnn, transformer)
 
 
 @dataclass
@@ -655,6 +674,7 @@ class SkippedPoint:
     capacity_multiple: Optional[float] = None
     predicted_s: Optional[float] = None
     estimated_cost_s: Optional[float] = None
+    model: str = "mlp"
 
 
 @dataclass
@@ -670,7 +690,8 @@ class TrainingStudy:
     claims: list[Claim] = field(default_factory=list)
     summary: dict[str, Optional[float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> {"overhead_s", "gemm_rates"}
+    # device -> {"overhead_s", "gemm_rates"}; "<device>/<family>" -> the family's inputs by thread count
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     method: str = ""
 
     def device_points(self, device: Optional[str] = None) -> list[TrainingPoint]:
@@ -1050,7 +1071,8 @@ def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
             "claims": [_pick(c, _fields(Claim)) for c in t.get("claims") or []],
             "summary": {k: v for k, v in (t.get("summary") or {}).items() if isinstance(v, (int, float))},
             "settings": t.get("settings") or {}, "method": t.get("method") or "",
-            "inputs": {dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
-                             "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
-                       for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
+            "inputs": {**{dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
+                                "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
+                          for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
+                       **(t.get("family_inputs") or {})},
             "gpu_wins_from_width": t.get("gpu_wins_from_width") or {}}

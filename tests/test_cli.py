@@ -182,3 +182,30 @@ def test_a_failed_stage_exits_with_its_own_code(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_scan, "CPU_STAGES", cpu_scan.CPU_STAGES[:2] + (Stage("broken", broken, "x"),))
     assert cli.main(["scan", "--quick", "--no-train", "--no-progress", "--out", str(tmp_path)]) == cli.EXIT_INCOMPLETE
     assert (tmp_path / "scan.json").exists()
+
+
+def test_train_model_choices_parse_and_bad_ones_exit_2(capsys):
+    from memprobe.scan.training import MODELS
+
+    p = cli.build_parser()
+    assert p.parse_args(["train", "--model", "all"]).model == MODELS
+    assert p.parse_args(["train", "--model", "cnn"]).model == ("cnn",)
+    assert p.parse_args(["train"]).model == ("mlp",)
+    assert p.parse_args(["scan", "--train-models", "transformer,mlp"]).train_models == ("mlp", "transformer")
+    assert p.parse_args(["scan"]).train_models == ("mlp",)
+    for argv in (["train", "--model", "resnet"], ["scan", "--train-models", "mlp,gpt"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "unknown model" in err and "Traceback" not in err
+
+
+def test_train_without_torch_says_so_in_one_line_and_keeps_the_mlp(monkeypatch, capsys):
+    from memprobe.train import torch_families
+
+    monkeypatch.setattr(torch_families, "torch_missing", lambda: "no torch here")
+    assert cli._models_here(("mlp", "cnn", "transformer")) == ("mlp",)
+    assert cli._models_here(("cnn",)) == ("mlp",)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("no torch here" in e for e in err)

@@ -79,3 +79,112 @@ def test_without_torch_the_families_say_why_in_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_torch)
     why = torch_missing()
     assert why and "\n" not in why and "memprobe[torch]" in why
+
+
+# ---- the prediction (family_model) and the sweep (family_sweep) ----------------------------------
+from memprobe.train import family_model as FM  # noqa: E402
+from memprobe.train import model as M  # noqa: E402
+
+
+def _ceilings(spec, bw_scale=1.0):
+    """A fixed ceilings object: three levels, one rate per op class, one overhead per call class."""
+    levels = [M.LevelCeiling("L1", 48e3, {k: 300e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
+              M.LevelCeiling("L2", 2e6, {k: 100e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
+              M.LevelCeiling("memory", None, {k: 15e9 * bw_scale for k in ("read", "write", "copy", "triad")})]
+    ops = FM.step_ops(spec)
+    rates = {op.klass: {(1, 0): 50e9} for op in ops}
+    over = {op.kernel: 2e-6 for op in ops}
+    return M.Ceilings(levels, rates, over, 1)
+
+
+@pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
+def test_the_step_op_list_holds_the_forward_pass_and_every_parameter(spec):
+    fwd = FM.forward_with_operands(spec)
+    assert [(f.name, f.flops, f.read_bytes, f.out[1]) for f in fwd] == \
+        [(o.name, o.flops, o.read_bytes, o.write_bytes) for o in forward_ops(spec)]
+    assert sum(n for _, n in FM.param_tensors(spec)) == parameters(spec)
+    ops = FM.step_ops(spec)
+    updates = [o for o in ops if o.kind == "update"]
+    assert len(updates) == len(FM.param_tensors(spec))
+    # the backward's GEMM work is twice the forward's, less the first layer's input gradient
+    gemm_fwd = sum(o.flops for o in ops if o.kind == "gemm" and not o.name.endswith(".bwd"))
+    gemm_bwd = sum(o.flops for o in ops if o.kind == "gemm" and o.name.endswith(".bwd"))
+    assert gemm_fwd < gemm_bwd <= 2 * gemm_fwd
+
+
+@pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
+def test_the_prediction_is_pure_and_follows_its_ceilings(spec):
+    so = FM.StepOverheads(10e-6, 20e-6)
+    a = FM.predict_family_step(spec, _ceilings(spec), so)
+    b = FM.predict_family_step(spec, _ceilings(spec), so)
+    assert a == b and a.predicted_s > 0
+    assert a.predicted_s == pytest.approx(a.roofline_s + a.overhead_s)
+    n_ops = len(FM.step_ops(spec))
+    assert a.overhead_s == pytest.approx(n_ops * 2e-6 + 30e-6)
+    # slower memory never makes the step faster, and makes some op slower
+    slow = FM.predict_family_step(spec, _ceilings(spec, bw_scale=0.01), so)
+    assert slow.memory_s == pytest.approx(100 * a.memory_s) and slow.predicted_s > a.predicted_s
+    bounds = {FM.op_bound(p) for p in slow.ops}
+    assert bounds <= {"compute", "overhead", "L1", "L2", "memory"} and bounds & {"L1", "L2", "memory"}
+
+
+def test_a_missing_rate_is_named_not_invented():
+    c = _ceilings(CNN)
+    c.rates_flops.pop(next(iter(c.rates_flops)))
+    with pytest.raises(M.MissingCeiling):
+        FM.predict_family_step(CNN, c, FM.StepOverheads(0.0, 0.0))
+
+
+def test_sizes_cross_the_levels():
+    from memprobe.train.family_sweep import plan_family
+
+    caps = [("L1", 48 << 10), ("L2", 2 << 20), ("L3", 16 << 20)]
+    for fam in ("cnn", "transformer"):
+        pts = plan_family(fam, caps, batches=(1, 16, 64))
+        for b in (1, 16, 64):
+            ws = [p.working_set_bytes for p in pts if p.spec.batch == b]
+            # a batch of 64 sequences carries the weights and 64 rows of activations: just past L2
+            assert min(ws) < (2 << 20) * (1 if b == 1 else 1.5) and max(ws) > 2 * (16 << 20), (fam, b, ws)
+
+
+def _scan_device():
+    from memprobe.result import DeviceResult, Level
+
+    def lv(name, size, gbs):
+        return Level(name, size, 1.0, 4.0, {k: {"threads_1": gbs, "threads_all": 2 * gbs}
+                                             for k in ("read", "write", "copy", "triad")})
+    return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
+                                               lv("memory", None, 15.0)])
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [CnnSpec(batch=2, channels=16, resolution=8),
+                                  TransformerSpec(batch=2, seq=16, width=32, heads=4, layers=1)],
+                         ids=["cnn", "transformer"])
+def test_a_tiny_sweep_point_runs_and_records_its_ops(spec):
+    from memprobe.result import TrainingPoint
+    from memprobe.train.family_sweep import FamilyPoint, run_family_sweep
+
+    out = run_family_sweep(_scan_device(), spec.model, budget_s=30.0, steps=2,
+                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9)
+    assert out["points"] and not out["skipped"]
+    for p in out["points"]:
+        assert p["model"] == spec.model and p["measured_s"] > 0 and p["predicted_s"] > 0
+        assert len(p["ops"]) == len(FM.step_ops(spec))
+        assert {o["bound"] for o in p["ops"]} <= {"compute", "overhead", "L1", "L2", "memory"}
+        from pydantic import TypeAdapter
+
+        assert TypeAdapter(TrainingPoint).validate_python(p).ops[0].name == p["ops"][0]["name"]
+
+
+def test_without_torch_the_study_warns_once_and_runs_no_family(monkeypatch):
+    from memprobe.result import Code, ScanResult
+    from memprobe.scan.training import run_training_study
+    from memprobe.train import torch_families
+
+    monkeypatch.setattr(torch_families, "torch_missing", lambda: "no torch here (pip install 'memprobe[torch]')")
+    res = ScanResult(host="h", started_at="t", devices={"cpu": _scan_device()})
+    tr = run_training_study(res, "cpu", models=("cnn", "transformer"), mnist=False)
+    assert tr.points == []
+    lines = [w.text for w in res.warnings if w.code == Code.TRAINING]
+    assert len(lines) == 1 and "cnn, transformer skipped" in lines[0] and "\n" not in lines[0]

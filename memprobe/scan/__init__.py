@@ -38,6 +38,7 @@ class ScanOptions:
     repetitions: int | None = None  # per point (default: the plan's profile)
     seed: int = 12345
     train: bool = True
+    train_models: tuple[str, ...] = ("mlp",)  # the training study's models (scan/training.MODELS)
     points_per_octave: int | None = None
     gpu_latency_sm: int = 0  # the SM the GPU's latency chase runs on
 

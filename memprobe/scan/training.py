@@ -30,14 +30,31 @@ def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
     return None
 
 
+MODELS = ("mlp", "cnn", "transformer")
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """'mlp,cnn' or 'all' -> the models in MODELS order; ValueError naming a model not known."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if "all" in names:
+        return MODELS
+    bad = [m for m in names if m not in MODELS]
+    if bad or not names:
+        raise ValueError(f"unknown model {', '.join(bad) or repr(text)} (choose from {', '.join(MODELS)} or all)")
+    return tuple(m for m in MODELS if m in names)
+
+
 def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = False,
                        framework: str = "numpy", progress: ProgressFn = _noop,
-                       budget_s: float | None = None, mnist: bool = True) -> TrainingStudy:
+                       budget_s: float | None = None, mnist: bool = True,
+                       models: tuple[str, ...] = ("mlp",), family_budget_s: float | None = None) -> TrainingStudy:
     """Run the study for `device` ("cpu" | "gpu" | "all") against the scan in `result`, store
     it in `result.training` (merged with what is there for other devices: their points, epochs
     and inputs stay, and the GPU-over-CPU rows are paired over the merged points) and return it.
 
     Devices without levels or bandwidth figures are skipped with a warning in result.warnings.
+    `models`: "mlp" (the sweep above), "cnn" and "transformer" (CPU only, through PyTorch:
+    without it, one warning says so and the MLP study runs alone; `family_budget_s` per family).
     `memprobe train` calls this; `scan_training` calls it at the end of a scan."""
     from memprobe.train import model as M
     from memprobe.train import network as N
@@ -63,7 +80,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
                    "spread = (max-min)/median of the timed steps"),
     }
     ceilings_by_dev: dict[str, Any] = {}
-    for dev in wanted:
+    for dev in (wanted if "mlp" in models else []):
         dres = result.devices.get(dev)
         if dres is None or not dres.levels:
             if device != "all" or dev == "cpu":
@@ -109,19 +126,28 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             if not training["mnist"][dev]["complete"]:
                 result.warn(Code.TRAINING, f"training study: the {dev} MNIST-shaped epoch passed {limit:.0f} s "
                                            f"(a busy machine?): stopped early, epoch time extrapolated")
-    # keep what an earlier call stored for other devices, so the pairing below sees them
+    families = [m for m in models if m != "mlp"]
+    if families:
+        _run_families(result, families, training, progress, family_budget_s)
+    # keep what an earlier call stored for other devices and models, so the pairing below sees them
     old = result.training
-    if device != "all":
-        training["points"] = [asdict(p) for p in old.points if p.device not in wanted] + training["points"]
+    if device != "all" or "mlp" not in models:
+        training["points"] = [asdict(p) for p in old.points
+                              if p.device not in wanted or p.model not in models] + training["points"]
         for dev, epoch in old.mnist.items():
             training["mnist"].setdefault(dev, asdict(epoch))
         for dev, inputs in old.inputs.items():
-            if dev not in wanted:
+            if "/" in dev:  # a family's inputs ("cpu/cnn"): kept unless that family ran again
+                if dev.split("/", 1)[1] not in models:
+                    training.setdefault("family_inputs", {})[dev] = inputs
+            elif dev not in wanted or "mlp" not in models:
                 training["overhead_s"][dev] = inputs.get("overhead_s")
                 training["gemm_rates"][dev] = inputs.get("gemm_rates")
-        training["skipped"] = [asdict(p) for p in old.skipped if p.device not in wanted] + training["skipped"]
-    cpu_pts = [p for p in training["points"] if p["device"] == "cpu"]
-    gpu_pts = [p for p in training["points"] if p["device"] == "gpu"]
+        training["skipped"] = [asdict(p) for p in old.skipped
+                               if p.device not in wanted or p.model not in models] + training["skipped"]
+    mlp_pts = [p for p in training["points"] if p.get("model", "mlp") == "mlp"]
+    cpu_pts = [p for p in mlp_pts if p["device"] == "cpu"]
+    gpu_pts = [p for p in mlp_pts if p["device"] == "gpu"]
     if cpu_pts and gpu_pts:
         # the GPU sweep's widths come from the GPU's capacities: time the CPU (all threads) at
         # those widths too, so every GPU point has a partner
@@ -141,10 +167,55 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
         training["gpu_wins_from_width"] = S.gpu_wins_from(training["speedup"])
     training["claims"] = S.judge_claims(training["mnist"].get("cpu"), training["mnist"].get("gpu"),
                                         training["speedup"])
-    training["summary"] = S.summarize(training["points"])
+    training["summary"] = S.summarize(mlp_pts) if mlp_pts else {}
+    from memprobe.train.family_sweep import FAMILIES, summarize_family
+
+    for fam in FAMILIES:
+        if any(p.get("model") == fam for p in training["points"]):
+            training["summary"].update(summarize_family(training["points"], fam))
     training["summary"]["study_s"] = round(time.perf_counter() - t0, 2)
     result.training = TrainingStudy.from_parts(training)
     return result.training
+
+
+def _run_families(result: ScanResult, families: list[str], training: dict[str, Any], progress: ProgressFn,
+                  budget_s: float | None) -> None:
+    """The CNN and transformer sweeps on the CPU into `training` (points, skipped, inputs)."""
+    from memprobe.train import model as M
+    from memprobe.train.family_sweep import BUDGET_S, run_family_sweep
+    from memprobe.train.torch_families import torch_missing
+
+    why = torch_missing()
+    if why is not None:
+        result.warn(Code.TRAINING, f"training study: {', '.join(families)} skipped: {why}")
+        return
+    dres = result.devices.get("cpu")
+    if dres is None or not dres.levels:
+        result.warn(Code.TRAINING, f"training study: no cpu levels in this scan, {', '.join(families)} skipped")
+        return
+    training.setdefault("family_inputs", {})
+    training["settings"]["families_method"] = (
+        "cnn, transformer (PyTorch, CPU): the same sum over ops of max(FLOPs/P, bytes/BW(level)) + call "
+        "overheads, on the op list PyTorch runs (forward; backward with the textbook multipliers; the "
+        "optimizer's kernels per parameter tensor); P and the overheads measured per point on each op "
+        "alone at its shape, batch cut to fit in cache; median of the timed steps")
+    for fam in families:
+        meter = OthersMeter().start()
+        try:
+            sw = run_family_sweep(dres, fam, progress, budget_s if budget_s is not None else BUDGET_S)
+        except M.MissingCeiling as exc:
+            result.warn(Code.TRAINING, f"training study: {fam} skipped, the prediction needs a ceiling the scan "
+                                       f"lacks ({exc})")
+            continue
+        share = meter.share()
+        others = None if share is None else round(100 * share, 1)
+        training["settings"][f"cpu_{fam}_others_percent"] = others
+        for p in sw["points"]:
+            p["miss_cause"] = M.miss_cause(p.get("error"), p.get("bound"), p.get("overhead_s"), p["predicted_s"],
+                                           others, 100 * OTHERS_NOTABLE_FRACTION)
+        training["points"] += sw["points"]
+        training["skipped"] += sw["skipped"]
+        training["family_inputs"][f"cpu/{fam}"] = sw["inputs"]
 
 
 def _gpu_usable(framework: str) -> bool:
@@ -160,6 +231,10 @@ def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float
     return rates_from_json(stored["rates_gflops"])
 
 
+# a scan's study per family beyond the MLP (`memprobe scan --train-models`), seconds
+SCAN_FAMILY_BUDGET_S = 20.0
+
+
 def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> bool:
     """The scan's training stage: every device in the result that has levels. Returns False
     only when the study itself failed (a warning says why); a device lacking ceilings is a
@@ -171,7 +246,9 @@ def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> boo
     progress("training", 0, 1, "training study")
     try:
         run_training_study(result, device="all" if len(devs) > 1 else devs[0],
-                           quick=bool(getattr(options, "quick", False)), progress=progress)
+                           quick=bool(getattr(options, "quick", False)), progress=progress,
+                           models=tuple(getattr(options, "train_models", None) or ("mlp",)),
+                           family_budget_s=SCAN_FAMILY_BUDGET_S)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing study must not lose the scan

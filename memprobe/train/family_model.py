@@ -1,0 +1,391 @@
+"""The CNN and transformer families' step prediction (beside stage 4: result -> **train** -> report).
+
+The same op model as the MLP's (`model.py`), on the op list PyTorch runs for one training step:
+
+    predicted_s = sum over ops of max(FLOPs / P(op), sum over operands bytes / BW(level, kernel))
+                  + sum over ops of the op's measured call overhead + the step's fixed overheads
+
+* Forward: the ops of `families.forward_ops`, each with its operands named (which tensor it reads
+  and writes), so that the level of an operand is the smallest level holding its reuse footprint
+  (`model.reuse_footprints`, cyclic over steps).
+* Backward, with the textbook multipliers: a convolution, linear layer or batched matmul costs
+  its forward FLOPs once for the input's gradient and once for the weight's (or the second
+  input's), each taken only where a gradient is needed (no input gradient for the images or the
+  token ids); it reads the output's gradient and the saved inputs and writes their gradients. An
+  elementwise op's backward costs its forward FLOPs once and reads the output's gradient and
+  the tensor autograd saved for it (ReLU and softmax their output, norms and GELU their input).
+  An addition passes its gradient through (no kernel); where a tensor feeds two ops, their
+  gradients are summed (one add); the attention's q, k, v gradients are stacked into one
+  (autograd's unbind backward).
+* Update: the kernels PyTorch's single-tensor optimizer issues per parameter tensor (SGD with
+  momentum: 3; AdamW: 9), each reading and writing whole tensors: weights, gradients, states.
+* P(op): measured through PyTorch on that op alone (`torch_rates.py`) at the point's shape, its
+  batch cut until its operands fit in cache, with the op's call overhead taken out; the call
+  overheads measured on the same ops at a tiny shape. Nothing here sees a step time.
+
+Pure: specs and a `model.Ceilings` in, a `model.Prediction` out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memprobe.train import model as M
+from memprobe.train.families import (FLOAT_BYTES, CnnSpec, TransformerSpec, forward_ops)
+
+INDEX_BYTES = 8  # int64 labels and token ids
+# FLOPs per parameter of one update (conventions: the rate is measured with the same count)
+UPDATE_FLOPS = {"sgd": 4.0, "adamw": 12.0}
+# FLOPs per element of the gradient sums and stacks autograd adds (one add; a copy)
+SUM_FLOPS, STACK_FLOPS = 1.0, 0.0
+
+
+@dataclass(frozen=True)
+class LoneOp:
+    """An op alone, as the rate measurement builds it: the torch call and its dimensions.
+
+    kind: "conv" (batch, c_in, c_out, hw, k, input_grad) | "linear" (rows, d_in, d_out, input_grad)
+    | "bmm" (groups, m, k, n) | "batch_norm" (batch, c, hw) | "layer_norm" (rows, d)
+    | "relu" / "add" / "mul" / "gelu" (elements,) | "add_bcast" (batch, t, d)
+    | "masked_fill" / "softmax" (groups, t) | "contiguous" (batch, heads, t, head_d)
+    | "mean" (batch, c, hw) | "embedding" (rows, vocab, d, weight_only) | "cross_entropy" (rows, classes)
+    | "count" ()."""
+
+    kind: str
+    dims: tuple[int, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}({','.join(map(str, self.dims))})"
+
+    @property
+    def batch(self) -> int:
+        """The leading dimension the measurement may cut to fit its operands in cache."""
+        return self.dims[0] if self.dims else 1
+
+    def with_batch(self, b: int) -> "LoneOp":
+        return LoneOp(self.kind, (b, *self.dims[1:])) if self.dims else self
+
+
+GEMM_KINDS = ("conv", "linear", "bmm")
+
+
+@dataclass(frozen=True)
+class FwdOp:
+    """A forward op with its operands named: reads (inputs, then weights) and the output."""
+
+    name: str
+    lone: LoneOp
+    inputs: tuple[tuple[str, int], ...]  # (buffer, bytes) of activations it reads
+    weights: tuple[tuple[str, int], ...]  # parameters it reads (their gradients are written back)
+    out: tuple[str, int]
+    flops: float
+    input_grad: bool = True  # whether the backward pass needs its inputs' gradient
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(b for _, b in self.inputs) + sum(b for _, b in self.weights)
+
+
+def param_tensors(spec: CnnSpec | TransformerSpec) -> list[tuple[str, int]]:
+    """(name, elements) of every parameter tensor, in the network's order (the update iterates
+    them; the test checks PyTorch's list)."""
+    if isinstance(spec, CnnSpec):
+        c, q = spec.channels, max(1, spec.channels // 4)
+        out = [("stem.conv.w", c * spec.in_channels * 9), ("stem.bn.w", c), ("stem.bn.b", c)]
+        for i in range(spec.blocks):
+            p = f"block{i}"
+            out += [(f"{p}.reduce.w", q * c), (f"{p}.bn1.w", q), (f"{p}.bn1.b", q),
+                    (f"{p}.conv3x3.w", q * q * 9), (f"{p}.bn2.w", q), (f"{p}.bn2.b", q),
+                    (f"{p}.expand.w", c * q), (f"{p}.bn3.w", c), (f"{p}.bn3.b", c)]
+        return out + [("head.w", spec.classes * c), ("head.b", spec.classes)]
+    d, v = spec.width, spec.vocab
+    out = [("embed.tokens.w", v * d), ("embed.positions.w", spec.seq * d)]
+    for i in range(spec.layers):
+        p = f"layer{i}"
+        out += [(f"{p}.ln1.w", d), (f"{p}.ln1.b", d), (f"{p}.qkv.w", 3 * d * d), (f"{p}.qkv.b", 3 * d),
+                (f"{p}.proj.w", d * d), (f"{p}.proj.b", d), (f"{p}.ln2.w", d), (f"{p}.ln2.b", d),
+                (f"{p}.fc.w", 4 * d * d), (f"{p}.fc.b", 4 * d), (f"{p}.fc_out.w", 4 * d * d), (f"{p}.fc_out.b", d)]
+    return out + [("ln_f.w", d), ("ln_f.b", d), ("head.w", v * d), ("head.b", v)]
+
+
+def _b(elements: int) -> int:
+    return elements * FLOAT_BYTES
+
+
+def _cnn_forward(s: CnnSpec) -> list[FwdOp]:
+    B, c, hw, q = s.batch, s.channels, s.resolution, max(1, s.channels // 4)
+    n, nq = B * c * hw * hw, B * q * hw * hw
+    fl = {o.name: o.flops for o in forward_ops(s)}
+    ops: list[FwdOp] = []
+
+    def bn(name: str, src: str, dst: str, ch: int, size: int) -> None:
+        ops.append(FwdOp(f"{name}.count", LoneOp("count", ()), ((f"{name}.count", 8),), (), (f"{name}.count", 8),
+                         fl[f"{name}.count"], False))
+        ops.append(FwdOp(name, LoneOp("batch_norm", (B, ch, hw)), ((src, _b(size)),), (), (dst, _b(size)), fl[name]))
+
+    ops.append(FwdOp("stem.conv", LoneOp("conv", (B, s.in_channels, c, hw, 3, 0)),
+                     (("images", _b(B * s.in_channels * hw * hw)),), (("stem.conv.w", _b(c * s.in_channels * 9)),),
+                     ("stem.conv.out", _b(n)), fl["stem.conv"], input_grad=False))
+    bn("stem.bn", "stem.conv.out", "stem.bn.out", c, n)
+    ops.append(FwdOp("stem.relu", LoneOp("relu", (n,)), (("stem.bn.out", _b(n)),), (), ("h0", _b(n)), fl["stem.relu"]))
+    for i in range(s.blocks):
+        p, h = f"block{i}", f"h{i}"
+        ops.append(FwdOp(f"{p}.reduce", LoneOp("conv", (B, c, q, hw, 1, 1)), ((h, _b(n)),),
+                         ((f"{p}.reduce.w", _b(q * c)),), (f"{p}.r", _b(nq)), fl[f"{p}.reduce"]))
+        bn(f"{p}.bn1", f"{p}.r", f"{p}.rb", q, nq)
+        ops.append(FwdOp(f"{p}.relu1", LoneOp("relu", (nq,)), ((f"{p}.rb", _b(nq)),), (), (f"{p}.rr", _b(nq)),
+                         fl[f"{p}.relu1"]))
+        ops.append(FwdOp(f"{p}.conv3x3", LoneOp("conv", (B, q, q, hw, 3, 1)), ((f"{p}.rr", _b(nq)),),
+                         ((f"{p}.conv3x3.w", _b(q * q * 9)),), (f"{p}.t", _b(nq)), fl[f"{p}.conv3x3"]))
+        bn(f"{p}.bn2", f"{p}.t", f"{p}.tb", q, nq)
+        ops.append(FwdOp(f"{p}.relu2", LoneOp("relu", (nq,)), ((f"{p}.tb", _b(nq)),), (), (f"{p}.tr", _b(nq)),
+                         fl[f"{p}.relu2"]))
+        ops.append(FwdOp(f"{p}.expand", LoneOp("conv", (B, q, c, hw, 1, 1)), ((f"{p}.tr", _b(nq)),),
+                         ((f"{p}.expand.w", _b(c * q)),), (f"{p}.e", _b(n)), fl[f"{p}.expand"]))
+        bn(f"{p}.bn3", f"{p}.e", f"{p}.eb", c, n)
+        ops.append(FwdOp(f"{p}.residual", LoneOp("add", (n,)), ((f"{p}.eb", _b(n)), (h, _b(n))), (),
+                         (f"{p}.s", _b(n)), fl[f"{p}.residual"]))
+        ops.append(FwdOp(f"{p}.relu3", LoneOp("relu", (n,)), ((f"{p}.s", _b(n)),), (), (f"h{i + 1}", _b(n)),
+                         fl[f"{p}.relu3"]))
+    hl = f"h{s.blocks}"
+    ops.append(FwdOp("pool", LoneOp("mean", (B, c, hw)), ((hl, _b(n)),), (), ("pooled", _b(B * c)), fl["pool"]))
+    ops.append(FwdOp("head", LoneOp("linear", (B, c, s.classes, 1)), (("pooled", _b(B * c)),),
+                     (("head.w", _b(c * s.classes)), ("head.b", _b(s.classes))), ("logits", _b(B * s.classes)),
+                     fl["head"]))
+    ops.append(FwdOp("loss", LoneOp("cross_entropy", (B, s.classes)), (("logits", _b(B * s.classes)),), (),
+                     ("loss", _b(B * s.classes)), fl["loss"]))
+    return ops
+
+
+def _transformer_forward(s: TransformerSpec) -> list[FwdOp]:
+    B, t, d, h, V = s.batch, s.seq, s.width, s.heads, s.vocab
+    rows, hd = B * t, d // h
+    n, att = rows * d, B * h * t * t
+    fl = {o.name: o.flops for o in forward_ops(s)}
+    ops = [FwdOp("embed.tokens", LoneOp("embedding", (rows, V, d, 1)), (("tokens", rows * INDEX_BYTES),),
+                 (("embed.tokens.w", _b(n)),), ("tok", _b(n)), 0.0, input_grad=False),
+           FwdOp("embed.positions", LoneOp("embedding", (t, t, d, 1)), (("positions", t * INDEX_BYTES),),
+                 (("embed.positions.w", _b(t * d)),), ("pos", _b(t * d)), 0.0, input_grad=False),
+           FwdOp("embed.add", LoneOp("add_bcast", (B, t, d)), (("tok", _b(n)), ("pos", _b(n))), (), ("x0", _b(n)),
+                 fl["embed.add"])]
+    for i in range(s.layers):
+        p, x = f"layer{i}", f"x{i}"
+
+        def lin(name: str, src: str, d_in: int, d_out: int) -> FwdOp:
+            return FwdOp(f"{p}.{name}", LoneOp("linear", (rows, d_in, d_out, 1)), ((src, _b(rows * d_in)),),
+                         ((f"{p}.{name}.w", _b(d_in * d_out)), (f"{p}.{name}.b", _b(d_out))),
+                         (f"{p}.{name}.out", _b(rows * d_out)), fl[f"{p}.{name}"])
+
+        ops += [FwdOp(f"{p}.ln1", LoneOp("layer_norm", (rows, d)), ((x, _b(n)),), (), (f"{p}.l1", _b(n)), fl[f"{p}.ln1"]),
+                lin("qkv", f"{p}.l1", d, 3 * d),
+                FwdOp(f"{p}.scale_q", LoneOp("mul", (n,)), ((f"{p}.qkv.out", _b(n)),), (), (f"{p}.q", _b(n)),
+                      fl[f"{p}.scale_q"]),
+                FwdOp(f"{p}.scores", LoneOp("bmm", (B * h, t, hd, t)), ((f"{p}.q", _b(n)), (f"{p}.qkv.out", _b(n))),
+                      (), (f"{p}.s", _b(att)), fl[f"{p}.scores"]),
+                FwdOp(f"{p}.mask", LoneOp("masked_fill", (B * h, t)), ((f"{p}.s", _b(att)),), (), (f"{p}.sm", _b(att)),
+                      fl[f"{p}.mask"]),
+                FwdOp(f"{p}.softmax", LoneOp("softmax", (B * h, t)), ((f"{p}.sm", _b(att)),), (), (f"{p}.pr", _b(att)),
+                      fl[f"{p}.softmax"]),
+                FwdOp(f"{p}.weighted", LoneOp("bmm", (B * h, t, t, hd)),
+                      ((f"{p}.pr", _b(att)), (f"{p}.qkv.out", _b(n))), (), (f"{p}.y", _b(n)), fl[f"{p}.weighted"]),
+                FwdOp(f"{p}.merge_heads", LoneOp("contiguous", (B, h, t, hd)), ((f"{p}.y", _b(n)),), (),
+                      (f"{p}.m", _b(n)), fl[f"{p}.merge_heads"]),
+                lin("proj", f"{p}.m", d, d),
+                FwdOp(f"{p}.residual1", LoneOp("add", (n,)), ((x, _b(n)), (f"{p}.proj.out", _b(n))), (),
+                      (f"{p}.x1", _b(n)), fl[f"{p}.residual1"]),
+                FwdOp(f"{p}.ln2", LoneOp("layer_norm", (rows, d)), ((f"{p}.x1", _b(n)),), (), (f"{p}.l2", _b(n)),
+                      fl[f"{p}.ln2"]),
+                lin("fc", f"{p}.l2", d, 4 * d),
+                FwdOp(f"{p}.gelu", LoneOp("gelu", (4 * n,)), ((f"{p}.fc.out", _b(4 * n)),), (), (f"{p}.g", _b(4 * n)),
+                      fl[f"{p}.gelu"]),
+                lin("fc_out", f"{p}.g", 4 * d, d),
+                FwdOp(f"{p}.residual2", LoneOp("add", (n,)), ((f"{p}.x1", _b(n)), (f"{p}.fc_out.out", _b(n))), (),
+                      (f"x{i + 1}", _b(n)), fl[f"{p}.residual2"])]
+    xl = f"x{s.layers}"
+    ops += [FwdOp("ln_f", LoneOp("layer_norm", (rows, d)), ((xl, _b(n)),), (), ("lf", _b(n)), fl["ln_f"]),
+            FwdOp("head", LoneOp("linear", (rows, d, V, 1)), (("lf", _b(n)),), (("head.w", _b(d * V)), ("head.b", _b(V))),
+                  ("logits", _b(rows * V)), fl["head"]),
+            FwdOp("loss", LoneOp("cross_entropy", (rows, V)), (("logits", _b(rows * V)),), (), ("loss", _b(rows * V)),
+                  fl["loss"])]
+    return ops
+
+
+def forward_with_operands(spec: CnnSpec | TransformerSpec) -> list[FwdOp]:
+    """`families.forward_ops` with every operand named (same ops, order, FLOPs and bytes)."""
+    return _cnn_forward(spec) if isinstance(spec, CnnSpec) else _transformer_forward(spec)
+
+
+def optimizer_of(spec: CnnSpec | TransformerSpec) -> str:
+    """The optimizer `torch_families.optimizer` builds for the family."""
+    return "sgd" if isinstance(spec, CnnSpec) else "adamw"
+
+
+def _op(name: str, phase: str, lone: LoneOp, flops: float, operands: list[M.Operand], n: int) -> M.Op:
+    # klass: the rate class (the lone op and its phase); kernel: the overhead class
+    kind = "gemm" if lone.kind in GEMM_KINDS else ("update" if phase == "update" else "elementwise")
+    return M.Op(name, kind, f"{phase}|{lone.key}", float(flops), tuple(operands), n, f"{phase}|{lone.kind}")
+
+
+def _node(name: str, lone: LoneOp) -> M.Op:
+    """An autograd node that runs no kernel (an addition's, a clone's): its call overhead only."""
+    return M.Op(name, "elementwise", f"bwd|{lone.key}", 0.0, (), 0, f"bwd|{lone.kind}")
+
+
+def _r(buf: str, nbytes: int) -> M.Operand:
+    return M.Operand(buf, nbytes, False)
+
+
+def _w(buf: str, nbytes: int) -> M.Operand:
+    return M.Operand(buf, nbytes, True)
+
+
+def _backward(fwd: list[FwdOp], spec: CnnSpec | TransformerSpec) -> list[M.Op]:
+    """The backward pass, from the loss back to the first op (the rules in the module docstring)."""
+    consumers: dict[str, int] = {}
+    for f in fwd:
+        for buf, _ in f.inputs:
+            consumers[buf] = consumers.get(buf, 0) + 1
+    pending: dict[str, int] = {}  # gradients of a forked tensor seen so far
+    out: list[M.Op] = []
+    qkv_parts: dict[str, int] = {}
+    for f in reversed(fwd):
+        k, dout = f.lone.kind, ("d:" + f.out[0], f.out[1])
+        ops_here: list[M.Operand] = []
+        if k == "count":
+            pass  # a counter: no gradient
+        elif k in ("add", "contiguous"):
+            out.append(_node(f"{f.name}.bwd", f.lone))  # the gradient passes through
+        elif k in GEMM_KINDS:
+            grads = [_w("d:" + b, nb) for b, nb in f.inputs if f.input_grad]
+            grads += [_w("d:" + b, nb) for b, nb in f.weights]
+            ops_here = [_r(*dout), *(_r(b, nb) for b, nb in f.inputs), *(_r(b, nb) for b, nb in f.weights), *grads]
+            mult = (2 if f.input_grad else 1)
+            out.append(_op(f"{f.name}.bwd", "bwd", f.lone, mult * f.flops, ops_here, f.out[1] // FLOAT_BYTES))
+        elif k == "embedding":
+            ops_here = [_r(*dout), *(_r(b, nb) for b, nb in f.inputs),
+                        *(_w("d:" + b, nb) for b, nb in f.weights)]
+            out.append(_op(f"{f.name}.bwd", "bwd", f.lone, 0.0, ops_here, f.out[1] // FLOAT_BYTES))
+        elif k == "add_bcast":  # the token gradient passes through; the positions' is summed over the batch
+            pb, pn = f.inputs[1]
+            t_d = pn // max(1, spec.batch)
+            out.append(_op(f"{f.name}.bwd", "bwd", f.lone, float(pn // FLOAT_BYTES),
+                           [_r(*dout), _w("d:" + pb, t_d)], pn // FLOAT_BYTES))
+        else:
+            saved = {"relu": [f.out], "softmax": [f.out], "masked_fill": [], "mul": [],
+                     "mean": [], "cross_entropy": list(f.inputs)}.get(k, list(f.inputs))
+            ops_here = [_r(*dout), *(_r(b, nb) for b, nb in saved), *(_w("d:" + b, nb) for b, nb in f.inputs)]
+            out.append(_op(f"{f.name}.bwd", "bwd", f.lone, f.flops, ops_here, f.inputs[0][1] // FLOAT_BYTES))
+        # a tensor read by several ops: its gradients are summed once the last one arrives
+        for b, nb in (f.inputs if f.input_grad else ()):
+            if consumers.get(b, 1) > 1 and not b.endswith("qkv.out"):
+                pending[b] = pending.get(b, 0) + 1
+                if pending[b] == consumers[b]:
+                    out.append(_op(f"{b}.grad_sum", "fwd", LoneOp("add", (nb // FLOAT_BYTES,)),
+                                   SUM_FLOPS * nb / FLOAT_BYTES,
+                                   [_r("d:" + b, nb), _r("d2:" + b, nb), _w("d:" + b, nb)], nb // FLOAT_BYTES))
+            elif b.endswith("qkv.out"):
+                qkv_parts[b] = qkv_parts.get(b, 0) + 1
+                if qkv_parts[b] == 3:  # q (through the scaling), k and v: stacked into one gradient
+                    out.append(_op(f"{b}.grad_stack", "fwd", LoneOp("contiguous", (3 * nb // FLOAT_BYTES,)),
+                                   STACK_FLOPS, [_r("d:" + b, 3 * nb), _w("d:" + b, 3 * nb)],
+                                   3 * nb // FLOAT_BYTES))
+    return out
+
+
+def _update(spec: CnnSpec | TransformerSpec) -> list[M.Op]:
+    """One op per parameter tensor: the kernels the single-tensor optimizer runs on it, each
+    operand listed as often as a kernel reads or writes it."""
+    opt = optimizer_of(spec)
+    out = []
+    for name, n in param_tensors(spec):
+        w, g, m, v, t = (name, _b(n)), ("d:" + name, _b(n)), (name + ".m", _b(n)), (name + ".v", _b(n)), \
+            (name + ".tmp", _b(n))
+        if opt == "sgd":  # buf.mul_(momentum).add_(grad); param.add_(buf, alpha=-lr)
+            ops = [_r(*m), _w(*m), _r(*m), _r(*g), _w(*m), _r(*w), _r(*m), _w(*w)]
+        else:  # step += 1; p.mul_; m.lerp_(g); v.mul_; v.addcmul_(g, g); sqrt; div; add_(eps); p.addcdiv_(m, d)
+            ops = [_r(*w), _w(*w), _r(*m), _r(*g), _w(*m), _r(*v), _w(*v), _r(*v), _r(*g), _w(*v),
+                   _r(*v), _w(*t), _r(*t), _w(*t), _r(*t), _w(*t), _r(*w), _r(*m), _r(*t), _w(*w)]
+        out.append(_op(f"{name}.update", "update", LoneOp(opt, ()), UPDATE_FLOPS[opt] * n, ops, n))
+    return out
+
+
+def step_ops(spec: CnnSpec | TransformerSpec) -> list[M.Op]:
+    """One training step's ops in execution order: forward, backward, update."""
+    fwd = forward_with_operands(spec)
+    ops = [_op(f.name, "fwd", f.lone, f.flops,
+               [*(_r(b, nb) for b, nb in f.inputs), *(_r(b, nb) for b, nb in f.weights), _w(*f.out)],
+               f.out[1] // FLOAT_BYTES) for f in fwd]
+    return ops + _backward(fwd, spec) + _update(spec)
+
+
+def lone_ops(spec: CnnSpec | TransformerSpec) -> list[LoneOp]:
+    """The distinct ops whose rates and overheads a prediction of `spec` reads."""
+    seen: dict[str, LoneOp] = {}
+    for op in step_ops(spec):
+        phase, key = op.klass.split("|", 1)
+        if phase != "update":
+            seen.setdefault(key, _lone_from_key(key))
+    return list(seen.values())
+
+
+def _lone_from_key(key: str) -> LoneOp:
+    kind, rest = key.split("(", 1)
+    dims = tuple(int(x) for x in rest.rstrip(")").split(",") if x)
+    return LoneOp(kind, dims)
+
+
+@dataclass
+class StepOverheads:
+    """Per-step costs that are not an op's: the backward call (autograd's start), the optimizer's
+    fixed cost and its cost per parameter tensor, zero_grad included (seconds, measured)."""
+
+    backward_call_s: float
+    update_fixed_s: float
+
+
+def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
+                        step_overheads: StepOverheads) -> M.Prediction:
+    """The model for one training step of `spec` on `ceilings` (one device, one thread count).
+
+    ceilings.rates_flops: {"<phase>|<lone key>": {(batch measured, 0): FLOP/s}} for every op
+    class of the step, and {"update|<optimizer>()": ...}; ceilings.overhead_s: seconds per call
+    by "<phase>|<lone kind>". A missing one raises model.MissingCeiling."""
+    ops = step_ops(spec)
+    feet = M.reuse_footprints(ops)
+    preds: list[M.OpPrediction] = []
+    for op, foot in zip(ops, feet):
+        kern = op.stream_kernel
+        mem_s, where = 0.0, {}
+        for o in op.operands:
+            lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(foot[o.buffer])
+            where[o.buffer] = lv.name
+            mem_s += o.bytes / lv.bandwidth_bps[kern]
+        comp_s = op.flops / ceilings.rate(op.klass, spec.batch) if op.flops else 0.0
+        if op.kernel not in ceilings.overhead_s:
+            raise M.MissingCeiling(f"no measured call overhead for {op.kernel!r}")
+        preds.append(M.OpPrediction(op.name, op.flops, float(op.bytes), comp_s, mem_s,
+                                    ceilings.overhead_s[op.kernel], where, kern))
+    comp = sum(p.compute_s for p in preds)
+    mem = sum(p.memory_s for p in preds)
+    roof = sum(p.roofline_s for p in preds)
+    over = sum(p.overhead_s for p in preds) + step_overheads.backward_call_s + step_overheads.update_fixed_s
+    if over >= roof:
+        bound = "overhead"
+    else:
+        c_share = sum(p.compute_s for p in preds if p.compute_s >= p.memory_s)
+        bound = "compute" if c_share >= roof / 2 else "memory"
+    return M.Prediction(predicted_s=roof + over, predicted_max_s=max(comp, mem), predicted_sum_s=comp + mem,
+                        flops=sum(p.flops for p in preds), bytes=sum(p.bytes for p in preds),
+                        compute_s=comp, memory_s=mem, roofline_s=roof, overhead_s=over, bound=bound, ops=preds)
+
+
+def op_bound(p: M.OpPrediction) -> str:
+    """What bounds one op: "compute", the name of the level its traffic mostly comes from, or
+    "overhead" when the call costs more than the work."""
+    if p.overhead_s >= p.roofline_s:
+        return "overhead"
+    if p.compute_s >= p.memory_s:
+        return "compute"
+    names = list(p.levels.values())
+    return max(set(names), key=names.count) if names else "memory"

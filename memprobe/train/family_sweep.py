@@ -1,0 +1,244 @@
+"""The CNN and transformer sweeps (beside stage 4: result -> **train** -> report).
+
+Per family: sizes (channels and resolution, or width and sequence length) chosen from *this
+scan's* inferred capacities so that the step's working set runs from inside L2 to several times
+the last cache, at batch 1, 16 and 64, on one thread and on all; each point's model inputs
+measured through PyTorch on lone ops (`torch_rates`), then a few real training steps timed
+(median), the prediction (`family_model`) beside them with its per-op breakdown. A time budget
+bounds the sweep; points it leaves out are listed with why. Nothing prints.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from memprobe.train import family_model as FM
+from memprobe.train import model as M
+from memprobe.train import network as N
+from memprobe.train.families import CnnSpec, TransformerSpec, working_set_bytes
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+FAMILIES = ("cnn", "transformer")
+BATCHES = (1, 16, 64)
+# (level index from the nearest cache: 1 is L2, -1 the last cache; multiple of its capacity)
+TARGETS = ((1, 0.5), (-1, 0.5), (-1, 2.0), (-1, 4.0))
+CNN_CHANNELS = (64, 32, 16)  # the widest that reaches the target within TOLERANCE is taken
+TRANSFORMER_WIDTHS = (128, 64, 32)
+TOLERANCE = 1.3  # a size's working set within this factor of its target
+STEPS = 5
+WARMUP = 2
+BUDGET_S = 60.0  # per family, `memprobe train`
+
+
+def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
+    return None
+
+
+@dataclass
+class FamilyPoint:
+    level: str
+    capacity_multiple: float
+    spec: CnnSpec | TransformerSpec
+
+    @property
+    def working_set_bytes(self) -> int:
+        return working_set_bytes(self.spec)
+
+
+def _candidates(family: str, batch: int) -> list[list[CnnSpec | TransformerSpec]]:
+    if family == "cnn":
+        return [[CnnSpec(batch, c, hw) for hw in range(4, 257, 2)] for c in CNN_CHANNELS]
+    return [[TransformerSpec(batch, t, d) for t in range(4, 1025, 4)] for d in TRANSFORMER_WIDTHS]
+
+
+def spec_for(family: str, batch: int, target_bytes: float) -> CnnSpec | TransformerSpec:
+    """The spec whose working set is nearest `target_bytes`: the widest channel count (width)
+    that gets within TOLERANCE of it, the resolution (sequence length) chosen; else the nearest."""
+    best = None
+    for group in _candidates(family, batch):
+        s = min(group, key=lambda sp: abs(math.log(working_set_bytes(sp) / target_bytes)))
+        d = abs(math.log(working_set_bytes(s) / target_bytes))
+        if d <= math.log(TOLERANCE):
+            return s
+        if best is None or d < best[0]:
+            best = (d, s)
+    return best[1]
+
+
+def plan_family(family: str, capacities: list[tuple[str, int]], batches: tuple[int, ...] = BATCHES,
+                max_working_set_bytes: float | None = None) -> list[FamilyPoint]:
+    """Points of one family: per batch, one per target of TARGETS (distinct specs only)."""
+    out: list[FamilyPoint] = []
+    targets = []
+    for idx, m in TARGETS:
+        if -len(capacities) <= idx < len(capacities):
+            name, cap = capacities[idx]
+            targets.append((name, cap, m))
+    for b in batches:
+        seen = set()
+        for name, cap, m in targets:
+            if max_working_set_bytes and m * cap > max_working_set_bytes:
+                continue
+            s = spec_for(family, b, m * cap)
+            if s in seen:
+                continue
+            seen.add(s)
+            out.append(FamilyPoint(name, round(working_set_bytes(s) / cap, 3), s))
+    return out
+
+
+def time_family_steps(spec: CnnSpec | TransformerSpec, steps: int = STEPS, warmup: int = WARMUP) -> list[float]:
+    """Seconds per real training step (forward, backward, optimizer) after `warmup` steps."""
+    from memprobe.train import torch_families as TF
+
+    model = TF.build(spec)
+    model.train()
+    x, y = TF.batch(spec)
+    opt = TF.optimizer(spec, model)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model.loss(x, y).backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    out = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def breakdown(pred: M.Prediction, measured_s: float | None) -> list[dict[str, Any]]:
+    """Per op: its predicted time (roofline + call), what bounds it, and the fraction of that
+    ceiling achieved when the measured step is shared among the ops in proportion to their
+    predicted times (steps are timed whole, ops are not)."""
+    scale = measured_s / pred.predicted_s if measured_s and pred.predicted_s else None
+    out = []
+    for p in pred.ops:
+        t = p.roofline_s + p.overhead_s
+        out.append({"name": p.name, "time_s": t, "compute_s": p.compute_s, "memory_s": p.memory_s,
+                    "overhead_s": p.overhead_s, "bound": FM.op_bound(p),
+                    "achieved_fraction": (p.roofline_s / (t * scale)) if scale and t > 0 else None})
+    return out
+
+
+def _spec_dict(spec: CnnSpec | TransformerSpec) -> dict[str, int]:
+    return {k: v for k, v in asdict(spec).items() if isinstance(v, int)}
+
+
+def _record(fp: FamilyPoint, tkey: str, nthr: int, pred: M.Prediction, samples: list[float]) -> dict[str, Any]:
+    s = fp.spec
+    meas = statistics.median(samples)
+    cnn = isinstance(s, CnnSpec)
+    return {
+        "device": "cpu", "model": s.model, "level": fp.level, "capacity_multiple": fp.capacity_multiple,
+        "width": s.channels if cnn else s.width, "layers": s.blocks if cnn else s.layers, "batch": s.batch,
+        "spec": _spec_dict(s), "threads": tkey, "n_threads": nthr, "working_set_bytes": fp.working_set_bytes,
+        "flops": pred.flops, "bytes": pred.bytes, "measured_s": meas,
+        "measured_spread": (max(samples) - min(samples)) / meas if len(samples) > 1 else 0.0,
+        "samples_s": samples, "predicted_s": pred.predicted_s, "predicted_max_s": pred.predicted_max_s,
+        "predicted_sum_s": pred.predicted_sum_s, "error": (pred.predicted_s - meas) / meas,
+        "error_max": (pred.predicted_max_s - meas) / meas, "error_sum": (pred.predicted_sum_s - meas) / meas,
+        "achieved_fraction": pred.roofline_s / meas, "bound": pred.bound, "compute_s": pred.compute_s,
+        "memory_s": pred.memory_s, "overhead_s": pred.overhead_s,
+        "levels_used": sorted({lv for op in pred.ops for lv in op.levels.values()}),
+        "ops": breakdown(pred, meas),
+    }
+
+
+def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = None) -> dict[str, Any]:
+    s = fp.spec
+    cnn = isinstance(s, CnnSpec)
+    return {"device": "cpu", "model": s.model, "level": fp.level, "width": s.channels if cnn else s.width,
+            "layers": s.blocks if cnn else s.layers, "batch": s.batch, "threads": tkey,
+            "working_set_bytes": fp.working_set_bytes, "capacity_multiple": fp.capacity_multiple,
+            "predicted_s": predicted_s, "why": why}
+
+
+def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
+                     budget_s: float = BUDGET_S, batches: tuple[int, ...] = BATCHES,
+                     points: list[FamilyPoint] | None = None, steps: int = STEPS,
+                     free_bytes: float | None = None) -> dict[str, Any]:
+    """Measure, time and predict one family on the CPU; returns {"points", "skipped", "inputs"}.
+
+    Per point: the call overheads, autograd's start, the optimizer's costs and the point's
+    lone-op rates (shapes measured before at this thread count are reused), then its steps. Points run
+    smallest first; one whose steps the budget has no room for (from its prediction) is skipped."""
+    from memprobe.train import torch_rates as TR
+
+    if free_bytes is None:
+        import psutil
+
+        free_bytes = psutil.virtual_memory().available
+    caps = [(lv.name, int(lv.size_bytes)) for lv in device_result.levels if lv.size_bytes]
+    if not caps:
+        raise M.MissingCeiling("cpu: no level with a capacity in the scan")
+    plan = points if points is not None else plan_family(family, caps, batches, free_bytes / 8)
+    plan = sorted(plan, key=lambda p: p.working_set_bytes)
+    n_all = N.max_threads()
+    runs = [("threads_1", 1)] + ([("threads_all", n_all)] if n_all > 1 else [])
+    out: dict[str, Any] = {"points": [], "skipped": [], "inputs": {}}
+    t_start = time.perf_counter()
+    total = len(plan) * len(runs)
+    done = 0
+    for tkey, nthr in runs:
+        with N.cpu_threads(nthr):
+            kinds = {lo.kind for p in plan for lo in FM.lone_ops(p.spec)}
+            opt = FM.optimizer_of(plan[0].spec) if plan else "sgd"
+            timings: dict[str, Any] = {}
+            raw_all: list[dict[str, Any]] = []
+            inputs: list[dict[str, Any]] = []
+            for fp in plan:
+                done += 1
+                progress("training", done, total, f"{family} {tkey} B={fp.spec.batch} "
+                                                  f"{fp.working_set_bytes / 2**20:.1f} MiB")
+                if time.perf_counter() - t_start > budget_s:
+                    out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent"))
+                    continue
+                # the call overheads and the optimizer's costs again for every point, so that the
+                # inputs and the steps are sampled in the same seconds: on a shared guest a busy
+                # neighbour stalls every parallel region for milliseconds while it runs
+                over = TR.measure_overheads(kinds)
+                fixed, per_tensor, urate = TR.measure_update(opt)
+                over[f"update|{opt}"] = per_tensor
+                backward_s = TR.measure_backward_call_s()
+                base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
+                # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
+                cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
+                rates, raw = TR.measure_rates(FM.lone_ops(fp.spec), cache_bytes * TR.CACHE_FRACTION, timings, over)
+                rates[f"update|{opt}()"] = {(1, 0): urate}
+                raw_all += raw
+                inputs.append({"overhead_s": over, "backward_call_s": backward_s, "update_fixed_s": fixed,
+                               "update_gflops": urate / 1e9})
+                ceil = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
+                pred = FM.predict_family_step(fp.spec, ceil, FM.StepOverheads(backward_s, fixed))
+                cost = (steps + WARMUP + 1) * pred.predicted_s
+                if time.perf_counter() - t_start + cost > budget_s:
+                    out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",
+                                                   pred.predicted_s))
+                    continue
+                samples = time_family_steps(fp.spec, steps)
+                out["points"].append(_record(fp, tkey, nthr, pred, samples))
+            out["inputs"][tkey] = {"per_point": inputs, "lone_ops": raw_all}
+    out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
+    return out
+
+
+def summarize_family(points: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """Median |error| and median signed error of one family, batch >= 16 and batch 1 apart."""
+    out: dict[str, Any] = {}
+    for tag, sel in (("batch_ge16", lambda p: p["batch"] >= 16), ("batch_1", lambda p: p["batch"] == 1)):
+        errs = [p["error"] for p in points if p.get("model") == model and sel(p) and p.get("error") is not None
+                and math.isfinite(p["error"])]
+        out[f"median_abs_error_{tag}_{model}"] = statistics.median(abs(e) for e in errs) if errs else None
+        out[f"median_error_{tag}_{model}"] = statistics.median(errs) if errs else None
+        out[f"n_points_{tag}_{model}"] = len(errs)
+    return out

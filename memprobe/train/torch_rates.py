@@ -1,0 +1,339 @@
+"""The CNN and transformer families' prediction inputs, measured through PyTorch (beside stage 4:
+result -> **train** -> report). Needs the optional extra (`memprobe[torch]`).
+
+Every op of a step (`family_model.LoneOp`) is run alone, forward and forward + backward
+(`torch.autograd.grad`, so no gradient is accumulated into a leaf the network would not have),
+on tensors of the point's shape whose batch is cut until the op's operands fit in cache: its
+rate (FLOP/s, the op's call overhead taken out) is the compute ceiling of that shape. The call
+overheads come from the same ops at a tiny shape; autograd's start (once per backward call)
+from a chain of tiny ops; the optimizer's fixed and per-tensor costs from its step on tiny
+tensors, its rate from one in-cache tensor. Isolated calls only: never a training step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+from memprobe.train import family_model as FM
+from memprobe.train.families import FLOAT_BYTES
+
+REPS = 5  # timed batches per figure (median)
+BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer resolution is no issue
+UPDATE_ELEMENTS = 1 << 16  # the optimizer's rate: one tensor this big (its states fit in L2)
+# the lone op's forward operands fit in this fraction of the cache it is measured against, so
+# its backward's extra tensors (the gradients) fit too
+CACHE_FRACTION = 0.5
+# ops of this kind at a tiny shape: their call overhead
+TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2), "batch_norm": (1, 2, 2),
+        "layer_norm": (1, 2), "relu": (2,), "add": (2,), "mul": (2,), "gelu": (2,), "add_bcast": (1, 1, 2),
+        "masked_fill": (1, 2), "softmax": (1, 2), "contiguous": (1, 1, 2, 2), "mean": (1, 2, 2),
+        "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": ()}
+# a kernel's rate keeps no meaning once the work is this small a part of the call (noise)
+MIN_WORK_FRACTION = 0.1
+
+
+def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
+    """Median seconds per call, calls timed in batches."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, min(500, int(BATCH_TARGET_S / one)))
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        out.append((time.perf_counter() - t0) / n)
+    return statistics.median(out)
+
+
+def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[Any]]:
+    """The op alone: a call that runs its forward and the tensors a backward differentiates by
+    (activations that need a gradient and parameters). Shapes as the families' networks run it."""
+    import torch
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    k, d = op.kind, op.dims
+
+    def t(*shape: int, grad: bool = True) -> Any:
+        return torch.randn(*shape, generator=g).requires_grad_(grad)
+
+    if k == "conv":
+        b, cin, cout, hw, ks, ig = d
+        x, w = t(b, cin, hw, hw, grad=bool(ig)), t(cout, cin, ks, ks)
+        return (lambda: F.conv2d(x, w, padding=ks // 2)), [x, w] if ig else [w]
+    if k == "linear":
+        rows, din, dout, ig = d
+        x, w, bias = t(rows, din, grad=bool(ig)), t(dout, din), t(dout)
+        return (lambda: F.linear(x, w, bias)), ([x] if ig else []) + [w, bias]
+    if k == "bmm":
+        gr, m, kk, n = d
+        a, b2 = t(gr, m, kk), t(gr, n, kk)  # the second operand as a transposed view, as k.transpose
+        bt = b2.transpose(-2, -1) if m == n else t(gr, kk, n)
+        leaves = [a, b2] if m == n else [a, bt]
+        return (lambda: torch.matmul(a, bt)), leaves
+    if k == "batch_norm":
+        b, c, hw = d
+        x, w, bias = t(b, c, hw, hw), t(c), t(c)
+        rm, rv = torch.zeros(c), torch.ones(c)
+        return (lambda: F.batch_norm(x, rm, rv, w, bias, training=True, momentum=0.1)), [x, w, bias]
+    if k == "layer_norm":
+        rows, dd = d
+        x, w, bias = t(rows, dd), t(dd), t(dd)
+        return (lambda: F.layer_norm(x, (dd,), w, bias)), [x, w, bias]
+    if k in ("relu", "gelu", "mul"):
+        x = t(d[0])
+        fn = {"relu": lambda: F.relu(x), "gelu": lambda: F.gelu(x, approximate="tanh"), "mul": lambda: x * 0.25}[k]
+        return fn, [x]
+    if k == "add":
+        a, b2 = t(d[0]), t(d[0])
+        return (lambda: a + b2), [a, b2]
+    if k == "add_bcast":
+        b, tt, dd = d
+        a, p = t(b, tt, dd), t(tt, dd)
+        return (lambda: a + p), [a, p]
+    if k in ("masked_fill", "softmax"):
+        gr, tt = d
+        s = t(gr, tt, tt)
+        mask = ~torch.ones(tt, tt, dtype=torch.bool).tril()
+        return ((lambda: s.masked_fill(mask, float("-inf"))) if k == "masked_fill" else (lambda: s.softmax(-1))), [s]
+    if k == "contiguous":
+        if len(d) == 1:  # autograd's stack of the q, k, v gradients: a copy
+            x = t(d[0])
+            return (lambda: x.clone()), [x]
+        b, h, tt, hd = d
+        y = t(b, h, tt, hd)
+        return (lambda: y.transpose(1, 2).contiguous()), [y]
+    if k == "mean":
+        b, c, hw = d
+        x = t(b, c, hw, hw)
+        return (lambda: x.mean((2, 3))), [x]
+    if k == "embedding":
+        rows, vocab, dd, _ = d
+        idx = torch.randint(0, vocab, (rows,), generator=g)
+        w = t(vocab, dd)
+        return (lambda: F.embedding(idx, w)), [w]
+    if k == "cross_entropy":
+        rows, classes = d
+        x = t(rows, classes)
+        y = torch.randint(0, classes, (rows,), generator=g)
+        return (lambda: F.cross_entropy(x, y)), [x]
+    if k == "count":
+        c = torch.zeros((), dtype=torch.long)
+        return (lambda: c.add_(1)), []
+    raise ValueError(f"unknown lone op kind {k!r}")
+
+
+def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
+    """(forward s, backward s) of the op alone: the forward with autograd recording, and the
+    forward + backward minus it."""
+    import torch
+
+    fwd, leaves = lone_forward(op)
+    if not leaves:
+        return _timed(fwd, reps), 0.0
+    out = fwd()
+    grad_out = torch.ones_like(out) if out.dim() else None
+
+    def fb() -> None:
+        torch.autograd.grad(fwd(), leaves, grad_out)
+
+    # the two timed in alternation, the backward as the difference within each repetition: a
+    # neighbour's spell then slows both sides of one difference rather than one side of it
+    fb()
+    t0 = time.perf_counter()
+    fb()
+    n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
+    fs, bs = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fwd()
+        t1 = time.perf_counter()
+        for _ in range(n):
+            fb()
+        t2 = time.perf_counter()
+        fs.append((t1 - t0) / n)
+        bs.append((t2 - t1) / n - (t1 - t0) / n)
+    return statistics.median(fs), max(0.0, statistics.median(bs))
+
+
+def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
+    """The op with its leading dimension cut so that its forward operands fit `budget_bytes`."""
+    if not op.dims or op.kind == "count":
+        return op
+    full = _forward_bytes(op)
+    if full <= budget_bytes:
+        return op
+    b = max(1, int(op.batch * budget_bytes / full))
+    return op.with_batch(b)
+
+
+def _forward_bytes(op: FM.LoneOp) -> float:
+    k, d = op.kind, op.dims
+    if k == "conv":
+        b, cin, cout, hw, ks, _ = d
+        return (b * (cin + cout) * hw * hw + cout * cin * ks * ks) * FLOAT_BYTES
+    if k == "linear":
+        rows, din, dout, _ = d
+        return (rows * (din + dout) + din * dout) * FLOAT_BYTES
+    if k == "bmm":
+        gr, m, kk, n = d
+        return gr * (m * kk + kk * n + m * n) * FLOAT_BYTES
+    if k in ("batch_norm", "mean"):
+        b, c, hw = d
+        return 2 * b * c * hw * hw * FLOAT_BYTES
+    if k in ("masked_fill", "softmax"):
+        return 2 * d[0] * d[1] * d[1] * FLOAT_BYTES
+    if k == "embedding":
+        return (d[0] * d[2] * 2) * FLOAT_BYTES
+    if k == "cross_entropy":
+        return 2 * d[0] * d[1] * FLOAT_BYTES
+    n = 1
+    for x in d:
+        n *= x
+    return 3 * n * FLOAT_BYTES
+
+
+def lone_flops(op: FM.LoneOp, phase: str) -> float:
+    """FLOPs of the op alone, by the families' formulas (the backward with the same multipliers
+    as `family_model`)."""
+    from memprobe.train.families import GELU_FLOPS, LOSS_FLOPS, NORM_FLOPS, SOFTMAX_FLOPS
+
+    k, d = op.kind, op.dims
+    if k == "conv":
+        b, cin, cout, hw, ks, ig = d
+        f = 2.0 * b * cout * hw * hw * cin * ks * ks
+        return f if phase == "fwd" else f * (2 if ig else 1)
+    if k == "linear":
+        rows, din, dout, ig = d
+        f = 2.0 * rows * din * dout + rows * dout
+        return f if phase == "fwd" else f * (2 if ig else 1)
+    if k == "bmm":
+        gr, m, kk, n = d
+        return 2.0 * gr * m * kk * n * (1 if phase == "fwd" else 2)
+    if k == "batch_norm":
+        return float(NORM_FLOPS * d[0] * d[1] * d[2] * d[2])
+    if k == "layer_norm":
+        return float(NORM_FLOPS * d[0] * d[1])
+    if k in ("relu", "mul", "add"):
+        return float(d[0]) if not (k == "add" and phase == "bwd") else 0.0
+    if k == "gelu":
+        return float(GELU_FLOPS * d[0])
+    if k == "add_bcast":
+        return float(d[0] * d[1] * d[2])
+    if k == "masked_fill":
+        return float(d[0] * d[1] * d[1])
+    if k == "softmax":
+        return float(SOFTMAX_FLOPS * d[0] * d[1] * d[1])
+    if k == "mean":
+        return float(d[0] * d[1] * d[2] * d[2])
+    if k == "cross_entropy":
+        return float(LOSS_FLOPS * d[0] * d[1])
+    if k == "count":
+        return 1.0 if phase == "fwd" else 0.0
+    return 0.0  # embedding, contiguous: data movement only
+
+
+def _rate(flops: float, t_s: float, overhead_s: float) -> float | None:
+    if flops <= 0:
+        return None
+    t_s = max(t_s, 1e-7)
+    # the call's overhead is a term of its own: out of the rate, but never below a tenth of the
+    # call (at that point the difference is noise, and the op is overhead either way)
+    return flops / max(t_s - overhead_s, MIN_WORK_FRACTION * t_s)
+
+
+def measure_overheads(kinds: set[str], reps: int = REPS) -> dict[str, float]:
+    """Seconds per call of each op kind at a tiny shape: "fwd|<kind>" and "bwd|<kind>" (the
+    backward without autograd's start, which `measure_backward_call_s` gives once per step)."""
+    start = measure_backward_call_s(reps)
+    out: dict[str, float] = {}
+    for k in sorted(kinds):
+        f, b = time_lone(FM.LoneOp(k, TINY[k]), reps)
+        out[f"fwd|{k}"] = f
+        out[f"bwd|{k}"] = max(0.0, b - start) if k != "count" else 0.0
+    return out
+
+
+def measure_backward_call_s(reps: int = REPS) -> float:
+    """Autograd's cost per backward call apart from its nodes: the backward of a chain of one
+    tiny op against a chain of nine (the intercept)."""
+    import torch
+
+    x = torch.randn(2, requires_grad=True)
+
+    def chain(n: int) -> Callable[[], None]:
+        def run() -> None:
+            y = x
+            for _ in range(n):
+                y = y * 0.5
+            torch.autograd.grad(y.sum(), [x])
+        return run
+
+    def fwd(n: int) -> Callable[[], Any]:
+        def run() -> Any:
+            y = x
+            for _ in range(n):
+                y = y * 0.5
+            return y.sum()
+        return run
+
+    b1 = _timed(chain(1), reps) - _timed(fwd(1), reps)
+    b9 = _timed(chain(9), reps) - _timed(fwd(9), reps)
+    return max(0.0, b1 - (b9 - b1) / 8)
+
+
+def measure_update(optimizer: str, reps: int = REPS) -> tuple[float, float, float]:
+    """(fixed s per step, s per parameter tensor, FLOP/s) of the family's optimizer: its step on
+    one and on nine tiny tensors (intercept and slope), and on one in-cache tensor."""
+    import torch
+
+    def opt_for(params: list[Any]) -> Any:
+        if optimizer == "sgd":
+            return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        return torch.optim.AdamW(params, lr=1e-3)
+
+    def step_s(n_tensors: int, elements: int) -> float:
+        ps = [torch.nn.Parameter(torch.randn(elements)) for _ in range(n_tensors)]
+        for p in ps:
+            p.grad = torch.randn(elements)
+        opt = opt_for(ps)
+        opt.step()  # the states exist from here on, as in every step after a network's first
+        return _timed(opt.step, reps)
+
+    t1, t9 = step_s(1, 2), step_s(9, 2)
+    per_tensor = max(0.0, (t9 - t1) / 8)
+    fixed = max(0.0, t1 - per_tensor)
+    big = step_s(1, UPDATE_ELEMENTS)
+    rate = _rate(FM.UPDATE_FLOPS[optimizer] * UPDATE_ELEMENTS, big - fixed, per_tensor)
+    return fixed, per_tensor, rate or 0.0
+
+
+def measure_rates(ops: list[FM.LoneOp], budget_bytes: float, cache: dict[str, Any] | None = None,
+                  overhead_s: dict[str, float] | None = None, reps: int = REPS
+                  ) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
+    """Rates of `ops` (forward and backward) at their shapes cut to fit `budget_bytes`:
+    {"<phase>|<key>": {(batch measured, 0): FLOP/s}} and the raw timings. `cache` keeps
+    timings of shapes measured before (the same thread count), keyed by the shape measured."""
+    cache = {} if cache is None else cache
+    overhead_s = overhead_s or {}
+    rates: dict[str, dict[tuple[int, int], float]] = {}
+    raw: list[dict[str, Any]] = []
+    for op in ops:
+        cut = cache_batch(op, budget_bytes)
+        if cut.key not in cache:
+            cache[cut.key] = time_lone(cut, reps)
+        t_f, t_b = cache[cut.key]
+        for phase, t_s in (("fwd", t_f), ("bwd", t_b)):
+            fl = lone_flops(cut, phase)
+            r = _rate(fl, t_s, overhead_s.get(f"{phase}|{op.kind}", 0.0))
+            raw.append({"class": f"{phase}|{op.key}", "measured": cut.key, "call_s": t_s,
+                        "gflops": None if r is None else r / 1e9})
+            if r is not None:
+                rates[f"{phase}|{op.key}"] = {(cut.batch, 0): r}
+    return rates, raw
