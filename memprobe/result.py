@@ -642,6 +642,29 @@ class EpochResult:
 
 
 @dataclass
+class SeedRow:
+    """One row of the seed table (the CPU-against-GPU table people quote): a full-size task's
+    time on this machine projected from the scan's ceilings with the families' op model, a
+    scaled-down real run of the same architecture that checks the projection, and the claim."""
+
+    task: str  # "mnist_epoch" | "resnet50_epoch" | "gpt2_finetune"
+    device: str  # "cpu" | "gpu"
+    model: str  # the family that runs it: "mlp" | "cnn" | "transformer"
+    workload: str  # what the full-size task is, in words (dataset, sizes, steps)
+    predicted_s: Optional[float] = None  # the full-size task, projected
+    check: str = ""  # the scaled-down check, in words (architecture, batch, sequence, steps)
+    check_measured_s: Optional[float] = None  # per step of the check, measured (median)
+    check_predicted_s: Optional[float] = None  # per step of the check, predicted the same way
+    check_error: Optional[float] = None  # predicted / measured - 1
+    claimed_s: Optional[float] = None  # the quoted figure for this device (8-core CPU, RTX 4090)
+    claimed_hardware: str = ""
+    bound: str = ""  # what bounds the task here: "compute" or a level's name
+    bound_text: str = ""  # one sentence for the report
+    threads: Optional[int] = None
+    note: str = ""  # why a figure is missing, or a caveat
+
+
+@dataclass
 class Claim:
     """A published CPU-against-GPU claim beside what this machine shows for it."""
 
@@ -688,6 +711,7 @@ class TrainingStudy:
     speedup: list[SpeedupRow] = field(default_factory=list)
     gpu_wins_from_width: dict[str, Optional[int]] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    seed_table: list[SeedRow] = field(default_factory=list)
     summary: dict[str, Optional[float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     # device -> {"overhead_s", "gemm_rates"}; "<device>/<family>" -> the family's inputs by thread count
@@ -1069,6 +1093,7 @@ def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
             "mnist": {k: _pick(v, _fields(EpochResult)) for k, v in (t.get("mnist") or {}).items()},
             "speedup": rows,
             "claims": [_pick(c, _fields(Claim)) for c in t.get("claims") or []],
+            "seed_table": [_pick(r, _fields(SeedRow)) for r in t.get("seed_table") or []],
             "summary": {k: v for k, v in (t.get("summary") or {}).items() if isinstance(v, (int, float))},
             "settings": t.get("settings") or {}, "method": t.get("method") or "",
             "inputs": {**{dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
