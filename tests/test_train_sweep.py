@@ -207,3 +207,16 @@ def test_networks_over_the_keep_limit_are_rebuilt_each_round(monkeypatch):
     sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
     assert sw["points"] and all(len(p["samples_s"]) == S.STEPS for p in sw["points"])
     assert len(built) == len(calls)  # one network per point and round: none kept
+
+
+def test_overheads_are_scaled_to_the_steps_own_call_sequence():
+    """The step plan on one-element operands against the same calls' overheads measured one
+    kind at a time: a factor near 1 (calls cost more, not orders of magnitude more, in their
+    own sequence), and the inputs' overheads are the measured ones times it."""
+    alone = S.measure_cpu_overheads(1, reps=3)
+    factor, mixed_s = S.in_step_overhead_factor(1, alone, reps=3)
+    assert 0.5 < factor < 3.0 and mixed_s > 0
+    over, _rates, raw, _how = S._measure_inputs("cpu", 1, 8 << 20, 1)
+    rec = [e for e in raw if e["class"] == "in_step_overhead_factor"]
+    assert len(rec) == 1 and rec[0]["factor"] > 0
+    assert set(over) == set(alone)  # every class measured alone is kept, scaled

@@ -71,7 +71,9 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
                      "overhead_width": S.OVERHEAD_WIDTH,
                      "parallel_min_elements": N.PARALLEL_MIN_ELEMENTS},
         "method": ("predicted_s = sum over ops max(FLOPs/P, sum operand bytes/BW(level, kernel)) + "
-                   "sum call overheads; level = smallest holding the operand's reuse footprint; "
+                   "sum call overheads (each class measured alone, times how much more the step's "
+                   "own call sequence costs on one-element operands); level = smallest holding the "
+                   "operand's reuse footprint; "
                    "kernel = STREAM kernel with the nearest read:write mix; P per shape class "
                    "measured on isolated in-cache calls; nothing fitted to step times. The sweep's "
                    "steps and inputs are taken in rounds over all its points, inputs pooled by "

@@ -303,12 +303,8 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
         # elementwise rates are measured per build (serial / prange), GEMM rates per shape class
         klass = f"{op.klass}:{ov}" if f"{op.klass}:{ov}" in ceilings.rates_flops else op.klass
         comp_s = op.flops / ceilings.rate(klass, shape.batch, op.width) if op.flops else 0.0
-        # the call overhead of this kernel with its own arguments where measured, else its class's
-        ov_key = f"{ov}:{op.kernel}" if f"{ov}:{op.kernel}" in ceilings.overhead_s else ov
-        if ov_key not in ceilings.overhead_s:
-            raise MissingCeiling(f"no measured call overhead for dispatch {ov!r}")
         preds.append(OpPrediction(op.name, op.flops, float(op.bytes), comp_s, mem_s,
-                                  ceilings.overhead_s[ov_key], where, kern))
+                                  ceilings.overhead_s[overhead_key(op, ov, ceilings.overhead_s)], where, kern))
     comp = sum(p.compute_s for p in preds)
     mem = sum(p.memory_s for p in preds)
     roof = sum(p.roofline_s for p in preds)
@@ -322,6 +318,22 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
                       flops=sum(p.flops for p in preds), bytes=sum(p.bytes for p in preds),
                       compute_s=comp, memory_s=mem, roofline_s=roof, overhead_s=over, bound=bound,
                       ops=preds)
+
+
+def overhead_key(op: Op, dispatch_class: str, overhead_s: dict[str, float]) -> str:
+    """The measured call overhead an op pays: its kernel's own (with its own arguments) where
+    measured, else its dispatch class's."""
+    key = f"{dispatch_class}:{op.kernel}"
+    if key in overhead_s:
+        return key
+    if dispatch_class not in overhead_s:
+        raise MissingCeiling(f"no measured call overhead for dispatch {dispatch_class!r}")
+    return dispatch_class
+
+
+def step_overhead_s(shape: NetShape, overhead_s: dict[str, float], dispatch: Callable[[Op], str]) -> float:
+    """The sum of the step's call overheads, each as measured alone."""
+    return sum(overhead_s[overhead_key(op, dispatch(op), overhead_s)] for op in step_ops(shape))
 
 
 def cpu_dispatch(threads: int, parallel_min_elements: int) -> Callable[[Op], str]:

@@ -170,6 +170,23 @@ def measure_cpu_overheads(threads: int, reps: int = 7) -> dict[str, float]:
     return out
 
 
+def in_step_overhead_factor(threads: int, overhead_s: dict[str, float], reps: int = 7) -> tuple[float, float]:
+    """How much more the step's calls cost in their own sequence than each repeated alone:
+    the network's step plan run on one-element operands (no work, every call as a step issues
+    it), over the sum of the same calls' overheads measured one kind at a time. A call repeated
+    alone finds its code, its branch history and its Python objects hot; in a step each call
+    follows others (1.11-1.13x on the Xeon guest: docs/validation.md, "Training prediction").
+    Returns (factor, seconds per one-element step). Measured on calls, never on a real step."""
+    tiny = N.NetShape((1, 1, 1, 1), 1)
+    net = N.CpuNetwork(tiny, threads=threads)
+    x, labels = N.batch_data(net, tiny)
+    net.step(x, labels)  # builds the plan and compiles every kernel
+    plan = net._plans[1]
+    mixed_s = _plan_call_s(plan * 100, reps) * len(plan)
+    alone_s = M.step_overhead_s(tiny, overhead_s, M.cpu_dispatch(threads, N.PARALLEL_MIN_ELEMENTS))
+    return mixed_s / alone_s, mixed_s
+
+
 def _rate(flops: float, t_s: float, overhead_s: float) -> float | None:
     # the call's overhead is a separate term of the model: take it out of the rate, but only
     # where the work clearly dominates (else the difference is noise)
@@ -346,9 +363,14 @@ def _measure_inputs(device: str, nthr: int, last_cache: float, reps: int
     batches = tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH}))
     if device == "cpu":
         with N.cpu_threads(nthr) as how:
-            over = measure_cpu_overheads(nthr, reps)
-            rates, raw = measure_cpu_rates(nthr, batches, over, max_bytes=min(last_cache / 2, 8 << 20), reps=reps)
-        return over, rates, raw, how
+            alone = measure_cpu_overheads(nthr, reps)
+            # the rates take out each call's overhead as measured alone (the call repeated, as
+            # the rate's own timing repeats it); the step pays them in its own sequence
+            rates, raw = measure_cpu_rates(nthr, batches, alone, max_bytes=min(last_cache / 2, 8 << 20), reps=reps)
+            factor, mixed_s = in_step_overhead_factor(nthr, alone, reps)
+        raw.append({"class": "in_step_overhead_factor", "batch": None, "width": None, "call_s": mixed_s,
+                    "factor": factor})
+        return {k: v * factor for k, v in alone.items()}, rates, raw, how
     over = measure_gpu_overheads(reps)
     rates, raw = measure_gpu_rates(batches, over, reps)
     return over, rates, raw, "n/a"
