@@ -559,7 +559,29 @@ def _seconds(v: float, _pos: Any = None) -> str:
     return f"{v * 1e6:g} µs"
 
 
+# the training families: one marker each, so they stay apart in greyscale and beside the batch colours
+FAMILY_MARKERS = {"mlp": "o", "cnn": "s", "transformer": "^"}
+FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN", "transformer": "transformer"}
+
+
+def _capacity_lines(ax: Any, dev: DeviceResult) -> bool:
+    """Each measured cache capacity as a vertical line, named with its size at the top."""
+    xform = ax.get_xaxis_transform()
+    lo, hi = ax.get_xlim()
+    drawn = False
+    for lv in dev.levels:
+        if finite(lv.size_bytes) and lo <= lv.size_bytes <= hi:
+            ax.axvline(lv.size_bytes, color=BOUNDARY_COLOUR, lw=1.1, zorder=1)
+            ax.text(lv.size_bytes, 0.985, f" {label(lv.name)} {size_text(lv.size_bytes)} ", transform=xform,
+                    rotation=90, va="top", ha="right", fontsize=8, color=BOUNDARY_COLOUR)
+            drawn = True
+    return drawn
+
+
 def training_figure(result: ScanResult) -> Figure:
+    """Step time against the step's working set, one panel per device and thread count: colour
+    is the batch, the marker the network family; solid filled = measured, dashed hollow =
+    predicted; grey vertical lines are the measured cache capacities."""
     pts = [p for p in training_points(result) if finite(p.working_set_bytes)
            and finite(p.measured_s) and p.measured_s > 0 and p.working_set_bytes > 0]
     if not pts:
@@ -567,50 +589,57 @@ def training_figure(result: ScanResult) -> Figure:
     groups = sorted({(p.device, p.threads) for p in pts})
     cols = min(2, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = new_figure(9.6, 3.3 * rows + 1.5)
+    fig = new_figure(9.6, 3.6 * rows + 1.7)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     batches = sorted({p.batch for p in pts})
     colours = {b: level_colour(i) for i, b in enumerate(batches)}
+    families = [f for f in (*FAMILY_MARKERS, *sorted({p.model for p in pts})) if any(p.model == f for p in pts)]
+    families = list(dict.fromkeys(families))
+    markers = {f: FAMILY_MARKERS.get(f, "D") for f in families}
+    edges = False
     for gi, (device, threads) in enumerate(groups):
         ax = axes[gi // cols][gi % cols]
         gp = [p for p in pts if (p.device, p.threads) == (device, threads)]
         _size_axis(ax, *_x_range([p.working_set_bytes for p in gp]))
-        for b in batches:
-            bp = sorted((p for p in gp if p.batch == b), key=lambda p: p.working_set_bytes)
-            if not bp:
-                continue
-            x = [p.working_set_bytes for p in bp]
-            ax.plot(x, [p.measured_s for p in bp], color=colours[b], marker="o", ms=3.5, lw=1.5,
-                    label=f"batch {b}: measured")
-            pred = [(p.working_set_bytes, p.predicted_s) for p in bp
-                    if finite(p.predicted_s) and p.predicted_s > 0]
-            if pred:
-                ax.plot(*zip(*pred), color=colours[b], ls="--", marker="x", ms=3.5, lw=1.1,
-                        label=f"batch {b}: predicted")
+        for fam in families:
+            for b in batches:
+                bp = sorted((p for p in gp if p.batch == b and p.model == fam), key=lambda p: p.working_set_bytes)
+                if not bp:
+                    continue
+                ax.plot([p.working_set_bytes for p in bp], [p.measured_s for p in bp], color=colours[b],
+                        marker=markers[fam], ms=4, lw=1.5, zorder=3)
+                pred = [(p.working_set_bytes, p.predicted_s) for p in bp
+                        if finite(p.predicted_s) and p.predicted_s > 0]
+                if pred:
+                    ax.plot(*zip(*pred), color=colours[b], ls="--", marker=markers[fam], ms=4, lw=1.0,
+                            markerfacecolor="none", zorder=3)
         _plain_log_axis(ax, "y")
         ax.yaxis.set_major_formatter(FuncFormatter(_seconds))
         dev = result.devices.get(device)
         if dev is not None:
-            _boundaries(ax, dev, declared=False)
+            edges = _capacity_lines(ax, dev) or edges
         ax.set_title(label(f"{device.upper()}, {THREAD_LABELS.get(threads, threads)}" if device == "cpu"
                            else device.upper()), loc="left")
-        ax.set_xlabel("step working set: weights + gradients + activations (bytes)")
+        ax.set_xlabel("working set of one step (bytes, log scale)")
         if gi % cols == 0:
             ax.set_ylabel("time per training step (log scale)")
     for k in range(len(groups), rows * cols):
         axes[k // cols][k % cols].set_visible(False)
-    # one legend for all panels: collect unique labels
-    seen: dict[str, Any] = {}
-    for ax in fig.axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    seen["inferred boundary"] = Line2D([], [], color=BOUNDARY_COLOUR, lw=1.1)
-    ncols = min(4, len(seen))
-    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center",
+    # one legend for all panels, its three keys apart: colour = batch, marker = family, line = which
+    handles = [Line2D([], [], color=colours[b], lw=2.0, label=f"batch {b}") for b in batches]
+    handles += [Line2D([], [], ls="", marker=markers[f], color="0.3", ms=5,
+                       label=label(FAMILY_NAMES.get(f, f))) for f in families]
+    handles += [Line2D([], [], color="0.3", lw=1.5, marker="o", ms=4, label="measured"),
+                Line2D([], [], color="0.3", lw=1.0, ls="--", marker="o", ms=4, markerfacecolor="none",
+                       label="predicted from the scan")]
+    if edges:
+        handles.append(Line2D([], [], color=BOUNDARY_COLOUR, lw=1.1, label="measured cache capacity"))
+    ncols = min(5, len(handles))
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center",
                bbox_to_anchor=(0.5, 0.04 / _inches(fig)[1]), ncols=ncols, frameon=False, borderaxespad=0.0)
-    _margins(fig, math.ceil(len(seen) / ncols), top_in=0.62, hspace_in=1.05 if rows > 1 else 0.0)
-    fig.suptitle("training step time against working set (solid: measured, dashed: roofline prediction)",
-                 x=0.01, ha="left", fontsize=10.5)
+    _margins(fig, math.ceil(len(handles) / ncols), top_in=0.62, hspace_in=1.05 if rows > 1 else 0.0)
+    fig.suptitle("training step time against working set (solid: measured, dashed: predicted; "
+                 "colour: batch, marker: network)", x=0.01, ha="left", fontsize=10.5)
     return fig
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import statistics
 from typing import Any, Callable
 
@@ -24,7 +25,8 @@ from markupsafe import Markup
 
 from memprobe.report import figures as F
 from memprobe.report.pairing import DISAGREE_FRACTION, pair_with_declared
-from memprobe.result import ALL_BANDWIDTH_KERNELS, THREAD_KEYS, Code, DeviceResult, Level, ScanResult
+from memprobe.result import (ALL_BANDWIDTH_KERNELS, THREAD_KEYS, Code, DeviceResult, Level, ScanResult, SeedRow,
+                             TrainingPoint)
 
 # the level notes the declared-vs-measured table repeats (the others have columns of their own)
 MATCH_NOTE_CODES = (Code.NEAR_MEMORY, Code.MEMORY_SIDE_CACHE, Code.NOT_A_CACHE, Code.PAGE_LOCAL_MEMORY)
@@ -67,7 +69,8 @@ def num(v: Any, digits: int = 3) -> str:
 def pct(v: Any, signed: bool = True) -> str:
     if not F.finite(v):
         return "—"
-    return f"{v * 100:+.0f} %" if signed else f"{v * 100:.0f} %"
+    r = round(v * 100)
+    return (f"{r:+.0f} %" if r else "0 %") if signed else f"{r:.0f} %"
 
 
 def _svg(build: Callable[[], Any], salt: str) -> dict[str, Any]:
@@ -260,43 +263,227 @@ def _compute_view(dev: DeviceResult) -> dict[str, Any] | None:
             "fma_clock": num(comp.clock_ghz_during_fma) if comp.clock_ghz_during_fma else None}
 
 
+FAMILY_TITLES = {"mlp": "MLP: dense layers, ReLU, SGD",
+                 "cnn": "CNN: ResNet-style bottleneck blocks (1x1-3x3-1x1 convolutions, batch norm, ReLU)",
+                 "transformer": "Transformer: GPT-style blocks (layer norm, causal self-attention, GELU MLP)"}
+FAMILY_ORDER = ("mlp", "cnn", "transformer")
+SEED_TASKS = {"mnist_epoch": "MNIST, one epoch", "resnet50_epoch": "ResNet-50, one ImageNet epoch",
+              "gpt2_finetune": "GPT-2 small, fine-tune"}
+MISS = 0.25  # the report flags a prediction off by more than this (train/model.MISS_FRACTION)
+TOP_OPS = 8  # the per-op tables show the slowest ops, the rest summed in one row
+
+
+def duration(s: Any) -> str:
+    """A time in the unit a reader would say it in, 3 significant digits: 12.8 µs, 633 ms,
+    4.2 s, 7.5 min, 3.1 h, 2.4 days; '—' for missing."""
+    if not F.finite(s) or s <= 0:
+        return "—"
+    for unit, div, top in (("µs", 1e-6, 1e-3), ("ms", 1e-3, 1.0), ("s", 1.0, 120.0), ("min", 60.0, 7200.0),
+                           ("h", 3600.0, 172800.0), ("days", 86400.0, math.inf)):
+        if s < top:
+            return f"{fmt_sig(s / div)} {unit}"
+    return "—"  # unreachable
+
+
+def fmt_sig(v: float) -> str:
+    """3 significant digits, plain: 12.8, 633, 4.20 -> 4.2, 1 234 -> 1234."""
+    if v >= 1000:
+        return f"{v:.0f}"
+    return f"{float(f'{v:.3g}'):g}"
+
+
+def bound_words(bound: str | None) -> str:
+    """What bounds a step or an op, in words: compute, a level's bandwidth, call overhead."""
+    if not bound:
+        return "—"
+    return {"compute": "compute", "overhead": "call overhead", "memory": "memory bandwidth"}.get(
+        bound, f"{bound} bandwidth")
+
+
+def _family_name(model: str) -> str:
+    return F.FAMILY_NAMES.get(model, model)
+
+
+def _shape(p: TrainingPoint) -> str:
+    """The network's size at one point, in words (the spec's own keys where the family has one)."""
+    sp = p.spec or {}
+    if p.model == "cnn":
+        res = sp.get("resolution")
+        return (f"{sp.get('channels', p.width)} channels" + (f", {res}×{res} px" if res else "")
+                + f", {sp.get('blocks', p.layers)} blocks")
+    if p.model == "transformer":
+        seq = sp.get("seq")
+        return (f"width {sp.get('width', p.width)}" + (f", {seq} tokens" if seq else "")
+                + f", {sp.get('layers', p.layers)} layers")
+    return f"width {p.width}, {p.layers} layers"
+
+
+def _level_words(level: str) -> str:
+    return "below L1 (overhead)" if level == "overhead" else level
+
+
+def _point_row(p: TrainingPoint) -> dict[str, Any]:
+    miss = F.finite(p.error) and abs(p.error) > MISS
+    cause = p.miss_cause or ("not recorded by this scan" if miss else "")
+    return {"level": _level_words(p.level), "shape": _shape(p), "ws": F.size_text(p.working_set_bytes),
+            "batch": num(p.batch), "threads": F.THREAD_LABELS.get(p.threads, p.threads),
+            "measured": duration(p.measured_s), "predicted": duration(p.predicted_s), "error": pct(p.error),
+            "miss": miss, "cause": cause, "bound": bound_words(p.bound)}
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _family_tables(pts: list[TrainingPoint]) -> list[dict[str, Any]]:
+    """One table per family and device: batch > 1 first, batch 1 apart (its error is overhead)."""
+    out = []
+    devices = sorted({p.device for p in pts})
+    fams = [f for f in FAMILY_ORDER if any(p.model == f for p in pts)]
+    fams += sorted({p.model for p in pts} - set(fams))
+    for fam in fams:
+        for dev in devices:
+            fp = [p for p in pts if p.model == fam and p.device == dev]
+            if not fp:
+                continue
+            fp.sort(key=lambda p: (p.threads, p.batch, p.working_set_bytes))
+            big = [p for p in fp if p.batch > 1]
+            one = [p for p in fp if p.batch == 1]
+            err_big = [p.error for p in big if F.finite(p.error) and p.batch >= 16]
+            err_one = [p.error for p in one if F.finite(p.error)]
+            title = FAMILY_TITLES.get(fam, fam)
+            out.append({
+                "family": fam, "device": dev,
+                "title": title + (f", {dev.upper()}" if len(devices) > 1 else ""),
+                "rows": [_point_row(p) for p in big], "batch1": [_point_row(p) for p in one],
+                "n": len(fp), "misses": sum(1 for p in fp if F.finite(p.error) and abs(p.error) > MISS),
+                "abs_big": pct(_median([abs(e) for e in err_big]), signed=False) if err_big else None,
+                "signed_big": pct(_median(err_big)) if err_big else None, "n_big": len(err_big),
+                "abs_one": pct(_median([abs(e) for e in err_one]), signed=False) if err_one else None,
+                "n_one": len(err_one),
+            })
+    return out
+
+
+def _representative(pts: list[TrainingPoint]) -> TrainingPoint:
+    """The point a reader would pick for a level: one the model predicted within 25 % where
+    there is one (a missed point's shares would mislead), the largest batch, all threads if
+    run, the middle working set of those."""
+    good = [p for p in pts if F.finite(p.error) and abs(p.error) <= MISS]
+    cand = good or pts
+    b = max(p.batch for p in cand)
+    cand = [p for p in cand if p.batch == b]
+    th = "threads_all" if any(p.threads == "threads_all" for p in cand) else cand[0].threads
+    cand = sorted((p for p in cand if p.threads == th), key=lambda p: p.working_set_bytes)
+    return cand[len(cand) // 2]
+
+
+def _op_kind(name: str) -> str:
+    """An op's name without its block or layer number, in words: block1.conv3x3.bwd ->
+    conv3x3 backward (the same op of every block is summed into one row)."""
+    name = re.sub(r"^(block|layer|h|x)\d+\.", "", name)
+    name = re.sub(r"^(h|x)\d+\.", "", name)
+    for tail, words in ((".bwd", " backward"), (".w.update", " weight update"), (".b.update", " bias update"),
+                        (".grad_sum", " gradient sum"), (".out.grad_stack", " gradient stack"), (".count", " count")):
+        if name.endswith(tail):
+            name = name[: -len(tail)] + words
+    return name.replace("_", " ")
+
+
+def _op_groups(ops: list[Any]) -> list[dict[str, Any]]:
+    """The ops of one step summed by kind; bound from the group's slowest op, the achieved
+    fraction weighted by time."""
+    groups: dict[str, list[Any]] = {}
+    for o in ops:
+        if F.finite(o.time_s):
+            groups.setdefault(_op_kind(o.name), []).append(o)
+    out = []
+    for kind, os_ in groups.items():
+        t = sum(o.time_s for o in os_)
+        fr = [(o.achieved_fraction, o.time_s) for o in os_ if F.finite(o.achieved_fraction)]
+        wsum = sum(w for _, w in fr)
+        out.append({"name": kind, "n": len(os_), "time_s": t, "bound": max(os_, key=lambda o: o.time_s).bound,
+                    "achieved": sum(f * w for f, w in fr) / wsum if wsum else None})
+    return sorted(out, key=lambda g: -g["time_s"])
+
+
+def _op_tables(pts: list[TrainingPoint], level_order: dict[str, int]) -> list[dict[str, Any]]:
+    """Per family (and device), one representative point per level: its slowest ops."""
+    out = []
+    with_ops = [p for p in pts if p.ops]
+    for fam in [f for f in FAMILY_ORDER if any(p.model == f for p in with_ops)] + \
+            sorted({p.model for p in with_ops} - set(FAMILY_ORDER)):
+        for dev in sorted({p.device for p in with_ops if p.model == fam}):
+            fp = [p for p in with_ops if p.model == fam and p.device == dev]
+            levels = sorted({p.level for p in fp}, key=lambda n: (level_order.get(n, 99), n))
+            tables = []
+            for lv in levels:
+                p = _representative([q for q in fp if q.level == lv])
+                ops = _op_groups(p.ops)
+                total = sum(o["time_s"] for o in ops) or None
+                rows = [{"name": o["name"], "n": o["n"], "time": duration(o["time_s"]),
+                         "share": pct(o["time_s"] / total, signed=False) if total else "—",
+                         "bound": bound_words(o["bound"]), "achieved": pct(o["achieved"], signed=False)}
+                        for o in ops[:TOP_OPS]]
+                rest = ops[TOP_OPS:]
+                rest_s = sum(o["time_s"] for o in rest)
+                tables.append({
+                    "level": _level_words(lv), "shape": _shape(p), "ws": F.size_text(p.working_set_bytes),
+                    "batch": num(p.batch), "threads": F.THREAD_LABELS.get(p.threads, p.threads),
+                    "measured": duration(p.measured_s), "predicted": duration(p.predicted_s),
+                    "rows": rows, "rest": {"n": len(rest), "time": duration(rest_s),
+                                           "share": pct(rest_s / total, signed=False) if total else "—"}
+                    if rest else None})
+            out.append({"family": fam, "device": dev, "name": _family_name(fam), "tables": tables})
+    return out
+
+
+def _seed_rows(rows: list[SeedRow]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        claimed = duration(r.claimed_s)
+        out.append({
+            "task": SEED_TASKS.get(r.task, r.task.replace("_", " ")), "device": r.device.upper(),
+            "family": _family_name(r.model), "workload": r.workload, "predicted": duration(r.predicted_s),
+            "check": r.check, "check_measured": duration(r.check_measured_s),
+            "check_predicted": duration(r.check_predicted_s), "check_error": pct(r.check_error),
+            "check_miss": F.finite(r.check_error) and abs(r.check_error) > MISS,
+            "claimed": claimed + (f" ({r.claimed_hardware})" if r.claimed_hardware and claimed != "—" else ""),
+            "threads": f"{r.threads} thread{'s' if r.threads != 1 else ''}" if r.threads else "",
+            "bound": bound_words(r.bound) if r.bound else "—", "bound_text": r.bound_text, "note": r.note})
+    return out
+
+
 def _training_view(result: ScanResult) -> dict[str, Any] | None:
     tr = result.training
     pts = tr.points
     if not pts:
         return None
-    rows, misses = [], {}
-    for p in sorted(pts, key=lambda p: (p.device, p.threads, p.batch, p.working_set_bytes)):
-        why = p.miss_cause
-        if why:
-            misses[why] = misses.get(why, 0) + 1
-        rows.append({
-            "device": p.device, "model": p.model, "level": p.level, "width": num(p.width),
-            "batch": num(p.batch), "threads": F.THREAD_LABELS.get(p.threads, p.threads),
-            "ws": F.size_text(p.working_set_bytes), "gflop": num(p.flops / 1e9),
-            "mb": num(p.bytes / 1e6), "measured": _time(p.measured_s),
-            "predicted": _time(p.predicted_s), "error": pct(p.error),
-            "big_error": why is not None, "cause": why or "",
-            "achieved": pct(p.achieved_fraction, signed=False), "bound": p.bound or "—",
-        })
+    level_order = {lv.name: i for dev in result.devices.values() for i, lv in enumerate(dev.levels)}
+    level_order.setdefault("overhead", -1)
     summary = []
     for dev, th in sorted({(p.device, p.threads) for p in pts}):
         gp = [p for p in pts if (p.device, p.threads) == (dev, th) and F.finite(p.error)]
         big = [abs(p.error) for p in gp if p.batch >= 16]
         one = [abs(p.error) for p in gp if p.batch == 1]
-        summary.append({"device": dev, "threads": F.THREAD_LABELS.get(th, th), "n": len(gp),
+        summary.append({"device": dev.upper(), "threads": F.THREAD_LABELS.get(th, th), "n": len(gp),
                         "big": pct(statistics.median(big), signed=False) if big else "—",
                         "one": pct(statistics.median(one), signed=False) if one else "—"})
-    epochs = [{"device": k, "threads": e.threads, "dims": "-".join(map(str, e.dims)), "batch": e.batch,
-               "measured": _time(e.epoch_s), "predicted": _time(e.predicted_epoch_s), "error": pct(e.error),
+    epochs = [{"device": k.upper(), "threads": e.threads, "dims": "-".join(map(str, e.dims)), "batch": e.batch,
+               "measured": duration(e.epoch_s), "predicted": duration(e.predicted_epoch_s), "error": pct(e.error),
                "complete": e.complete} for k, e in tr.mnist.items()]
-    speedup = [{"width": s.width, "batch": s.batch, "cpu": _time(s.cpu_s), "gpu": _time(s.gpu_s),
+    speedup = [{"width": s.width, "batch": s.batch, "cpu": duration(s.cpu_s), "gpu": duration(s.gpu_s),
                 "ratio": f"{s.gpu_over_cpu:.2f}×"} for s in tr.speedup]
-    return {"rows": rows, "summary": summary, "epochs": epochs, "speedup": speedup,
+    wins = [{"batch": b, "width": w} for b, w in tr.gpu_wins_from_width.items() if w is not None]
+    families = _family_tables(pts)
+    return {"families": families, "summary": summary, "epochs": epochs, "speedup": speedup,
+            "ops": _op_tables(pts, level_order), "seed": _seed_rows(tr.seed_table),
             "claims": [{"text": c.text, "finding": c.finding} for c in tr.claims],
-            "skipped": len(tr.skipped), "kept": len(pts), "method": tr.method,
-            "misses": [{"n": n, "why": w} for w, n in misses.items()],
-            "wins": {b: w for b, w in tr.gpu_wins_from_width.items()}}
+            "skipped": len(tr.skipped), "kept": len(pts), "formula": tr.method,
+            "misses": sum(f["misses"] for f in families), "wins": wins,
+            "names": [_family_name(f["family"]) for f in families],
+            "has_mlp": any(p.model == "mlp" for p in pts),
+            "has_torch": any(p.model != "mlp" for p in pts)}
 
 
 def _n(v: Any) -> float:
@@ -305,10 +492,6 @@ def _n(v: Any) -> float:
 
 def _div(a: Any, b: float) -> float | None:
     return a / b if F.finite(a) else None
-
-
-def _time(s: Any) -> str:
-    return F._seconds(s) if F.finite(s) and s > 0 else "—"
 
 
 def _loaded_rows(dev: DeviceResult) -> list[dict[str, Any]]:

@@ -9,7 +9,12 @@
   devices (the GPU half under the simulator too): every figure of the GPU half is a logic
   check, not a measurement, and the file says so in settings.fixture and a warning;
 - scan_incomplete.json: a real quick scan stopped (KeyboardInterrupt) after the level
-  inference, as Ctrl-C leaves it.
+  inference, as Ctrl-C leaves it;
+- training_families.json: CNN and transformer points (with their per-op breakdowns) of a real
+  `memprobe train --model all` run, a few per family (1 thread; batch 16 at every level and
+  batch 1 at the smallest), without their per-step samples and with 4 significant digits:
+  `python3 tests/data/make_fixtures.py families OUT/scan.json` (needs the torch extra; the
+  report tests put these points into scan_small.json's study).
 
 Run it on any machine after a change to what a scan writes; the tests read these files as
 `memprobe report` would.
@@ -81,7 +86,33 @@ def incomplete() -> None:
     res.save(HERE / "scan_incomplete.json")
 
 
+def families(train_scan: str) -> None:
+    import json
+
+    def short(v):
+        if isinstance(v, float):
+            return float(f"{v:.4g}")
+        if isinstance(v, list):
+            return [short(x) for x in v]
+        if isinstance(v, dict):
+            return {k: short(x) for k, x in v.items()}
+        return v
+
+    pts = json.loads(Path(train_scan).read_text())["training"]["points"]
+    keep = []
+    for fam in ("cnn", "transformer"):
+        fp = sorted((p for p in pts if p["model"] == fam and p["threads"] == "threads_1"),
+                    key=lambda p: p["working_set_bytes"])
+        keep += [p for p in fp if p["batch"] == 16] + [p for p in fp if p["batch"] == 1][:1]
+    for p in keep:
+        p["samples_s"] = []
+    (HERE / "training_families.json").write_text(json.dumps(short(keep), separators=(",", ":")) + "\n")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["families"]:
+        families(sys.argv[2])
+        sys.exit(0)
     for make in (small, gpu, incomplete):
         make()
         print(f"wrote {make.__name__}", file=sys.stderr)
