@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from memprobe.train import family_model as FM
-from memprobe.train.families import FLOAT_BYTES
+from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
 BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer resolution is no issue
@@ -29,7 +29,7 @@ CACHE_FRACTION = 0.5
 TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2), "batch_norm": (1, 2, 2),
         "layer_norm": (1, 2), "relu": (2,), "add": (2,), "mul": (2,), "gelu": (2,), "add_bcast": (1, 1, 2),
         "masked_fill": (1, 2), "softmax": (1, 2), "contiguous": (1, 1, 2, 2), "mean": (1, 2, 2),
-        "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": ()}
+        "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": (), "maxpool": (1, 2, 4)}
 # a kernel's rate keeps no meaning once the work is this small a part of the call (noise)
 MIN_WORK_FRACTION = 0.1
 
@@ -63,13 +63,21 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
         return torch.randn(*shape, generator=g).requires_grad_(grad)
 
     if k == "conv":
-        b, cin, cout, hw, ks, ig = d
+        b, cin, cout, hw, ks, ig, *rest = d
+        stride = rest[0] if rest else 1
         x, w = t(b, cin, hw, hw, grad=bool(ig)), t(cout, cin, ks, ks)
-        return (lambda: F.conv2d(x, w, padding=ks // 2)), [x, w] if ig else [w]
+        return (lambda: F.conv2d(x, w, stride=stride, padding=ks // 2)), [x, w] if ig else [w]
     if k == "linear":
-        rows, din, dout, ig = d
-        x, w, bias = t(rows, din, grad=bool(ig)), t(dout, din), t(dout)
+        rows, din, dout, ig, *rest = d
+        x, w = t(rows, din, grad=bool(ig)), t(dout, din)
+        if rest and not rest[0]:  # no bias (a tied head)
+            return (lambda: F.linear(x, w)), ([x] if ig else []) + [w]
+        bias = t(dout)
         return (lambda: F.linear(x, w, bias)), ([x] if ig else []) + [w, bias]
+    if k == "maxpool":
+        b, c, hw = d
+        x = t(b, c, hw, hw)
+        return (lambda: F.max_pool2d(x, 3, 2, 1)), [x]
     if k == "bmm":
         gr, m, kk, n = d
         a, b2 = t(gr, m, kk), t(gr, n, kk)  # the second operand as a transposed view, as k.transpose
@@ -176,11 +184,15 @@ def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
 def _forward_bytes(op: FM.LoneOp) -> float:
     k, d = op.kind, op.dims
     if k == "conv":
-        b, cin, cout, hw, ks, _ = d
-        return (b * (cin + cout) * hw * hw + cout * cin * ks * ks) * FLOAT_BYTES
+        b, cin, cout, hw, ks, _, *rest = d
+        ho = out_size(hw, rest[0] if rest else 1)
+        return (b * (cin * hw * hw + cout * ho * ho) + cout * cin * ks * ks) * FLOAT_BYTES
     if k == "linear":
-        rows, din, dout, _ = d
+        rows, din, dout, *_ = d
         return (rows * (din + dout) + din * dout) * FLOAT_BYTES
+    if k == "maxpool":
+        b, c, hw = d
+        return b * c * (hw * hw + out_size(hw, 2) ** 2 * 3) * FLOAT_BYTES  # output and its int64 indices
     if k == "bmm":
         gr, m, kk, n = d
         return gr * (m * kk + kk * n + m * n) * FLOAT_BYTES
@@ -202,17 +214,20 @@ def _forward_bytes(op: FM.LoneOp) -> float:
 def lone_flops(op: FM.LoneOp, phase: str) -> float:
     """FLOPs of the op alone, by the families' formulas (the backward with the same multipliers
     as `family_model`)."""
-    from memprobe.train.families import GELU_FLOPS, LOSS_FLOPS, NORM_FLOPS, SOFTMAX_FLOPS
+    from memprobe.train.families import GELU_FLOPS, LOSS_FLOPS, NORM_FLOPS, POOL_FLOPS, SOFTMAX_FLOPS
 
     k, d = op.kind, op.dims
     if k == "conv":
-        b, cin, cout, hw, ks, ig = d
-        f = 2.0 * b * cout * hw * hw * cin * ks * ks
+        b, cin, cout, hw, ks, ig, *rest = d
+        ho = out_size(hw, rest[0] if rest else 1)
+        f = 2.0 * b * cout * ho * ho * cin * ks * ks
         return f if phase == "fwd" else f * (2 if ig else 1)
     if k == "linear":
-        rows, din, dout, ig = d
-        f = 2.0 * rows * din * dout + rows * dout
+        rows, din, dout, ig, *rest = d
+        f = 2.0 * rows * din * dout + (rows * dout if not rest or rest[0] else 0)
         return f if phase == "fwd" else f * (2 if ig else 1)
+    if k == "maxpool":
+        return float(POOL_FLOPS * d[0] * d[1] * out_size(d[2], 2) ** 2)
     if k == "bmm":
         gr, m, kk, n = d
         return 2.0 * gr * m * kk * n * (1 if phase == "fwd" else 2)
