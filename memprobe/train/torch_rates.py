@@ -20,6 +20,7 @@ from memprobe.train import family_model as FM
 from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
+WARM_S = 0.03  # untimed calls before a figure's first timed batch (see _warm)
 BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer resolution is no issue
 UPDATE_ELEMENTS = 1 << 16  # the optimizer's rate: one tensor this big (its states fit in L2)
 # the lone op's forward operands fit in this fraction of the cache it is measured against, so
@@ -30,13 +31,26 @@ TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2),
         "layer_norm": (1, 2), "relu": (2,), "add": (2,), "mul": (2,), "gelu": (2,), "add_bcast": (1, 1, 2),
         "masked_fill": (1, 2), "softmax": (1, 2), "contiguous": (1, 1, 2, 2), "mean": (1, 2, 2),
         "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": (), "maxpool": (1, 2, 4)}
+# GEMM rows a weight-heavy op keeps when cut (see cache_batch): 128 rows make a weight byte
+# carry 64 FLOPs, past this class of machine's FLOP-per-byte balance from memory
+MIN_GEMM_ROWS = 128
 # a kernel's rate keeps no meaning once the work is this small a part of the call (noise)
 MIN_WORK_FRACTION = 0.1
 
 
+def _warm(fn: Callable[[], Any]) -> None:
+    """Call fn for WARM_S: the first calls after a pause run on sleeping pool threads (on a
+    2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for its first ten calls,
+    36 us after), and a training step's calls come back to back."""
+    t0 = time.perf_counter()
+    fn()
+    while time.perf_counter() - t0 < WARM_S:
+        fn()
+
+
 def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
     """Median seconds per call, calls timed in batches."""
-    fn()
+    _warm(fn)
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-7)
@@ -152,7 +166,7 @@ def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
 
     # the two timed in alternation, the backward as the difference within each repetition: a
     # neighbour's spell then slows both sides of one difference rather than one side of it
-    fb()
+    _warm(fb)
     t0 = time.perf_counter()
     fb()
     n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
@@ -171,14 +185,39 @@ def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
 
 
 def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
-    """The op with its leading dimension cut so that its forward operands fit `budget_bytes`."""
+    """The op with its leading dimension cut so that its forward operands fit `budget_bytes`.
+
+    A convolution or linear layer whose weights alone overflow the budget cannot be made to fit:
+    its cut stops at MIN_GEMM_ROWS output rows, where each weight byte still carries enough
+    FLOPs that the figure is the GEMM's rate, not the weight stream's (the model's memory term
+    counts that stream apart)."""
     if not op.dims or op.kind == "count":
         return op
     full = _forward_bytes(op)
     if full <= budget_bytes:
         return op
     b = max(1, int(op.batch * budget_bytes / full))
+    rows_per = _rows_per_batch(op)
+    if rows_per and _weight_bytes(op) > budget_bytes:
+        b = max(b, min(op.batch, -(-MIN_GEMM_ROWS // rows_per)))
     return op.with_batch(b)
+
+
+def _rows_per_batch(op: FM.LoneOp) -> int:
+    """Output rows of the op's GEMM per unit of its leading dimension (0: not a weighted GEMM)."""
+    if op.kind == "conv":
+        _, _, _, hw, _, _, *rest = op.dims
+        return out_size(hw, rest[0] if rest else 1) ** 2
+    return 1 if op.kind == "linear" else 0
+
+
+def _weight_bytes(op: FM.LoneOp) -> float:
+    if op.kind == "conv":
+        _, cin, cout, _, ks, *_ = op.dims
+        return cin * cout * ks * ks * FLOAT_BYTES
+    if op.kind == "linear":
+        return op.dims[1] * op.dims[2] * FLOAT_BYTES
+    return 0.0
 
 
 def _forward_bytes(op: FM.LoneOp) -> float:
