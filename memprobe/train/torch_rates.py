@@ -20,7 +20,9 @@ from memprobe.train import family_model as FM
 from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
-WARM_S = 0.03  # untimed calls before a figure's first timed batch (see _warm)
+# untimed calls before a figure's first timed batch (see _warm): this long, and this many
+# calls unless they take longer than WARM_MAX_S
+WARM_S, WARM_CALLS, WARM_MAX_S = 0.03, 20, 0.5
 BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer resolution is no issue
 UPDATE_ELEMENTS = 1 << 16  # the optimizer's rate: one tensor this big (its states fit in L2)
 # the lone op's forward operands fit in this fraction of the cache it is measured against, so
@@ -40,12 +42,14 @@ MIN_WORK_FRACTION = 0.1
 
 def _warm(fn: Callable[[], Any]) -> None:
     """Call fn for WARM_S: the first calls after a pause run on sleeping pool threads (on a
-    2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for its first ten calls,
+    2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for each of its first ten calls,
     36 us after), and a training step's calls come back to back."""
     t0 = time.perf_counter()
     fn()
-    while time.perf_counter() - t0 < WARM_S:
+    calls = 1
+    while (elapsed := time.perf_counter() - t0) < WARM_S or (calls < WARM_CALLS and elapsed < WARM_MAX_S):
         fn()
+        calls += 1
 
 
 def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
