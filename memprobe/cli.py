@@ -542,9 +542,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _Progress() as progress:
         run_training_study(result, device=args.device, quick=args.quick, framework=args.framework,
                            progress=progress.update, models=models)
+        if args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}:
+            from memprobe.scan.training import run_seed_table
+
+            run_seed_table(result, progress.update)
     out = _prepare_out(args.out or _default_out())
     paths = write_outputs(result, out)
     _print_training(result)
+    _print_seed_table(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0
 
@@ -602,6 +607,40 @@ def _print_training(result) -> None:
     if tr.skipped:
         console.print(f"the time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} points "
                       "(scan.json: training.skipped)", highlight=False)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 5400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 60:.1f} min" if s >= 90 else f"{s:.3g} s"
+
+
+def _print_seed_table(result) -> None:
+    """The seed table in 80 columns: the task projected here against the claim, the check's
+    measured and predicted step and error (! past 25 %), then one line per row on its bound."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result.training.seed_table
+    if not rows:
+        return
+    console = Console(stderr=False, width=min(80, Console().width))
+    t = Table(title="seed table: projected here vs claimed; check = real steps, scaled down",
+              title_justify="left")
+    for col in ("task", "dev", "projected", "claimed", "check meas", "check pred", "error"):
+        t.add_column(col, justify="left" if col in ("task", "dev") else "right")
+    for r in rows:
+        err = "-" if r.check_error is None else f"{r.check_error:+.0%}" + (" !" if abs(r.check_error) > 0.25 else "")
+        t.add_row(r.task, r.device, _duration(r.predicted_s), _duration(r.claimed_s), _duration(r.check_measured_s),
+                  _duration(r.check_predicted_s), err)
+    console.print(t)
+    for r in rows:
+        console.print(f"{r.task} ({r.device}): {r.bound_text or r.note}", highlight=False)
+    gpu = result.training.settings.get("seed_table_gpu")
+    if gpu:
+        console.print(gpu, highlight=False)
 
 
 def _print_study_line(result) -> None:
@@ -768,6 +807,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", type=_models_arg, default=("mlp",), metavar="MODEL",
                    help="mlp (default), cnn, transformer or all (comma-separated for several); cnn and "
                         "transformer train in PyTorch on the CPU (the torch extra)")
+    t.add_argument("--seed-table", action="store_true",
+                   help="also fill the seed table (MNIST epoch, ResNet-50 epoch, GPT-2 small fine-tune: "
+                        "projected from the scan, checked by real scaled-down steps; 1-3 minutes); "
+                        "--model all does this too")
     t.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: reports/<host>-<timestamp>/)")
     t.set_defaults(func=cmd_train)
     return p

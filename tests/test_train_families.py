@@ -188,3 +188,64 @@ def test_without_torch_the_study_warns_once_and_runs_no_family(monkeypatch):
     assert tr.points == []
     lines = [w.text for w in res.warnings if w.code == Code.TRAINING]
     assert len(lines) == 1 and "cnn, transformer skipped" in lines[0] and "\n" not in lines[0]
+
+
+# ---- the seed table's real architectures: ResNet-50 and GPT-2 small ----------------------------
+from memprobe.train.families import ResNetSpec, gpt2_small, resnet50  # noqa: E402
+
+
+def test_resnet50_by_formula():
+    spec = resnet50(1)
+    assert isinstance(spec, ResNetSpec) and spec.model == "cnn"
+    assert parameters(spec) == 25_557_032  # torchvision's resnet50: 25.6 M
+    ops = forward_ops(spec)
+    convs = [o for o in ops if o.kind == "conv"]
+    assert len(convs) == 1 + 16 * 3 + 4  # stem, three per block, one projection per stage
+    # 4.1 G multiply-adds per 224x224 image (the figure quoted for ResNet-50)
+    assert sum(o.flops for o in ops if o.gemm) / 2 == pytest.approx(4.09e9, rel=0.01)
+    stem = ops[0]
+    assert stem.flops == 2 * 64 * 112 * 112 * 3 * 49  # 7x7, stride 2: 112x112 outputs
+
+
+def test_gpt2_small_by_formula():
+    spec = gpt2_small(1, 1024)
+    assert parameters(spec) == 124_439_808  # GPT-2 small, head tied to the token embedding
+    assert parameters(gpt2_small(1, 64)) == parameters(spec)  # the position table stays 1024 long
+    head = next(o for o in forward_ops(spec) if o.name == "head")
+    assert head.flops == 2 * 1024 * 768 * 50257  # no bias on a tied head
+    assert sum(n for _, n in FM.param_tensors(spec)) == parameters(spec)
+
+
+@pytest.mark.parametrize("spec", [resnet50(2, 32), gpt2_small(1, 16)], ids=["resnet50", "gpt2"])
+def test_the_real_architectures_step_op_lists_hold_together(spec):
+    fwd = FM.forward_with_operands(spec)
+    assert [(f.name, f.flops, f.read_bytes, f.out[1]) for f in fwd] == \
+        [(o.name, o.flops, o.read_bytes, o.write_bytes) for o in forward_ops(spec)]
+    assert sum(n for _, n in FM.param_tensors(spec)) == parameters(spec)
+    assert len([o for o in FM.step_ops(spec) if o.kind == "update"]) == len(FM.param_tensors(spec))
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [resnet50(1), gpt2_small(1)], ids=["resnet50", "gpt2"])
+def test_the_real_architectures_parameters_in_pytorch(spec):
+    """Built on the meta device (no memory, no initialisation): PyTorch's count and tensor list
+    are the formula's, a shared (tied) weight counted once."""
+    import torch
+
+    from memprobe.train.torch_families import build
+
+    with torch.device("meta"):
+        net = build(spec)
+    assert sum(p.numel() for p in net.parameters()) == parameters(spec)
+    assert [p.numel() for p in net.parameters()] == [n for _, n in FM.param_tensors(spec)]
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [resnet50(2, 32), gpt2_small(1, 8)], ids=["resnet50", "gpt2"])
+def test_the_real_architectures_op_lists_are_what_pytorch_runs(spec):
+    from memprobe.train.torch_families import profile_forward
+
+    names, flops = profile_forward(spec)
+    ops = forward_ops(spec)
+    assert names == [o.aten for o in ops]
+    assert flops == pytest.approx(sum(o.flops for o in ops if o.gemm), rel=0.02)

@@ -233,6 +233,44 @@ def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float
     return rates_from_json(stored["rates_gflops"])
 
 
+def run_seed_table(result: ScanResult, progress: ProgressFn = _noop) -> None:
+    """The seed table (`train/seed_table.py`) into `result.training.seed_table`: the MNIST row
+    from the study's epoch (run the MLP first), ResNet-50 and GPT-2 small measured and projected
+    now (30-90 s here). Without PyTorch or CPU levels, a warning says why and no row is made."""
+    from pydantic import TypeAdapter
+
+    from memprobe.result import SeedRow
+    from memprobe.train import model as M
+    from memprobe.train import seed_table as ST
+    from memprobe.train.torch_families import torch_missing
+
+    dres = result.devices.get("cpu")
+    why = torch_missing()
+    if dres is None or not dres.levels or why is not None:
+        result.warn(Code.TRAINING, f"seed table skipped: {why or 'no cpu levels in this scan'}")
+        return
+    tr = result.training
+    epoch = asdict(tr.mnist["cpu"]) if "cpu" in tr.mnist else None
+    ceil = None
+    if epoch is not None:
+        tkey = "threads_all" if epoch["threads"] > 1 else "threads_1"
+        inputs = tr.inputs.get("cpu") or {}
+        try:
+            ceil = M.ceilings_from_device(dres, tkey, epoch["threads"],
+                                          _rates_back((inputs.get("gemm_rates") or {})[tkey]),
+                                          (inputs.get("overhead_s") or {})[tkey])
+        except (KeyError, TypeError, M.MissingCeiling):
+            ceil = None  # the row keeps its times; its bound stays blank
+    try:
+        rows = ST.build_seed_table(dres, epoch, ceil, progress) + ST.gpu_note_rows(result)
+    except M.MissingCeiling as exc:
+        result.warn(Code.TRAINING, f"seed table skipped, the prediction needs a ceiling the scan lacks ({exc})")
+        return
+    tr.seed_table = TypeAdapter(list[SeedRow]).validate_python(rows)
+    if "gpu" not in result.devices:
+        tr.settings["seed_table_gpu"] = "no GPU in this scan: the claims' RTX 4090 column is not tested here"
+
+
 # a scan's study per family beyond the MLP (`memprobe scan --train-models`), seconds
 SCAN_FAMILY_BUDGET_S = 20.0
 

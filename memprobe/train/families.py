@@ -7,9 +7,15 @@ records for a forward pass is one of these ops, and the GEMM and convolution FLO
 - `cnn`: a 3x3 stem convolution, then bottleneck blocks (1x1 reduce to a quarter of the
   channels, 3x3, 1x1 expand, each followed by batch norm, a residual add and ReLU), global
   average pooling and a linear classifier, on images of `resolution` x `resolution`.
+- `cnn` at full size (`ResNetSpec`, `resnet50`): torchvision's ResNet-50 (v1.5, the stride on
+  the bottleneck's 3x3): a 7x7/2 stem convolution, batch norm, ReLU and a 3x3/2 max pool, then
+  stages of bottleneck blocks (3, 4, 6, 3 blocks; widths 256, 512, 1024, 2048, the bottleneck at
+  a quarter), each stage's first block projecting its shortcut (1x1 convolution and batch norm)
+  and, from the second stage on, halving the resolution.
 - `transformer`: token embedding plus position embedding, `layers` GPT blocks (layer norm,
   causal self-attention with `heads` heads, residual; layer norm, an MLP of 4x the width with
-  GELU, residual), a final layer norm and the vocabulary head, on sequences of `seq` tokens.
+  GELU, residual), a final layer norm and the vocabulary head, on sequences of `seq` tokens;
+  with `tied`, the head is the token embedding's weight (no bias), as GPT-2's (`gpt2_small`).
 
 FLOP conventions: a multiply-add is 2 FLOPs (conv: 2 x output elements x in-channels x k^2;
 linear and matmul: 2 x M x N x K); an elementwise op counts its own small constant per element,
@@ -26,6 +32,8 @@ NORM_FLOPS = 8  # mean, variance, normalise, scale and shift
 GELU_FLOPS = 8  # the tanh form's polynomial and tanh
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
 LOSS_FLOPS = 5  # log-softmax and the pick of the label
+POOL_FLOPS = 9  # a 3x3 max pool: one comparison per window element
+INDEX_BYTES = 8  # int64: labels, token ids, a max pool's indices
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,21 @@ class CnnSpec:
 
 
 @dataclass(frozen=True)
+class ResNetSpec(CnnSpec):
+    """A torchvision-style ResNet (module docstring). CnnSpec's `channels` and `blocks` are the
+    last stage's width and the number of blocks, so code that reads them sees the same network."""
+
+    stem_channels: int = 64
+    stages: tuple[int, ...] = (3, 4, 6, 3)
+    widths: tuple[int, ...] = (256, 512, 1024, 2048)
+
+
+def resnet50(batch: int, resolution: int = 224, classes: int = 1000) -> ResNetSpec:
+    """ResNet-50 (25.6 M parameters at 1000 classes)."""
+    return ResNetSpec(batch, channels=2048, resolution=resolution, blocks=16, classes=classes)
+
+
+@dataclass(frozen=True)
 class TransformerSpec:
     batch: int
     seq: int
@@ -50,10 +73,21 @@ class TransformerSpec:
     heads: int = 4
     layers: int = 2
     vocab: int = 256
+    tied: bool = False  # the head is the token embedding's weight, without a bias (GPT-2)
+    context: int = 0  # rows of the position table (0: seq); a sequence may be shorter
 
     @property
     def model(self) -> str:
         return "transformer"
+
+    @property
+    def positions(self) -> int:
+        return self.context or self.seq
+
+
+def gpt2_small(batch: int, seq: int = 1024) -> TransformerSpec:
+    """GPT-2 small: width 768, 12 layers of 12 heads, vocabulary 50257, context 1024, tied head."""
+    return TransformerSpec(batch, seq, 768, heads=12, layers=12, vocab=50257, tied=True, context=1024)
 
 
 @dataclass(frozen=True)
@@ -81,15 +115,21 @@ def _elementwise(name: str, kind: str, aten: str, n: int, flops_per: float, inpu
     return FamilyOp(name, kind, aten, flops_per * n, inputs * n * FLOAT_BYTES, n * FLOAT_BYTES)
 
 
-def _conv(name: str, b: int, cin: int, cout: int, hw: int, k: int) -> FamilyOp:
-    out = b * cout * hw * hw
+def out_size(hw: int, stride: int) -> int:
+    """A convolution's or pool's output side at padding k // 2 (odd k): ceil(hw / stride)."""
+    return (hw - 1) // stride + 1
+
+
+def _conv(name: str, b: int, cin: int, cout: int, hw: int, k: int, stride: int = 1) -> FamilyOp:
+    ho = out_size(hw, stride)
+    out = b * cout * ho * ho
     return FamilyOp(name, "conv", "aten::conv2d", 2.0 * out * cin * k * k,
                     (b * cin * hw * hw + cout * cin * k * k) * FLOAT_BYTES, out * FLOAT_BYTES)
 
 
-def _linear(name: str, rows: int, d_in: int, d_out: int) -> FamilyOp:
-    return FamilyOp(name, "linear", "aten::linear", 2.0 * rows * d_in * d_out + rows * d_out,
-                    (rows * d_in + d_in * d_out + d_out) * FLOAT_BYTES, rows * d_out * FLOAT_BYTES)
+def _linear(name: str, rows: int, d_in: int, d_out: int, bias: bool = True) -> FamilyOp:
+    return FamilyOp(name, "linear", "aten::linear", 2.0 * rows * d_in * d_out + (rows * d_out if bias else 0),
+                    (rows * d_in + d_in * d_out + (d_out if bias else 0)) * FLOAT_BYTES, rows * d_out * FLOAT_BYTES)
 
 
 def _batch_norm(name: str, n: int) -> list[FamilyOp]:
@@ -99,8 +139,55 @@ def _batch_norm(name: str, n: int) -> list[FamilyOp]:
             _elementwise(name, "norm", "aten::batch_norm", n, NORM_FLOPS)]
 
 
+def resnet_blocks(s: ResNetSpec) -> list[tuple[str, int, int, int, int, int]]:
+    """(name, in width, bottleneck width, out width, input side, stride) of each block."""
+    hw, c = out_size(out_size(s.resolution, 2), 2), s.stem_channels
+    out = []
+    for si, (n, w) in enumerate(zip(s.stages, s.widths)):
+        for j in range(n):
+            stride = 2 if si > 0 and j == 0 else 1
+            out.append((f"stage{si + 1}.{j}", c, max(1, w // 4), w, hw, stride))
+            hw, c = out_size(hw, stride), w
+    return out
+
+
+def resnet_ops(s: ResNetSpec) -> list[FamilyOp]:
+    """The ResNet's forward pass, in order (the shortcut's projection after the main path, as
+    torchvision runs it)."""
+    b, r, c0 = s.batch, s.resolution, s.stem_channels
+    r2 = out_size(r, 2)
+    r4 = out_size(r2, 2)
+    n0 = b * c0 * r2 * r2
+    npool = b * c0 * r4 * r4
+    ops = [_conv("stem.conv", b, s.in_channels, c0, r, 7, 2), *_batch_norm("stem.bn", n0),
+           _elementwise("stem.relu", "act", "aten::relu", n0, 1),
+           FamilyOp("stem.pool", "pool", "aten::max_pool2d", float(POOL_FLOPS * npool), n0 * FLOAT_BYTES,
+                    npool * (FLOAT_BYTES + INDEX_BYTES))]
+    for name, cin, q, cout, hw, stride in resnet_blocks(s):
+        ho = out_size(hw, stride)
+        nin, nq, nout = b * q * hw * hw, b * q * ho * ho, b * cout * ho * ho
+        ops += [_conv(f"{name}.conv1", b, cin, q, hw, 1), *_batch_norm(f"{name}.bn1", nin),
+                _elementwise(f"{name}.relu1", "act", "aten::relu", nin, 1),
+                _conv(f"{name}.conv2", b, q, q, hw, 3, stride), *_batch_norm(f"{name}.bn2", nq),
+                _elementwise(f"{name}.relu2", "act", "aten::relu", nq, 1),
+                _conv(f"{name}.conv3", b, q, cout, ho, 1), *_batch_norm(f"{name}.bn3", nout)]
+        if stride != 1 or cin != cout:
+            ops += [_conv(f"{name}.down", b, cin, cout, hw, 1, stride), *_batch_norm(f"{name}.down_bn", nout)]
+        ops += [_elementwise(f"{name}.residual", "add", "aten::add", nout, 1, inputs=2),
+                _elementwise(f"{name}.relu3", "act", "aten::relu", nout, 1)]
+    *_, hw, stride = resnet_blocks(s)[-1]
+    c, hw_last = s.widths[-1], out_size(hw, stride)
+    n = b * c * hw_last * hw_last
+    ops += [FamilyOp("pool", "pool", "aten::mean", float(n), n * FLOAT_BYTES, b * c * FLOAT_BYTES),
+            _linear("head", b, c, s.classes),
+            _elementwise("loss", "loss", "aten::cross_entropy_loss", b * s.classes, LOSS_FLOPS)]
+    return ops
+
+
 def cnn_ops(s: CnnSpec) -> list[FamilyOp]:
     """The CNN's forward pass, in order."""
+    if isinstance(s, ResNetSpec):
+        return resnet_ops(s)
     b, c, hw, q = s.batch, s.channels, s.resolution, max(1, s.channels // 4)
     n = b * c * hw * hw
     ops = [_conv("stem.conv", b, s.in_channels, c, hw, 3), *_batch_norm("stem.bn", n),
@@ -151,7 +238,7 @@ def transformer_ops(s: TransformerSpec) -> list[FamilyOp]:
                 _linear(f"{p}.fc_out", rows, 4 * d, d),
                 _elementwise(f"{p}.residual2", "add", "aten::add", n, 1, inputs=2)]
     ops += [_elementwise("ln_f", "norm", "aten::layer_norm", n, NORM_FLOPS),
-            _linear("head", rows, d, s.vocab),
+            _linear("head", rows, d, s.vocab, bias=not s.tied),
             _elementwise("loss", "loss", "aten::cross_entropy_loss", rows * s.vocab, LOSS_FLOPS)]
     return ops
 
@@ -162,6 +249,14 @@ def forward_ops(spec: CnnSpec | TransformerSpec) -> list[FamilyOp]:
 
 def parameters(spec: CnnSpec | TransformerSpec) -> int:
     """Trainable parameters, by formula (the test checks PyTorch's count)."""
+    if isinstance(spec, ResNetSpec):
+        c0 = spec.stem_channels
+        total = spec.in_channels * c0 * 49 + 2 * c0
+        for _, cin, q, cout, _, stride in resnet_blocks(spec):
+            total += cin * q + q * q * 9 + q * cout + 2 * (2 * q + cout)
+            if stride != 1 or cin != cout:
+                total += cin * cout + 2 * cout
+        return total + spec.widths[-1] * spec.classes + spec.classes
     if isinstance(spec, CnnSpec):
         c, q = spec.channels, max(1, spec.channels // 4)
         stem = spec.in_channels * c * 9 + 2 * c
@@ -169,7 +264,8 @@ def parameters(spec: CnnSpec | TransformerSpec) -> int:
         return stem + spec.blocks * block + c * spec.classes + spec.classes
     d, v = spec.width, spec.vocab
     layer = 2 * (2 * d) + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
-    return v * d + spec.seq * d + spec.layers * layer + 2 * d + (d * v + v)
+    head = 0 if spec.tied else d * v + v
+    return v * d + spec.positions * d + spec.layers * layer + 2 * d + head
 
 
 def training_flops(spec: CnnSpec | TransformerSpec) -> float:

@@ -31,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memprobe.train import model as M
-from memprobe.train.families import (FLOAT_BYTES, CnnSpec, TransformerSpec, forward_ops)
+from memprobe.train.families import (FLOAT_BYTES, CnnSpec, ResNetSpec, TransformerSpec, forward_ops, out_size,
+                                     resnet_blocks)
 
 INDEX_BYTES = 8  # int64 labels and token ids
 # FLOPs per parameter of one update (conventions: the rate is measured with the same count)
@@ -44,7 +45,8 @@ SUM_FLOPS, STACK_FLOPS = 1.0, 0.0
 class LoneOp:
     """An op alone, as the rate measurement builds it: the torch call and its dimensions.
 
-    kind: "conv" (batch, c_in, c_out, hw, k, input_grad) | "linear" (rows, d_in, d_out, input_grad)
+    kind: "conv" (batch, c_in, c_out, hw, k, input_grad[, stride]; hw the input's side)
+    | "linear" (rows, d_in, d_out, input_grad[, bias]) | "maxpool" (batch, c, hw) (3x3/2)
     | "bmm" (groups, m, k, n) | "batch_norm" (batch, c, hw) | "layer_norm" (rows, d)
     | "relu" / "add" / "mul" / "gelu" (elements,) | "add_bcast" (batch, t, d)
     | "masked_fill" / "softmax" (groups, t) | "contiguous" (batch, heads, t, head_d)
@@ -90,6 +92,16 @@ class FwdOp:
 def param_tensors(spec: CnnSpec | TransformerSpec) -> list[tuple[str, int]]:
     """(name, elements) of every parameter tensor, in the network's order (the update iterates
     them; the test checks PyTorch's list)."""
+    if isinstance(spec, ResNetSpec):
+        c0 = spec.stem_channels
+        out = [("stem.conv.w", c0 * spec.in_channels * 49), ("stem.bn.w", c0), ("stem.bn.b", c0)]
+        for p, cin, q, cout, _, stride in resnet_blocks(spec):
+            for conv, bn, n_w, ch in (("conv1", "bn1", cin * q, q), ("conv2", "bn2", q * q * 9, q),
+                                      ("conv3", "bn3", q * cout, cout)):
+                out += [(f"{p}.{conv}.w", n_w), (f"{p}.{bn}.w", ch), (f"{p}.{bn}.b", ch)]
+            if stride != 1 or cin != cout:
+                out += [(f"{p}.down.w", cin * cout), (f"{p}.down_bn.w", cout), (f"{p}.down_bn.b", cout)]
+        return out + [("head.w", spec.classes * spec.widths[-1]), ("head.b", spec.classes)]
     if isinstance(spec, CnnSpec):
         c, q = spec.channels, max(1, spec.channels // 4)
         out = [("stem.conv.w", c * spec.in_channels * 9), ("stem.bn.w", c), ("stem.bn.b", c)]
@@ -100,20 +112,84 @@ def param_tensors(spec: CnnSpec | TransformerSpec) -> list[tuple[str, int]]:
                     (f"{p}.expand.w", c * q), (f"{p}.bn3.w", c), (f"{p}.bn3.b", c)]
         return out + [("head.w", spec.classes * c), ("head.b", spec.classes)]
     d, v = spec.width, spec.vocab
-    out = [("embed.tokens.w", v * d), ("embed.positions.w", spec.seq * d)]
+    out = [("embed.tokens.w", v * d), ("embed.positions.w", spec.positions * d)]
     for i in range(spec.layers):
         p = f"layer{i}"
         out += [(f"{p}.ln1.w", d), (f"{p}.ln1.b", d), (f"{p}.qkv.w", 3 * d * d), (f"{p}.qkv.b", 3 * d),
                 (f"{p}.proj.w", d * d), (f"{p}.proj.b", d), (f"{p}.ln2.w", d), (f"{p}.ln2.b", d),
                 (f"{p}.fc.w", 4 * d * d), (f"{p}.fc.b", 4 * d), (f"{p}.fc_out.w", 4 * d * d), (f"{p}.fc_out.b", d)]
-    return out + [("ln_f.w", d), ("ln_f.b", d), ("head.w", v * d), ("head.b", v)]
+    return out + [("ln_f.w", d), ("ln_f.b", d)] + ([] if spec.tied else [("head.w", v * d), ("head.b", v)])
 
 
 def _b(elements: int) -> int:
     return elements * FLOAT_BYTES
 
 
+def _resnet_forward(s: ResNetSpec) -> list[FwdOp]:
+    B, r, c0 = s.batch, s.resolution, s.stem_channels
+    fl = {o.name: o.flops for o in forward_ops(s)}
+    ops: list[FwdOp] = []
+
+    def conv(name: str, src: str, cin: int, cout: int, hw: int, k: int, stride: int, ig: bool = True) -> int:
+        ho = out_size(hw, stride)
+        dims = (B, cin, cout, hw, k, int(ig)) + ((stride,) if stride != 1 else ())
+        ops.append(FwdOp(name, LoneOp("conv", dims), ((src, _b(B * cin * hw * hw)),),
+                         ((f"{name}.w", _b(cout * cin * k * k)),), (f"{name}.out", _b(B * cout * ho * ho)),
+                         fl[name], input_grad=ig))
+        return ho
+
+    def bn(name: str, src: str, ch: int, hw: int) -> str:
+        size = B * ch * hw * hw
+        ops.append(FwdOp(f"{name}.count", LoneOp("count", ()), ((f"{name}.count", 8),), (), (f"{name}.count", 8),
+                         fl[f"{name}.count"], False))
+        ops.append(FwdOp(name, LoneOp("batch_norm", (B, ch, hw)), ((src, _b(size)),), (), (f"{name}.out", _b(size)),
+                         fl[name]))
+        return f"{name}.out"
+
+    def relu(name: str, src: str, size: int, dst: str | None = None) -> str:
+        dst = dst or f"{name}.out"
+        ops.append(FwdOp(name, LoneOp("relu", (size,)), ((src, _b(size)),), (), (dst, _b(size)), fl[name]))
+        return dst
+
+    r2 = conv("stem.conv", "images", s.in_channels, c0, r, 7, 2, ig=False)
+    x = relu("stem.relu", bn("stem.bn", "stem.conv.out", c0, r2), B * c0 * r2 * r2)
+    r4 = out_size(r2, 2)
+    # the pool's output counted with its int64 indices (written now, read by its backward)
+    ops.append(FwdOp("stem.pool", LoneOp("maxpool", (B, c0, r2)), ((x, _b(B * c0 * r2 * r2)),), (),
+                     ("h0", B * c0 * r4 * r4 * (FLOAT_BYTES + INDEX_BYTES)), fl["stem.pool"]))
+    x, hw = "h0", r4
+    blocks = resnet_blocks(s)
+    for i, (p, cin, q, cout, hw, stride) in enumerate(blocks):
+        ho = out_size(hw, stride)
+        conv(f"{p}.conv1", x, cin, q, hw, 1, 1)
+        y = relu(f"{p}.relu1", bn(f"{p}.bn1", f"{p}.conv1.out", q, hw), B * q * hw * hw)
+        conv(f"{p}.conv2", y, q, q, hw, 3, stride)
+        y = relu(f"{p}.relu2", bn(f"{p}.bn2", f"{p}.conv2.out", q, ho), B * q * ho * ho)
+        conv(f"{p}.conv3", y, q, cout, ho, 1, 1)
+        y = bn(f"{p}.bn3", f"{p}.conv3.out", cout, ho)
+        short = x
+        if stride != 1 or cin != cout:
+            conv(f"{p}.down", x, cin, cout, hw, 1, stride)
+            short = bn(f"{p}.down_bn", f"{p}.down.out", cout, ho)
+        n = B * cout * ho * ho
+        ops.append(FwdOp(f"{p}.residual", LoneOp("add", (n,)), ((y, _b(n)), (short, _b(n))), (),
+                         (f"{p}.sum", _b(n)), fl[f"{p}.residual"]))
+        x = relu(f"{p}.relu3", f"{p}.sum", n, f"h{i + 1}")
+        hw = ho
+    c = s.widths[-1]
+    n = B * c * hw * hw
+    ops.append(FwdOp("pool", LoneOp("mean", (B, c, hw)), ((x, _b(n)),), (), ("pooled", _b(B * c)), fl["pool"]))
+    ops.append(FwdOp("head", LoneOp("linear", (B, c, s.classes, 1)), (("pooled", _b(B * c)),),
+                     (("head.w", _b(c * s.classes)), ("head.b", _b(s.classes))), ("logits", _b(B * s.classes)),
+                     fl["head"]))
+    ops.append(FwdOp("loss", LoneOp("cross_entropy", (B, s.classes)), (("logits", _b(B * s.classes)),), (),
+                     ("loss", _b(B * s.classes)), fl["loss"]))
+    return ops
+
+
 def _cnn_forward(s: CnnSpec) -> list[FwdOp]:
+    if isinstance(s, ResNetSpec):
+        return _resnet_forward(s)
     B, c, hw, q = s.batch, s.channels, s.resolution, max(1, s.channels // 4)
     n, nq = B * c * hw * hw, B * q * hw * hw
     fl = {o.name: o.flops for o in forward_ops(s)}
@@ -165,7 +241,7 @@ def _transformer_forward(s: TransformerSpec) -> list[FwdOp]:
     fl = {o.name: o.flops for o in forward_ops(s)}
     ops = [FwdOp("embed.tokens", LoneOp("embedding", (rows, V, d, 1)), (("tokens", rows * INDEX_BYTES),),
                  (("embed.tokens.w", _b(n)),), ("tok", _b(n)), 0.0, input_grad=False),
-           FwdOp("embed.positions", LoneOp("embedding", (t, t, d, 1)), (("positions", t * INDEX_BYTES),),
+           FwdOp("embed.positions", LoneOp("embedding", (t, s.positions, d, 1)), (("positions", t * INDEX_BYTES),),
                  (("embed.positions.w", _b(t * d)),), ("pos", _b(t * d)), 0.0, input_grad=False),
            FwdOp("embed.add", LoneOp("add_bcast", (B, t, d)), (("tok", _b(n)), ("pos", _b(n))), (), ("x0", _b(n)),
                  fl["embed.add"])]
@@ -204,7 +280,8 @@ def _transformer_forward(s: TransformerSpec) -> list[FwdOp]:
                       (f"x{i + 1}", _b(n)), fl[f"{p}.residual2"])]
     xl = f"x{s.layers}"
     ops += [FwdOp("ln_f", LoneOp("layer_norm", (rows, d)), ((xl, _b(n)),), (), ("lf", _b(n)), fl["ln_f"]),
-            FwdOp("head", LoneOp("linear", (rows, d, V, 1)), (("lf", _b(n)),), (("head.w", _b(d * V)), ("head.b", _b(V))),
+            FwdOp("head", LoneOp("linear", (rows, d, V, 1) + ((0,) if s.tied else ())), (("lf", _b(n)),),
+                  (("embed.tokens.w", _b(d * V)),) if s.tied else (("head.w", _b(d * V)), ("head.b", _b(V))),
                   ("logits", _b(rows * V)), fl["head"]),
             FwdOp("loss", LoneOp("cross_entropy", (rows, V)), (("logits", _b(rows * V)),), (), ("loss", _b(rows * V)),
                   fl["loss"])]
@@ -263,9 +340,16 @@ def _backward(fwd: list[FwdOp], spec: CnnSpec | TransformerSpec) -> list[M.Op]:
             mult = (2 if f.input_grad else 1)
             out.append(_op(f"{f.name}.bwd", "bwd", f.lone, mult * f.flops, ops_here, f.out[1] // FLOAT_BYTES))
         elif k == "embedding":
-            ops_here = [_r(*dout), *(_r(b, nb) for b, nb in f.inputs),
-                        *(_w("d:" + b, nb) for b, nb in f.weights)]
+            # the dense backward writes the whole table's gradient (zeros, then the rows used)
+            table = _b(f.lone.dims[1] * f.lone.dims[2])
+            ops_here = [_r(*dout), *(_r(b, nb) for b, nb in f.inputs), *(_w("d:" + b, table) for b, _ in f.weights)]
             out.append(_op(f"{f.name}.bwd", "bwd", f.lone, 0.0, ops_here, f.out[1] // FLOAT_BYTES))
+            if isinstance(spec, TransformerSpec) and spec.tied and f.name == "embed.tokens":
+                # the tied head's gradient of the same weight: autograd adds the two
+                out.append(_op("embed.tokens.w.grad_sum", "fwd", LoneOp("add", (table // FLOAT_BYTES,)),
+                               SUM_FLOPS * table / FLOAT_BYTES,
+                               [_r("d:embed.tokens.w", table), _r("d2:embed.tokens.w", table),
+                                _w("d:embed.tokens.w", table)], table // FLOAT_BYTES))
         elif k == "add_bcast":  # the token gradient passes through; the positions' is summed over the batch
             pb, pn = f.inputs[1]
             t_d = pn // max(1, spec.batch)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from memprobe.train.families import CnnSpec, TransformerSpec
+from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec, resnet_blocks
 
 # operators that make a view of a tensor: no kernel runs, so no op in the list stands for them
 VIEW_OPS = frozenset({"aten::view", "aten::permute", "aten::transpose", "aten::unbind", "aten::select",
@@ -65,6 +65,38 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
         def loss(self, x, y):
             return F.cross_entropy(self(x), y)
 
+    class ResBlock(nn.Module):
+        """torchvision's Bottleneck (the stride on the 3x3), ReLU out of place."""
+
+        def __init__(self, cin: int, q: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(cin, q, 1, bias=False), nn.BatchNorm2d(q)
+            self.conv2, self.bn2 = nn.Conv2d(q, q, 3, stride, 1, bias=False), nn.BatchNorm2d(q)
+            self.conv3, self.bn3 = nn.Conv2d(q, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = F.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return F.relu(out + (x if self.down is None else self.down(x)))
+
+    class ResNet(nn.Module):
+        def __init__(self, s: ResNetSpec) -> None:
+            super().__init__()
+            c0 = s.stem_channels
+            self.stem, self.bn = nn.Conv2d(s.in_channels, c0, 7, 2, 3, bias=False), nn.BatchNorm2d(c0)
+            self.blocks = nn.Sequential(*[ResBlock(cin, q, cout, st) for _, cin, q, cout, _, st in resnet_blocks(s)])
+            self.head = nn.Linear(s.widths[-1], s.classes)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.bn(self.stem(x))), 3, 2, 1)
+            return self.head(self.blocks(x).mean((2, 3)))
+
+        def loss(self, x, y):
+            return F.cross_entropy(self(x), y)
+
     class Block(nn.Module):
         def __init__(self, s: TransformerSpec) -> None:
             super().__init__()
@@ -85,9 +117,11 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
     class Transformer(nn.Module):
         def __init__(self, s: TransformerSpec) -> None:
             super().__init__()
-            self.tok, self.pos = nn.Embedding(s.vocab, s.width), nn.Embedding(s.seq, s.width)
+            self.tok, self.pos = nn.Embedding(s.vocab, s.width), nn.Embedding(s.positions, s.width)
             self.layers = nn.ModuleList([Block(s) for _ in range(s.layers)])
-            self.ln_f, self.head = nn.LayerNorm(s.width), nn.Linear(s.width, s.vocab)
+            self.ln_f, self.head = nn.LayerNorm(s.width), nn.Linear(s.width, s.vocab, bias=not s.tied)
+            if s.tied:
+                self.head.weight = self.tok.weight
             self.register_buffer("positions", torch.arange(s.seq), persistent=False)
             self.register_buffer("mask", ~torch.ones(s.seq, s.seq, dtype=torch.bool).tril(), persistent=False)
             self.vocab = s.vocab
@@ -101,6 +135,8 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
         def loss(self, idx, targets):
             return F.cross_entropy(self(idx).view(-1, self.vocab), targets.view(-1))
 
+    if isinstance(spec, ResNetSpec):
+        return ResNet(spec)
     return Cnn(spec) if isinstance(spec, CnnSpec) else Transformer(spec)
 
 

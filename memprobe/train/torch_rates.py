@@ -17,9 +17,12 @@ import time
 from typing import Any, Callable
 
 from memprobe.train import family_model as FM
-from memprobe.train.families import FLOAT_BYTES
+from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
+# untimed calls before a figure's first timed batch (see _warm): this long, and this many
+# calls unless they take longer than WARM_MAX_S
+WARM_S, WARM_CALLS, WARM_MAX_S = 0.03, 20, 0.5
 BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer resolution is no issue
 UPDATE_ELEMENTS = 1 << 16  # the optimizer's rate: one tensor this big (its states fit in L2)
 # the lone op's forward operands fit in this fraction of the cache it is measured against, so
@@ -29,14 +32,29 @@ CACHE_FRACTION = 0.5
 TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2), "batch_norm": (1, 2, 2),
         "layer_norm": (1, 2), "relu": (2,), "add": (2,), "mul": (2,), "gelu": (2,), "add_bcast": (1, 1, 2),
         "masked_fill": (1, 2), "softmax": (1, 2), "contiguous": (1, 1, 2, 2), "mean": (1, 2, 2),
-        "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": ()}
+        "embedding": (1, 4, 2, 1), "cross_entropy": (1, 2), "count": (), "maxpool": (1, 2, 4)}
+# GEMM rows a weight-heavy op keeps when cut (see cache_batch): 128 rows make a weight byte
+# carry 64 FLOPs, past this class of machine's FLOP-per-byte balance from memory
+MIN_GEMM_ROWS = 128
 # a kernel's rate keeps no meaning once the work is this small a part of the call (noise)
 MIN_WORK_FRACTION = 0.1
 
 
+def _warm(fn: Callable[[], Any]) -> None:
+    """Call fn for WARM_S: the first calls after a pause run on sleeping pool threads (on a
+    2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for each of its first ten calls,
+    36 us after), and a training step's calls come back to back."""
+    t0 = time.perf_counter()
+    fn()
+    calls = 1
+    while (elapsed := time.perf_counter() - t0) < WARM_S or (calls < WARM_CALLS and elapsed < WARM_MAX_S):
+        fn()
+        calls += 1
+
+
 def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
     """Median seconds per call, calls timed in batches."""
-    fn()
+    _warm(fn)
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-7)
@@ -63,13 +81,21 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
         return torch.randn(*shape, generator=g).requires_grad_(grad)
 
     if k == "conv":
-        b, cin, cout, hw, ks, ig = d
+        b, cin, cout, hw, ks, ig, *rest = d
+        stride = rest[0] if rest else 1
         x, w = t(b, cin, hw, hw, grad=bool(ig)), t(cout, cin, ks, ks)
-        return (lambda: F.conv2d(x, w, padding=ks // 2)), [x, w] if ig else [w]
+        return (lambda: F.conv2d(x, w, stride=stride, padding=ks // 2)), [x, w] if ig else [w]
     if k == "linear":
-        rows, din, dout, ig = d
-        x, w, bias = t(rows, din, grad=bool(ig)), t(dout, din), t(dout)
+        rows, din, dout, ig, *rest = d
+        x, w = t(rows, din, grad=bool(ig)), t(dout, din)
+        if rest and not rest[0]:  # no bias (a tied head)
+            return (lambda: F.linear(x, w)), ([x] if ig else []) + [w]
+        bias = t(dout)
         return (lambda: F.linear(x, w, bias)), ([x] if ig else []) + [w, bias]
+    if k == "maxpool":
+        b, c, hw = d
+        x = t(b, c, hw, hw)
+        return (lambda: F.max_pool2d(x, 3, 2, 1)), [x]
     if k == "bmm":
         gr, m, kk, n = d
         a, b2 = t(gr, m, kk), t(gr, n, kk)  # the second operand as a transposed view, as k.transpose
@@ -144,7 +170,7 @@ def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
 
     # the two timed in alternation, the backward as the difference within each repetition: a
     # neighbour's spell then slows both sides of one difference rather than one side of it
-    fb()
+    _warm(fb)
     t0 = time.perf_counter()
     fb()
     n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
@@ -163,24 +189,53 @@ def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
 
 
 def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
-    """The op with its leading dimension cut so that its forward operands fit `budget_bytes`."""
+    """The op with its leading dimension cut so that its forward operands fit `budget_bytes`.
+
+    A convolution or linear layer whose weights alone overflow the budget cannot be made to fit:
+    its cut stops at MIN_GEMM_ROWS output rows, where each weight byte still carries enough
+    FLOPs that the figure is the GEMM's rate, not the weight stream's (the model's memory term
+    counts that stream apart)."""
     if not op.dims or op.kind == "count":
         return op
     full = _forward_bytes(op)
     if full <= budget_bytes:
         return op
     b = max(1, int(op.batch * budget_bytes / full))
+    rows_per = _rows_per_batch(op)
+    if rows_per and _weight_bytes(op) > budget_bytes:
+        b = max(b, min(op.batch, -(-MIN_GEMM_ROWS // rows_per)))
     return op.with_batch(b)
+
+
+def _rows_per_batch(op: FM.LoneOp) -> int:
+    """Output rows of the op's GEMM per unit of its leading dimension (0: not a weighted GEMM)."""
+    if op.kind == "conv":
+        _, _, _, hw, _, _, *rest = op.dims
+        return out_size(hw, rest[0] if rest else 1) ** 2
+    return 1 if op.kind == "linear" else 0
+
+
+def _weight_bytes(op: FM.LoneOp) -> float:
+    if op.kind == "conv":
+        _, cin, cout, _, ks, *_ = op.dims
+        return cin * cout * ks * ks * FLOAT_BYTES
+    if op.kind == "linear":
+        return op.dims[1] * op.dims[2] * FLOAT_BYTES
+    return 0.0
 
 
 def _forward_bytes(op: FM.LoneOp) -> float:
     k, d = op.kind, op.dims
     if k == "conv":
-        b, cin, cout, hw, ks, _ = d
-        return (b * (cin + cout) * hw * hw + cout * cin * ks * ks) * FLOAT_BYTES
+        b, cin, cout, hw, ks, _, *rest = d
+        ho = out_size(hw, rest[0] if rest else 1)
+        return (b * (cin * hw * hw + cout * ho * ho) + cout * cin * ks * ks) * FLOAT_BYTES
     if k == "linear":
-        rows, din, dout, _ = d
+        rows, din, dout, *_ = d
         return (rows * (din + dout) + din * dout) * FLOAT_BYTES
+    if k == "maxpool":
+        b, c, hw = d
+        return b * c * (hw * hw + out_size(hw, 2) ** 2 * 3) * FLOAT_BYTES  # output and its int64 indices
     if k == "bmm":
         gr, m, kk, n = d
         return gr * (m * kk + kk * n + m * n) * FLOAT_BYTES
@@ -202,17 +257,20 @@ def _forward_bytes(op: FM.LoneOp) -> float:
 def lone_flops(op: FM.LoneOp, phase: str) -> float:
     """FLOPs of the op alone, by the families' formulas (the backward with the same multipliers
     as `family_model`)."""
-    from memprobe.train.families import GELU_FLOPS, LOSS_FLOPS, NORM_FLOPS, SOFTMAX_FLOPS
+    from memprobe.train.families import GELU_FLOPS, LOSS_FLOPS, NORM_FLOPS, POOL_FLOPS, SOFTMAX_FLOPS
 
     k, d = op.kind, op.dims
     if k == "conv":
-        b, cin, cout, hw, ks, ig = d
-        f = 2.0 * b * cout * hw * hw * cin * ks * ks
+        b, cin, cout, hw, ks, ig, *rest = d
+        ho = out_size(hw, rest[0] if rest else 1)
+        f = 2.0 * b * cout * ho * ho * cin * ks * ks
         return f if phase == "fwd" else f * (2 if ig else 1)
     if k == "linear":
-        rows, din, dout, ig = d
-        f = 2.0 * rows * din * dout + rows * dout
+        rows, din, dout, ig, *rest = d
+        f = 2.0 * rows * din * dout + (rows * dout if not rest or rest[0] else 0)
         return f if phase == "fwd" else f * (2 if ig else 1)
+    if k == "maxpool":
+        return float(POOL_FLOPS * d[0] * d[1] * out_size(d[2], 2) ** 2)
     if k == "bmm":
         gr, m, kk, n = d
         return 2.0 * gr * m * kk * n * (1 if phase == "fwd" else 2)

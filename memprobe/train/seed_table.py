@@ -1,0 +1,208 @@
+"""The seed table (beside stage 4: result -> **train** -> report): the three tasks of the
+CPU-against-GPU table people quote, projected for this machine from its scan.
+
+- `mnist_epoch`: the MLP's MNIST-shaped epoch, already run by the study (`sweep.run_mnist_epoch`):
+  its measured epoch is the check, its op-model prediction the projection.
+- `resnet50_epoch`: ResNet-50 (`families.resnet50`) for one epoch of ImageNet-1k at 224x224,
+  SGD with momentum.
+- `gpt2_finetune`: GPT-2 small (`families.gpt2_small`) fine-tuned with AdamW on a million tokens
+  in sequences of 1024.
+
+For the two PyTorch tasks: the call overheads, autograd's start, the optimizer's costs and every
+lone op's rate at the full-size shapes and at the check's (`torch_rates`, batch cut to fit in
+cache) are measured, then the check's real steps are timed (median) right after, so inputs and
+steps share the machine's state. `predicted_s` = the op model's step (`family_model`) at the
+full size x the task's steps. Nothing is fitted to a step time; the claimed figures are the
+only constants, and they are labelled as claims. Nothing prints.
+
+The GPU half (the claims' RTX 4090 column) needs the families on the GPU, which this module does
+not run: on a scan with a GPU its rows say so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+from memprobe.train import family_model as FM
+from memprobe.train import model as M
+from memprobe.train.families import CnnSpec, TransformerSpec, gpt2_small, resnet50
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+# The quoted table, as claimed (never a measurement): seconds on an 8-core CPU and an RTX 4090.
+CLAIMS = {
+    "mnist_epoch": {"cpu_s": 40.0, "gpu_s": 2.0},
+    "resnet50_epoch": {"cpu_s": 3 * 3600.0, "gpu_s": 15 * 60.0},
+    "gpt2_finetune": {"cpu_s": 24 * 3600.0, "gpu_s": 2 * 3600.0},
+}
+CLAIMED_HARDWARE = {"cpu": "8-core CPU (claimed)", "gpu": "RTX 4090 (claimed)"}
+
+# the full-size tasks
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training set
+RESNET_BATCH = 32  # images per step (torchvision's reference recipe, per device)
+GPT2_TOKENS = 1_000_000
+GPT2_SEQ = 1024
+GPT2_BATCH = 8  # sequences per step
+
+# the scaled-down checks: the real architectures, at sizes this class of machine runs in seconds
+RESNET_CHECK = (4, 128)  # batch, resolution
+GPT2_CHECK = (1, 128)  # batch, sequence
+CHECK_STEPS = 3
+CHECK_WARMUP = 1
+
+
+def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
+    return None
+
+
+def bound_of(pred: M.Prediction) -> tuple[str, dict[str, float]]:
+    """What bounds a predicted step, from the op model's breakdown: each op's roofline time goes
+    to compute or to the level its traffic mostly comes from, every call overhead to "overhead";
+    the largest share, and all shares (fractions of the predicted step)."""
+    shares: dict[str, float] = {"overhead": pred.overhead_s}
+    for p in pred.ops:
+        if p.compute_s >= p.memory_s:
+            k = "compute"
+        else:
+            names = list(p.levels.values())
+            k = max(set(names), key=names.count) if names else "memory"
+        shares[k] = shares.get(k, 0.0) + p.roofline_s
+    total = sum(shares.values()) or 1.0
+    shares = {k: v / total for k, v in shares.items() if v > 0}
+    return max(shares, key=shares.get), shares
+
+
+def bound_sentence(task: str, bound: str, shares: dict[str, float]) -> str:
+    """One sentence for the report: what bounds the task here, with the op model's shares."""
+    what = {"compute": "compute (the GEMMs and convolutions at their measured rates)",
+            "overhead": "per-call overhead"}.get(bound, f"{bound} bandwidth")
+    rest = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if k != bound)
+    return (f"{task} is bound here by {what}: {shares[bound]:.0%} of the predicted step"
+            + (f" ({rest})." if rest else "."))
+
+
+def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str,
+                  nthr: int) -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]]]:
+    """The model's inputs for `specs` (one family) at one thread count, measured now (the
+    caller holds the thread count): as `family_sweep` measures them per point."""
+    from memprobe.train import torch_rates as TR
+
+    kinds = {lo.kind for s in specs for lo in FM.lone_ops(s)}
+    opt = FM.optimizer_of(specs[0])
+    over = TR.measure_overheads(kinds)
+    fixed, per_tensor, urate = TR.measure_update(opt)
+    over[f"update|{opt}"] = per_tensor
+    backward_s = TR.measure_backward_call_s()
+    base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
+    cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
+    rates: dict[str, dict[tuple[int, int], float]] = {}
+    raw_all: list[dict[str, Any]] = []
+    timings: dict[str, Any] = {}
+    for s in specs:
+        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over)
+        rates.update(r)
+        raw_all += raw
+    rates[f"update|{opt}()"] = {(1, 0): urate}
+    return (M.ceilings_from_device(device_result, tkey, nthr, rates, over),
+            FM.StepOverheads(backward_s, fixed), raw_all)
+
+
+def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
+               warmup: int = CHECK_WARMUP) -> list[float]:
+    from memprobe.train.family_sweep import time_family_steps
+
+    return time_family_steps(spec, steps, warmup)
+
+
+def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
+               device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS) -> dict[str, Any]:
+    """One PyTorch task's row on the CPU (all threads): inputs, check steps, predictions."""
+    from memprobe.train import network as N
+
+    nthr = N.max_threads()
+    tkey = "threads_all" if nthr > 1 else "threads_1"
+    with N.cpu_threads(nthr):
+        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr)
+        samples = time_check(check, steps)
+    pred_full = FM.predict_family_step(full, ceil, so)
+    pred_check = FM.predict_family_step(check, ceil, so)
+    meas = statistics.median(samples)
+    bound, shares = bound_of(pred_full)
+    return {"task": task, "device": "cpu", "model": full.model, "workload": workload,
+            "predicted_s": pred_full.predicted_s * full_steps,
+            "check": f"{check_text}, median of {len(samples)} steps",
+            "check_measured_s": meas, "check_predicted_s": pred_check.predicted_s,
+            "check_error": pred_check.predicted_s / meas - 1,
+            "claimed_s": CLAIMS[task]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"],
+            "bound": bound, "bound_text": bound_sentence(task, bound, shares), "threads": nthr,
+            "note": f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps"}
+
+
+def resnet50_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = RESNET_CHECK) -> dict[str, Any]:
+    n_steps = math.ceil(IMAGENET_TRAIN_IMAGES / RESNET_BATCH)
+    b, r = check
+    return family_row("resnet50_epoch", resnet50(RESNET_BATCH), n_steps, resnet50(b, r), device_result,
+                      f"ResNet-50 (25.6 M parameters), one epoch of ImageNet-1k ({IMAGENET_TRAIN_IMAGES:,} "
+                      f"images at 224x224), batch {RESNET_BATCH}, SGD with momentum: {n_steps:,} steps",
+                      f"ResNet-50 at batch {b}, {r}x{r} px", steps)
+
+
+def gpt2_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = GPT2_CHECK) -> dict[str, Any]:
+    n_steps = math.ceil(GPT2_TOKENS / (GPT2_BATCH * GPT2_SEQ))
+    b, t = check
+    return family_row("gpt2_finetune", gpt2_small(GPT2_BATCH, GPT2_SEQ), n_steps, gpt2_small(b, t), device_result,
+                      f"GPT-2 small (124 M parameters, tied head) fine-tuned on {GPT2_TOKENS:,} tokens in "
+                      f"sequences of {GPT2_SEQ}, batch {GPT2_BATCH}, AdamW: {n_steps} steps",
+                      f"GPT-2 small at batch {b}, sequence {t}", steps)
+
+
+def mnist_row(epoch: dict[str, Any] | None, ceilings: M.Ceilings | None) -> dict[str, Any]:
+    """The MNIST row from the study's epoch: the whole epoch ran, so its steps are the check."""
+    from memprobe.train import network as N
+    from memprobe.train import sweep as S
+
+    row: dict[str, Any] = {"task": "mnist_epoch", "device": "cpu", "model": "mlp",
+                           "workload": f"MLP {'-'.join(map(str, S.MNIST_DIMS))}, one epoch of {S.MNIST_SAMPLES:,} "
+                                       f"MNIST-shaped images, batch {S.MNIST_BATCH}, SGD",
+                           "claimed_s": CLAIMS["mnist_epoch"]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"]}
+    if not epoch or epoch.get("predicted_epoch_s") is None:
+        row["note"] = "no MNIST-shaped epoch in this study: run the MLP (memprobe train --model mlp or all)"
+        return row
+    steps = epoch["steps"]
+    row.update({"predicted_s": epoch["predicted_epoch_s"], "threads": epoch["threads"],
+                "check": f"the whole epoch, run ({steps} steps{'' if epoch['complete'] else ', stopped early'})",
+                "check_measured_s": epoch["epoch_s"] / steps, "check_predicted_s": epoch["predicted_epoch_s"] / steps,
+                "check_error": epoch["predicted_epoch_s"] / epoch["epoch_s"] - 1})
+    if ceilings is not None:
+        disp = M.cpu_dispatch(epoch["threads"], N.PARALLEL_MIN_ELEMENTS)
+        pred = M.predict_step(N.NetShape(S.MNIST_DIMS, S.MNIST_BATCH), ceilings, disp, True)
+        bound, shares = bound_of(pred)
+        row.update({"bound": bound, "bound_text": bound_sentence("mnist_epoch", bound, shares)})
+    return row
+
+
+def gpu_note_rows(result: Any) -> list[dict[str, Any]]:
+    """On a scan with a GPU: its half of the table, the claims with why no projection is there."""
+    if "gpu" not in getattr(result, "devices", {}):
+        return []
+    return [{"task": t, "device": "gpu", "model": m, "workload": "as the CPU row",
+             "claimed_s": CLAIMS[t]["gpu_s"], "claimed_hardware": CLAIMED_HARDWARE["gpu"],
+             "note": "the GPU half is not projected: the families' rates are measured on the CPU only"}
+            for t, m in (("mnist_epoch", "mlp"), ("resnet50_epoch", "cnn"), ("gpt2_finetune", "transformer"))]
+
+
+def build_seed_table(device_result: Any, mnist_epoch: dict[str, Any] | None, mlp_ceilings: M.Ceilings | None,
+                     progress: ProgressFn = _noop, steps: int = CHECK_STEPS) -> list[dict[str, Any]]:
+    """The CPU rows: MNIST from the study's epoch, ResNet-50 and GPT-2 measured and projected now."""
+    rows = [mnist_row(mnist_epoch, mlp_ceilings)]
+    for k, (name, fn) in enumerate((("ResNet-50", resnet50_row), ("GPT-2 small", gpt2_row))):
+        progress("seed table", k + 1, 3, f"{name}: rates, then the check's steps")
+        t0 = time.perf_counter()
+        row = fn(device_result, steps)
+        row["note"] += f"; inputs and check took {time.perf_counter() - t0:.1f} s"
+        rows.append(row)
+    progress("seed table", 3, 3, "done")
+    return rows

@@ -1,0 +1,87 @@
+"""The seed table (memprobe/train/seed_table.py): the projection on fixed ceilings, a tiny real
+check, and its rows through the result's schema."""
+
+import importlib.util
+
+import pytest
+
+from memprobe.train import family_model as FM
+from memprobe.train import model as M
+from memprobe.train import seed_table as ST
+from memprobe.train.families import CnnSpec, gpt2_small, resnet50
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="the cnn and transformer families need PyTorch (pip install 'memprobe[torch]')")
+
+
+def _ceilings(specs, rate=200e9, bw_scale=1.0):
+    levels = [M.LevelCeiling("L1", 48e3, {k: 300e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
+              M.LevelCeiling("L2", 2e6, {k: 100e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
+              M.LevelCeiling("memory", None, {k: 15e9 * bw_scale for k in ("read", "write", "copy", "triad")})]
+    ops = [op for s in specs for op in FM.step_ops(s)]
+    return M.Ceilings(levels, {op.klass: {(1, 0): rate} for op in ops}, {op.kernel: 2e-6 for op in ops}, 2)
+
+
+@pytest.mark.parametrize("spec", [resnet50(32), gpt2_small(8)], ids=["resnet50", "gpt2"])
+def test_the_full_size_projection_on_fixed_ceilings(spec):
+    so = FM.StepOverheads(1e-5, 2e-5)
+    fast = FM.predict_family_step(spec, _ceilings([spec]), so)
+    # the GEMMs alone at the rate set: a floor the step cannot beat
+    gemm_flops = sum(o.flops for o in FM.step_ops(spec) if o.kind == "gemm")
+    assert fast.predicted_s >= gemm_flops / 200e9
+    bound, shares = ST.bound_of(fast)
+    assert sum(shares.values()) == pytest.approx(1.0) and bound == max(shares, key=shares.get)
+    assert bound == "compute"  # at 200 GFLOP/s and these bandwidths, both networks are GEMM work
+    # a hundredfold slower memory makes a level the bound, and the sentence names it
+    slow = FM.predict_family_step(spec, _ceilings([spec], bw_scale=0.01), so)
+    sb, ss = ST.bound_of(slow)
+    assert sb in ("L1", "L2", "memory") and slow.predicted_s > fast.predicted_s
+    assert sb in ST.bound_sentence("task", sb, ss)
+
+
+def test_the_mnist_row_comes_from_the_studys_epoch():
+    epoch = {"steps": 938, "threads": 2, "complete": True, "epoch_s": 1.0, "predicted_epoch_s": 0.9}
+    row = ST.mnist_row(epoch, None)
+    assert row["predicted_s"] == 0.9 and row["check_error"] == pytest.approx(-0.1)
+    assert row["check_measured_s"] == pytest.approx(1.0 / 938) and row["claimed_s"] == 40.0
+    assert "no MNIST" in ST.mnist_row(None, None)["note"]
+
+
+def _scan_device():
+    from memprobe.result import DeviceResult, Level
+
+    def lv(name, size, gbs):
+        return Level(name, size, 1.0, 4.0, {k: {"threads_1": gbs, "threads_all": 2 * gbs}
+                                             for k in ("read", "write", "copy", "triad")})
+    return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
+                                               lv("memory", None, 15.0)])
+
+
+@needs_torch
+def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path):
+    from pydantic import TypeAdapter
+
+    from memprobe.result import ScanResult, SeedRow
+
+    small = CnnSpec(batch=2, channels=16, resolution=8)
+    row = ST.family_row("resnet50_epoch", CnnSpec(batch=4, channels=16, resolution=8), 100, small,
+                        _scan_device(), "a tiny stand-in", "the tiny cnn", steps=2)
+    assert row["check_measured_s"] > 0 and row["check_predicted_s"] > 0 and row["predicted_s"] > 0
+    assert row["check_error"] == pytest.approx(row["check_predicted_s"] / row["check_measured_s"] - 1)
+    assert row["bound"] in row["bound_text"] and row["claimed_s"] == 3 * 3600
+    res = ScanResult(host="h", started_at="t", devices={"cpu": _scan_device()})
+    res.training.seed_table = TypeAdapter(list[SeedRow]).validate_python([row])
+    res.save(tmp_path / "scan.json")
+    back = ScanResult.load(tmp_path / "scan.json")
+    assert back.training.seed_table == res.training.seed_table
+    assert back.training.seed_table[0].check_measured_s == row["check_measured_s"]
+
+
+def test_a_row_with_a_wrong_type_is_refused():
+    from pydantic import TypeAdapter, ValidationError
+
+    from memprobe.result import SeedRow
+
+    with pytest.raises(ValidationError):
+        TypeAdapter(SeedRow).validate_python({"task": "t", "device": "cpu", "model": "cnn", "workload": "w",
+                                              "predicted_s": "three hours"})
