@@ -44,6 +44,9 @@ def _warm(fn: Callable[[], Any]) -> None:
     """Call fn for WARM_S: the first calls after a pause run on sleeping pool threads (on a
     2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for each of its first ten calls,
     36 us after), and a training step's calls come back to back."""
+    from memprobe.train.torch_families import flush_denormals
+
+    flush_denormals()  # as the steps run (torch_families.build)
     t0 = time.perf_counter()
     fn()
     calls = 1
