@@ -128,6 +128,26 @@ def test_the_prediction_is_pure_and_follows_its_ceilings(spec):
     assert bounds <= {"compute", "overhead", "L1", "L2", "memory"} and bounds & {"L1", "L2", "memory"}
 
 
+def test_fresh_large_tensors_pay_their_page_faults():
+    """GPT-2 small's step allocates its token table's gradients (154 MB each) and AdamW's
+    temporary for it fresh; a small network allocates nothing over glibc's mmap threshold.
+    The fault cost adds exactly fresh bytes x seconds per byte to the step."""
+    from memprobe.train.families import gpt2_small
+
+    big = gpt2_small(1, 128)
+    ops = FM.step_ops(big)
+    table = 50257 * 768 * 4
+    fresh = {o.name: FM.fresh_bytes(o) for o in ops if FM.fresh_bytes(o)}
+    assert fresh and all(b > FM.MMAP_THRESHOLD_BYTES for b in fresh.values())
+    assert fresh.get("embed.tokens.w.update") == table  # the optimizer's temporary only
+    assert any(name.endswith(".bwd") and b == table for name, b in fresh.items())
+    assert not any(FM.fresh_bytes(o) for o in FM.step_ops(GPT))
+    c = _ceilings(big)
+    base = FM.predict_family_step(big, c, FM.StepOverheads(0.0, 0.0))
+    paid = FM.predict_family_step(big, c, FM.StepOverheads(0.0, 0.0, 1e-9))
+    assert paid.memory_s - base.memory_s == pytest.approx(sum(fresh.values()) * 1e-9)
+
+
 def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))

@@ -419,13 +419,35 @@ def _lone_from_key(key: str) -> LoneOp:
     return LoneOp(kind, dims)
 
 
+# glibc's largest dynamic mmap threshold (64-bit): a tensor above it is mapped fresh when
+# allocated and unmapped when freed, so a step faults its pages in again every time
+MMAP_THRESHOLD_BYTES = 32 << 20
+
+
 @dataclass
 class StepOverheads:
     """Per-step costs that are not an op's: the backward call (autograd's start), the optimizer's
-    fixed cost and its cost per parameter tensor, zero_grad included (seconds, measured)."""
+    fixed cost and its cost per parameter tensor, zero_grad included (seconds, measured); and
+    the cost per byte of a fresh large tensor's pages (torch_rates.measure_fault_s_per_byte)."""
 
     backward_call_s: float
     update_fixed_s: float
+    fault_s_per_byte: float = 0.0
+
+
+def fresh_bytes(op: M.Op) -> int:
+    """Bytes of the new tensors over glibc's mmap threshold that an op allocates: PyTorch gives
+    every forward and backward op's output a new tensor, while the optimizer works in place on
+    the weights and their states and allocates only its temporary."""
+    phase = op.klass.split("|", 1)[0]
+    seen: set[str] = set()
+    total = 0
+    for o in op.operands:
+        new = o.write and (phase != "update" or o.buffer.endswith(".tmp"))
+        if new and o.buffer not in seen and o.bytes > MMAP_THRESHOLD_BYTES:
+            seen.add(o.buffer)
+            total += o.bytes
+    return total
 
 
 def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
@@ -445,6 +467,7 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
             lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(foot[o.buffer])
             where[o.buffer] = lv.name
             mem_s += o.bytes / lv.bandwidth_bps[kern]
+        mem_s += fresh_bytes(op) * step_overheads.fault_s_per_byte
         comp_s = op.flops / ceilings.rate(op.klass, spec.batch) if op.flops else 0.0
         if op.kernel not in ceilings.overhead_s:
             raise M.MissingCeiling(f"no measured call overhead for {op.kernel!r}")

@@ -196,6 +196,9 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
             timings: dict[str, Any] = {}
             raw_all: list[dict[str, Any]] = []
             inputs: list[dict[str, Any]] = []
+            # a fresh large tensor's page faults: a property of the machine, measured once per
+            # thread count (only points with a tensor over glibc's mmap threshold pay it)
+            fault = TR.measure_fault_s_per_byte() if plan else 0.0
             for fp in plan:
                 done += 1
                 progress("training", done, total, f"{family} {tkey} B={fp.spec.batch} "
@@ -217,9 +220,9 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                 rates[f"update|{opt}()"] = {(1, 0): urate}
                 raw_all += raw
                 inputs.append({"overhead_s": over, "backward_call_s": backward_s, "update_fixed_s": fixed,
-                               "update_gflops": urate / 1e9})
+                               "update_gflops": urate / 1e9, "fault_s_per_byte": fault})
                 ceil = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
-                pred = FM.predict_family_step(fp.spec, ceil, FM.StepOverheads(backward_s, fixed))
+                pred = FM.predict_family_step(fp.spec, ceil, FM.StepOverheads(backward_s, fixed, fault))
                 cost = (steps + WARMUP + 1) * pred.predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",

@@ -96,6 +96,7 @@ def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tk
     fixed, per_tensor, urate = TR.measure_update(opt)
     over[f"update|{opt}"] = per_tensor
     backward_s = TR.measure_backward_call_s()
+    fault = TR.measure_fault_s_per_byte()
     base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
     cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
     rates: dict[str, dict[tuple[int, int], float]] = {}
@@ -107,7 +108,7 @@ def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tk
         raw_all += raw
     rates[f"update|{opt}()"] = {(1, 0): urate}
     return (M.ceilings_from_device(device_result, tkey, nthr, rates, over),
-            FM.StepOverheads(backward_s, fixed), raw_all)
+            FM.StepOverheads(backward_s, fixed, fault), raw_all)
 
 
 def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,

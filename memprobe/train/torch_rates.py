@@ -349,6 +349,28 @@ def measure_backward_call_s(reps: int = REPS) -> float:
     return max(0.0, b1 - (b9 - b1) / 8)
 
 
+FAULT_PROBE_BYTES = 64 << 20  # above glibc's largest mmap threshold: mapped fresh every time
+
+
+def measure_fault_s_per_byte(reps: int = REPS) -> float:
+    """Seconds per byte a fresh large tensor costs beyond writing it: a 64 MiB tensor allocated
+    and filled (glibc maps it fresh and unmaps it when it is freed, so every call faults its
+    pages in) against the same fill of a tensor kept alive. A step pays it for every tensor
+    over glibc's mmap threshold that it allocates (family_model.MMAP_THRESHOLD_BYTES)."""
+    import torch
+
+    n = FAULT_PROBE_BYTES // FLOAT_BYTES
+    kept = torch.empty(n)
+
+    def fresh() -> None:
+        torch.empty(n).fill_(1.0)
+
+    def reuse() -> None:
+        kept.fill_(1.0)
+
+    return max(0.0, _timed(fresh, reps) - _timed(reuse, reps)) / FAULT_PROBE_BYTES
+
+
 def measure_update(optimizer: str, reps: int = REPS) -> tuple[float, float, float]:
     """(fixed s per step, s per parameter tensor, FLOP/s) of the family's optimizer: its step on
     one and on nine tiny tensors (intercept and slope), and on one in-cache tensor."""
