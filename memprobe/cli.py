@@ -539,13 +539,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = new_result(options)
         with _Progress() as progress:
             run_scan(options, progress.update, result)
+    seed = args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}
     with _Progress() as progress:
+        from memprobe.scan.training import run_seed_table, seed_table_torch_rows
+
+        # the PyTorch rows before the MLP study, as run_training_study runs its families first
+        rows = seed_table_torch_rows(result, progress.update) if seed else None
         run_training_study(result, device=args.device, quick=args.quick, framework=args.framework,
                            progress=progress.update, models=models)
-        if args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}:
-            from memprobe.scan.training import run_seed_table
-
-            run_seed_table(result, progress.update)
+        if seed and rows is not None:
+            run_seed_table(result, progress.update, torch_rows=rows)
     out = _prepare_out(args.out or _default_out())
     paths = write_outputs(result, out)
     _print_training(result)

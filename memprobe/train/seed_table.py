@@ -50,8 +50,12 @@ GPT2_BATCH = 8  # sequences per step
 # the scaled-down checks: the real architectures, at sizes this class of machine runs in seconds
 RESNET_CHECK = (4, 128)  # batch, resolution
 GPT2_CHECK = (1, 128)  # batch, sequence
-CHECK_STEPS = 3
-CHECK_WARMUP = 1
+CHECK_STEPS = 5
+# the projection is for thousands of steps, so the check times steady steps: the first ones
+# after a build run slower while AdamW allocates its states and glibc's heap grows to the
+# step's size and its mmap threshold rises (GPT-2 small at sequence 128 on the Xeon guest:
+# 1.3-2.2 s for up to five steps, then 0.92-1.06 s)
+CHECK_WARMUP = 3
 
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
@@ -126,8 +130,10 @@ def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, chec
     nthr = N.max_threads()
     tkey = "threads_all" if nthr > 1 else "threads_1"
     with N.cpu_threads(nthr):
-        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr)
+        # the check's steps first: measuring the full size's lone ops leaves the allocator with
+        # gigabytes of freed tensors, and GPT-2 small's check steps ran 2x slower after it
         samples = time_check(check, steps)
+        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr)
     pred_full = FM.predict_family_step(full, ceil, so)
     pred_check = FM.predict_family_step(check, ceil, so)
     meas = statistics.median(samples)
@@ -196,9 +202,17 @@ def gpu_note_rows(result: Any) -> list[dict[str, Any]]:
 
 
 def build_seed_table(device_result: Any, mnist_epoch: dict[str, Any] | None, mlp_ceilings: M.Ceilings | None,
-                     progress: ProgressFn = _noop, steps: int = CHECK_STEPS) -> list[dict[str, Any]]:
-    """The CPU rows: MNIST from the study's epoch, ResNet-50 and GPT-2 measured and projected now."""
-    rows = [mnist_row(mnist_epoch, mlp_ceilings)]
+                     progress: ProgressFn = _noop, steps: int = CHECK_STEPS,
+                     measured: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The CPU rows: MNIST from the study's epoch, ResNet-50 and GPT-2 measured and projected now
+    (or `measured`: those two rows made earlier by torch_rows)."""
+    return [mnist_row(mnist_epoch, mlp_ceilings),
+            *(measured if measured is not None else torch_rows(device_result, progress, steps))]
+
+
+def torch_rows(device_result: Any, progress: ProgressFn = _noop, steps: int = CHECK_STEPS) -> list[dict[str, Any]]:
+    """The ResNet-50 and GPT-2 small rows, measured and projected now."""
+    rows = []
     for k, (name, fn) in enumerate((("ResNet-50", resnet50_row), ("GPT-2 small", gpt2_row))):
         progress("seed table", k + 1, 3, f"{name}: rates, then the check's steps")
         t0 = time.perf_counter()
