@@ -148,6 +148,19 @@ def test_fresh_large_tensors_pay_their_page_faults():
     assert paid.memory_s - base.memory_s == pytest.approx(sum(fresh.values()) * 1e-9)
 
 
+@pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
+def test_the_tiny_instance_keeps_the_ops_and_sums_their_overheads(spec):
+    """The instance that scales the call overheads has the same op kinds in the same order and
+    almost none of the work; its overheads alone are what the prediction sums."""
+    tiny = FM.tiny_like(spec)
+    kinds = [o.kernel for o in FM.step_ops(spec)]
+    assert [o.kernel.split("(")[0] for o in FM.step_ops(tiny)] == [k.split("(")[0] for k in kinds]
+    assert sum(o.flops for o in FM.step_ops(tiny)) < 1e-3 * sum(o.flops for o in FM.step_ops(spec))
+    c = _ceilings(tiny)
+    so = FM.StepOverheads(10e-6, 20e-6)
+    assert FM.step_overhead_s(tiny, c.overhead_s, so) == pytest.approx(FM.predict_family_step(tiny, c, so).overhead_s)
+
+
 def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))

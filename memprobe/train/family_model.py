@@ -435,6 +435,31 @@ class StepOverheads:
     fault_s_per_byte: float = 0.0
 
 
+def step_overhead_s(spec: CnnSpec | TransformerSpec, overhead_s: dict[str, float],
+                    step_overheads: StepOverheads) -> float:
+    """The step's call overheads as predict_family_step sums them (each op's, autograd's start,
+    the optimizer's fixed cost), without the work: what a step of a tiny instance costs."""
+    ops = step_ops(spec)
+    missing = {op.kernel for op in ops} - set(overhead_s)
+    if missing:
+        raise M.MissingCeiling(f"no measured call overhead for {sorted(missing)[0]!r}")
+    return (sum(overhead_s[op.kernel] for op in ops) + step_overheads.backward_call_s
+            + step_overheads.update_fixed_s)
+
+
+def tiny_like(spec: CnnSpec | TransformerSpec) -> CnnSpec | TransformerSpec:
+    """The same network (its layers, blocks and ops) with every size at its least: a step of it
+    is its calls and almost none of the work."""
+    import dataclasses
+
+    if isinstance(spec, TransformerSpec):
+        return dataclasses.replace(spec, batch=1, seq=2, width=spec.heads, vocab=min(spec.vocab, 16),
+                                   context=2 if spec.context else 0)
+    if isinstance(spec, ResNetSpec):
+        return dataclasses.replace(spec, batch=1, resolution=32)  # its widths are fixed: not tiny
+    return dataclasses.replace(spec, batch=1, channels=4, resolution=4)
+
+
 def fresh_bytes(op: M.Op) -> int:
     """Bytes of the new tensors over glibc's mmap threshold that an op allocates: PyTorch gives
     every forward and backward op's output a new tensor, while the optimizer works in place on

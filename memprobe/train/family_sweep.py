@@ -32,6 +32,7 @@ TRANSFORMER_WIDTHS = (128, 64, 32)
 TOLERANCE = 1.3  # a size's working set within this factor of its target
 STEPS = 5
 WARMUP = 2
+TINY_STEPS = 15  # steps of the tiny instance that scales the call overheads (median)
 BUDGET_S = 60.0  # per family, `memprobe train`
 
 
@@ -163,6 +164,47 @@ def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = N
             "predicted_s": predicted_s, "why": why}
 
 
+def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str, nthr: int,
+                   fault_s_per_byte: float, timings: dict[str, Any] | None = None
+                   ) -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]], dict[str, Any]]:
+    """The model's inputs for `specs` (one family) at one thread count, measured now through
+    PyTorch (the caller holds the thread count): each op kind's call overhead, autograd's start,
+    the optimizer's fixed and per-tensor costs and its rate, scaled by how much more the calls
+    cost in a step's own sequence; then every lone op's rate. Returns (ceilings, step
+    overheads, the lone ops' raw timings, the record kept in the study's inputs)."""
+    from memprobe.train import torch_rates as TR
+
+    kinds = {lo.kind for s in specs for lo in FM.lone_ops(s)}
+    opt = FM.optimizer_of(specs[0])
+    over = TR.measure_overheads(kinds)
+    fixed, per_tensor, urate = TR.measure_update(opt)
+    over[f"update|{opt}"] = per_tensor
+    backward_s = TR.measure_backward_call_s()
+    # the calls cost more in the step's own sequence (autograd's nodes between them, code and
+    # objects cold again) than each kind repeated alone: a step of the same network at its
+    # least sizes, against those overheads summed, scales them (1.7-2.7x on the Xeon guest)
+    tiny = FM.tiny_like(specs[0])
+    factor = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP)) / \
+        FM.step_overhead_s(tiny, over, FM.StepOverheads(backward_s, fixed))
+    over = {k: v * factor for k, v in over.items()}
+    so = FM.StepOverheads(backward_s * factor, fixed * factor, fault_s_per_byte)
+    base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
+    # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
+    cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
+    rates: dict[str, dict[tuple[int, int], float]] = {}
+    raw_all: list[dict[str, Any]] = []
+    timings = {} if timings is None else timings
+    for s in specs:
+        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over)
+        rates.update(r)
+        raw_all += raw
+    rates[f"update|{opt}()"] = {(1, 0): urate}
+    record = {"overhead_s": over, "backward_call_s": so.backward_call_s, "update_fixed_s": so.update_fixed_s,
+              "update_gflops": urate / 1e9, "fault_s_per_byte": fault_s_per_byte,
+              "in_step_overhead_factor": factor}
+    return M.ceilings_from_device(device_result, tkey, nthr, rates, over), so, raw_all, record
+
+
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
                      budget_s: float = BUDGET_S, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
@@ -191,8 +233,6 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     done = 0
     for tkey, nthr in runs:
         with N.cpu_threads(nthr):
-            kinds = {lo.kind for p in plan for lo in FM.lone_ops(p.spec)}
-            opt = FM.optimizer_of(plan[0].spec) if plan else "sgd"
             timings: dict[str, Any] = {}
             raw_all: list[dict[str, Any]] = []
             inputs: list[dict[str, Any]] = []
@@ -209,20 +249,10 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                 # the call overheads and the optimizer's costs again for every point, so that the
                 # inputs and the steps are sampled in the same seconds: on a shared guest a busy
                 # neighbour stalls every parallel region for milliseconds while it runs
-                over = TR.measure_overheads(kinds)
-                fixed, per_tensor, urate = TR.measure_update(opt)
-                over[f"update|{opt}"] = per_tensor
-                backward_s = TR.measure_backward_call_s()
-                base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
-                # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
-                cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
-                rates, raw = TR.measure_rates(FM.lone_ops(fp.spec), cache_bytes * TR.CACHE_FRACTION, timings, over)
-                rates[f"update|{opt}()"] = {(1, 0): urate}
+                ceil, so, raw, record = measure_inputs([fp.spec], device_result, tkey, nthr, fault, timings)
                 raw_all += raw
-                inputs.append({"overhead_s": over, "backward_call_s": backward_s, "update_fixed_s": fixed,
-                               "update_gflops": urate / 1e9, "fault_s_per_byte": fault})
-                ceil = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
-                pred = FM.predict_family_step(fp.spec, ceil, FM.StepOverheads(backward_s, fixed, fault))
+                inputs.append(record)
+                pred = FM.predict_family_step(fp.spec, ceil, so)
                 cost = (steps + WARMUP + 1) * pred.predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",

@@ -91,28 +91,12 @@ def bound_sentence(task: str, bound: str, shares: dict[str, float]) -> str:
 def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str,
                   nthr: int) -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]]]:
     """The model's inputs for `specs` (one family) at one thread count, measured now (the
-    caller holds the thread count): as `family_sweep` measures them per point."""
+    caller holds the thread count), as `family_sweep` measures them per point."""
     from memprobe.train import torch_rates as TR
+    from memprobe.train.family_sweep import measure_inputs
 
-    kinds = {lo.kind for s in specs for lo in FM.lone_ops(s)}
-    opt = FM.optimizer_of(specs[0])
-    over = TR.measure_overheads(kinds)
-    fixed, per_tensor, urate = TR.measure_update(opt)
-    over[f"update|{opt}"] = per_tensor
-    backward_s = TR.measure_backward_call_s()
-    fault = TR.measure_fault_s_per_byte()
-    base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
-    cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
-    rates: dict[str, dict[tuple[int, int], float]] = {}
-    raw_all: list[dict[str, Any]] = []
-    timings: dict[str, Any] = {}
-    for s in specs:
-        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over)
-        rates.update(r)
-        raw_all += raw
-    rates[f"update|{opt}()"] = {(1, 0): urate}
-    return (M.ceilings_from_device(device_result, tkey, nthr, rates, over),
-            FM.StepOverheads(backward_s, fixed, fault), raw_all)
+    ceil, so, raw, _record = measure_inputs(specs, device_result, tkey, nthr, TR.measure_fault_s_per_byte())
+    return ceil, so, raw
 
 
 def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
