@@ -212,6 +212,9 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
             result.warn(Code.TRAINING, f"training study: {fam} skipped, the prediction needs a ceiling the scan "
                                        f"lacks ({exc})")
             continue
+        except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
+            result.warn(Code.TRAINING, f"training study: {fam} stopped, PyTorch failed: {exc}")
+            continue
         share = meter.share()
         others = None if share is None else round(100 * share, 1)
         training["settings"][f"cpu_{fam}_others_percent"] = others
@@ -253,7 +256,9 @@ def seed_table_torch_rows(result: ScanResult, progress: ProgressFn = _noop) -> l
         return ST.torch_rows(dres, progress)
     except M.MissingCeiling as exc:
         result.warn(Code.TRAINING, f"seed table skipped, the prediction needs a ceiling the scan lacks ({exc})")
-        return None
+    except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
+        result.warn(Code.TRAINING, f"seed table skipped, PyTorch failed: {exc}")
+    return None
 
 
 def run_seed_table(result: ScanResult, progress: ProgressFn = _noop,
