@@ -105,14 +105,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             result.warn(Code.TRAINING, f"training study: {dev} skipped, the prediction needs a ceiling "
                                        f"the scan lacks ({exc}); run the bandwidth/compute stages first")
             continue
-        share = meter.share()
-        others = None if share is None else round(100 * share, 1)
-        training["settings"][f"{dev}_others_percent"] = others
-        for p in sw["points"]:
-            p["miss_cause"] = M.miss_cause(p.get("error"), p.get("bound"), p.get("overhead_s"), p["predicted_s"],
-                                           others, 100 * OTHERS_NOTABLE_FRACTION)
-        training["points"] += sw["points"]
-        training["skipped"] += sw["skipped"]
+        _merge_sweep(training, sw, meter, f"{dev}_others_percent")
         training["overhead_s"][dev] = sw["overhead_s"]
         training["gemm_rates"][dev] = sw["gemm_rates"]
         training["settings"][f"{dev}_blas_threads_control"] = sw["blas_threads_control"]
@@ -215,15 +208,23 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
         except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
             result.warn(Code.TRAINING, f"training study: {fam} stopped, PyTorch failed: {exc}")
             continue
-        share = meter.share()
-        others = None if share is None else round(100 * share, 1)
-        training["settings"][f"cpu_{fam}_others_percent"] = others
-        for p in sw["points"]:
-            p["miss_cause"] = M.miss_cause(p.get("error"), p.get("bound"), p.get("overhead_s"), p["predicted_s"],
-                                           others, 100 * OTHERS_NOTABLE_FRACTION)
-        training["points"] += sw["points"]
-        training["skipped"] += sw["skipped"]
+        _merge_sweep(training, sw, meter, f"cpu_{fam}_others_percent")
         training["family_inputs"][f"cpu/{fam}"] = sw["inputs"]
+
+
+def _merge_sweep(training: dict[str, Any], sw: dict[str, Any], meter: OthersMeter, others_key: str) -> None:
+    """A sweep's points and skipped points into the study, each miss given its likely cause
+    from the share of a CPU the machine's other processes used beside it (recorded too)."""
+    from memprobe.train import model as M
+
+    share = meter.share()
+    others = None if share is None else round(100 * share, 1)
+    training["settings"][others_key] = others
+    for p in sw["points"]:
+        p["miss_cause"] = M.miss_cause(p.get("error"), p.get("bound"), p.get("overhead_s"), p["predicted_s"],
+                                       others, 100 * OTHERS_NOTABLE_FRACTION)
+    training["points"] += sw["points"]
+    training["skipped"] += sw["skipped"]
 
 
 def _gpu_usable(framework: str) -> bool:

@@ -176,15 +176,18 @@ def _resnet_forward(s: ResNetSpec) -> list[FwdOp]:
                          (f"{p}.sum", _b(n)), fl[f"{p}.residual"]))
         x = relu(f"{p}.relu3", f"{p}.sum", n, f"h{i + 1}")
         hw = ho
-    c = s.widths[-1]
-    n = B * c * hw * hw
-    ops.append(FwdOp("pool", LoneOp("mean", (B, c, hw)), ((x, _b(n)),), (), ("pooled", _b(B * c)), fl["pool"]))
-    ops.append(FwdOp("head", LoneOp("linear", (B, c, s.classes, 1)), (("pooled", _b(B * c)),),
-                     (("head.w", _b(c * s.classes)), ("head.b", _b(s.classes))), ("logits", _b(B * s.classes)),
-                     fl["head"]))
-    ops.append(FwdOp("loss", LoneOp("cross_entropy", (B, s.classes)), (("logits", _b(B * s.classes)),), (),
-                     ("loss", _b(B * s.classes)), fl["loss"]))
-    return ops
+    return ops + _head(s, x, s.widths[-1], hw, fl)
+
+
+def _head(s: CnnSpec, x: str, c: int, hw: int, fl: dict[str, float]) -> list[FwdOp]:
+    """Global average pooling of `x` (c channels of hw x hw), the linear classifier and the loss."""
+    B, n = s.batch, s.batch * c * hw * hw
+    return [FwdOp("pool", LoneOp("mean", (B, c, hw)), ((x, _b(n)),), (), ("pooled", _b(B * c)), fl["pool"]),
+            FwdOp("head", LoneOp("linear", (B, c, s.classes, 1)), (("pooled", _b(B * c)),),
+                  (("head.w", _b(c * s.classes)), ("head.b", _b(s.classes))), ("logits", _b(B * s.classes)),
+                  fl["head"]),
+            FwdOp("loss", LoneOp("cross_entropy", (B, s.classes)), (("logits", _b(B * s.classes)),), (),
+                  ("loss", _b(B * s.classes)), fl["loss"])]
 
 
 def _cnn_forward(s: CnnSpec) -> list[FwdOp]:
@@ -224,14 +227,7 @@ def _cnn_forward(s: CnnSpec) -> list[FwdOp]:
                          (f"{p}.s", _b(n)), fl[f"{p}.residual"]))
         ops.append(FwdOp(f"{p}.relu3", LoneOp("relu", (n,)), ((f"{p}.s", _b(n)),), (), (f"h{i + 1}", _b(n)),
                          fl[f"{p}.relu3"]))
-    hl = f"h{s.blocks}"
-    ops.append(FwdOp("pool", LoneOp("mean", (B, c, hw)), ((hl, _b(n)),), (), ("pooled", _b(B * c)), fl["pool"]))
-    ops.append(FwdOp("head", LoneOp("linear", (B, c, s.classes, 1)), (("pooled", _b(B * c)),),
-                     (("head.w", _b(c * s.classes)), ("head.b", _b(s.classes))), ("logits", _b(B * s.classes)),
-                     fl["head"]))
-    ops.append(FwdOp("loss", LoneOp("cross_entropy", (B, s.classes)), (("logits", _b(B * s.classes)),), (),
-                     ("loss", _b(B * s.classes)), fl["loss"]))
-    return ops
+    return ops + _head(s, f"h{s.blocks}", c, hw, fl)
 
 
 def _transformer_forward(s: TransformerSpec) -> list[FwdOp]:
@@ -489,11 +485,7 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
     preds: list[M.OpPrediction] = []
     for op, foot in zip(ops, feet):
         kern = op.stream_kernel
-        mem_s, where = 0.0, {}
-        for o in op.operands:
-            lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(foot[o.buffer])
-            where[o.buffer] = lv.name
-            mem_s += o.bytes / lv.bandwidth_bps[kern]
+        mem_s, where = M.op_memory_s(op, foot, ceilings)
         mem_s += fresh_bytes(op) * step_overheads.fault_s_per_byte
         comp_s = op.flops / ceilings.rate(op.klass, spec.batch) if op.flops else 0.0
         if op.kernel not in ceilings.overhead_s:

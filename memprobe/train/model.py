@@ -294,11 +294,7 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
     preds: list[OpPrediction] = []
     for op, foot in zip(ops, feet):
         kern = op.stream_kernel
-        mem_s, where = 0.0, {}
-        for o in op.operands:
-            lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(foot[o.buffer])
-            where[o.buffer] = lv.name
-            mem_s += o.bytes / lv.bandwidth_bps[kern]
+        mem_s, where = op_memory_s(op, foot, ceilings)
         ov = dispatch(op)
         # elementwise rates are measured per build (serial / prange), GEMM rates per shape class
         klass = f"{op.klass}:{ov}" if f"{op.klass}:{ov}" in ceilings.rates_flops else op.klass
@@ -318,6 +314,19 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
                       flops=sum(p.flops for p in preds), bytes=sum(p.bytes for p in preds),
                       compute_s=comp, memory_s=mem, roofline_s=roof, overhead_s=over, bound=bound,
                       ops=preds)
+
+
+def op_memory_s(op: Op, footprint: dict[str, int], ceilings: Ceilings) -> tuple[float, dict[str, str]]:
+    """An op's memory time: each operand's bytes at the bandwidth of the level that holds its
+    reuse footprint (memory for fresh data), for the STREAM kernel nearest the op's read:write
+    mix; and the level each operand came from."""
+    kern = op.stream_kernel
+    mem_s, where = 0.0, {}
+    for o in op.operands:
+        lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(footprint[o.buffer])
+        where[o.buffer] = lv.name
+        mem_s += o.bytes / lv.bandwidth_bps[kern]
+    return mem_s, where
 
 
 def overhead_key(op: Op, dispatch_class: str, overhead_s: dict[str, float]) -> str:
