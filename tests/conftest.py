@@ -48,3 +48,16 @@ def _scans_written_validate_against_the_schema(monkeypatch):
 
     monkeypatch.setattr(ScanResult, "save", save)
     yield
+
+
+@pytest.fixture
+def small_cpu_device():
+    """A CPU with a 48 KiB L1, a 2 MiB L2 and memory, each with a bandwidth for every kernel:
+    what the training models read from a scan, for tests that run a small real study."""
+    from memprobe.result import DeviceResult, Level
+
+    def lv(name, size, gbs):
+        return Level(name, size, 1.0, 4.0, {k: {"threads_1": gbs, "threads_all": 2 * gbs}
+                                             for k in ("read", "write", "copy", "triad")})
+    return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
+                                               lv("memory", None, 15.0)])

@@ -47,29 +47,19 @@ def test_the_mnist_row_comes_from_the_studys_epoch():
     assert "no MNIST" in ST.mnist_row(None, None)["note"]
 
 
-def _scan_device():
-    from memprobe.result import DeviceResult, Level
-
-    def lv(name, size, gbs):
-        return Level(name, size, 1.0, 4.0, {k: {"threads_1": gbs, "threads_all": 2 * gbs}
-                                             for k in ("read", "write", "copy", "triad")})
-    return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
-                                               lv("memory", None, 15.0)])
-
-
 @needs_torch
-def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path):
+def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path, small_cpu_device):
     from pydantic import TypeAdapter
 
     from memprobe.result import ScanResult, SeedRow
 
     small = CnnSpec(batch=2, channels=16, resolution=8)
     row = ST.family_row("resnet50_epoch", CnnSpec(batch=4, channels=16, resolution=8), 100, small,
-                        _scan_device(), "a tiny stand-in", "the tiny cnn", steps=2)
+                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2)
     assert row["check_measured_s"] > 0 and row["check_predicted_s"] > 0 and row["predicted_s"] > 0
     assert row["check_error"] == pytest.approx(row["check_predicted_s"] / row["check_measured_s"] - 1)
     assert row["bound"] in row["bound_text"] and row["claimed_s"] == 3 * 3600
-    res = ScanResult(host="h", started_at="t", devices={"cpu": _scan_device()})
+    res = ScanResult(host="h", started_at="t", devices={"cpu": small_cpu_device})
     res.training.seed_table = TypeAdapter(list[SeedRow]).validate_python([row])
     res.save(tmp_path / "scan.json")
     back = ScanResult.load(tmp_path / "scan.json")

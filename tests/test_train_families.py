@@ -190,25 +190,15 @@ def test_sizes_cross_the_levels():
             assert min(ws) < (2 << 20) * (1 if b == 1 else 1.5) and max(ws) > 2 * (16 << 20), (fam, b, ws)
 
 
-def _scan_device():
-    from memprobe.result import DeviceResult, Level
-
-    def lv(name, size, gbs):
-        return Level(name, size, 1.0, 4.0, {k: {"threads_1": gbs, "threads_all": 2 * gbs}
-                                             for k in ("read", "write", "copy", "triad")})
-    return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
-                                               lv("memory", None, 15.0)])
-
-
 @needs_torch
 @pytest.mark.parametrize("spec", [CnnSpec(batch=2, channels=16, resolution=8),
                                   TransformerSpec(batch=2, seq=16, width=32, heads=4, layers=1)],
                          ids=["cnn", "transformer"])
-def test_a_tiny_sweep_point_runs_and_records_its_ops(spec):
+def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, small_cpu_device):
     from memprobe.result import TrainingPoint
     from memprobe.train.family_sweep import FamilyPoint, run_family_sweep
 
-    out = run_family_sweep(_scan_device(), spec.model, budget_s=30.0, steps=2,
+    out = run_family_sweep(small_cpu_device, spec.model, budget_s=30.0, steps=2,
                            points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9)
     assert out["points"] and not out["skipped"]
     for p in out["points"]:
@@ -220,13 +210,13 @@ def test_a_tiny_sweep_point_runs_and_records_its_ops(spec):
         assert TypeAdapter(TrainingPoint).validate_python(p).ops[0].name == p["ops"][0]["name"]
 
 
-def test_without_torch_the_study_warns_once_and_runs_no_family(monkeypatch):
+def test_without_torch_the_study_warns_once_and_runs_no_family(monkeypatch, small_cpu_device):
     from memprobe.result import Code, ScanResult
     from memprobe.scan.training import run_training_study
     from memprobe.train import torch_families
 
     monkeypatch.setattr(torch_families, "torch_missing", lambda: "no torch here (pip install 'memprobe[torch]')")
-    res = ScanResult(host="h", started_at="t", devices={"cpu": _scan_device()})
+    res = ScanResult(host="h", started_at="t", devices={"cpu": small_cpu_device})
     tr = run_training_study(res, "cpu", models=("cnn", "transformer"), mnist=False)
     assert tr.points == []
     lines = [w.text for w in res.warnings if w.code == Code.TRAINING]
