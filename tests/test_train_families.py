@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 
+from memprobe.train.families import gpt2_small as gpt2_small_spec  # noqa: E402
 from memprobe.train.families import (CnnSpec, TransformerSpec, cnn_ops, resnet50, forward_ops, parameters, training_flops,
                                      transformer_ops, working_set_bytes)
 
@@ -282,3 +283,24 @@ def test_the_real_architectures_op_lists_are_what_pytorch_runs(spec):
     ops = forward_ops(spec)
     assert names == [o.aten for o in ops]
     assert flops == pytest.approx(sum(o.flops for o in ops if o.gemm), rel=0.02)
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [CNN, TransformerSpec(batch=2, seq=16, width=32, heads=4, layers=1),
+                                  TransformerSpec(batch=1, seq=16, width=32, heads=4, layers=1),
+                                  resnet50(2, 32), gpt2_small_spec(2, 8)],
+                         ids=["cnn", "transformer", "transformer-batch1", "resnet50", "gpt2"])
+def test_the_backward_is_the_nodes_pytorch_runs(spec):
+    """Every autograd node of a backward pass is an op of the model's backward, kind for kind
+    (views and the parameters' leaves aside), the attention's reshape copies included."""
+    from collections import Counter
+
+    from memprobe.train.torch_families import BACKWARD_NODE_KIND, BACKWARD_NODES_WITHOUT_OP, profile_backward
+
+    nodes = profile_backward(spec)
+    assert not set(nodes) - set(BACKWARD_NODE_KIND) - BACKWARD_NODES_WITHOUT_OP
+    ran = Counter(BACKWARD_NODE_KIND[n] for n in nodes if n in BACKWARD_NODE_KIND)
+    kind = {"add_bcast": "add"}  # the broadcast addition's node is an AddBackward0
+    model = Counter(kind.get(k, k) for k in (o.klass.split("|")[1].split("(")[0]
+                                             for o in FM.step_ops(spec) if o.name.endswith(".bwd")))
+    assert ran == model

@@ -396,7 +396,32 @@ def step_ops(spec: CnnSpec | TransformerSpec) -> list[M.Op]:
     ops = [_op(f.name, "fwd", f.lone, f.flops,
                [*(_r(b, nb) for b, nb in f.inputs), *(_r(b, nb) for b, nb in f.weights), _w(*f.out)],
                f.out[1] // FLOAT_BYTES) for f in fwd]
-    return ops + _backward(fwd, spec) + _update(spec)
+    return _with_matmul_copies(ops + _backward(fwd, spec), spec) + _update(spec)
+
+
+def _with_matmul_copies(ops: list[M.Op], spec: CnnSpec | TransformerSpec) -> list[M.Op]:
+    """The copies `torch.matmul` makes inside attention: with more than one sequence, the scaled
+    queries, the keys and the values are strided views (heads split out of one projection) that
+    it must reshape into 3-d batches, and reshape copies them (the profiler shows aten::clone
+    under aten::matmul; with one sequence the views reshape without a copy). Each copy is a
+    forward op before its matmul and a pass-through node (CloneBackward) after the matmul's
+    backward."""
+    if not isinstance(spec, TransformerSpec) or spec.batch <= 1:
+        return ops
+    B, t, d, h = spec.batch, spec.seq, spec.width, spec.heads
+    n, lone = B * t * d, LoneOp("contiguous", (B, h, t, d // h))
+    copies = {"scores": (("q", ".q"), ("k", ".qkv.out")), "weighted": (("v", ".qkv.out"),)}
+    out: list[M.Op] = []
+    for op in ops:
+        layer, _, what = op.name.partition(".")
+        base = what.removesuffix(".bwd")
+        here = [(f"{layer}.{base}.copy_{name}", f"{layer}{src}") for name, src in copies.get(base, ())]
+        if not what.endswith(".bwd"):
+            out += [_op(name, "fwd", lone, 0.0, [_r(src, _b(n)), _w(name, _b(n))], n) for name, src in here]
+        out.append(op)
+        if what.endswith(".bwd"):
+            out += [_node(f"{name}.bwd", lone) for name, _ in here]
+    return out
 
 
 def lone_ops(spec: CnnSpec | TransformerSpec) -> list[LoneOp]:
@@ -449,8 +474,9 @@ def tiny_like(spec: CnnSpec | TransformerSpec) -> CnnSpec | TransformerSpec:
     import dataclasses
 
     if isinstance(spec, TransformerSpec):
-        return dataclasses.replace(spec, batch=1, seq=2, width=spec.heads, vocab=min(spec.vocab, 16),
-                                   context=2 if spec.context else 0)
+        # two sequences where the network has several: attention then copies as it does at size
+        return dataclasses.replace(spec, batch=min(spec.batch, 2), seq=2, width=spec.heads,
+                                   vocab=min(spec.vocab, 16), context=2 if spec.context else 0)
     if isinstance(spec, ResNetSpec):  # 64 px: the last stage keeps 2x2 (batch norm needs > 1 value)
         # widths 4x the stem, as ResNet-50's 256 over 64, so every stage keeps its projection
         return dataclasses.replace(spec, batch=1, resolution=64, stem_channels=4, widths=(16, 32, 64, 128),

@@ -188,6 +188,36 @@ def train_steps(spec: CnnSpec | TransformerSpec, steps: int, seed: int = 0) -> l
     return losses
 
 
+# autograd's nodes as the families' op kinds (those that run a kernel, and the pass-throughs the
+# model keeps as call overheads: an addition's, a clone's); the rest are views and leaves
+BACKWARD_NODE_KIND = {
+    "ConvolutionBackward0": "conv", "AddmmBackward0": "linear", "MmBackward0": "linear", "BmmBackward0": "bmm",
+    "NativeBatchNormBackward0": "batch_norm", "NativeLayerNormBackward0": "layer_norm", "ReluBackward0": "relu",
+    "GeluBackward0": "gelu", "SoftmaxBackward0": "softmax", "NllLossBackward0": "cross_entropy",
+    "MeanBackward1": "mean", "EmbeddingBackward0": "embedding", "MaskedFillBackward0": "masked_fill",
+    "MulBackward0": "mul", "AddBackward0": "add", "CloneBackward0": "contiguous",
+    "MaxPool2DWithIndicesBackward0": "maxpool"}
+BACKWARD_NODES_WITHOUT_OP = frozenset({
+    "LogSoftmaxBackward0",  # the cross-entropy's other half: one op in the model
+    "ViewBackward0", "TBackward0", "UnsafeViewBackward0", "TransposeBackward0", "PermuteBackward0",
+    "ExpandBackward0", "UnbindBackward0", "ReshapeAliasBackward0", "torch::autograd::AccumulateGrad"})
+
+
+def profile_backward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
+    """The autograd nodes PyTorch runs for one backward pass, in order (their names)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build(spec, seed)
+    model.train()
+    x, y = batch(spec, seed + 1)
+    model.loss(x, y).backward()  # warm-up
+    loss = model.loss(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss.backward()
+    tag = "autograd::engine::evaluate_function: "
+    return [e.name[len(tag):] for e in prof.events() if e.name.startswith(tag)]
+
+
 def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
     """What PyTorch runs for one forward pass and its loss: the top-level operators in order
     (views left out) and the FLOPs its profiler counts (GEMMs and convolutions)."""
