@@ -131,7 +131,7 @@ def test_the_prediction_is_pure_and_follows_its_ceilings(spec):
 
 def test_fresh_large_tensors_pay_their_page_faults():
     """GPT-2 small's step allocates its token table's gradients (154 MB each) and AdamW's
-    temporary for it fresh; a small network allocates nothing over glibc's mmap threshold.
+    temporaries for it fresh; a small network allocates nothing over glibc's mmap threshold.
     The fault cost adds exactly fresh bytes x seconds per byte to the step."""
     from memprobe.train.families import gpt2_small
 
@@ -140,7 +140,7 @@ def test_fresh_large_tensors_pay_their_page_faults():
     table = 50257 * 768 * 4
     fresh = {o.name: FM.fresh_bytes(o) for o in ops if FM.fresh_bytes(o)}
     assert fresh and all(b > FM.MMAP_THRESHOLD_BYTES for b in fresh.values())
-    assert fresh.get("embed.tokens.w.update") == table  # the optimizer's temporary only
+    assert fresh.get("embed.tokens.w.update") == 2 * table  # the optimizer's two temporaries only
     assert any(name.endswith(".bwd") and b == table for name, b in fresh.items())
     assert not any(FM.fresh_bytes(o) for o in FM.step_ops(GPT))
     c = _ceilings(big)
@@ -304,3 +304,20 @@ def test_the_backward_is_the_nodes_pytorch_runs(spec):
     model = Counter(kind.get(k, k) for k in (o.klass.split("|")[1].split("(")[0]
                                              for o in FM.step_ops(spec) if o.name.endswith(".bwd")))
     assert ran == model
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn (sgd)", "transformer (adamw)"])
+def test_the_update_is_the_kernels_pytorch_runs(spec):
+    """An optimizer step runs UPDATE_KERNELS on every parameter tensor, in order, and the
+    model's update op for a tensor touches it once per read or write the table lists."""
+    from memprobe.train.torch_families import profile_update
+
+    opt = FM.optimizer_of(spec)
+    kernels = [k for k, _r, _w in FM.UPDATE_KERNELS[opt]]
+    tensors = FM.param_tensors(spec)
+    assert profile_update(spec) == kernels * len(tensors)
+    name, n = tensors[0]
+    op = next(o for o in FM.step_ops(spec) if o.name == f"{name}.update")
+    touches = sum(len(r) + len(w) for _k, r, w in FM.UPDATE_KERNELS[opt])
+    assert len(op.operands) == touches and op.bytes == touches * 4 * n

@@ -37,6 +37,18 @@ from memprobe.train.families import (FLOAT_BYTES, CnnSpec, ResNetSpec, Transform
 INDEX_BYTES = 8  # int64 labels and token ids
 # FLOPs per parameter of one update (conventions: the rate is measured with the same count)
 UPDATE_FLOPS = {"sgd": 4.0, "adamw": 12.0}
+# The kernels each optimizer's single-tensor path runs per parameter tensor, in order, as
+# (PyTorch's operator, the tensors it reads, the one it writes): w weight, g gradient, m and v
+# its states, t and u temporaries (new tensors: sqrt's and div's outputs). "" is a scalar (the
+# step count, its read back). The update's operands are built from this table, and a test
+# holds the table to what torch.profiler records for an optimizer step.
+UPDATE_KERNELS = {
+    "sgd": (("aten::mul_", "m", "m"), ("aten::add_", "mg", "m"), ("aten::add_", "wm", "w")),
+    "adamw": (("aten::add_", "", ""), ("aten::mul_", "w", "w"), ("aten::lerp_", "mg", "m"),
+              ("aten::mul_", "v", "v"), ("aten::addcmul_", "vg", "v"), ("aten::item", "", ""),
+              ("aten::sqrt", "v", "t"), ("aten::div", "t", "u"), ("aten::add_", "u", "u"),
+              ("aten::addcdiv_", "wmu", "w")),
+}
 # FLOPs per element of the gradient sums and stacks autograd adds (one add; a copy)
 SUM_FLOPS, STACK_FLOPS = 1.0, 0.0
 
@@ -374,18 +386,15 @@ def _backward(fwd: list[FwdOp], spec: CnnSpec | TransformerSpec) -> list[M.Op]:
 
 
 def _update(spec: CnnSpec | TransformerSpec) -> list[M.Op]:
-    """One op per parameter tensor: the kernels the single-tensor optimizer runs on it, each
-    operand listed as often as a kernel reads or writes it."""
+    """One op per parameter tensor: the kernels the single-tensor optimizer runs on it
+    (UPDATE_KERNELS), each operand listed as often as a kernel reads or writes it."""
     opt = optimizer_of(spec)
     out = []
     for name, n in param_tensors(spec):
-        w, g, m, v, t = (name, _b(n)), ("d:" + name, _b(n)), (name + ".m", _b(n)), (name + ".v", _b(n)), \
-            (name + ".tmp", _b(n))
-        if opt == "sgd":  # buf.mul_(momentum).add_(grad); param.add_(buf, alpha=-lr)
-            ops = [_r(*m), _w(*m), _r(*m), _r(*g), _w(*m), _r(*w), _r(*m), _w(*w)]
-        else:  # step += 1; p.mul_; m.lerp_(g); v.mul_; v.addcmul_(g, g); sqrt; div; add_(eps); p.addcdiv_(m, d)
-            ops = [_r(*w), _w(*w), _r(*m), _r(*g), _w(*m), _r(*v), _w(*v), _r(*v), _r(*g), _w(*v),
-                   _r(*v), _w(*t), _r(*t), _w(*t), _r(*t), _w(*t), _r(*w), _r(*m), _r(*t), _w(*w)]
+        buf = {"w": name, "g": "d:" + name, "m": name + ".m", "v": name + ".v", "t": name + ".tmp1",
+               "u": name + ".tmp2"}
+        ops = [o for _aten, reads, writes in UPDATE_KERNELS[opt]
+               for o in [*(_r(buf[c], _b(n)) for c in reads), *(_w(buf[c], _b(n)) for c in writes)]]
         out.append(_op(f"{name}.update", "update", LoneOp(opt, ()), UPDATE_FLOPS[opt] * n, ops, n))
     return out
 
@@ -492,7 +501,7 @@ def fresh_bytes(op: M.Op) -> int:
     seen: set[str] = set()
     total = 0
     for o in op.operands:
-        new = o.write and (phase != "update" or o.buffer.endswith(".tmp"))
+        new = o.write and (phase != "update" or ".tmp" in o.buffer)
         if new and o.buffer not in seen and o.bytes > MMAP_THRESHOLD_BYTES:
             seen.add(o.buffer)
             total += o.bytes

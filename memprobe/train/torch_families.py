@@ -218,6 +218,26 @@ def profile_backward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str
     return [e.name[len(tag):] for e in prof.events() if e.name.startswith(tag)]
 
 
+def profile_update(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
+    """The operators one optimizer step runs (after two steps, so its states exist), in order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build(spec, seed)
+    model.train()
+    x, y = batch(spec, seed + 1)
+    opt = optimizer(spec, model)
+    for _ in range(2):
+        opt.zero_grad()
+        model.loss(x, y).backward()
+        opt.step()
+    opt.zero_grad()
+    model.loss(x, y).backward()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        opt.step()
+    return [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is not None
+            and e.cpu_parent.name.startswith("Optimizer.step#")]
+
+
 def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
     """What PyTorch runs for one forward pass and its loss: the top-level operators in order
     (views left out) and the FLOPs its profiler counts (GEMMs and convolutions)."""
