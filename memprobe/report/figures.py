@@ -169,9 +169,9 @@ def level_colour(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
 
-def _boundaries(ax: Any, dev: DeviceResult, declared: bool = True, names: bool = True) -> list[Line2D]:
-    """Inferred boundaries (solid) and declared sizes (dashed); returns legend proxies."""
-    proxies: list[Line2D] = []
+def _capacity_lines(ax: Any, dev: DeviceResult, names: bool = True, sizes: bool = False) -> bool:
+    """Each inferred capacity as a vertical line, named (with its size) at the top; whether any
+    lies inside the axes."""
     xform = ax.get_xaxis_transform()
     lo, hi = ax.get_xlim()
     drawn = False
@@ -179,10 +179,19 @@ def _boundaries(ax: Any, dev: DeviceResult, declared: bool = True, names: bool =
         if finite(lv.size_bytes) and lo <= lv.size_bytes <= hi:
             ax.axvline(lv.size_bytes, color=BOUNDARY_COLOUR, lw=1.1, zorder=1)
             if names:
-                ax.text(lv.size_bytes, 0.985, f" {label(lv.name)}", transform=xform, rotation=90,
+                text = f" {label(lv.name)} {size_text(lv.size_bytes)} " if sizes else f" {label(lv.name)}"
+                ax.text(lv.size_bytes, 0.985, text, transform=xform, rotation=90,
                         va="top", ha="right", fontsize=8, color=BOUNDARY_COLOUR)
             drawn = True
-    if drawn:
+    return drawn
+
+
+def _boundaries(ax: Any, dev: DeviceResult, declared: bool = True, names: bool = True) -> list[Line2D]:
+    """Inferred boundaries (solid) and declared sizes (dashed); returns legend proxies."""
+    proxies: list[Line2D] = []
+    xform = ax.get_xaxis_transform()
+    lo, hi = ax.get_xlim()
+    if _capacity_lines(ax, dev, names):
         proxies.append(Line2D([], [], color=BOUNDARY_COLOUR, lw=1.1, label="inferred boundary"))
     if declared:
         dd = False
@@ -564,19 +573,6 @@ FAMILY_MARKERS = {"mlp": "o", "cnn": "s", "transformer": "^"}
 FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN", "transformer": "transformer"}
 
 
-def _capacity_lines(ax: Any, dev: DeviceResult) -> bool:
-    """Each measured cache capacity as a vertical line, named with its size at the top."""
-    xform = ax.get_xaxis_transform()
-    lo, hi = ax.get_xlim()
-    drawn = False
-    for lv in dev.levels:
-        if finite(lv.size_bytes) and lo <= lv.size_bytes <= hi:
-            ax.axvline(lv.size_bytes, color=BOUNDARY_COLOUR, lw=1.1, zorder=1)
-            ax.text(lv.size_bytes, 0.985, f" {label(lv.name)} {size_text(lv.size_bytes)} ", transform=xform,
-                    rotation=90, va="top", ha="right", fontsize=8, color=BOUNDARY_COLOUR)
-            drawn = True
-    return drawn
-
 
 def training_figure(result: ScanResult) -> Figure:
     """Step time against the step's working set, one panel per device and thread count: colour
@@ -617,7 +613,7 @@ def training_figure(result: ScanResult) -> Figure:
         ax.yaxis.set_major_formatter(FuncFormatter(_seconds))
         dev = result.devices.get(device)
         if dev is not None:
-            edges = _capacity_lines(ax, dev) or edges
+            edges = _capacity_lines(ax, dev, sizes=True) or edges
         ax.set_title(label(f"{device.upper()}, {THREAD_LABELS.get(threads, threads)}" if device == "cpu"
                            else device.upper()), loc="left")
         ax.set_xlabel("working set of one step (bytes, log scale)")
