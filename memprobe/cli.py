@@ -717,8 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Without a usable GPU, a GPU request gives a CPU report and one line why.")
     s.add_argument("--quick", action="store_true",
                    help=f"fewer sizes ({quick.points_per_octave} per octave, up to {fmt_bytes(quick.latency_top_bytes)}) "
-                        f"and repetitions ({quick.latency_reps} per point), no 4 KiB-page curve: about a "
-                        "third of the time")
+                        f"and repetitions ({quick.latency_reps} per point), no 4 KiB-page curve and no loaded "
+                        "latency, a short training study (about a dozen points, all threads): about a quarter of the time")
     s.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: reports/<host>-<timestamp>/)")
     s.add_argument("--max-size", type=parse_size, metavar="SIZE",
@@ -804,7 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "from the scan's measured ceilings. Prints one table per model and thread count."))
     t.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to train (default cpu)")
     t.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="use this saved scan (default: scan now)")
-    t.add_argument("--quick", action="store_true", help="fewer widths and steps")
+    t.add_argument("--quick", action="store_true",
+                   help="fewer points (below and above each edge, batch 16 and 256, all threads), one round of six steps")
     t.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
                    help="numpy (BLAS + Numba kernels, default) or torch (needs the torch extra)")
     t.add_argument("--model", type=_models_arg, default=("mlp",), metavar="MODEL",

@@ -39,7 +39,7 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
     res = ScanResult(host="t", started_at="now", devices={"cpu": dev})
     seen = []
     plan = dataclasses.replace(cpu_plan(quick=True, repetitions=2), gemm_sizes=(64,))
-    ctx = ScanContext(options=ScanOptions(quick=True, repetitions=2), device=dev,
+    ctx = ScanContext(options=ScanOptions(quick=False, repetitions=2), device=dev,  # (quick=False: every stage, loaded latency too)
                       progress=lambda *a: seen.append(a[0]), result=res, plan=plan)
     assert run_stages(ceilings.CPU_CEILING_STAGES, ctx), dev.warnings
     for lv in dev.levels:

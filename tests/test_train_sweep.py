@@ -156,25 +156,27 @@ def test_points_run_in_rounds_with_inputs_measured_each_round(monkeypatch):
     sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=5.0, free_bytes=8 << 30)
     assert sw["points"]
     n_runs = len({t for t in measured})
-    assert len(measured) == S.ROUNDS * n_runs  # inputs measured again every round
+    sched = S.SCHEDULES["quick"]
+    assert len(measured) == sched.rounds * n_runs  # inputs measured again every round
     for p in sw["points"]:
-        assert len(p["samples_s"]) == S.STEPS
+        assert len(p["samples_s"]) == sched.steps
     by_point: dict[int, list[tuple[int, int]]] = {}
     for w, steps, warm in calls:
         by_point.setdefault(w, []).append((steps, warm))
     for w, seq in by_point.items():
         # per point and thread count: a first round with WARMUP untimed steps, then one each
         firsts = [s for s in seq if s[1] == S.WARMUP]
-        assert len(seq) == len(firsts) * S.ROUNDS and sum(s for s, _ in seq) == S.STEPS * len(firsts)
-    raw_rounds = {e["round"] for e in sw["gemm_rates"]["threads_1"]["raw"]}
-    assert raw_rounds == set(range(S.ROUNDS))
+        assert len(seq) == len(firsts) * sched.rounds and sum(s for s, _ in seq) == sched.steps * len(firsts)
+    raw_rounds = {e["round"] for e in sw["gemm_rates"]["threads_all"]["raw"]}
+    assert raw_rounds == set(range(sched.rounds))
 
 
 def test_a_point_whose_rounds_do_not_fit_is_dropped_after_the_first(monkeypatch):
     plan = S.plan_points(S.capacities_of(_device()), max_working_set_bytes=2 << 30)
     slow = max(p.width for p in plan if p.batch == 16)
     calls = _fake_steps(monkeypatch, slow_width=slow)
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    # the default schedule: later rounds to drop it from (quick has one round)
+    sw = S.run_device_sweep(_device(), "cpu", quick=False, budget_s=2.0, free_bytes=8 << 30)
     assert all(p["width"] != slow for p in sw["points"])
     dropped = [s for s in sw["skipped"] if s["width"] == slow and "a round of it" in s["why"]]
     assert dropped
@@ -192,10 +194,29 @@ def test_inputs_include_kernel_overheads_and_row_width_rates():
 
 def test_a_study_whose_first_round_overran_keeps_one_point(monkeypatch):
     calls = _fake_steps(monkeypatch, slow_width="all", slow_s=0.05)
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", quick=False, budget_s=2.0, free_bytes=8 << 30)
     assert len({w for w, _, warm in calls if warm == S.WARMUP}) > 1  # several ran a first round
     assert len(sw["points"]) == 1 and len(sw["points"][0]["samples_s"]) == S.STEPS
     assert sw["skipped"]
+
+
+def test_a_one_round_study_keeps_every_point_it_measured(monkeypatch):
+    calls = _fake_steps(monkeypatch, slow_width="all", slow_s=0.05)
+    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    ran = {w for w, _, warm in calls if warm == S.WARMUP}
+    assert len(ran) > 1 and len(sw["points"]) == len(calls)  # nothing measured is thrown away
+    assert all(len(p["samples_s"]) == S.SCHEDULES["quick"].steps for p in sw["points"])
+
+
+def test_a_flagged_all_thread_ceiling_leaves_out_those_points_only(monkeypatch):
+    from memprobe.result import Flag
+
+    _fake_steps(monkeypatch)
+    dev = _device()
+    dev.levels[0].flags.append(Flag(Code.CONTENTION, "bandwidth/copy/threads_all", 3.0, "below one thread's"))
+    sw = S.run_device_sweep(dev, "cpu", quick=False, budget_s=1.0, free_bytes=8 << 30)
+    assert sw["points"] and {p["threads"] for p in sw["points"]} == {"threads_1"}
+    assert any("threads_all points left out" in w and "flagged" in w for w in sw["warnings"])
 
 
 def test_networks_over_the_keep_limit_are_rebuilt_each_round(monkeypatch):
@@ -205,7 +226,7 @@ def test_networks_over_the_keep_limit_are_rebuilt_each_round(monkeypatch):
     real = S.N.make_network
     monkeypatch.setattr(S.N, "make_network", lambda *a, **k: built.append(1) or real(*a, **k))
     sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
-    assert sw["points"] and all(len(p["samples_s"]) == S.STEPS for p in sw["points"])
+    assert sw["points"] and all(len(p["samples_s"]) == S.SCHEDULES["quick"].steps for p in sw["points"])
     assert len(built) == len(calls)  # one network per point and round: none kept
 
 

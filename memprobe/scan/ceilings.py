@@ -423,5 +423,5 @@ CPU_CEILING_STAGES: tuple[Stage, ...] = (
     Stage("sharing", stage_sharing, "private or shared per level (chases on the other cores)"),
     Stage("bandwidth", stage_bandwidth, "bandwidth read/write/copy/triad vs size, 1 and all threads"),
     Stage("compute", stage_compute, "FMA peak and BLAS matmul"),
-    Stage("loaded_latency", stage_loaded_latency, "memory latency while other cores stream"),
+    Stage("loaded_latency", stage_loaded_latency, "memory latency while other cores stream", quick=False),
 )

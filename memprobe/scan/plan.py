@@ -65,10 +65,9 @@ CPU_PROFILES: dict[str, CpuPlan] = {
         profile="quick", latency_top_bytes=128 * MiB, latency_grow_budget_s=5.0, points_per_octave=3,
         latency_reps=3, latency_4k_reps=2, recheck_passes=1, clock_reps=3,
         line_reps=2, false_sharing_iters=300_000, stride_size_bytes=64 * MiB, sharing_reps=3,
-        sharing_target_ns=1e6, sharing_points_per_octave=2, sharing_budget_s=1.5, bandwidth_reps=3, bandwidth_target_ns=0.5e6,
+        sharing_target_ns=1e6, sharing_points_per_octave=2, sharing_budget_s=0.6, bandwidth_reps=3, bandwidth_target_ns=0.5e6,
         bandwidth_points_per_octave=1, bandwidth_sweep_past_last_cache=False, memory_reps=1, compute_reps=3,
-        fma_target_ns=2e6, gemm_sizes=(256, 512), loaded_reps=3, loaded_target_ns=2e6,
-        loaded_kernels=("read",)),
+        fma_target_ns=2e6, gemm_sizes=(256, 512)),  # (no loaded-latency stage in quick)
 }
 
 

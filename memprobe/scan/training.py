@@ -23,7 +23,7 @@ ProgressFn = Callable[[str, int, int, str], None]
 # (the MNIST epoch and the first, untimed pass over the inputs come on top: 2-3 s here); the
 # study's target is <= 30 s (quick: <= 8 s)
 SWEEP_BUDGET_S = {"cpu": 10.0, "gpu": 30.0}  # the CPU study within 15 s with its MNIST epoch
-QUICK_SWEEP_BUDGET_S = {"cpu": 2.5, "gpu": 6.0}
+QUICK_SWEEP_BUDGET_S = {"cpu": 1.5, "gpu": 6.0}  # the quick scan's study within ~3 s, epoch included
 
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
@@ -61,13 +61,14 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
     from memprobe.train import sweep as S
 
     t0 = time.perf_counter()
+    sched = S.SCHEDULES["quick" if quick else "default"]
     wanted = ["cpu", "gpu"] if device == "all" else [device]
     training: dict[str, Any] = {
         "points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {}, "mnist": {},
         "speedup": [], "gpu_wins_from_width": {}, "claims": [], "summary": {},
         "settings": {"framework": framework, "quick": quick, "layers": S.LAYERS,
-                     "batches": list(S.SWEEP_BATCHES), "multiples": list(S.SWEEP_MULTIPLES),
-                     "steps": S.STEPS, "warmup": S.WARMUP, "rounds": S.ROUNDS,
+                     "batches": list(sched.batches), "multiples": list(sched.multiples),
+                     "steps": sched.steps, "warmup": S.WARMUP, "rounds": sched.rounds,
                      "overhead_width": S.OVERHEAD_WIDTH,
                      "parallel_min_elements": N.PARALLEL_MIN_ELEMENTS},
         "method": ("predicted_s = sum over ops max(FLOPs/P, sum operand bytes/BW(level, kernel)) + "
@@ -113,8 +114,9 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             result.warn(Code.TRAINING, f"training study ({dev}): {w}")
         if mnist:
             progress("training", 0, 1, f"{dev}: MNIST-shaped epoch")
-            tkey = "threads_all"
-            nthr = N.max_threads() if dev == "cpu" else 0
+            # all threads, unless the scan flagged that ceiling (the sweep then kept one thread)
+            tkey = "threads_all" if "threads_all" in sw["overhead_s"] else "threads_1"
+            nthr = (N.max_threads() if tkey == "threads_all" else 1) if dev == "cpu" else 0
             ceil = M.ceilings_from_device(dres, tkey, max(nthr, 1), _rates_back(sw["gemm_rates"][tkey]),
                                           sw["overhead_s"][tkey])
             ceilings_by_dev[dev] = ceil

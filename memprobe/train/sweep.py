@@ -34,6 +34,24 @@ WIDTH_ALIGN = 8  # 32-byte rows: BLAS and the kernels vectorise without a ragged
 STEPS = 20
 WARMUP = 2  # untimed steps before a point's first round (one before each later round)
 ROUNDS = 4  # each point's steps are taken in this many rounds over all points: see run_device_sweep
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which points the sweep plans and how many timed steps each gets, in how many rounds
+    (the model's inputs are measured again each round)."""
+
+    steps: int
+    rounds: int
+    batches: tuple[int, ...] = SWEEP_BATCHES
+    multiples: tuple[float, ...] = SWEEP_MULTIPLES
+    one_thread: bool = True  # the CPU's one-thread points beside the all-thread ones
+
+
+# quick: a point below and above each edge at two batches, all threads only, one round (each
+# round measures the inputs again, ~0.3 s per thread count on a 2-vCPU guest), six steps
+SCHEDULES = {"default": Schedule(steps=STEPS, rounds=ROUNDS),
+             "quick": Schedule(steps=6, rounds=1, batches=(16, 256), multiples=(0.5, 2.0), one_thread=False)}
 INPUT_REPS_PER_ROUND = 3  # timed batches per overhead or rate, each round (pooled: median)
 KEEP_NETWORKS_BYTES = 1 << 30  # networks kept alive between rounds, at most (else rebuilt)
 RATE_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)  # GEMM shape classes: one per width octave
@@ -395,8 +413,8 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     "skipped", "overhead_s", "gemm_rates", "ceilings_source", "warnings",
     "blas_threads_control", "rounds"}.
 
-    Rounds: each point's STEPS are taken in ROUNDS rounds that cycle through every point, and
-    the model's inputs (overheads, rates) are measured again at the start of every round and
+    Rounds: each point's steps are taken in rounds (SCHEDULES: 20 in 4; quick, 6 in 1) that
+    cycle through every point, and the model's inputs (overheads, rates) are measured again at the start of every round and
     pooled (median). Why: on a shared machine a busy neighbour slows everything for seconds at
     a time. Timed point after point, the points that fell in such a spell come out slower than
     the rates measured seconds earlier predict (20-40 % on a 2-vCPU AMD EPYC Zen 3 KVM guest,
@@ -409,6 +427,8 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     the dearest points are dropped while the later rounds, projected from the first one's real
     costs, would pass the budget by more than 25 %. Both are listed as skipped."""
     budget = budget_s if budget_s is not None else (2.5 if quick else 10.0)  # as scan/training.py
+    sched = SCHEDULES["quick" if quick else "default"]
+    steps, rounds = sched.steps, sched.rounds
     warnings: list[str] = []
     if free_bytes is None:
         import psutil
@@ -419,13 +439,13 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
         raise M.MissingCeiling(f"{device}: no level with a capacity in the scan")
     n_all = N.max_threads() if device == "cpu" else 1
     thread_runs = [("threads_1", 1), ("threads_all", n_all)] if device == "cpu" else [("threads_all", 1)]
-    if device == "cpu" and n_all == 1:
-        thread_runs = thread_runs[:1]
-    points_plan = plan_points(caps, max_working_set_bytes=free_bytes / 4)
+    if device == "cpu" and (n_all == 1 or not sched.one_thread):
+        thread_runs = thread_runs[-1:]
+    points_plan = plan_points(caps, sched.batches, multiples=sched.multiples, max_working_set_bytes=free_bytes / 4)
     last_cache = caps[-1][1]
     out: dict[str, Any] = {"points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {},
                            "ceilings_source": {}, "warnings": warnings, "blas_threads_control": None,
-                           "rounds": ROUNDS}
+                           "rounds": rounds, "steps": steps}
     dispatch = (lambda n: M.cpu_dispatch(n, N.PARALLEL_MIN_ELEMENTS)) if device == "cpu" else (lambda n: M.gpu_dispatch)
     inputs: dict[str, list[tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]]] = {}
     raws: dict[str, list[dict[str, Any]]] = {}
@@ -448,6 +468,19 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
             out_c[tkey] = M.ceilings_from_device(device_result, tkey, nthr, rates, over)
         return out_c
 
+    def drop_unpredictable() -> None:
+        # a thread count whose ceiling the scan flagged (contention, physics) gets no points;
+        # the other one still does
+        for tkey, nthr in list(thread_runs):
+            over, rates = _pool_rounds(inputs[tkey])
+            try:
+                M.ceilings_from_device(device_result, tkey, nthr, rates, over)
+            except M.MissingCeiling as exc:
+                if len(thread_runs) == 1:
+                    raise
+                thread_runs.remove((tkey, nthr))
+                warnings.append(f"{tkey} points left out: the prediction needs a ceiling the scan lacks ({exc})")
+
     # first round of inputs: the cost estimates that choose the points. An untimed single pass
     # first loads or compiles every kernel, so the round's time stands for the later rounds'
     for tkey, nthr in thread_runs:
@@ -455,6 +488,7 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     t_in = time.perf_counter()
     measure_round(0)
     inputs_round_s = time.perf_counter() - t_in
+    drop_unpredictable()
     ceil0 = ceilings_now()
     plan: list[tuple[float, SweepPoint, str, int, float]] = []
     for tkey, nthr in thread_runs:
@@ -462,11 +496,11 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
             pred = M.predict_step(shape, ceil0[tkey], dispatch(nthr))
             # steps, one untimed step per round (two in the first), and building the network
-            cost = (STEPS + ROUNDS + 1) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9
+            cost = (steps + rounds + 1) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9
             plan.append((cost, pt, tkey, nthr, pred.predicted_s))
     plan.sort(key=lambda t: t[0])
     chosen: list[tuple[float, SweepPoint, str, int, float]] = []
-    total = (ROUNDS - 1) * inputs_round_s  # the later rounds' inputs come out of the budget too
+    total = (rounds - 1) * inputs_round_s  # the later rounds' inputs come out of the budget too
     for item in plan:
         if total + item[0] > budget and chosen:  # the cheapest point runs whatever the budget
             out["skipped"].append(_skipped(item, device, f"time budget ({budget:.0f} s): about {item[0]:.1f} s more"))
@@ -480,16 +514,16 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     kept = 0.0
     samples: dict[int, list[float]] = {i: [] for i in range(len(chosen))}
     later_round_s: dict[int, float] = {}  # each point's projected cost in one later round
-    per_round = -(-STEPS // ROUNDS)
+    per_round = -(-steps // rounds)
     t_start = time.perf_counter()
-    for r in range(ROUNDS):
+    for r in range(rounds):
         if r:
             measure_round(r)
         for i, (cost, pt, tkey, nthr, _) in enumerate(chosen):
             if i not in samples:
                 continue
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
-            progress("training", i + 1, len(chosen), f"{device} {tkey} W={pt.width} B={pt.batch} (round {r + 1}/{ROUNDS})")
+            progress("training", i + 1, len(chosen), f"{device} {tkey} W={pt.width} B={pt.batch} (round {r + 1}/{rounds})")
             with (N.cpu_threads(nthr) if device == "cpu" else contextlib.nullcontext()):
                 t0 = time.perf_counter()
                 if i in nets:
@@ -502,23 +536,23 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
                         nets[i] = (net, x, labels)
                         kept += pt.working_set_bytes
                 build_s = time.perf_counter() - t0 if i not in nets else 0.0
-                got = N.time_steps(net, x, labels, min(per_round, STEPS - len(samples[i])),
+                got = N.time_steps(net, x, labels, min(per_round, steps - len(samples[i])),
                                    WARMUP if r == 0 else 1)
                 del net, x, labels  # a network not kept is freed before the next point
             samples[i] += got
             if r == 0:  # a later round: the timed steps and one untimed one, plus a rebuild
                 later_round_s[i] = sum(got) * (len(got) + 1) / max(len(got), 1) + build_s
-        if r == 0:
+        if r == 0 and rounds > 1:  # (one round: every point is measured already)
             # project the later rounds (inputs and steps) from this round's real costs; drop the
             # dearest points while the study would pass its budget by more than 25 % (the slack
             # keeps a noisy first round from dropping points the budget had room for), never the
             # last one: its first round is already measured
             spent = time.perf_counter() - t_start + inputs_round_s
-            left = (sum(later_round_s.values()) + inputs_round_s) * (ROUNDS - 1)
+            left = (sum(later_round_s.values()) + inputs_round_s) * (rounds - 1)
             for i in sorted(samples, key=lambda j: -later_round_s[j]):
                 if spent + left <= 1.25 * budget or len(samples) == 1:
                     break
-                left -= later_round_s[i] * (ROUNDS - 1)
+                left -= later_round_s[i] * (rounds - 1)
                 del samples[i]
                 if nets.pop(i, None) is not None:
                     kept -= chosen[i][1].working_set_bytes
