@@ -571,6 +571,9 @@ class OpBreakdown:
     memory_s: Optional[float] = None
     overhead_s: Optional[float] = None
     achieved_fraction: Optional[float] = None
+    # the operands' time beyond what the op's rate paid for them (time_s = max(compute_s +
+    # excess_s, memory_s) + overhead_s)
+    excess_s: Optional[float] = None
 
 
 @dataclass

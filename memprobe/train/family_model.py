@@ -28,6 +28,7 @@ Pure: specs and a `model.Ceilings` in, a `model.Prediction` out.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from memprobe.train import model as M
@@ -443,6 +444,68 @@ def lone_ops(spec: CnnSpec | TransformerSpec) -> list[LoneOp]:
     return list(seen.values())
 
 
+def forward_bytes(op: LoneOp) -> float:
+    """Bytes of the lone op's forward operands (inputs, weights, output) at its shape."""
+    k, d = op.kind, op.dims
+    if k == "conv":
+        b, cin, cout, hw, ks, _, *rest = d
+        ho = out_size(hw, rest[0] if rest else 1)
+        return (b * (cin * hw * hw + cout * ho * ho) + cout * cin * ks * ks) * FLOAT_BYTES
+    if k == "linear":
+        rows, din, dout, *_ = d
+        return (rows * (din + dout) + din * dout) * FLOAT_BYTES
+    if k == "maxpool":
+        b, c, hw = d
+        return b * c * (hw * hw + out_size(hw, 2) ** 2 * 3) * FLOAT_BYTES  # output and its int64 indices
+    if k == "bmm":
+        gr, m, kk, n = d
+        return gr * (m * kk + kk * n + m * n) * FLOAT_BYTES
+    if k in ("batch_norm", "mean"):
+        b, c, hw = d
+        return 2 * b * c * hw * hw * FLOAT_BYTES
+    if k in ("masked_fill", "softmax"):
+        return 2 * d[0] * d[1] * d[1] * FLOAT_BYTES
+    if k == "embedding":
+        return (d[0] * d[2] * 2) * FLOAT_BYTES
+    if k == "cross_entropy":
+        return 2 * d[0] * d[1] * FLOAT_BYTES
+    n = 1
+    for x in d:
+        n *= x
+    return 3 * n * FLOAT_BYTES
+
+
+# a lone op's rate measurement holds its forward operands and, for the backward, their
+# gradients: about twice the forward's bytes (torch_rates cuts the forward to 1/this of a cache)
+LONE_FOOTPRINT = 2
+
+
+def rate_level(klass: str, batch: int, ceilings: M.Ceilings) -> M.LevelCeiling | None:
+    """The level that held the lone op's operands while its rate (`klass`, read for a point of
+    `batch`) was measured; None for the optimizer's (measured on a tensor of its own)."""
+    phase, key = klass.split("|", 1)
+    table = ceilings.rates_flops.get(klass)
+    if phase == "update" or not table or "(" not in key:
+        return None
+    measured = min({b for b, _ in table}, key=lambda b: abs(math.log(max(b, 1)) - math.log(max(batch, 1))))
+    return ceilings.level_for(forward_bytes(_lone_from_key(key).with_batch(measured)) * LONE_FOOTPRINT)
+
+
+def excess_memory_s(op: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, at: M.LevelCeiling | None) -> float:
+    """The operands' time beyond what the op's rate already paid: its rate was measured with
+    them in level `at`, so each operand that the step brings from a farther level costs its
+    bytes at that level's bandwidth less at `at`'s. The op's compute and this extra stream add
+    up (a kernel that ran at its rate from `at` does not also hide the farther level's time)."""
+    if at is None:
+        return 0.0
+    kern = op.stream_kernel
+    extra = 0.0
+    for o in op.operands:
+        lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(footprint[o.buffer])
+        extra += o.bytes * max(0.0, 1 / lv.bandwidth_bps[kern] - 1 / at.bandwidth_bps[kern])
+    return extra
+
+
 def _lone_from_key(key: str) -> LoneOp:
     kind, rest = key.split("(", 1)
     dims = tuple(int(x) for x in rest.rstrip(")").split(",") if x)
@@ -523,10 +586,11 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
         mem_s, where = M.op_memory_s(op, foot, ceilings)
         mem_s += fresh_bytes(op) * step_overheads.fault_s_per_byte
         comp_s = op.flops / ceilings.rate(op.klass, spec.batch) if op.flops else 0.0
+        extra_s = excess_memory_s(op, foot, ceilings, rate_level(op.klass, spec.batch, ceilings)) if op.flops else 0.0
         if op.kernel not in ceilings.overhead_s:
             raise M.MissingCeiling(f"no measured call overhead for {op.kernel!r}")
         preds.append(M.OpPrediction(op.name, op.flops, float(op.bytes), comp_s, mem_s,
-                                    ceilings.overhead_s[op.kernel], where, kern))
+                                    ceilings.overhead_s[op.kernel], where, kern, extra_s))
     comp = sum(p.compute_s for p in preds)
     mem = sum(p.memory_s for p in preds)
     roof = sum(p.roofline_s for p in preds)
@@ -534,7 +598,7 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
     if over >= roof:
         bound = "overhead"
     else:
-        c_share = sum(p.compute_s for p in preds if p.compute_s >= p.memory_s)
+        c_share = sum(p.roofline_s for p in preds if op_bound(p) == "compute")
         bound = "compute" if c_share >= roof / 2 else "memory"
     return M.Prediction(predicted_s=roof + over, predicted_max_s=max(comp, mem), predicted_sum_s=comp + mem,
                         flops=sum(p.flops for p in preds), bytes=sum(p.bytes for p in preds),
@@ -546,7 +610,7 @@ def op_bound(p: M.OpPrediction) -> str:
     "overhead" when the call costs more than the work."""
     if p.overhead_s >= p.roofline_s:
         return "overhead"
-    if p.compute_s >= p.memory_s:
+    if p.compute_s >= max(p.memory_s, p.excess_s):  # (its rate, more than any level's stream)
         return "compute"
     names = list(p.levels.values())
     return max(set(names), key=names.count) if names else "memory"

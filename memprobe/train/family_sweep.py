@@ -126,7 +126,7 @@ def breakdown(pred: M.Prediction, measured_s: float | None) -> list[dict[str, An
     for p in pred.ops:
         t = p.roofline_s + p.overhead_s
         out.append({"name": p.name, "time_s": t, "compute_s": p.compute_s, "memory_s": p.memory_s,
-                    "overhead_s": p.overhead_s, "bound": FM.op_bound(p),
+                    "excess_s": p.excess_s, "overhead_s": p.overhead_s, "bound": FM.op_bound(p),
                     "achieved_fraction": (p.roofline_s / (t * scale)) if scale and t > 0 else None})
     return out
 

@@ -265,10 +265,16 @@ class OpPrediction:
     overhead_s: float
     levels: dict[str, str]
     stream_kernel: str
+    # the operands' time beyond what the op's measured rate already paid for them (the rate was
+    # measured with them in a nearer level: family_model.excess_memory_s); 0 for the MLP, whose
+    # GEMM rates come from calls at the sweep's own sizes
+    excess_s: float = 0.0
 
     @property
     def roofline_s(self) -> float:
-        return max(self.compute_s, self.memory_s)
+        """The op's work: its FLOPs at the measured rate plus the farther operands' extra time,
+        or its whole traffic at the levels' bandwidths, whichever is longer."""
+        return max(self.compute_s + self.excess_s, self.memory_s)
 
 
 @dataclass

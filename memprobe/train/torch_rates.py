@@ -3,8 +3,9 @@ result -> **train** -> report). Needs the optional extra (`memprobe[torch]`).
 
 Every op of a step (`family_model.LoneOp`) is run alone, forward and forward + backward
 (`torch.autograd.grad`, so no gradient is accumulated into a leaf the network would not have),
-on tensors of the point's shape whose batch is cut until the op's operands fit in cache: its
-rate (FLOP/s, the op's call overhead taken out) is the compute ceiling of that shape. The call
+on tensors of the point's shape whose batch is cut until the op's operands fit in cache, but
+never so far that PyTorch picks another kernel for it (`rate_shape`): its rate (FLOP/s, the op's
+call overhead taken out) is the compute ceiling of that shape. The call
 overheads come from the same ops at a tiny shape; autograd's start (once per backward call)
 from a chain of tiny ops; the optimizer's fixed and per-tensor costs from its step on tiny
 tensors, its rate from one in-cache tensor. Isolated calls only: never a training step.
@@ -12,9 +13,12 @@ tensors, its rate from one in-cache tensor. Isolated calls only: never a trainin
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from memprobe.train import family_model as FM
 from memprobe.train.families import FLOAT_BYTES, out_size
@@ -27,7 +31,7 @@ BATCH_TARGET_S = 2e-3  # calls per timed batch: enough to reach this, so timer r
 UPDATE_ELEMENTS = 1 << 16  # the optimizer's rate: one tensor this big (its states fit in L2)
 # the lone op's forward operands fit in this fraction of the cache it is measured against, so
 # its backward's extra tensors (the gradients) fit too
-CACHE_FRACTION = 0.5
+CACHE_FRACTION = 1 / FM.LONE_FOOTPRINT
 # ops of this kind at a tiny shape: their call overhead
 TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2), "batch_norm": (1, 2, 2),
         "layer_norm": (1, 2), "relu": (2,), "add": (2,), "mul": (2,), "gelu": (2,), "add_bcast": (1, 1, 2),
@@ -200,7 +204,7 @@ def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
     counts that stream apart)."""
     if not op.dims or op.kind == "count":
         return op
-    full = _forward_bytes(op)
+    full = FM.forward_bytes(op)
     if full <= budget_bytes:
         return op
     b = max(1, int(op.batch * budget_bytes / full))
@@ -208,6 +212,48 @@ def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
     if rows_per and _weight_bytes(op) > budget_bytes:
         b = max(b, min(op.batch, -(-MIN_GEMM_ROWS // rows_per)))
     return op.with_batch(b)
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    # PyTorch's profiler writes a line to the process's stderr at each start and stop
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def dispatch_kernels(op: FM.LoneOp) -> frozenset[str]:
+    """The ATen operators PyTorch runs for the op's forward (the profiler's names). PyTorch
+    picks a call's algorithm by its shape and threads: a 1x1 convolution on one thread runs the
+    native GEMM path below batch 16 and oneDNN from 16 on, 3-4x slower per FLOP on the Xeon
+    guest (aten/src/ATen/native/Convolution.cpp, use_mkldnn)."""
+    import torch
+
+    fwd, _ = lone_forward(op)
+    fwd()
+    with _quiet_fd2(), torch.autograd.profiler.profile(use_kineto=False) as prof:
+        fwd()
+    return frozenset(e.name for e in prof.function_events)
+
+
+def rate_shape(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
+    """The shape the op's rate is measured at: cut to fit `budget_bytes` (cache_batch), then
+    grown again (doubling its batch) until PyTorch runs the same kernels for it as for the
+    op's own shape; a rate from another algorithm is not the op's (the cut 1x1 convolutions
+    of a batch-16 CNN predicted its step 20 % fast)."""
+    cut = cache_batch(op, budget_bytes)
+    if cut.batch == op.batch:
+        return cut
+    want = dispatch_kernels(op)
+    while cut.batch < op.batch and dispatch_kernels(cut) != want:
+        cut = op.with_batch(min(op.batch, 2 * cut.batch))
+    return cut
 
 
 def _rows_per_batch(op: FM.LoneOp) -> int:
@@ -225,36 +271,6 @@ def _weight_bytes(op: FM.LoneOp) -> float:
     if op.kind == "linear":
         return op.dims[1] * op.dims[2] * FLOAT_BYTES
     return 0.0
-
-
-def _forward_bytes(op: FM.LoneOp) -> float:
-    k, d = op.kind, op.dims
-    if k == "conv":
-        b, cin, cout, hw, ks, _, *rest = d
-        ho = out_size(hw, rest[0] if rest else 1)
-        return (b * (cin * hw * hw + cout * ho * ho) + cout * cin * ks * ks) * FLOAT_BYTES
-    if k == "linear":
-        rows, din, dout, *_ = d
-        return (rows * (din + dout) + din * dout) * FLOAT_BYTES
-    if k == "maxpool":
-        b, c, hw = d
-        return b * c * (hw * hw + out_size(hw, 2) ** 2 * 3) * FLOAT_BYTES  # output and its int64 indices
-    if k == "bmm":
-        gr, m, kk, n = d
-        return gr * (m * kk + kk * n + m * n) * FLOAT_BYTES
-    if k in ("batch_norm", "mean"):
-        b, c, hw = d
-        return 2 * b * c * hw * hw * FLOAT_BYTES
-    if k in ("masked_fill", "softmax"):
-        return 2 * d[0] * d[1] * d[1] * FLOAT_BYTES
-    if k == "embedding":
-        return (d[0] * d[2] * 2) * FLOAT_BYTES
-    if k == "cross_entropy":
-        return 2 * d[0] * d[1] * FLOAT_BYTES
-    n = 1
-    for x in d:
-        n *= x
-    return 3 * n * FLOAT_BYTES
 
 
 def lone_flops(op: FM.LoneOp, phase: str) -> float:
@@ -397,18 +413,22 @@ def measure_update(optimizer: str, reps: int = REPS) -> tuple[float, float, floa
     return fixed, per_tensor, rate or 0.0
 
 
-def measure_rates(ops: list[FM.LoneOp], budget_bytes: float, cache: dict[str, Any] | None = None,
+def measure_rates(ops: list[FM.LoneOp], budget_bytes: float, cache: dict[Any, Any] | None = None,
                   overhead_s: dict[str, float] | None = None, reps: int = REPS
                   ) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
     """Rates of `ops` (forward and backward) at their shapes cut to fit `budget_bytes`:
     {"<phase>|<key>": {(batch measured, 0): FLOP/s}} and the raw timings. `cache` keeps
-    timings of shapes measured before (the same thread count), keyed by the shape measured."""
+    timings of shapes measured before (the same thread count), keyed by the shape measured, and
+    the shape chosen for each op (keyed ("shape", op key, budget))."""
     cache = {} if cache is None else cache
     overhead_s = overhead_s or {}
     rates: dict[str, dict[tuple[int, int], float]] = {}
     raw: list[dict[str, Any]] = []
     for op in ops:
-        cut = cache_batch(op, budget_bytes)
+        shape_key = ("shape", op.key, budget_bytes)
+        if shape_key not in cache:
+            cache[shape_key] = rate_shape(op, budget_bytes)
+        cut = cache[shape_key]
         if cut.key not in cache:
             cache[cut.key] = time_lone(cut, reps)
         t_f, t_b = cache[cut.key]
