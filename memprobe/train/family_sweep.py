@@ -195,7 +195,8 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
     raw_all: list[dict[str, Any]] = []
     timings = {} if timings is None else timings
     for s in specs:
-        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over)
+        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over,
+                                  fault_s_per_byte=fault_s_per_byte)
         rates.update(r)
         raw_all += raw
     rates[f"update|{opt}()"] = {(1, 0): urate}

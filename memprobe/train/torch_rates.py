@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ TINY = {"conv": (1, 2, 2, 4, 3, 1), "linear": (1, 2, 2, 1), "bmm": (1, 2, 2, 2),
 # GEMM rows a weight-heavy op keeps when cut (see cache_batch): 128 rows make a weight byte
 # carry 64 FLOPs, past this class of machine's FLOP-per-byte balance from memory
 MIN_GEMM_ROWS = 128
+PAGE_BYTES = resource.getpagesize()  # what one minor fault maps (the heap has no huge pages)
 # a kernel's rate keeps no meaning once the work is this small a part of the call (noise)
 MIN_WORK_FRACTION = 0.1
 
@@ -161,9 +163,18 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
     raise ValueError(f"unknown lone op kind {k!r}")
 
 
-def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_lone(op: FM.LoneOp, reps: int = REPS, fault_s_per_byte: float = 0.0) -> tuple[float, float]:
     """(forward s, backward s) of the op alone: the forward with autograd recording, and the
-    forward + backward minus it."""
+    forward + backward minus it; each without the page faults its calls took (their count
+    times `fault_s_per_byte`). Called alone, an op's output and scratch go back to the system
+    at every free once they are megabytes (glibc trims the heap's top), and the next call
+    faults them in again: a 1x1 convolution of 16x16x48x48 into 64 channels took 7.2 ms so,
+    1.6 ms without (Xeon guest). That is the allocator's cost, not the op's; the step's own
+    faults are the model's fault term (family_model.fresh_bytes)."""
     import torch
 
     fwd, leaves = lone_forward(op)
@@ -182,16 +193,18 @@ def time_lone(op: FM.LoneOp, reps: int = REPS) -> tuple[float, float]:
     fb()
     n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
     fs, bs = [], []
+    per_fault = fault_s_per_byte * PAGE_BYTES
     for _ in range(reps):
-        t0 = time.perf_counter()
+        f0, t0 = _faults(), time.perf_counter()
         for _ in range(n):
             fwd()
-        t1 = time.perf_counter()
+        f1, t1 = _faults(), time.perf_counter()
         for _ in range(n):
             fb()
-        t2 = time.perf_counter()
-        fs.append((t1 - t0) / n)
-        bs.append((t2 - t1) / n - (t1 - t0) / n)
+        f2, t2 = _faults(), time.perf_counter()
+        tf = max(0.0, (t1 - t0) - (f1 - f0) * per_fault) / n
+        fs.append(tf)
+        bs.append(max(0.0, (t2 - t1) - (f2 - f1) * per_fault) / n - tf)
     return statistics.median(fs), max(0.0, statistics.median(bs))
 
 
@@ -414,7 +427,7 @@ def measure_update(optimizer: str, reps: int = REPS) -> tuple[float, float, floa
 
 
 def measure_rates(ops: list[FM.LoneOp], budget_bytes: float, cache: dict[Any, Any] | None = None,
-                  overhead_s: dict[str, float] | None = None, reps: int = REPS
+                  overhead_s: dict[str, float] | None = None, reps: int = REPS, fault_s_per_byte: float = 0.0
                   ) -> tuple[dict[str, dict[tuple[int, int], float]], list[dict[str, Any]]]:
     """Rates of `ops` (forward and backward) at their shapes cut to fit `budget_bytes`:
     {"<phase>|<key>": {(batch measured, 0): FLOP/s}} and the raw timings. `cache` keeps
@@ -430,7 +443,7 @@ def measure_rates(ops: list[FM.LoneOp], budget_bytes: float, cache: dict[Any, An
             cache[shape_key] = rate_shape(op, budget_bytes)
         cut = cache[shape_key]
         if cut.key not in cache:
-            cache[cut.key] = time_lone(cut, reps)
+            cache[cut.key] = time_lone(cut, reps, fault_s_per_byte)
         t_f, t_b = cache[cut.key]
         for phase, t_s in (("fwd", t_f), ("bwd", t_b)):
             fl = lone_flops(cut, phase)
