@@ -172,6 +172,33 @@ def test_a_step_of_the_tiny_cnn_runs(spec):
     assert all(t > 0 for t in time_family_steps(FM.tiny_like(spec), 1, 1))
 
 
+def test_operands_past_the_rates_level_add_their_extra_time():
+    """A rate measured with its operands in L2 already paid L2's stream; an input the step
+    brings from memory adds bytes x (1/BW(memory) - 1/BW(L2)) on top of the op's compute (an
+    output's write-back runs behind the work)."""
+    c = _ceilings(CNN)
+    op = M.Op("x", "gemm", "fwd|conv(4,32,32,16,3,1)", 1e6,
+              (M.Operand("in", 1 << 20, False), M.Operand("out", 1 << 20, True)), 0, "fwd|conv")
+    l2, mem = c.levels[1], c.levels[2]
+    far = {"in": 64 << 20, "out": 64 << 20}  # footprints past L2: memory
+    near = {"in": 1 << 20, "out": 1 << 20}
+    kern = op.stream_kernel
+    want = (1 << 20) * (1 / mem.bandwidth_bps[kern] - 1 / l2.bandwidth_bps[kern])  # the input only
+    assert FM.excess_memory_s(op, far, c, l2) == pytest.approx(want)
+    assert FM.excess_memory_s(op, near, c, l2) == 0.0  # nothing farther than the rate's level
+    assert FM.excess_memory_s(op, far, c, None) == 0.0  # (the optimizer's own rate)
+    # the rate's level: where the measured shape's operands (twice the forward's) fit
+    lone = FM.LoneOp("conv", (1, 32, 32, 16, 3, 1))
+    got = FM.rate_level(op.klass, 4, M.Ceilings(c.levels, {op.klass: {(1, 0): 1e9}}, {}, 1))
+    assert got is c.level_for(FM.forward_bytes(lone) * FM.LONE_FOOTPRINT)
+    assert FM.rate_level("update|sgd()", 4, M.Ceilings(c.levels, {"update|sgd()": {(1, 0): 1e9}}, {}, 1)) is None
+    # in a step, the op's time is its compute plus that extra, or its whole stream if longer
+    p = M.OpPrediction("x", 1e6, 2 << 20, 1e-4, 5e-5, 0.0, {}, kern, 2e-5)
+    assert p.roofline_s == pytest.approx(1.2e-4) and FM.op_bound(p) == "compute"
+    p = M.OpPrediction("x", 1e6, 2 << 20, 1e-4, 5e-4, 0.0, {"in": "memory"}, kern, 2e-5)
+    assert p.roofline_s == pytest.approx(5e-4) and FM.op_bound(p) == "memory"
+
+
 def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))

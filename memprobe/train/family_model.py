@@ -2,8 +2,10 @@
 
 The same op model as the MLP's (`model.py`), on the op list PyTorch runs for one training step:
 
-    predicted_s = sum over ops of max(FLOPs / P(op), sum over operands bytes / BW(level, kernel))
+    predicted_s = sum over ops of max(FLOPs / P(op) + excess(op), sum over operands bytes / BW(level, kernel))
                   + sum over ops of the op's measured call overhead + the step's fixed overheads
+
+    excess(op) = sum over inputs bytes x (1 / BW(level) - 1 / BW(the level P was measured in)), where positive
 
 * Forward: the ops of `families.forward_ops`, each with its operands named (which tensor it reads
   and writes), so that the level of an operand is the smallest level holding its reuse footprint
@@ -20,8 +22,12 @@ The same op model as the MLP's (`model.py`), on the op list PyTorch runs for one
 * Update: the kernels PyTorch's single-tensor optimizer issues per parameter tensor (SGD with
   momentum: 3; AdamW: 9), each reading and writing whole tensors: weights, gradients, states.
 * P(op): measured through PyTorch on that op alone (`torch_rates.py`) at the point's shape, its
-  batch cut until its operands fit in cache, with the op's call overhead taken out; the call
-  overheads measured on the same ops at a tiny shape. Nothing here sees a step time.
+  batch cut until its operands fit in cache (but not so far that PyTorch picks another kernel),
+  with the op's call overhead and page faults taken out; the call overheads measured on the
+  same ops at a tiny shape. Nothing here sees a step time.
+* excess(op): the rate already paid for its inputs' stream from the level that held them
+  while it was measured (`rate_level`); an input the step brings from farther adds the
+  difference, on top of the compute (`excess_memory_s`).
 
 Pure: specs and a `model.Ceilings` in, a `model.Prediction` out.
 """
@@ -492,15 +498,20 @@ def rate_level(klass: str, batch: int, ceilings: M.Ceilings) -> M.LevelCeiling |
 
 
 def excess_memory_s(op: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, at: M.LevelCeiling | None) -> float:
-    """The operands' time beyond what the op's rate already paid: its rate was measured with
-    them in level `at`, so each operand that the step brings from a farther level costs its
-    bytes at that level's bandwidth less at `at`'s. The op's compute and this extra stream add
-    up (a kernel that ran at its rate from `at` does not also hide the farther level's time)."""
+    """The inputs' time beyond what the op's rate already paid: its rate was measured with its
+    operands in level `at`, so each input that the step brings from a farther level costs its
+    bytes at that level's bandwidth less at `at`'s, on top of the op's compute (a kernel that
+    ran at its rate from `at` waits for the farther level's reads). Outputs add nothing: stores
+    retire into the caches, which write back behind the work (their bytes stay in the op's
+    memory time, the roofline's other side). Over four runs on the Xeon guest, counting the
+    outputs too put the transformer's steps 4-6 % high; inputs only, 1-3 % low."""
     if at is None:
         return 0.0
     kern = op.stream_kernel
     extra = 0.0
     for o in op.operands:
+        if o.write:
+            continue
         lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(footprint[o.buffer])
         extra += o.bytes * max(0.0, 1 / lv.bandwidth_bps[kern] - 1 / at.bandwidth_bps[kern])
     return extra
