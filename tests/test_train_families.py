@@ -199,6 +199,69 @@ def test_operands_past_the_rates_level_add_their_extra_time():
     assert p.roofline_s == pytest.approx(5e-4) and FM.op_bound(p) == "memory"
 
 
+@pytest.fixture
+def gpu_on_meta(monkeypatch):
+    """The families' GPU path on PyTorch's meta device (shapes, no data): every timing still
+    waits for the device, counted here."""
+    import torch
+
+    from memprobe.train import torch_families as TF
+
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: synced.append(1))
+    monkeypatch.setattr(TF, "GPU_DEVICE", "meta")
+    return synced
+
+
+def _gpu_device():
+    from memprobe.result import DeviceResult, Level
+
+    def lv(name, size, gbs):
+        return Level(name, size, 30.0, 60.0, {k: {"threads_all": gbs} for k in ("read", "write", "copy", "triad")})
+    return DeviceResult("gpu", "fake", levels=[lv("L1", 256 << 10, 8000.0), lv("L2", 50 << 20, 5000.0),
+                                               lv("memory", None, 3000.0)])
+
+
+@needs_torch
+def test_the_gpu_sweep_builds_and_times_on_the_gpu_device(gpu_on_meta, monkeypatch):
+    from memprobe.train import family_sweep as FS
+    from memprobe.train import torch_families as TF
+
+    built = []
+    real = TF.build
+    monkeypatch.setattr(TF, "build", lambda spec, seed=0: built.append(real(spec, seed)) or built[-1])
+    pts = [FS.FamilyPoint("L2", 0.5, CnnSpec(batch=2, channels=8, resolution=8, blocks=1))]
+    sw = FS.run_family_sweep(_gpu_device(), "cnn", points=pts, steps=2, free_bytes=1 << 30, device="gpu")
+    assert [(p["device"], p["threads"]) for p in sw["points"]] == [("gpu", "threads_all")]
+    assert built and all(next(m.parameters()).device.type == "meta" for m in built)
+    assert gpu_on_meta  # the timings waited for the device
+    assert TF.device() == "cpu"  # and the device is the CPU again after the sweep
+
+
+@needs_torch
+def test_the_seed_tables_gpu_half(gpu_on_meta, monkeypatch):
+    """With a GPU in the scan and PyTorch on CUDA, the GPU rows are measured like the CPU's;
+    without CUDA they say why."""
+    from memprobe.result import ScanResult
+    from memprobe.scan import training as T
+    from memprobe.train import seed_table as ST
+    from memprobe.train import torch_families as TF
+
+    tiny = CnnSpec(batch=1, channels=8, resolution=8, blocks=1)
+    row = ST.family_row("resnet50_epoch", tiny, 10, tiny, _gpu_device(), "a tiny stand-in", "the tiny cnn",
+                        steps=2, device="gpu")
+    assert row["device"] == "gpu" and row["claimed_s"] == ST.CLAIMS["resnet50_epoch"]["gpu_s"]
+    assert row["threads"] is None and row["predicted_s"] > 0 and row["check_measured_s"] > 0
+    assert gpu_on_meta
+    res = ScanResult(host="h", started_at="t", devices={"cpu": _gpu_device(), "gpu": _gpu_device()})
+    monkeypatch.setattr(TF, "cuda_missing", lambda: "this PyTorch sees no CUDA device")
+    cpu_rows = [dict(row, device="cpu", claimed_s=1.0, claimed_hardware="x")]
+    T.run_seed_table(res, torch_rows=cpu_rows)
+    gpu = [r for r in res.training.seed_table if r.device == "gpu"]
+    assert [r.task for r in gpu] == ["mnist_epoch", "resnet50_epoch", "gpt2_finetune"]
+    assert all("no CUDA" in r.note for r in gpu[1:])
+
+
 def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))

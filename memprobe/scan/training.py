@@ -180,38 +180,50 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
 
 def _run_families(result: ScanResult, families: list[str], training: dict[str, Any], progress: ProgressFn,
                   budget_s: float | None) -> None:
-    """The CNN and transformer sweeps on the CPU into `training` (points, skipped, inputs)."""
+    """The CNN and transformer sweeps into `training` (points, skipped, inputs): on the CPU, and
+    on the GPU too when the scan has GPU levels and PyTorch sees CUDA."""
     from memprobe.train import model as M
     from memprobe.train.family_sweep import BUDGET_S, run_family_sweep
-    from memprobe.train.torch_families import torch_missing
+    from memprobe.train.torch_families import cuda_missing, torch_missing
 
     why = torch_missing()
     if why is not None:
         result.warn(Code.TRAINING, f"training study: {', '.join(families)} skipped: {why}")
         return
-    dres = result.devices.get("cpu")
-    if dres is None or not dres.levels:
-        result.warn(Code.TRAINING, f"training study: no cpu levels in this scan, {', '.join(families)} skipped")
-        return
+    devices = []
+    for dev in ("cpu", "gpu"):
+        dres = result.devices.get(dev)
+        if dres is None or not dres.levels:
+            if dev == "cpu":
+                result.warn(Code.TRAINING, f"training study: no cpu levels in this scan, {', '.join(families)} "
+                                           "skipped on the CPU")
+            continue
+        if dev == "gpu" and (no_cuda := cuda_missing()) is not None:
+            result.warn(Code.TRAINING, f"training study: {', '.join(families)} not run on the GPU: {no_cuda}")
+            continue
+        devices.append((dev, dres))
     training.setdefault("family_inputs", {})
     training["settings"]["families_method"] = (
-        "cnn, transformer (PyTorch, CPU): the same sum over ops of max(FLOPs/P, bytes/BW(level)) + call "
+        "cnn, transformer (PyTorch): the sum over ops of max(FLOPs/P + excess, bytes/BW(level)) + call "
         "overheads, on the op list PyTorch runs (forward; backward with the textbook multipliers; the "
         "optimizer's kernels per parameter tensor); P and the overheads measured per point on each op "
-        "alone at its shape, batch cut to fit in cache; median of the timed steps")
-    for fam in families:
-        meter = OthersMeter().start()
-        try:
-            sw = run_family_sweep(dres, fam, progress, budget_s if budget_s is not None else BUDGET_S)
-        except M.MissingCeiling as exc:
-            result.warn(Code.TRAINING, f"training study: {fam} skipped, the prediction needs a ceiling the scan "
-                                       f"lacks ({exc})")
-            continue
-        except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
-            result.warn(Code.TRAINING, f"training study: {fam} stopped, PyTorch failed: {exc}")
-            continue
-        _merge_sweep(training, sw, meter, f"cpu_{fam}_others_percent")
-        training["family_inputs"][f"cpu/{fam}"] = sw["inputs"]
+        "alone at its shape, batch cut to fit in cache while PyTorch runs the same kernels, page faults "
+        "taken out; excess = the inputs' bytes at their level's bandwidth less at the level P was "
+        "measured in; median of the timed steps")
+    for dev, dres in devices:
+        for fam in families:
+            meter = OthersMeter().start()
+            try:
+                sw = run_family_sweep(dres, fam, progress, budget_s if budget_s is not None else BUDGET_S, device=dev)
+            except M.MissingCeiling as exc:
+                result.warn(Code.TRAINING, f"training study: {fam} skipped on the {dev}, the prediction needs a "
+                                           f"ceiling the scan lacks ({exc})")
+                continue
+            except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
+                result.warn(Code.TRAINING, f"training study: {fam} stopped on the {dev}, PyTorch failed: {exc}")
+                continue
+            _merge_sweep(training, sw, meter, f"{dev}_{fam}_others_percent")
+            training["family_inputs"][f"{dev}/{fam}"] = sw["inputs"]
 
 
 def _merge_sweep(training: dict[str, Any], sw: dict[str, Any], meter: OthersMeter, others_key: str) -> None:
@@ -243,38 +255,63 @@ def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float
 
 
 def seed_table_torch_rows(result: ScanResult, progress: ProgressFn = _noop) -> list[dict[str, Any]] | None:
-    """The seed table's PyTorch rows (ResNet-50, GPT-2 small), measured now: `memprobe train`
-    makes them before the MLP study (see run_training_study) and hands them to run_seed_table.
-    None, with a warning, without PyTorch or CPU levels."""
+    """The seed table's PyTorch rows (ResNet-50, GPT-2 small), measured now: on the CPU, and on
+    the GPU when the scan has GPU levels and PyTorch sees CUDA. `memprobe train` makes them
+    before the MLP study (see run_training_study) and hands them to run_seed_table. None, with a
+    warning, without PyTorch or CPU levels."""
     from memprobe.train import model as M
     from memprobe.train import seed_table as ST
-    from memprobe.train.torch_families import torch_missing
+    from memprobe.train.torch_families import cuda_missing, torch_missing
 
     dres = result.devices.get("cpu")
     why = torch_missing()
     if dres is None or not dres.levels or why is not None:
         result.warn(Code.TRAINING, f"seed table skipped: {why or 'no cpu levels in this scan'}")
         return None
+    gres = result.devices.get("gpu")
+    runs = [("cpu", dres)] + ([("gpu", gres)] if gres is not None and gres.levels and cuda_missing() is None else [])
+    rows: list[dict[str, Any]] = []
+    for dev, res in runs:
+        try:
+            rows += ST.torch_rows(res, progress, device=dev)
+        except M.MissingCeiling as exc:
+            result.warn(Code.TRAINING, f"seed table ({dev}) skipped, the prediction needs a ceiling the scan "
+                                       f"lacks ({exc})")
+        except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
+            result.warn(Code.TRAINING, f"seed table ({dev}) skipped, PyTorch failed: {exc}")
+    return rows if any(r["device"] == "cpu" for r in rows) else None
+
+
+def _mlp_ceilings(result: ScanResult, dev: str, epoch: dict[str, Any] | None) -> Any:
+    """The MLP study's ceilings for the MNIST row's bound (None when the study lacks them)."""
+    from memprobe.train import model as M
+
+    dres = result.devices.get(dev)
+    if epoch is None or dres is None:
+        return None
+    tkey = "threads_all" if dev == "gpu" or epoch["threads"] > 1 else "threads_1"
+    inputs = result.training.inputs.get(dev) or {}
     try:
-        return ST.torch_rows(dres, progress)
-    except M.MissingCeiling as exc:
-        result.warn(Code.TRAINING, f"seed table skipped, the prediction needs a ceiling the scan lacks ({exc})")
-    except (RuntimeError, ValueError, MemoryError) as exc:  # PyTorch refused a shape or ran out
-        result.warn(Code.TRAINING, f"seed table skipped, PyTorch failed: {exc}")
-    return None
+        return M.ceilings_from_device(dres, tkey, max(epoch["threads"], 1),
+                                      _rates_back((inputs.get("gemm_rates") or {})[tkey]),
+                                      (inputs.get("overhead_s") or {})[tkey])
+    except (KeyError, TypeError, M.MissingCeiling):
+        return None  # the row keeps its times; its bound stays blank
 
 
 def run_seed_table(result: ScanResult, progress: ProgressFn = _noop,
                    torch_rows: list[dict[str, Any]] | None = None) -> None:
     """The seed table (`train/seed_table.py`) into `result.training.seed_table`: the MNIST row
     from the study's epoch (run the MLP first), ResNet-50 and GPT-2 small measured and projected
-    now (30-90 s here). Without PyTorch or CPU levels, a warning says why and no row is made."""
+    now (30-90 s here) unless `torch_rows` holds them; the GPU half the same way on a scan with
+    a GPU (rows that say why where it cannot run). Without PyTorch or CPU levels, a warning says
+    why and no row is made."""
     from pydantic import TypeAdapter
 
     from memprobe.result import SeedRow
     from memprobe.train import model as M
     from memprobe.train import seed_table as ST
-    from memprobe.train.torch_families import torch_missing
+    from memprobe.train.torch_families import cuda_missing, torch_missing
 
     dres = result.devices.get("cpu")
     why = torch_missing()
@@ -283,22 +320,19 @@ def run_seed_table(result: ScanResult, progress: ProgressFn = _noop,
             result.warn(Code.TRAINING, f"seed table skipped: {why or 'no cpu levels in this scan'}")
         return
     tr = result.training
-    epoch = asdict(tr.mnist["cpu"]) if "cpu" in tr.mnist else None
-    ceil = None
-    if epoch is not None:
-        tkey = "threads_all" if epoch["threads"] > 1 else "threads_1"
-        inputs = tr.inputs.get("cpu") or {}
-        try:
-            ceil = M.ceilings_from_device(dres, tkey, epoch["threads"],
-                                          _rates_back((inputs.get("gemm_rates") or {})[tkey]),
-                                          (inputs.get("overhead_s") or {})[tkey])
-        except (KeyError, TypeError, M.MissingCeiling):
-            ceil = None  # the row keeps its times; its bound stays blank
+    epochs = {dev: asdict(tr.mnist[dev]) if dev in tr.mnist else None for dev in ("cpu", "gpu")}
+    cpu_rows = None if torch_rows is None else [r for r in torch_rows if r["device"] == "cpu"]
     try:
-        rows = ST.build_seed_table(dres, epoch, ceil, progress, measured=torch_rows) + ST.gpu_note_rows(result)
+        rows = ST.build_seed_table(dres, epochs["cpu"], _mlp_ceilings(result, "cpu", epochs["cpu"]), progress,
+                                   measured=cpu_rows)
     except M.MissingCeiling as exc:
         result.warn(Code.TRAINING, f"seed table skipped, the prediction needs a ceiling the scan lacks ({exc})")
         return
+    if "gpu" in result.devices:
+        gpu_rows = [r for r in torch_rows or [] if r["device"] == "gpu"]
+        rows.append(ST.mnist_row(epochs["gpu"], _mlp_ceilings(result, "gpu", epochs["gpu"]), "gpu"))
+        rows += gpu_rows or ST.gpu_note_rows(result, cuda_missing() or "the seed table's GPU rows did not run",
+                                             ("resnet50_epoch", "gpt2_finetune"))
     tr.seed_table = TypeAdapter(list[SeedRow]).validate_python(rows)
     if "gpu" not in result.devices:
         tr.settings["seed_table_gpu"] = "no GPU in this scan: the claims' RTX 4090 column is not tested here"

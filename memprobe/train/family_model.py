@@ -616,12 +616,15 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
                         compute_s=comp, memory_s=mem, roofline_s=roof, overhead_s=over, bound=bound, ops=preds)
 
 
-def op_bound(p: M.OpPrediction) -> str:
-    """What bounds one op: "compute", the name of the level its traffic mostly comes from, or
-    "overhead" when the call costs more than the work."""
-    if p.overhead_s >= p.roofline_s:
-        return "overhead"
-    if p.compute_s >= max(p.memory_s, p.excess_s):  # (its rate, more than any level's stream)
+def work_bound(p: M.OpPrediction) -> str:
+    """What bounds one op's work: "compute" (its rate, more than any level's stream) or the
+    name of the level its traffic mostly comes from."""
+    if p.compute_s >= max(p.memory_s, p.excess_s):
         return "compute"
     names = list(p.levels.values())
     return max(set(names), key=names.count) if names else "memory"
+
+
+def op_bound(p: M.OpPrediction) -> str:
+    """What bounds one op: its work's bound, or "overhead" when the call costs more than the work."""
+    return "overhead" if p.overhead_s >= p.roofline_s else work_bound(p)

@@ -111,8 +111,10 @@ def time_family_steps(spec: CnnSpec | TransformerSpec, steps: int = STEPS, warmu
         step()
     out = []
     for _ in range(steps):
+        TF.synchronize()
         t0 = time.perf_counter()
         step()
+        TF.synchronize()
         out.append(time.perf_counter() - t0)
     return out
 
@@ -135,12 +137,13 @@ def _spec_dict(spec: CnnSpec | TransformerSpec) -> dict[str, int]:
     return {k: v for k, v in asdict(spec).items() if isinstance(v, int)}
 
 
-def _record(fp: FamilyPoint, tkey: str, nthr: int, pred: M.Prediction, samples: list[float]) -> dict[str, Any]:
+def _record(fp: FamilyPoint, tkey: str, nthr: int, pred: M.Prediction, samples: list[float],
+            device: str = "cpu") -> dict[str, Any]:
     s = fp.spec
     meas = statistics.median(samples)
     cnn = isinstance(s, CnnSpec)
     return {
-        "device": "cpu", "model": s.model, "level": fp.level, "capacity_multiple": fp.capacity_multiple,
+        "device": device, "model": s.model, "level": fp.level, "capacity_multiple": fp.capacity_multiple,
         "width": s.channels if cnn else s.width, "layers": s.blocks if cnn else s.layers, "batch": s.batch,
         "spec": _spec_dict(s), "threads": tkey, "n_threads": nthr, "working_set_bytes": fp.working_set_bytes,
         "flops": pred.flops, "bytes": pred.bytes, "measured_s": meas,
@@ -155,10 +158,11 @@ def _record(fp: FamilyPoint, tkey: str, nthr: int, pred: M.Prediction, samples: 
     }
 
 
-def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = None) -> dict[str, Any]:
+def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = None,
+             device: str = "cpu") -> dict[str, Any]:
     s = fp.spec
     cnn = isinstance(s, CnnSpec)
-    return {"device": "cpu", "model": s.model, "level": fp.level, "width": s.channels if cnn else s.width,
+    return {"device": device, "model": s.model, "level": fp.level, "width": s.channels if cnn else s.width,
             "layers": s.blocks if cnn else s.layers, "batch": s.batch, "threads": tkey,
             "working_set_bytes": fp.working_set_bytes, "capacity_multiple": fp.capacity_multiple,
             "predicted_s": predicted_s, "why": why}
@@ -209,43 +213,54 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
                      budget_s: float = BUDGET_S, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
-                     free_bytes: float | None = None) -> dict[str, Any]:
-    """Measure, time and predict one family on the CPU; returns {"points", "skipped", "inputs"}.
+                     free_bytes: float | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Measure, time and predict one family on `device` ("cpu": one thread and all threads;
+    "gpu": PyTorch on CUDA against the scan's GPU levels); returns {"points", "skipped", "inputs"}.
 
     Per point: the call overheads, autograd's start, the optimizer's costs and the point's
     lone-op rates (shapes measured before at this thread count are reused), then its steps. Points run
     smallest first; one whose steps the budget has no room for (from its prediction) is skipped."""
+    from memprobe.train import torch_families as TF
     from memprobe.train import torch_rates as TR
 
     if free_bytes is None:
-        import psutil
+        if device == "gpu":
+            import torch
 
-        free_bytes = psutil.virtual_memory().available
+            free_bytes = float(torch.cuda.mem_get_info()[0])
+        else:
+            import psutil
+
+            free_bytes = psutil.virtual_memory().available
     caps = [(lv.name, int(lv.size_bytes)) for lv in device_result.levels if lv.size_bytes]
     if not caps:
-        raise M.MissingCeiling("cpu: no level with a capacity in the scan")
+        raise M.MissingCeiling(f"{device}: no level with a capacity in the scan")
     plan = points if points is not None else plan_family(family, caps, batches, free_bytes / 8)
     plan = sorted(plan, key=lambda p: p.working_set_bytes)
-    n_all = N.max_threads()
-    runs = [("threads_1", 1)] + ([("threads_all", n_all)] if n_all > 1 else [])
+    if device == "gpu":
+        runs = [("threads_all", 1)]  # (the GPU's key in the scan's bandwidth table)
+    else:
+        n_all = N.max_threads()
+        runs = [("threads_1", 1)] + ([("threads_all", n_all)] if n_all > 1 else [])
     out: dict[str, Any] = {"points": [], "skipped": [], "inputs": {}}
     t_start = time.perf_counter()
     total = len(plan) * len(runs)
     done = 0
     for tkey, nthr in runs:
-        with N.cpu_threads(nthr):
+        with TF.on_device(TF.GPU_DEVICE) if device == "gpu" else N.cpu_threads(nthr):
             timings: dict[str, Any] = {}
             raw_all: list[dict[str, Any]] = []
             inputs: list[dict[str, Any]] = []
             # a fresh large tensor's page faults: a property of the machine, measured once per
-            # thread count (only points with a tensor over glibc's mmap threshold pay it)
-            fault = TR.measure_fault_s_per_byte() if plan else 0.0
+            # thread count (only points with a tensor over glibc's mmap threshold pay it; a
+            # GPU's allocator keeps its blocks)
+            fault = TR.measure_fault_s_per_byte() if plan and device == "cpu" else 0.0
             for fp in plan:
                 done += 1
-                progress("training", done, total, f"{family} {tkey} B={fp.spec.batch} "
+                progress("training", done, total, f"{family} {device} {tkey} B={fp.spec.batch} "
                                                   f"{fp.working_set_bytes / 2**20:.1f} MiB")
                 if time.perf_counter() - t_start > budget_s:
-                    out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent"))
+                    out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent", device=device))
                     continue
                 # the call overheads and the optimizer's costs again for every point, so that the
                 # inputs and the steps are sampled in the same seconds: on a shared guest a busy
@@ -257,10 +272,10 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                 cost = (steps + WARMUP + 1) * pred.predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",
-                                                   pred.predicted_s))
+                                                   pred.predicted_s, device))
                     continue
                 samples = time_family_steps(fp.spec, steps)
-                out["points"].append(_record(fp, tkey, nthr, pred, samples))
+                out["points"].append(_record(fp, tkey, nthr, pred, samples, device))
             out["inputs"][tkey] = {"per_point": inputs, "lone_ops": raw_all}
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out

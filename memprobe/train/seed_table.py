@@ -15,8 +15,10 @@ steps share the machine's state. `predicted_s` = the op model's step (`family_mo
 full size x the task's steps. Nothing is fitted to a step time; the claimed figures are the
 only constants, and they are labelled as claims. Nothing prints.
 
-The GPU half (the claims' RTX 4090 column) needs the families on the GPU, which this module does
-not run: on a scan with a GPU its rows say so.
+The GPU half (the claims' RTX 4090 column): on a scan with GPU levels and a CUDA build of
+PyTorch, the same rows on the GPU (the MNIST row from the study's GPU epoch, the PyTorch rows
+through `torch_families.on_device` against the GPU's levels); without them, rows that
+say why.
 """
 
 from __future__ import annotations
@@ -68,11 +70,7 @@ def bound_of(pred: M.Prediction) -> tuple[str, dict[str, float]]:
     the largest share, and all shares (fractions of the predicted step)."""
     shares: dict[str, float] = {"overhead": pred.overhead_s}
     for p in pred.ops:
-        if p.compute_s >= p.memory_s:
-            k = "compute"
-        else:
-            names = list(p.levels.values())
-            k = max(set(names), key=names.count) if names else "memory"
+        k = FM.work_bound(p)
         shares[k] = shares.get(k, 0.0) + p.roofline_s
     total = sum(shares.values()) or 1.0
     shares = {k: v / total for k, v in shares.items() if v > 0}
@@ -89,13 +87,14 @@ def bound_sentence(task: str, bound: str, shares: dict[str, float]) -> str:
 
 
 def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str,
-                  nthr: int) -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]]]:
+                  nthr: int, device: str = "cpu") -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]]]:
     """The model's inputs for `specs` (one family) at one thread count, measured now (the
-    caller holds the thread count), as `family_sweep` measures them per point."""
+    caller holds the thread count, or the GPU), as `family_sweep` measures them per point."""
     from memprobe.train import torch_rates as TR
     from memprobe.train.family_sweep import measure_inputs
 
-    ceil, so, raw, _record = measure_inputs(specs, device_result, tkey, nthr, TR.measure_fault_s_per_byte())
+    fault = TR.measure_fault_s_per_byte() if device == "cpu" else 0.0  # (a GPU's allocator keeps its blocks)
+    ceil, so, raw, _record = measure_inputs(specs, device_result, tkey, nthr, fault)
     return ceil, so, raw
 
 
@@ -107,82 +106,89 @@ def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
 
 
 def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
-               device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS) -> dict[str, Any]:
-    """One PyTorch task's row on the CPU (all threads): inputs, check steps, predictions."""
+               device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS,
+               device: str = "cpu") -> dict[str, Any]:
+    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions."""
     from memprobe.train import network as N
+    from memprobe.train import torch_families as TF
 
-    nthr = N.max_threads()
-    tkey = "threads_all" if nthr > 1 else "threads_1"
-    with N.cpu_threads(nthr):
+    nthr = N.max_threads() if device == "cpu" else 1
+    tkey = "threads_all" if nthr > 1 or device == "gpu" else "threads_1"
+    with N.cpu_threads(nthr) if device == "cpu" else TF.on_device(TF.GPU_DEVICE):
         # the check's steps first: measuring the full size's lone ops leaves the allocator with
         # gigabytes of freed tensors, and GPT-2 small's check steps ran 2x slower after it
         samples = time_check(check, steps)
-        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr)
+        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr, device)
     pred_full = FM.predict_family_step(full, ceil, so)
     pred_check = FM.predict_family_step(check, ceil, so)
     meas = statistics.median(samples)
     bound, shares = bound_of(pred_full)
-    return {"task": task, "device": "cpu", "model": full.model, "workload": workload,
+    return {"task": task, "device": device, "model": full.model, "workload": workload,
             "predicted_s": pred_full.predicted_s * full_steps,
             "check": f"{check_text}, median of {len(samples)} steps",
             "check_measured_s": meas, "check_predicted_s": pred_check.predicted_s,
             "check_error": pred_check.predicted_s / meas - 1,
-            "claimed_s": CLAIMS[task]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"],
-            "bound": bound, "bound_text": bound_sentence(task, bound, shares), "threads": nthr,
+            "claimed_s": CLAIMS[task][f"{device}_s"], "claimed_hardware": CLAIMED_HARDWARE[device],
+            "bound": bound, "bound_text": bound_sentence(task, bound, shares),
+            "threads": nthr if device == "cpu" else None,
             "note": f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps"}
 
 
-def resnet50_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = RESNET_CHECK) -> dict[str, Any]:
+def resnet50_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = RESNET_CHECK,
+                 device: str = "cpu") -> dict[str, Any]:
     n_steps = math.ceil(IMAGENET_TRAIN_IMAGES / RESNET_BATCH)
     b, r = check
     return family_row("resnet50_epoch", resnet50(RESNET_BATCH), n_steps, resnet50(b, r), device_result,
                       f"ResNet-50 (25.6 M parameters), one epoch of ImageNet-1k ({IMAGENET_TRAIN_IMAGES:,} "
                       f"images at 224x224), batch {RESNET_BATCH}, SGD with momentum: {n_steps:,} steps",
-                      f"ResNet-50 at batch {b}, {r}x{r} px", steps)
+                      f"ResNet-50 at batch {b}, {r}x{r} px", steps, device)
 
 
-def gpt2_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = GPT2_CHECK) -> dict[str, Any]:
+def gpt2_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = GPT2_CHECK,
+             device: str = "cpu") -> dict[str, Any]:
     n_steps = math.ceil(GPT2_TOKENS / (GPT2_BATCH * GPT2_SEQ))
     b, t = check
     return family_row("gpt2_finetune", gpt2_small(GPT2_BATCH, GPT2_SEQ), n_steps, gpt2_small(b, t), device_result,
                       f"GPT-2 small (124 M parameters, tied head) fine-tuned on {GPT2_TOKENS:,} tokens in "
                       f"sequences of {GPT2_SEQ}, batch {GPT2_BATCH}, AdamW: {n_steps} steps",
-                      f"GPT-2 small at batch {b}, sequence {t}", steps)
+                      f"GPT-2 small at batch {b}, sequence {t}", steps, device)
 
 
-def mnist_row(epoch: dict[str, Any] | None, ceilings: M.Ceilings | None) -> dict[str, Any]:
+def mnist_row(epoch: dict[str, Any] | None, ceilings: M.Ceilings | None, device: str = "cpu") -> dict[str, Any]:
     """The MNIST row from the study's epoch: the whole epoch ran, so its steps are the check."""
     from memprobe.train import network as N
     from memprobe.train import sweep as S
 
-    row: dict[str, Any] = {"task": "mnist_epoch", "device": "cpu", "model": "mlp",
+    row: dict[str, Any] = {"task": "mnist_epoch", "device": device, "model": "mlp",
                            "workload": f"MLP {'-'.join(map(str, S.MNIST_DIMS))}, one epoch of {S.MNIST_SAMPLES:,} "
                                        f"MNIST-shaped images, batch {S.MNIST_BATCH}, SGD",
-                           "claimed_s": CLAIMS["mnist_epoch"]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"]}
+                           "claimed_s": CLAIMS["mnist_epoch"][f"{device}_s"],
+                           "claimed_hardware": CLAIMED_HARDWARE[device]}
     if not epoch or epoch.get("predicted_epoch_s") is None:
         row["note"] = "no MNIST-shaped epoch in this study: run the MLP (memprobe train --model mlp or all)"
         return row
     steps = epoch["steps"]
-    row.update({"predicted_s": epoch["predicted_epoch_s"], "threads": epoch["threads"],
+    row.update({"predicted_s": epoch["predicted_epoch_s"], "threads": epoch["threads"] if device == "cpu" else None,
                 "check": f"the whole epoch, run ({steps} steps{'' if epoch['complete'] else ', stopped early'})",
                 "check_measured_s": epoch["epoch_s"] / steps, "check_predicted_s": epoch["predicted_epoch_s"] / steps,
                 "check_error": epoch["predicted_epoch_s"] / epoch["epoch_s"] - 1})
     if ceilings is not None:
-        disp = M.cpu_dispatch(epoch["threads"], N.PARALLEL_MIN_ELEMENTS)
+        disp = M.cpu_dispatch(epoch["threads"], N.PARALLEL_MIN_ELEMENTS) if device == "cpu" else M.gpu_dispatch
         pred = M.predict_step(N.NetShape(S.MNIST_DIMS, S.MNIST_BATCH), ceilings, disp, True)
         bound, shares = bound_of(pred)
         row.update({"bound": bound, "bound_text": bound_sentence("mnist_epoch", bound, shares)})
     return row
 
 
-def gpu_note_rows(result: Any) -> list[dict[str, Any]]:
-    """On a scan with a GPU: its half of the table, the claims with why no projection is there."""
+def gpu_note_rows(result: Any, why: str, tasks: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """On a scan with a GPU: rows of its half that could not be measured, the claims with `why`."""
     if "gpu" not in getattr(result, "devices", {}):
         return []
     return [{"task": t, "device": "gpu", "model": m, "workload": "as the CPU row",
              "claimed_s": CLAIMS[t]["gpu_s"], "claimed_hardware": CLAIMED_HARDWARE["gpu"],
-             "note": "the GPU half is not projected: the families' rates are measured on the CPU only"}
-            for t, m in (("mnist_epoch", "mlp"), ("resnet50_epoch", "cnn"), ("gpt2_finetune", "transformer"))]
+             "note": f"not measured on the GPU: {why}"}
+            for t, m in (("mnist_epoch", "mlp"), ("resnet50_epoch", "cnn"), ("gpt2_finetune", "transformer"))
+            if tasks is None or t in tasks]
 
 
 def build_seed_table(device_result: Any, mnist_epoch: dict[str, Any] | None, mlp_ceilings: M.Ceilings | None,
@@ -194,13 +200,14 @@ def build_seed_table(device_result: Any, mnist_epoch: dict[str, Any] | None, mlp
             *(measured if measured is not None else torch_rows(device_result, progress, steps))]
 
 
-def torch_rows(device_result: Any, progress: ProgressFn = _noop, steps: int = CHECK_STEPS) -> list[dict[str, Any]]:
-    """The ResNet-50 and GPT-2 small rows, measured and projected now."""
+def torch_rows(device_result: Any, progress: ProgressFn = _noop, steps: int = CHECK_STEPS,
+               device: str = "cpu") -> list[dict[str, Any]]:
+    """The ResNet-50 and GPT-2 small rows on `device`, measured and projected now."""
     rows = []
     for k, (name, fn) in enumerate((("ResNet-50", resnet50_row), ("GPT-2 small", gpt2_row))):
-        progress("seed table", k + 1, 3, f"{name}: rates, then the check's steps")
+        progress("seed table", k + 1, 3, f"{name} ({device}): rates, then the check's steps")
         t0 = time.perf_counter()
-        row = fn(device_result, steps)
+        row = fn(device_result, steps, device=device)
         row["note"] += f"; inputs and check took {time.perf_counter() - t0:.1f} s"
         rows.append(row)
     progress("seed table", 3, 3, "done")

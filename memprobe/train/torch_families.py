@@ -10,8 +10,9 @@ records, for the test that holds the op list and the network together.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec, resnet_blocks
 
@@ -27,6 +28,55 @@ def torch_missing() -> str | None:
         import torch  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install's OSError
         return f"the cnn and transformer families need PyTorch (pip install 'memprobe[torch]'): {exc}"
+    return None
+
+
+# where the families' PyTorch work runs: "cpu", or GPU_DEVICE inside on_device(GPU_DEVICE).
+# Networks, batches and lone ops are built there, and every timing waits for the device
+# (synchronize). The tests run the GPU path on PyTorch's "meta" device (shapes, no data).
+_DEVICE = "cpu"
+GPU_DEVICE = "cuda"
+
+
+@contextlib.contextmanager
+def on_device(device: str) -> Iterator[None]:
+    """Run the families' PyTorch work (build, batch, lone ops, timings) on `device`."""
+    global _DEVICE
+    before, _DEVICE = _DEVICE, device
+    try:
+        yield
+    finally:
+        _DEVICE = before
+
+
+def device() -> str:
+    return _DEVICE
+
+
+def to_device(t: Any) -> Any:
+    """A tensor or module on the device in force (tensors are drawn on the CPU, from seeded
+    CPU generators, so the same seed gives the same values on either)."""
+    return t if _DEVICE == "cpu" else t.to(_DEVICE)
+
+
+def synchronize() -> None:
+    """Wait for the device's queued kernels (a GPU runs them asynchronously): before a clock is
+    read."""
+    if _DEVICE != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def cuda_missing() -> str | None:
+    """Why PyTorch cannot train on a GPU here, in one line; None when it can."""
+    why = torch_missing()
+    if why is not None:
+        return why
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"this PyTorch ({torch.__version__}) sees no CUDA device"
     return None
 
 
@@ -148,8 +198,8 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
             return F.cross_entropy(self(idx).view(-1, self.vocab), targets.view(-1))
 
     if isinstance(spec, ResNetSpec):
-        return ResNet(spec)
-    return Cnn(spec) if isinstance(spec, CnnSpec) else Transformer(spec)
+        return to_device(ResNet(spec))
+    return to_device(Cnn(spec) if isinstance(spec, CnnSpec) else Transformer(spec))
 
 
 def batch(spec: CnnSpec | TransformerSpec, seed: int = 1) -> tuple[Any, Any]:
@@ -159,9 +209,9 @@ def batch(spec: CnnSpec | TransformerSpec, seed: int = 1) -> tuple[Any, Any]:
     g = torch.Generator().manual_seed(seed)
     if isinstance(spec, CnnSpec):
         x = torch.randn(spec.batch, spec.in_channels, spec.resolution, spec.resolution, generator=g)
-        return x, torch.randint(0, spec.classes, (spec.batch,), generator=g)
+        return to_device(x), to_device(torch.randint(0, spec.classes, (spec.batch,), generator=g))
     tokens = torch.randint(0, spec.vocab, (spec.batch, spec.seq + 1), generator=g)
-    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    return to_device(tokens[:, :-1].contiguous()), to_device(tokens[:, 1:].contiguous())
 
 
 def optimizer(spec: CnnSpec | TransformerSpec, model: Any, lr: float | None = None) -> Any:

@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from memprobe.train import family_model as FM
+from memprobe.train import torch_families as TF
 from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
@@ -50,9 +51,7 @@ def _warm(fn: Callable[[], Any]) -> None:
     """Call fn for WARM_S: the first calls after a pause run on sleeping pool threads (on a
     2-vCPU guest an optimizer step on 64 Ki elements took 10-100 ms for each of its first ten calls,
     36 us after), and a training step's calls come back to back."""
-    from memprobe.train.torch_families import flush_denormals
-
-    flush_denormals()  # as the steps run (torch_families.build)
+    TF.flush_denormals()  # as the steps run (torch_families.build)
     t0 = time.perf_counter()
     fn()
     calls = 1
@@ -62,10 +61,12 @@ def _warm(fn: Callable[[], Any]) -> None:
 
 
 def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
-    """Median seconds per call, calls timed in batches."""
+    """Median seconds per call, calls timed in batches (each batch waits for the device)."""
     _warm(fn)
+    TF.synchronize()
     t0 = time.perf_counter()
     fn()
+    TF.synchronize()
     one = max(time.perf_counter() - t0, 1e-7)
     n = max(1, min(500, int(BATCH_TARGET_S / one)))
     out = []
@@ -73,6 +74,7 @@ def _timed(fn: Callable[[], Any], reps: int = REPS) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
+        TF.synchronize()
         out.append((time.perf_counter() - t0) / n)
     return statistics.median(out)
 
@@ -87,7 +89,9 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
     k, d = op.kind, op.dims
 
     def t(*shape: int, grad: bool = True) -> Any:
-        return torch.randn(*shape, generator=g).requires_grad_(grad)
+        return TF.to_device(torch.randn(*shape, generator=g)).requires_grad_(grad)
+
+    dev = TF.to_device
 
     if k == "conv":
         b, cin, cout, hw, ks, ig, *rest = d
@@ -114,7 +118,7 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
     if k == "batch_norm":
         b, c, hw = d
         x, w, bias = t(b, c, hw, hw), t(c), t(c)
-        rm, rv = torch.zeros(c), torch.ones(c)
+        rm, rv = dev(torch.zeros(c)), dev(torch.ones(c))
         return (lambda: F.batch_norm(x, rm, rv, w, bias, training=True, momentum=0.1)), [x, w, bias]
     if k == "layer_norm":
         rows, dd = d
@@ -134,7 +138,7 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
     if k in ("masked_fill", "softmax"):
         gr, tt = d
         s = t(gr, tt, tt)
-        mask = ~torch.ones(tt, tt, dtype=torch.bool).tril()
+        mask = dev(~torch.ones(tt, tt, dtype=torch.bool).tril())
         return ((lambda: s.masked_fill(mask, float("-inf"))) if k == "masked_fill" else (lambda: s.softmax(-1))), [s]
     if k == "contiguous":
         if len(d) == 1:  # autograd's stack of the q, k, v gradients: a copy
@@ -149,16 +153,16 @@ def lone_forward(op: FM.LoneOp, seed: int = 0) -> tuple[Callable[[], Any], list[
         return (lambda: x.mean((2, 3))), [x]
     if k == "embedding":
         rows, vocab, dd, _ = d
-        idx = torch.randint(0, vocab, (rows,), generator=g)
+        idx = dev(torch.randint(0, vocab, (rows,), generator=g))
         w = t(vocab, dd)
         return (lambda: F.embedding(idx, w)), [w]
     if k == "cross_entropy":
         rows, classes = d
         x = t(rows, classes)
-        y = torch.randint(0, classes, (rows,), generator=g)
+        y = dev(torch.randint(0, classes, (rows,), generator=g))
         return (lambda: F.cross_entropy(x, y)), [x]
     if k == "count":
-        c = torch.zeros((), dtype=torch.long)
+        c = dev(torch.zeros((), dtype=torch.long))
         return (lambda: c.add_(1)), []
     raise ValueError(f"unknown lone op kind {k!r}")
 
@@ -189,18 +193,23 @@ def time_lone(op: FM.LoneOp, reps: int = REPS, fault_s_per_byte: float = 0.0) ->
     # the two timed in alternation, the backward as the difference within each repetition: a
     # neighbour's spell then slows both sides of one difference rather than one side of it
     _warm(fb)
+    TF.synchronize()
     t0 = time.perf_counter()
     fb()
+    TF.synchronize()
     n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
     fs, bs = [], []
     per_fault = fault_s_per_byte * PAGE_BYTES
     for _ in range(reps):
+        TF.synchronize()
         f0, t0 = _faults(), time.perf_counter()
         for _ in range(n):
             fwd()
+        TF.synchronize()
         f1, t1 = _faults(), time.perf_counter()
         for _ in range(n):
             fb()
+        TF.synchronize()
         f2, t2 = _faults(), time.perf_counter()
         tf = max(0.0, (t1 - t0) - (f1 - f0) * per_fault) / n
         fs.append(tf)
@@ -261,7 +270,7 @@ def rate_shape(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
     op's own shape; a rate from another algorithm is not the op's (the cut 1x1 convolutions
     of a batch-16 CNN predicted its step 20 % fast)."""
     cut = cache_batch(op, budget_bytes)
-    if cut.batch == op.batch:
+    if cut.batch == op.batch or TF.device() != "cpu":  # (a GPU's kernels: cuDNN's own choice)
         return cut
     want = dispatch_kernels(op)
     while cut.batch < op.batch and dispatch_kernels(cut) != want:
@@ -355,7 +364,7 @@ def measure_backward_call_s(reps: int = REPS) -> float:
     tiny op against a chain of nine (the intercept)."""
     import torch
 
-    x = torch.randn(2, requires_grad=True)
+    x = TF.to_device(torch.randn(2)).requires_grad_(True)
 
     def chain(n: int) -> Callable[[], None]:
         def run() -> None:
@@ -411,9 +420,9 @@ def measure_update(optimizer: str, reps: int = REPS) -> tuple[float, float, floa
         return torch.optim.AdamW(params, lr=1e-3)
 
     def step_s(n_tensors: int, elements: int) -> float:
-        ps = [torch.nn.Parameter(torch.randn(elements)) for _ in range(n_tensors)]
+        ps = [torch.nn.Parameter(TF.to_device(torch.randn(elements))) for _ in range(n_tensors)]
         for p in ps:
-            p.grad = torch.randn(elements)
+            p.grad = TF.to_device(torch.randn(elements))
         opt = opt_for(ps)
         opt.step()  # the states exist from here on, as in every step after a network's first
         return _timed(opt.step, reps)
