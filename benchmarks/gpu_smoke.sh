@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The GPU machine's work in one command: the real GPU scan, the bandwidth/FMA benchmark, the
-# real-GPU tests, the CLI scan (CPU + GPU + training study, HTML report) and the GPU training
-# prediction scored on that scan. Everything lands under OUTDIR and, packed, in OUTDIR.tgz.
+# real-GPU tests, the CLI scan (CPU + GPU + training study, HTML report), the GPU training
+# prediction scored on that scan, and the CNN and transformer families with the seed table's
+# GPU half (PyTorch on CUDA). Everything lands under OUTDIR and, packed, in OUTDIR.tgz.
 #
 #   usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick] [--only STEP[,STEP...]]
-#   steps: scan bench tests cli train (default: all, in that order)
+#   steps: scan bench tests cli train families (default: all, in that order)
 #
 # Needs numba-cuda (and cupy or torch for the reference copy and the GEMMs) on top of memprobe.
 # On a machine with no package index (this workplace's device tool), where those are already
 # installed, and keeping each call inside its 10 minutes and 8 returned files:
 #   python3 -m pip install -q --no-deps --no-build-isolation -e . &&
 #   bash benchmarks/gpu_smoke.sh /tmp/smoke --only scan,bench,tests && cp /tmp/smoke.tgz $OUT/a.tgz
-#   ... then --only cli,train into b.tgz. Each step has its own time limit (STEP_LIMIT_S below), so a
+#   ... then --only cli,train into b.tgz and --only families into c.tgz. Each step has its own time limit (STEP_LIMIT_S below), so a
 # hung step costs its limit, not the call; at the limit it gets SIGINT (Ctrl-C), on which the scans
 # still write what they measured. The exit status is the worst step's.
 set -u
@@ -19,7 +20,7 @@ usage="usage: bash benchmarks/gpu_smoke.sh OUTDIR [--quick] [--only STEP[,STEP..
 OUT=${1:?$usage}
 shift
 QUICK=""
-ONLY="scan,bench,tests,cli,train"
+ONLY="scan,bench,tests,cli,train,families"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 # cli + train stay under 500 s together: the device tool's calls end at 600 s, install included
-declare -A STEP_LIMIT_S=([scan]=180 [bench]=150 [tests]=150 [cli]=300 [train]=180)
+declare -A STEP_LIMIT_S=([scan]=180 [bench]=150 [tests]=150 [cli]=300 [train]=180 [families]=400)
 for s in ${ONLY//,/ }; do
   [ -n "${STEP_LIMIT_S[$s]:-}" ] || { echo "unknown step '$s' ($usage)" >&2; exit 2; }
 done
@@ -115,6 +116,19 @@ if wants train; then
       python3 benchmarks/train_prediction.py --device gpu --scan "$scan_json" ${QUICK}
   else
     echo "== train: skipped, no scan.json from the cli or scan step ==" | tee -a "$OUT/steps.txt"
+  fi
+fi
+
+if wants families; then
+  # the CNN and transformer sweeps on the GPU and the seed table's both halves (ResNet-50 and
+  # GPT-2 small checks on CPU and GPU), on the CLI scan's ceilings: report and JSON land in
+  # OUTDIR/families (needs a CUDA build of PyTorch)
+  scan_json="$OUT/cli_scan/scan.json"
+  if [ -f "$scan_json" ]; then
+    step families families.log python3 -m memprobe train --device gpu --model cnn,transformer --seed-table \
+      --scan "$scan_json" --out "$OUT/families"
+  else
+    echo "== families: skipped, no scan.json from the cli step ==" | tee -a "$OUT/steps.txt"
   fi
 fi
 

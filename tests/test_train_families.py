@@ -262,6 +262,30 @@ def test_the_seed_tables_gpu_half(gpu_on_meta, monkeypatch):
     assert all("no CUDA" in r.note for r in gpu[1:])
 
 
+@needs_torch
+def test_memprobe_train_runs_the_families_on_the_gpu(gpu_on_meta, monkeypatch, tmp_path, small_cpu_device):
+    """`memprobe train --device gpu --model cnn` on a scan with GPU levels: the family's points
+    are the GPU's (PyTorch on the device in force), written to scan.json."""
+    import json
+
+    import torch
+
+    from memprobe.cli import main
+    from memprobe.result import ScanResult
+    from memprobe.train import family_sweep as FS
+    from memprobe.train import torch_families as TF
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 16 << 30))
+    monkeypatch.setattr(TF, "cuda_missing", lambda: None)
+    monkeypatch.setattr(FS, "BUDGET_S", 3.0)
+    scan = tmp_path / "in.json"
+    ScanResult(host="h", started_at="t", devices={"cpu": small_cpu_device, "gpu": _gpu_device()}).save(scan)
+    assert main(["train", "--device", "gpu", "--model", "cnn", "--scan", str(scan), "--out", str(tmp_path / "o")]) == 0
+    pts = [p for p in json.loads((tmp_path / "o" / "scan.json").read_text())["training"]["points"]
+           if p["model"] == "cnn"]
+    assert pts and {(p["device"], p["threads"]) for p in pts} == {("gpu", "threads_all")}
+
+
 def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))

@@ -87,7 +87,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
     # Xeon guest; the cause is not pinned down: docs/validation.md, "Training prediction")
     families = [m for m in models if m != "mlp"]
     if families:
-        _run_families(result, families, training, progress, family_budget_s)
+        _run_families(result, families, training, progress, family_budget_s, wanted)
     ceilings_by_dev: dict[str, Any] = {}
     for dev in (wanted if "mlp" in models else []):
         dres = result.devices.get(dev)
@@ -179,9 +179,10 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
 
 
 def _run_families(result: ScanResult, families: list[str], training: dict[str, Any], progress: ProgressFn,
-                  budget_s: float | None) -> None:
-    """The CNN and transformer sweeps into `training` (points, skipped, inputs): on the CPU, and
-    on the GPU too when the scan has GPU levels and PyTorch sees CUDA."""
+                  budget_s: float | None, wanted: list[str]) -> None:
+    """The CNN and transformer sweeps into `training` (points, skipped, inputs) on the `wanted`
+    devices: the CPU, and the GPU when the scan has GPU levels and PyTorch sees CUDA (a line
+    says why not otherwise)."""
     from memprobe.train import model as M
     from memprobe.train.family_sweep import BUDGET_S, run_family_sweep
     from memprobe.train.torch_families import cuda_missing, torch_missing
@@ -191,12 +192,12 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
         result.warn(Code.TRAINING, f"training study: {', '.join(families)} skipped: {why}")
         return
     devices = []
-    for dev in ("cpu", "gpu"):
+    for dev in wanted:
         dres = result.devices.get(dev)
         if dres is None or not dres.levels:
-            if dev == "cpu":
-                result.warn(Code.TRAINING, f"training study: no cpu levels in this scan, {', '.join(families)} "
-                                           "skipped on the CPU")
+            if dev == "cpu" or len(wanted) == 1:
+                result.warn(Code.TRAINING, f"training study: no {dev} levels in this scan, {', '.join(families)} "
+                                           f"skipped on the {dev}")
             continue
         if dev == "gpu" and (no_cuda := cuda_missing()) is not None:
             result.warn(Code.TRAINING, f"training study: {', '.join(families)} not run on the GPU: {no_cuda}")
