@@ -127,6 +127,37 @@ def test_model_predicts_known_synthetic_ceilings_exactly():
     assert pred.flops == F and pred.bytes == Bt
 
 
+def test_gemms_pay_for_what_one_core_wrote_on_several_threads():
+    """On two threads a GEMM pays, beyond its rate, half the bytes a serial kernel (or the
+    batch copy) last wrote of what it reads, at the measured seconds per byte; one thread and
+    operands last written by a parallel kernel pay nothing."""
+    dev = _synthetic_device(10.0)
+    rates = {k: {(0, 0): 1e9} for k in (*M.GEMM_KINDS, "bias_relu", "softmax_xent", "bias_grad",
+                                         "relu_bwd_bias_grad", "sgd_update")}
+    over = {"gemm": 1e-6, "serial": 1e-6, "parallel": 1e-6, "copyto": 1e-6}
+    shape = NetShape.square(32, 2, 16)
+    ops = M.step_ops(shape, True)
+    serial = M.cpu_dispatch(2, 1 << 30)  # every elementwise kernel serial
+    written = M.one_core_writes(ops, serial)
+    by_name = dict(zip([o.name for o in ops], written))
+    # the first GEMM reads the batch (copied) and W0 (SGD's serial update): both one core's
+    assert set(by_name["fwd_gemm0"]) == {"x", "W0"}
+    # the weight-gradient GEMM reads dZ1 from the serial softmax (a serial bias gradient read it
+    # in between, on the same core); the data-gradient GEMM after it finds dZ1 and W1 spread
+    assert "dZ1" in by_name["bwd_weight_gemm1"]
+    assert not by_name["bwd_data_gemm1"]
+    base = M.predict_step(shape, M.ceilings_from_device(dev, "threads_all", 2, rates, over), serial, True)
+    paid = M.predict_step(shape, M.ceilings_from_device(dev, "threads_all", 2, rates,
+                                                        {**over, M.CROSS_CORE_KEY: 1e-9}), serial, True)
+    want = sum(sum(w.values()) for o, w in zip(ops, written) if o.kind == "gemm") * 0.5 * 1e-9
+    assert paid.predicted_s - base.predicted_s == pytest.approx(want, rel=1e-9) and want > 0
+    one = M.predict_step(shape, M.ceilings_from_device(dev, "threads_1", 1, rates,
+                                                       {**over, M.CROSS_CORE_KEY: 1e-9}), serial, True)
+    assert all(p.excess_s == 0 for p in one.ops)
+    parallel = M.cpu_dispatch(2, 1)  # every elementwise kernel parallel: only the copy is one core's
+    assert all(set(w) <= {"x", "labels"} for w in M.one_core_writes(ops, parallel))
+
+
 def test_level_choice_follows_capacity():
     lv = lambda name, size, bw: Level(name, size, 1.0, 4.0,
                                       {k: {"threads_1": bw, "threads_all": bw} for k in ("read", "write", "copy", "triad")})

@@ -240,4 +240,11 @@ def test_overheads_are_scaled_to_the_steps_own_call_sequence():
     over, _rates, raw, _how = S._measure_inputs("cpu", 1, 8 << 20, 1)
     rec = [e for e in raw if e["class"] == "in_step_overhead_factor"]
     assert len(rec) == 1 and rec[0]["factor"] > 0
-    assert set(over) == set(alone)  # every class measured alone is kept, scaled
+    assert set(over) == set(alone) | {M.CROSS_CORE_KEY}  # every class measured alone is kept, scaled
+    assert over[M.CROSS_CORE_KEY] == 0.0  # (one thread: nothing crosses cores)
+
+
+def test_the_cross_core_cost_is_measured_on_all_threads_only():
+    assert S.measure_cross_core_s_per_byte(1) == 0.0
+    got = S.measure_cross_core_s_per_byte(2, reps=3)
+    assert got >= 0.0 and got < 1e-7  # seconds per byte: below 10 MB/s would be no cache at all

@@ -197,7 +197,8 @@ class Ceilings:
     levels: list[LevelCeiling]
     rates_flops: dict[str, dict[tuple[int, int], float]]  # rate class -> (batch, width) -> FLOP/s
     # s per call: per dispatch ("gemm", "serial", "parallel", "kernel", "copyto"), and per
-    # kernel where measured ("serial:softmax_xent"...), which predict_step prefers
+    # kernel where measured ("serial:softmax_xent"...), which predict_step prefers; and, under
+    # CROSS_CORE_KEY, seconds per byte a GEMM on all threads pays for an operand one core wrote
     overhead_s: dict[str, float]
     threads: int = 1
 
@@ -265,9 +266,9 @@ class OpPrediction:
     overhead_s: float
     levels: dict[str, str]
     stream_kernel: str
-    # the operands' time beyond what the op's measured rate already paid for them (the rate was
-    # measured with them in a nearer level: family_model.excess_memory_s); 0 for the MLP, whose
-    # GEMM rates come from calls at the sweep's own sizes
+    # the operands' time beyond what the op's measured rate already paid for them: the rate was
+    # measured with them in a nearer level (family_model.excess_memory_s), or, for the MLP's
+    # GEMMs on several threads, in each thread's own cache where one core has just written them
     excess_s: float = 0.0
 
     @property
@@ -292,21 +293,60 @@ class Prediction:
     ops: list[OpPrediction] = field(default_factory=list)
 
 
+CROSS_CORE_KEY = "cross_core_s_per_byte"
+
+
+ONE_CORE = ("serial", "copyto")  # dispatch classes that run on the calling core alone
+
+
+def one_core_writes(ops: list[Op], dispatch: Callable[[Op], str]) -> list[dict[str, int]]:
+    """Per op, the operands it reads that sit in one core's cache: looking back from it (the
+    step repeats, so the search wraps around), a one-core op (a serial kernel, the batch copy)
+    wrote them before any op on all threads touched them. {buffer: bytes}."""
+    n = len(ops)
+    out: list[dict[str, int]] = []
+    for k, op in enumerate(ops):
+        here: dict[str, int] = {}
+        for o in op.operands:
+            if o.write or o.fresh:
+                continue
+            for j in range(1, n + 1):
+                prev = ops[(k - j) % n]
+                touch = [p for p in prev.operands if p.buffer == o.buffer]
+                if not touch:
+                    continue
+                if dispatch(prev) not in ONE_CORE:
+                    break  # the threads have read or written it since: each holds its part
+                if any(p.write for p in touch):
+                    here[o.buffer] = o.bytes
+                    break
+        out.append(here)
+    return out
+
+
 def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], str],
                  input_copy: bool = False) -> Prediction:
-    """The model for one step of `shape`; dispatch(op) names the overhead class of its call."""
+    """The model for one step of `shape`; dispatch(op) names the overhead class of its call.
+    On several threads a GEMM also pays, beyond its rate, for the operand bytes one core has
+    just written that the other threads read (ceilings.overhead_s[CROSS_CORE_KEY] per byte):
+    its rate was measured with each thread's data in its own cache."""
     ops = step_ops(shape, input_copy)
     feet = reuse_footprints(ops)
+    cross = ceilings.overhead_s.get(CROSS_CORE_KEY, 0.0) if ceilings.threads > 1 else 0.0
+    written = one_core_writes(ops, dispatch) if cross else [{}] * len(ops)
+    others = (ceilings.threads - 1) / ceilings.threads
     preds: list[OpPrediction] = []
-    for op, foot in zip(ops, feet):
+    for op, foot, mine in zip(ops, feet, written):
         kern = op.stream_kernel
         mem_s, where = op_memory_s(op, foot, ceilings)
         ov = dispatch(op)
         # elementwise rates are measured per build (serial / prange), GEMM rates per shape class
         klass = f"{op.klass}:{ov}" if f"{op.klass}:{ov}" in ceilings.rates_flops else op.klass
         comp_s = op.flops / ceilings.rate(klass, shape.batch, op.width) if op.flops else 0.0
+        extra_s = sum(mine.values()) * others * cross if ov == "gemm" else 0.0
         preds.append(OpPrediction(op.name, op.flops, float(op.bytes), comp_s, mem_s,
-                                  ceilings.overhead_s[overhead_key(op, ov, ceilings.overhead_s)], where, kern))
+                                  ceilings.overhead_s[overhead_key(op, ov, ceilings.overhead_s)], where, kern,
+                                  extra_s))
     comp = sum(p.compute_s for p in preds)
     mem = sum(p.memory_s for p in preds)
     roof = sum(p.roofline_s for p in preds)

@@ -205,6 +205,38 @@ def in_step_overhead_factor(threads: int, overhead_s: dict[str, float], reps: in
     return mixed_s / alone_s, mixed_s
 
 
+CROSS_CORE_WIDTH = 512  # the weights the cross-core figure is measured on: 512x512 fp32, 1 MiB
+CROSS_CORE_BATCH = 64
+
+
+def measure_cross_core_s_per_byte(threads: int, reps: int = 7) -> float:
+    """Seconds per byte that a GEMM on all threads pays, beyond its rate, for an operand one
+    core has just written: the step's serial kernels (SGD's update of the weights, bias and
+    ReLU on the activations) leave their output in that core's private cache, and the other
+    threads read their part of it from there. A 64x512 by 512x512 GEMM timed back to back,
+    against the same GEMM right after the main thread rewrites its weights in place (NumPy, one
+    core; that write timed alone and taken out); per byte of the weights the other threads read.
+    On the Xeon guest 65 us for 0.5 MB, about 6 GB/s: below the L3's bandwidth
+    (docs/validation.md, "Training prediction"). 0 on one thread."""
+    if threads <= 1:
+        return 0.0
+    rng = np.random.default_rng(3)
+    a = rng.random((CROSS_CORE_BATCH, CROSS_CORE_WIDTH), dtype=np.float32)
+    w = rng.random((CROSS_CORE_WIDTH, CROSS_CORE_WIDTH), dtype=np.float32)
+    o = np.empty((CROSS_CORE_BATCH, CROSS_CORE_WIDTH), np.float32)
+    gemm = partial(np.matmul, a, w, out=o)
+    write = partial(np.multiply, w, np.float32(1.0), out=w)
+
+    def both() -> None:
+        write()
+        gemm()
+
+    n = 20  # calls per timed batch: a GEMM of this size lasts about 0.15 ms
+    gemm_s, write_s, both_s = (_median_call_s(f, n, reps) for f in (gemm, write, both))
+    other_bytes = w.nbytes * (threads - 1) / threads
+    return max(0.0, both_s - gemm_s - write_s) / other_bytes
+
+
 def _rate(flops: float, t_s: float, overhead_s: float) -> float | None:
     # the call's overhead is a separate term of the model: take it out of the rate, but only
     # where the work clearly dominates (else the difference is noise)
@@ -386,9 +418,11 @@ def _measure_inputs(device: str, nthr: int, last_cache: float, reps: int
             # the rate's own timing repeats it); the step pays them in its own sequence
             rates, raw = measure_cpu_rates(nthr, batches, alone, max_bytes=min(last_cache / 2, 8 << 20), reps=reps)
             factor, mixed_s = in_step_overhead_factor(nthr, alone, reps)
+            cross = measure_cross_core_s_per_byte(nthr, reps)
         raw.append({"class": "in_step_overhead_factor", "batch": None, "width": None, "call_s": mixed_s,
                     "factor": factor})
-        return {k: v * factor for k, v in alone.items()}, rates, raw, how
+        # (not a call's overhead: seconds per byte, read by model.predict_step under this key)
+        return {**{k: v * factor for k, v in alone.items()}, M.CROSS_CORE_KEY: cross}, rates, raw, how
     over = measure_gpu_overheads(reps)
     rates, raw = measure_gpu_rates(batches, over, reps)
     return over, rates, raw, "n/a"
