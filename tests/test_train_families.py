@@ -277,9 +277,12 @@ def test_memprobe_train_runs_the_families_on_the_gpu(gpu_on_meta, monkeypatch, t
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (8 << 30, 16 << 30))
     monkeypatch.setattr(TF, "cuda_missing", lambda: None)
-    monkeypatch.setattr(FS, "BUDGET_S", 3.0)
+    # one point per batch, small: the GPU path is what is checked, not the sweep's reach
+    monkeypatch.setattr(FS, "TARGETS", ((0, 0.5),))
+    gpu = _gpu_device()
+    gpu.levels[0].size_bytes = 64 << 10
     scan = tmp_path / "in.json"
-    ScanResult(host="h", started_at="t", devices={"cpu": small_cpu_device, "gpu": _gpu_device()}).save(scan)
+    ScanResult(host="h", started_at="t", devices={"cpu": small_cpu_device, "gpu": gpu}).save(scan)
     assert main(["train", "--device", "gpu", "--model", "cnn", "--scan", str(scan), "--out", str(tmp_path / "o")]) == 0
     pts = [p for p in json.loads((tmp_path / "o" / "scan.json").read_text())["training"]["points"]
            if p["model"] == "cnn"]
