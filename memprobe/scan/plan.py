@@ -45,7 +45,9 @@ class CpuPlan:
     bandwidth_target_ns: float = 1e6
     bandwidth_points_per_octave: int = 2
     bandwidth_sweep_past_last_cache: bool = True  # quick: stop the curve at 2x the last cache
-    memory_reps: int = 3  # memory's STREAM-sized point: single-pass repetitions per thread count
+    # memory's STREAM-sized point: single-pass repetitions per thread count, the best kept (quick:
+    # two, so one pass beside a busy neighbour is not the figure a `memprobe check` prolog reads)
+    memory_reps: int = 3
     compute_reps: int = 5
     fma_target_ns: float = 5e6
     gemm_sizes: tuple[int, ...] = (256, 512, 1024)
@@ -66,7 +68,7 @@ CPU_PROFILES: dict[str, CpuPlan] = {
         latency_reps=3, latency_4k_reps=2, recheck_passes=1, clock_reps=3,
         line_reps=2, false_sharing_iters=300_000, stride_size_bytes=64 * MiB, sharing_reps=3,
         sharing_target_ns=1e6, sharing_points_per_octave=2, sharing_budget_s=0.6, bandwidth_reps=3, bandwidth_target_ns=0.5e6,
-        bandwidth_points_per_octave=1, bandwidth_sweep_past_last_cache=False, memory_reps=1, compute_reps=3,
+        bandwidth_points_per_octave=1, bandwidth_sweep_past_last_cache=False, memory_reps=2, compute_reps=3,
         fma_target_ns=2e6, gemm_sizes=(256, 512)),  # (no loaded-latency stage in quick)
 }
 
