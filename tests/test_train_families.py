@@ -160,12 +160,17 @@ def test_the_tiny_instance_keeps_the_ops_and_sums_their_overheads(spec):
     c = _ceilings(tiny)
     so = FM.StepOverheads(10e-6, 20e-6)
     assert FM.step_overhead_s(tiny, c.overhead_s, so) == pytest.approx(FM.predict_family_step(tiny, c, so).overhead_s)
-    if spec is GPT:  # a real step of it runs (the CNN's and ResNet's: batch norm in training mode)
-        from memprobe.train.family_sweep import time_family_steps
-        assert all(t > 0 for t in time_family_steps(tiny, 1, 1))
+
+
+@needs_torch
+def test_a_step_of_the_tiny_transformer_runs():
+    from memprobe.train.family_sweep import time_family_steps
+
+    assert all(t > 0 for t in time_family_steps(FM.tiny_like(GPT), 1, 1))
 
 
 @pytest.mark.parametrize("spec", [CNN, resnet50(2, 96)], ids=["cnn", "resnet50"])
+@needs_torch
 def test_a_step_of_the_tiny_cnn_runs(spec):
     from memprobe.train.family_sweep import time_family_steps
 
