@@ -173,7 +173,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 f"--max-size {fmt_bytes(args.max_size)} needs 4x that free memory, only "
                 f"{fmt_bytes(free)} is available")
     out = _prepare_out(args.out or _default_out())
-    models = _models_here(args.train_models) if not args.no_train else ("mlp",)
+    models, left_out = _models_here(args.train_models) if not args.no_train else (("mlp",), {})
     options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
                           repetitions=args.repetitions, seed=args.seed, train=not args.no_train,
                           train_models=models)
@@ -218,6 +218,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print("memprobe: incomplete: a stage failed (see the warnings above); the files hold what was "
               "measured", file=sys.stderr)
         return EXIT_INCOMPLETE
+    if not args.no_train:  # a study asked for that measured nothing for a model is not done
+        ran = {p.model for p in result.training.points}
+        missing = [f"{m}: {left_out[m]}" for m in args.train_models if m in left_out]
+        missing += [f"{m}: no point was measured (see the warnings above)" for m in models if m not in ran]
+        if missing:
+            print(f"memprobe: incomplete, the training study did not run: {'; '.join(missing)}", file=sys.stderr)
+            return EXIT_INCOMPLETE
     return 0
 
 
@@ -528,10 +535,11 @@ def append_jsonl(path: Path, result) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from memprobe.result import Code
     from memprobe.scan import ScanOptions, new_result, run_scan
     from memprobe.scan.training import run_training_study
 
-    models = _models_here(args.model)
+    models, left_out = _models_here(args.model)
     if args.scan is not None:
         result = _load_scan(args.scan)
     else:
@@ -540,6 +548,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         with _Progress() as progress:
             run_scan(options, progress.update, result)
     seed = args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}
+    before = {_point_key(p) for p in result.training.points}
+    n_warned = len(result.warnings)
     with _Progress() as progress:
         from memprobe.scan.training import run_seed_table, seed_table_torch_rows
 
@@ -551,26 +561,44 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_seed_table(result, progress.update, torch_rows=rows)
     out = _prepare_out(args.out or _default_out())
     paths = write_outputs(result, out)
-    _print_training(result)
-    _print_seed_table(result)
+    # what this run measured, and what it was asked for and did not do
+    fresh = [p for p in result.training.points if _point_key(p) not in before]
+    _print_training(result, fresh)
+    if seed:
+        _print_seed_table(result)
+    ran = {p.model for p in fresh}
+    missing = [f"{m}: {left_out[m]}" for m in args.model if m in left_out]
+    missing += [f"{m}: no point was measured" for m in models if m not in ran]
+    if seed and not result.training.seed_table:
+        missing.append("the seed table: not made")
+    for w in result.warnings[n_warned:]:
+        if w.code == Code.TRAINING:
+            print(f"memprobe: {w.text}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if missing:
+        print(f"memprobe: incomplete, not done: {'; '.join(missing)}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0
 
 
-def _models_here(models: tuple[str, ...]) -> tuple[str, ...]:
-    """The models asked for that can run here: without PyTorch, one line says so and the
-    CNN and transformer are left out (the MLP runs alone when nothing else is left)."""
+def _point_key(p) -> tuple:
+    return (p.model, p.device, p.threads, p.batch, p.working_set_bytes, p.measured_s)
+
+
+def _models_here(models: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The models asked for that can run here, and those left out with why: without PyTorch
+    the CNN and transformer are left out (the MLP runs alone when nothing else is left)."""
     from memprobe.train.torch_families import torch_missing
 
     families = [m for m in models if m != "mlp"]
     why = torch_missing() if families else None
     if why is None:
-        return models
+        return models, {}
     print(f"memprobe: {', '.join(families)} left out: {why}", file=sys.stderr)
-    return tuple(m for m in models if m == "mlp") or ("mlp",)
+    return tuple(m for m in models if m == "mlp") or ("mlp",), {m: why for m in families}
 
 
-def _print_training(result) -> None:
+def _print_training(result, pts: list | None = None) -> None:
     """The study in 80 columns: one table per device and thread count (level, working set,
     batch, measured and predicted step, error, bound; a ! where the prediction missed by more
     than 25 %, with the likely cause below), the median errors, and the points the time budget
@@ -579,7 +607,7 @@ def _print_training(result) -> None:
     from rich.table import Table
 
     tr = result.training
-    pts = tr.points
+    pts = tr.points if pts is None else pts
     console = Console(stderr=False)
     if not pts:
         print("memprobe: no training points" + (f" ({len(tr.skipped)} left out by the time budget)"

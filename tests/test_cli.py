@@ -205,7 +205,63 @@ def test_train_without_torch_says_so_in_one_line_and_keeps_the_mlp(monkeypatch, 
     from memprobe.train import torch_families
 
     monkeypatch.setattr(torch_families, "torch_missing", lambda: "no torch here")
-    assert cli._models_here(("mlp", "cnn", "transformer")) == ("mlp",)
-    assert cli._models_here(("cnn",)) == ("mlp",)
+    assert cli._models_here(("mlp", "cnn", "transformer")) == (("mlp",), {"cnn": "no torch here",
+                                                                          "transformer": "no torch here"})
+    assert cli._models_here(("cnn",))[0] == ("mlp",)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("no torch here" in e for e in err)
+
+
+def test_train_says_what_it_did_not_do_and_exits_5(monkeypatch, tmp_path, capsys):
+    """Asked for the CNN on a machine without PyTorch, train measures the MLP, prints only the
+    points this run measured (not the saved scan's), names the CNN as not done and exits 5."""
+    from memprobe.scan import training as T
+    from memprobe.train import torch_families
+
+    monkeypatch.setattr(torch_families, "torch_missing", lambda: "no torch here")
+    saved = Path(__file__).parent / "data" / "scan_small.json"
+    seen = {}
+
+    def study(result, **kw):  # the real study is tested elsewhere; here: what the CLI does with it
+        seen["models"] = kw["models"]
+        return result.training
+
+    monkeypatch.setattr(T, "run_training_study", study)
+    code, out, err = run(["train", "--model", "mlp,cnn", "--scan", str(saved), "--out", str(tmp_path)], capsys)
+    assert code == cli.EXIT_INCOMPLETE and seen["models"] == ("mlp",)
+    assert "cnn: no torch here" in err and "mlp: no point was measured" in err
+    assert "training step" not in out  # the saved scan's points are not this run's
+    assert "Traceback" not in err
+
+
+def test_a_scan_whose_study_measured_nothing_says_so_and_exits_5(monkeypatch, tmp_path, capsys):
+    """A scan asked for the study (the default) that measured no point: the warning that says
+    why is printed, the report's settings say so (not "yes"), and the exit is 5."""
+    import memprobe.scan as scan_mod
+    from memprobe.scan.training import scan_training
+    from memprobe.report.html import build_context
+    from memprobe.result import Code, ScanResult, TrainingStudy
+    from memprobe.train import model as M
+    from memprobe.train import sweep as S
+
+    saved = ScanResult.load(Path(__file__).parent / "data" / "scan_small.json")
+    saved.training = TrainingStudy()
+
+    def no_rates(*a, **k):
+        raise M.MissingCeiling("no measured rate for op class 'fwd'")
+
+    monkeypatch.setattr(S, "run_device_sweep", no_rates)
+
+    def fake_scan(options, progress, result):
+        result.devices = saved.devices
+        scan_training(options, progress, result)
+        result.complete = True
+        return result
+
+    monkeypatch.setattr(scan_mod, "run_scan", fake_scan)
+    code, out, err = run(["scan", "--quick", "--no-progress", "--out", str(tmp_path)], capsys)
+    assert code == cli.EXIT_INCOMPLETE
+    assert "no measured rate for op class 'fwd'" in err and "mlp: no point was measured" in err
+    written = ScanResult.load(tmp_path / "scan.json")
+    assert any(w.code == Code.TRAINING for w in written.warnings)
+    assert build_context(written)["settings"]["training study"].startswith("asked for, no point")

@@ -219,3 +219,37 @@ def test_a_miss_gets_its_likely_cause():
     model = miss_cause(0.4, "compute", 0.1, 1.0, 5.0, 25.0)
     assert busy and over and model and len({busy, over, model}) == 3
     assert miss_cause(-0.6, "memory", 0.6, 1.0, None, 25.0) == over  # overheads half the step
+
+
+def test_a_flagged_bandwidth_is_replaced_by_the_bound_its_rule_gives(small_cpu_device):
+    """The study keeps running on a scan with flagged figures: a farther level faster than the
+    nearer one reads the nearer one's figure, all threads below one thread read one thread's;
+    each replacement is named. The honest scan (no flag) reads its own figures unchanged."""
+    from memprobe.infer.plausibility import check_device
+
+    dev = small_cpu_device
+    assert check_device(dev) == 0
+    honest, notes = M.level_bandwidths(dev, "threads_all")
+    assert notes == [] and honest[2]["write"] == 30e9
+    mem, l2 = dev.levels[2], dev.levels[1]
+    mem.bandwidth_gbs["write"]["threads_all"] = 9.0  # below one thread's 15: a busy neighbour
+    l2.bandwidth_gbs["read"].update(threads_1=400.0, threads_all=600.0)  # above L1's 300: breaks physics
+    assert check_device(dev) == 2
+    bw_all, notes_all = M.level_bandwidths(dev, "threads_all")
+    assert bw_all[2]["write"] == 15e9 and len(notes_all) == 1 and "one thread's" in notes_all[0]
+    bw_1, notes_1 = M.level_bandwidths(dev, "threads_1")
+    assert bw_1[1]["read"] == 300e9 and "nearer L1's" in notes_1[0]
+    c = M.ceilings_from_device(dev, "threads_all", 2, {}, {})
+    assert c.levels[2].bandwidth_bps["write"] == 15e9
+
+
+def test_a_flag_with_no_bound_still_refuses(small_cpu_device):
+    from memprobe.infer.plausibility import check_device
+
+    dev = small_cpu_device
+    dev.levels[0].bandwidth_gbs["copy"]["threads_all"] = 100.0
+    dev.levels[0].bandwidth_gbs["copy"]["threads_1"] = 200.0
+    check_device(dev)
+    dev.levels[0].flags[0] = type(dev.levels[0].flags[0])("implausible", "bandwidth/copy/threads_all", 100.0, "x")
+    with pytest.raises(M.MissingCeiling):
+        M.ceilings_from_device(dev, "threads_all", 2, {}, {})

@@ -707,6 +707,19 @@ def _cpu_vs_gpu(result: ScanResult) -> list[dict[str, Any]] | None:
     return rows
 
 
+def _study_state(result: ScanResult) -> str:
+    """What the settings line says of the training study: what it measured, not what was asked
+    (a study asked for that measured nothing says why: its warnings are in the Noise section)."""
+    tr = result.training
+    n = len(tr.points)
+    if n:
+        models = sorted({p.model for p in tr.points})
+        return f"{n} points ({', '.join(models)})" + (", seed table" if tr.seed_table else "")
+    if result.settings.train:
+        return "asked for, no point measured (see the warnings)"
+    return "no"
+
+
 def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str = "curves.csv") -> dict[str, Any]:
     devices = [_device_view(result, k, d) for k, d in result.devices.items()]
     training = _training_view(result)
@@ -714,7 +727,7 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
     settings = {"device": st.device, "profile": "quick" if st.quick else "default", "seed": st.seed,
                 "repetitions": st.repetitions if st.repetitions else "plan default",
                 "max size": F.size_text(st.max_size_bytes) if st.max_size_bytes else "grows until memory",
-                "training study": "yes" if st.train else "no", "memprobe": st.memprobe_version or "—"}
+                "training study": _study_state(result), "memprobe": st.memprobe_version or "—"}
     plans = {k: v for k, v in (("CPU plan", st.cpu_plan), ("GPU plan", st.gpu_plan)) if v}
     return {
         "title": f"memprobe: {result.host}, {result.started_at}",

@@ -104,7 +104,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             sw = S.run_device_sweep(dres, dev, quick, framework, progress, budget)
         except M.MissingCeiling as exc:
             result.warn(Code.TRAINING, f"training study: {dev} skipped, the prediction needs a ceiling "
-                                       f"the scan lacks ({exc}); run the bandwidth/compute stages first")
+                                       f"the scan lacks ({exc})")
             continue
         _merge_sweep(training, sw, meter, f"{dev}_others_percent")
         training["overhead_s"][dev] = sw["overhead_s"]
@@ -129,6 +129,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             if not training["mnist"][dev]["complete"]:
                 result.warn(Code.TRAINING, f"training study: the {dev} MNIST-shaped epoch passed {limit:.0f} s "
                                            f"(a busy machine?): stopped early, epoch time extrapolated")
+    _warn_replaced_ceilings(result, wanted)
     # keep what an earlier call stored for other devices and models, so the pairing below sees them
     old = result.training
     if device != "all" or "mlp" not in models:
@@ -225,6 +226,24 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
                 continue
             _merge_sweep(training, sw, meter, f"{dev}_{fam}_others_percent")
             training["family_inputs"][f"{dev}/{fam}"] = sw["inputs"]
+
+
+def _warn_replaced_ceilings(result: ScanResult, wanted: list[str]) -> None:
+    """One warning per flagged bandwidth the study's model read as its physical bound instead
+    (model.level_bandwidths), so a reader sees which ceilings were not taken as measured."""
+    from memprobe.train import model as M
+
+    for dev in wanted:
+        dres = result.devices.get(dev)
+        if dres is None or not dres.levels:
+            continue
+        for tkey in ("threads_1", "threads_all"):
+            try:
+                notes = M.level_bandwidths(dres, tkey)[1]
+            except M.MissingCeiling:
+                continue
+            for note in notes:
+                result.warn(Code.TRAINING, f"training study: {note}")
 
 
 def _merge_sweep(training: dict[str, Any], sw: dict[str, Any], meter: OthersMeter, others_key: str) -> None:

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from memprobe.result import Code
 from memprobe.train.network import ITEM_BYTES, NetShape
 
 # STREAM kernels by the write fraction of their traffic (STREAM counting)
@@ -225,28 +226,58 @@ def ceilings_from_device(device: Any, threads_key: str, n_threads: int,
                          rates_flops: dict[str, dict[tuple[int, int], float]],
                          overhead_s: dict[str, float]) -> Ceilings:
     """Levels and bandwidths from the scan's DeviceResult (one thread count), plus the rates and
-    overheads the study measured. Raises MissingCeiling naming what is absent."""
+    overheads the study measured. A flagged bandwidth is replaced by the bound its own rule
+    gives (`level_bandwidths`). Raises MissingCeiling naming what is absent."""
     if not device.levels:
         raise MissingCeiling(f"{device.kind}: the scan has no levels")
+    bws, _ = level_bandwidths(device, threads_key)
     levels: list[LevelCeiling] = []
     last = len(device.levels) - 1
-    for k, lv in enumerate(device.levels):
-        bw: dict[str, float] = {}
-        for kern, _ in STREAM_MIX:
-            v = ((lv.bandwidth_gbs or {}).get(kern) or {}).get(threads_key)
-            if v is None or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise MissingCeiling(
-                    f"{device.kind} level {lv.name}: no measured {kern} bandwidth at {threads_key}")
-            flag = lv.flagged(f"bandwidth/{kern}/{threads_key}") if hasattr(lv, "flagged") else None
-            if flag is not None:  # a figure that breaks physics is never a model input
-                raise MissingCeiling(f"{device.kind} level {lv.name}: {kern} at {threads_key} is flagged "
-                                     f"({flag.reason})")
-            bw[kern] = float(v) * 1e9
+    for k, (lv, bw) in enumerate(zip(device.levels, bws)):
         cap = None if (k == last or lv.size_bytes is None) else float(lv.size_bytes)
         if cap is not None and n_threads > 1 and _is_private(lv, k, last):
             cap *= n_threads  # each core brings its own
         levels.append(LevelCeiling(lv.name, cap, bw))
     return Ceilings(levels, rates_flops, overhead_s, n_threads)
+
+
+def level_bandwidths(device: Any, threads_key: str) -> tuple[list[dict[str, float]], list[str]]:
+    """Per level (nearest first) the STREAM kernels' bandwidths in bytes/s at `threads_key`, and
+    a sentence for each figure that was replaced. A figure that breaks physics is never a model
+    input, but the rule it broke bounds it: a level faster than the nearer one is fed from that
+    one, so the nearer level's figure is its ceiling; all threads slower than one thread ran
+    beside a busy neighbour, and all threads move at least what one thread moves, so one
+    thread's figure stands for it. A figure with no such bound (or none measured) raises
+    MissingCeiling."""
+    out: list[dict[str, float]] = []
+    notes: list[str] = []
+
+    def value(lv: Any, kern: str, tk: str) -> float | None:
+        v = ((lv.bandwidth_gbs or {}).get(kern) or {}).get(tk)
+        return float(v) * 1e9 if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else None
+
+    for i, lv in enumerate(device.levels):
+        bw: dict[str, float] = {}
+        for kern, _ in STREAM_MIX:
+            v = value(lv, kern, threads_key)
+            if v is None:
+                raise MissingCeiling(f"{device.kind} level {lv.name}: no measured {kern} bandwidth at {threads_key}")
+            flag = lv.flagged(f"bandwidth/{kern}/{threads_key}") if hasattr(lv, "flagged") else None
+            if flag is not None:
+                bound: float | None = None
+                if flag.code == Code.ALL_BELOW_ONE and not lv.flagged(f"bandwidth/{kern}/threads_1"):
+                    bound, why = value(lv, kern, "threads_1"), "one thread's"
+                elif flag.code == Code.FARTHER_FASTER and i > 0:
+                    bound, why = out[-1][kern], f"the nearer {device.levels[i - 1].name}'s"
+                if bound is None:
+                    raise MissingCeiling(f"{device.kind} level {lv.name}: {kern} at {threads_key} is flagged "
+                                         f"({flag.reason})")
+                notes.append(f"{device.kind} {lv.name} {kern} at {threads_key}: flagged ({flag.code.value}), "
+                             f"the model reads {why} {bound / 1e9:.3g} GB/s instead")
+                v = bound
+            bw[kern] = v
+        out.append(bw)
+    return out, notes
 
 
 def _is_private(level: Any, index: int, last: int) -> bool:
