@@ -263,21 +263,27 @@ class _Progress:
             self._p.__exit__(*exc)
 
 
+def _terminal_table(title: str):
+    """A rich table that fits 80 columns: a rule under the header, no vertical borders."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+
+
 def _print_summary(result) -> None:
     """The levels against their declared caches, paired as the report pairs them."""
     from rich.console import Console
-    from rich.table import Table
 
     from memprobe.report.pairing import pair_with_declared
     from memprobe.result import Code
 
     console = Console(stderr=False)
     for key, dev in result.devices.items():
-        t = Table(title=f"{key.upper()}: {dev.name}"
-                        f"  (clock {_fmt(dev.clock_ghz)} GHz measured, line {dev.line_size_bytes or '?'} B)")
-        for col in ("level", "measured size", "declared", "latency ns", "latency cycles",
-                    "read GB/s (1 / all thr.)", "flag"):
-            t.add_column(col, justify="right" if col != "level" else "left")
+        t = _terminal_table(f"{key.upper()}: {dev.name}"
+                            f"  (clock {_fmt(dev.clock_ghz)} GHz measured, line {dev.line_size_bytes or '?'} B)")
+        for col in ("level", "size", "declared", "ns", "cycles", "read GB/s 1/all", "flag"):
+            t.add_column(col, justify="right" if col not in ("level", "flag") else "left")
         for pr in pair_with_declared(dev):
             lv, dc = pr.measured, pr.other
             declared = f"{dc.label} {fmt_bytes(dc.size_bytes)}" if dc is not None else ("-" if not pr.is_memory else "")
@@ -318,20 +324,22 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "source": str(args.curve), "format": curve.source_format, "unit": h.unit,
             "memory_reached": h.memory_reached, "noise": round(h.noise, 4),
             "warnings": [{"code": w.code.value, "text": w.text} for w in h.warnings],
-            "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": lv.latency,
+            # six significant digits: a curve's own precision, without binary float noise
+            "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": float(f"{lv.latency:.6g}"),
                         "spread": round(lv.spread, 4), "unstable": lv.unstable, "edge": lv.edge,
                         "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
                        for lv in h.levels],
         }, indent=1))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
+    t = _terminal_table(f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
     for col in ("level", "size", "interval", "edge", f"latency {h.unit}", "spread", "flag"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("edge", "interval"))
     for lv in h.levels:
-        rng = f"{fmt_bytes(lv.size_range_bytes[0])} - {fmt_bytes(lv.size_range_bytes[1])}" if lv.size_range_bytes else "-"
+        from memprobe.report.text import size_range_text
+
+        rng = size_range_text(*lv.size_range_bytes) if lv.size_range_bytes else "-"
         t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, lv.edge or "-", f"{lv.latency:.3g}", f"{lv.spread:.0%}",
                   "unstable" if lv.unstable else "")
     Console().print(t)
@@ -379,9 +387,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from memprobe.report.html import render_html
 
     out = args.out or args.scan.with_name("report.html")
-    _write_text(out, render_html(scan))
+    # the page links the scan and its curves relative to where the page is written
+    csv = args.scan.with_name("curves.csv")
+    _write_text(out, render_html(scan, _relative_link(args.scan, out),
+                                 _relative_link(csv, out) if csv.exists() else None))
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _relative_link(target: Path, page: Path) -> str:
+    """`target` as a link from the folder `page` is written in (POSIX separators)."""
+    rel = os.path.relpath(target.resolve(), page.resolve().parent)
+    return Path(rel).as_posix()
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -604,7 +621,6 @@ def _print_training(result, pts: list | None = None) -> None:
     than 25 %, with the likely cause below), the median errors, and the points the time budget
     left out."""
     from rich.console import Console
-    from rich.table import Table
 
     tr = result.training
     pts = tr.points if pts is None else pts
@@ -618,8 +634,7 @@ def _print_training(result, pts: list | None = None) -> None:
     for model, dev, th in sorted({(p.model, p.device, p.threads) for p in pts}, key=lambda k: (order.get(k[0], 9), k)):
         group = sorted((p for p in pts if (p.model, p.device, p.threads) == (model, dev, th)),
                        key=lambda p: (p.batch, p.working_set_bytes))
-        t = Table(title=f"{model} training step, {dev}, {_threads_label(group[0])}: measured vs predicted",
-                  title_justify="left")
+        t = _terminal_table(f"{model} training step, {dev}, {_threads_label(group[0])}: measured vs predicted")
         for col in ("level", "set", "batch", "measured", "predicted", "error", "bound"):
             t.add_column(col, justify="right" if col not in ("level", "bound") else "left")
         for p in group:
@@ -652,14 +667,12 @@ def _print_seed_table(result) -> None:
     """The seed table in 80 columns: the task projected here against the claim, the check's
     measured and predicted step and error (! past 25 %), then one line per row on its bound."""
     from rich.console import Console
-    from rich.table import Table
 
     rows = result.training.seed_table
     if not rows:
         return
     console = Console(stderr=False, width=min(80, Console().width))
-    t = Table(title="seed table: projected here vs claimed; check = real steps, scaled down",
-              title_justify="left")
+    t = _terminal_table("seed table: projected here vs claimed; check = real steps, scaled down")
     for col in ("task", "dev", "projected", "claimed", "check meas", "check pred", "error"):
         t.add_column(col, justify="left" if col in ("task", "dev") else "right")
     for r in rows:

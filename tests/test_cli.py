@@ -43,6 +43,8 @@ def test_infer_json(curve_csv, capsys):
     d = json.loads(out)
     assert [lv["name"] for lv in d["levels"]] == ["L1", "L2", "L3", "memory"]
     assert d["levels"][1]["size_bytes"] == pytest.approx(512 << 10, rel=0.25)
+    import re
+    assert not re.search(r"\d\.\d{9,}", out), "binary float noise such as 13.999999999999996"
 
 
 def test_infer_table(curve_csv, capsys):
@@ -265,3 +267,19 @@ def test_a_scan_whose_study_measured_nothing_says_so_and_exits_5(monkeypatch, tm
     written = ScanResult.load(tmp_path / "scan.json")
     assert any(w.code == Code.TRAINING for w in written.warnings)
     assert build_context(written)["settings"]["training study"].startswith("asked for, no point")
+
+
+def test_report_elsewhere_links_the_scan_from_where_the_page_is(tmp_path, capsys):
+    import shutil
+
+    scan_dir = tmp_path / "scan"
+    scan_dir.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "scan_small.json", scan_dir / "scan.json")
+    (scan_dir / "curves.csv").write_text("device\n")
+    out = tmp_path / "pages" / "deep" / "elsewhere.html"
+    out.parent.mkdir(parents=True)
+    code, _, _ = run(["report", str(scan_dir / "scan.json"), "--out", str(out)], capsys)
+    html = out.read_text()
+    assert code == 0 and 'href="../../scan/scan.json"' in html and 'href="../../scan/curves.csv"' in html
+    for href in ("../../scan/scan.json", "../../scan/curves.csv"):
+        assert (out.parent / href).resolve().exists()

@@ -440,3 +440,25 @@ def test_durations_read_in_human_units() -> None:
 
     assert [duration(s) for s in (1.2775e-5, 0.6337, 4.2, 450.0, 3 * 3600.0, 3.1 * 86400, None, 0)] == \
         ["12.8 µs", "634 ms", "4.2 s", "7.5 min", "3 h", "3.1 days", "—", "—"]
+
+
+def test_the_summary_says_what_bounds_training_in_words(small_html: str) -> None:
+    """A verdict at the top: the throughput a step reached in each level it was sized for, what
+    the model says bounds the steps ("op rate" explained, never a bare "compute"), and what
+    would change it; the quoted claims carry their source and a verdict."""
+    from memprobe.report.html import training_verdict
+
+    summary = section(small_html, "summary")
+    assert "What bounds training here" in summary and "GFLOP/s in L2" in summary
+    verdict = training_verdict(load("small"))
+    assert verdict and any("op rate" in v and "measured alone" in v for v in verdict)
+    table = section(small_html, "training")
+    assert "<td>compute</td>" not in table and "op rate" in table
+    assert "Source:" in table and any(v in table for v in ("consistent here", "not borne out here", "not testable here"))
+
+
+def test_the_settings_say_what_the_study_measured() -> None:
+    from memprobe.report.html import build_context
+
+    r = load("small")
+    assert build_context(r)["settings"]["training study"].startswith(f"{len(r.training.points)} points (mlp")

@@ -360,3 +360,38 @@ def test_a_busy_neighbour_is_recorded_and_warned_about():
     assert "beside" in dev.extra.stage_load_average
     busy = [w for w in dev.warnings if w.code == Code.CONTENTION]
     assert len(busy) == 1 and "beside" in busy[0].text
+
+
+def test_a_scan_stopped_before_its_levels_reads_them_off_the_partial_curve(monkeypatch, capsys):
+    """Stopped after the latency sweep but before level inference, the scan still reports the
+    levels its points show (as `memprobe infer` reads the same file), with a warning that says
+    so; the terminal table then names them instead of "not found"."""
+    from pathlib import Path
+
+    from memprobe import cli
+    from memprobe.result import ScanResult
+    from memprobe.scan import ScanOptions, Stage, new_result
+    from memprobe.scan import cpu as cpu_scan
+
+    saved = ScanResult.load(Path(__file__).parent / "data" / "scan_incomplete.json").devices["cpu"]
+
+    def measured(ctx):
+        ctx.device.curves = list(saved.curves)
+        ctx.device.declared = saved.declared
+        ctx.device.clock_ghz = saved.clock_ghz
+
+    def stop(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cpu_scan, "CPU_STAGES", (Stage("latency", measured, "x"), Stage("stop", stop, "x")))
+    monkeypatch.setattr(cpu_scan, "_ceiling_stages", lambda: ())
+    options = ScanOptions(quick=True, train=False)
+    result = new_result(options)
+    with pytest.raises(KeyboardInterrupt):
+        cpu_scan.scan_cpu(options, lambda *a: None, result)
+    dev = result.devices["cpu"]
+    assert [lv.name for lv in dev.levels][:3] == ["L1", "L2", "L3"] and dev.levels[-1].size_bytes is None
+    assert any("as far as the scan got" in w.text for w in dev.warnings)
+    result.complete = False
+    cli._print_summary(result)
+    assert "not found" not in capsys.readouterr().out

@@ -454,6 +454,12 @@ def training_points(result: ScanResult, device: str | None = None) -> list[Train
     return result.training.device_points(device)
 
 
+# what bounds a step, for the legend: "compute" is each op's own rate measured alone in cache
+# (a GEMM of that shape), which can sit far below the compute roof drawn above it
+BOUND_LEGEND = {"compute": "its ops' measured rates (not the peak)", "memory": "memory bandwidth",
+                "overhead": "call overhead"}
+
+
 def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), title: str | None = None,
                     fig: FigureBase | None = None) -> FigureBase:
     ceilings = compute_ceilings(dev)
@@ -474,6 +480,7 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     xs = [x_lo * 2 ** (k / 8) for k in range(int(8 * math.log2(x_hi / x_lo)) + 1)]
+    annotated: list[float] = []
     for i, (lv, (bw, how)) in enumerate(roofs):
         # the sloped part only, ending at the ridge where it meets the compute ceiling: the flat
         # parts of every roof would lie on one another (the ceiling lines below draw them)
@@ -484,7 +491,10 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
                 label=label(f"{lv.name} roof: {fmt3(bw)} GB/s ({how})"))
         if ridge < x_hi:
             ax.plot([ridge], [peak], ls="", marker="|", ms=9, mew=1.6, color=colour)
-        ax.annotate(label(lv.name), (sx[0], bw * sx[0]), textcoords="offset points", xytext=(2, 3),
+        # roofs within a quarter of each other would print their names on one another
+        near = sum(1 for b in annotated if abs(math.log(bw / b)) < math.log(1.25))
+        annotated.append(bw)
+        ax.annotate(label(lv.name), (sx[0], bw * sx[0]), textcoords="offset points", xytext=(2 + 22 * near, 3),
                     fontsize=7.5, color=colour)
     styles = {"fma": "-", "gemm": "--", "theoretical": ":"}
     greys = ("#000000", "#555555", "#888888", "#AAAAAA")
@@ -509,7 +519,7 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
     extra: list[Line2D] = []
     for b in sorted(seen_bound):
         extra.append(Line2D([], [], ls="", marker=BOUND_MARKERS.get(b, "D"), color="0.3",
-                            label=f"training step, {b or 'unknown'}-bound"))
+                            label=f"training step, bound by {BOUND_LEGEND.get(b, b or 'unknown')}"))
     # the points' colours: the level whose capacity the step's working set was sized against
     for name in dict.fromkeys(p.level for p in pts):
         idx = level_index.get(name)

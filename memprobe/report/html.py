@@ -293,10 +293,12 @@ def fmt_sig(v: float) -> str:
 
 
 def bound_words(bound: str | None) -> str:
-    """What bounds a step or an op, in words: compute, a level's bandwidth, call overhead."""
+    """What bounds a step or an op, in words: its ops' own measured rate ("compute": each op
+    timed alone with its data in cache, which for a small GEMM is far below the machine's
+    peak), a level's bandwidth, or call overhead."""
     if not bound:
         return "—"
-    return {"compute": "compute", "overhead": "call overhead", "memory": "memory bandwidth"}.get(
+    return {"compute": "op rate", "overhead": "call overhead", "memory": "memory bandwidth"}.get(
         bound, f"{bound} bandwidth")
 
 
@@ -362,6 +364,83 @@ def _family_tables(pts: list[TrainingPoint]) -> list[dict[str, Any]]:
                 "abs_one": pct(_median([abs(e) for e in err_one]), signed=False) if err_one else None,
                 "n_one": len(err_one),
             })
+    return out
+
+
+def claim_verdict(c: Any) -> str:
+    """One phrase for a quoted claim against this machine's numbers."""
+    if c.low is not None and c.high is not None:
+        if c.measured_min is None or c.measured_max is None:
+            return "not testable here"
+        inside = c.low <= c.measured_min and c.measured_max <= c.high
+        return "consistent here" if inside else "not borne out here"
+    if c.cpu_s is not None and c.cpu_epoch_s is not None:
+        return "consistent here" if c.cpu_epoch_s >= 0.5 * c.cpu_s else "not borne out here"
+    return "not testable here"
+
+
+def training_verdict(result: ScanResult) -> list[str]:
+    """What bounds training on this machine, in a few plain sentences from the measured steps:
+    per network and device, the throughput its steps reached with their working set in each
+    level (largest batch, all threads), what the model says bounds them, and what would change
+    it. Empty without a study."""
+    out: list[str] = []
+    pts = [p for p in result.training.points if F.finite(p.flops) and p.flops > 0 and F.finite(p.measured_s)
+           and p.measured_s > 0]
+    for fam in [f for f in FAMILY_ORDER if any(p.model == f for p in pts)]:
+        for dev in sorted({p.device for p in pts if p.model == fam}):
+            fp = [p for p in pts if p.model == fam and p.device == dev]
+            dres = result.devices.get(dev)
+            order = [lv.name for lv in dres.levels] if dres else []
+            b = max(p.batch for p in fp)
+            th = "threads_all" if any(p.threads == "threads_all" and p.batch == b for p in fp) else "threads_1"
+            top = [p for p in fp if p.batch == b and p.threads == th]
+            by_level: dict[str, list[float]] = {}
+            for p in top:
+                by_level.setdefault(p.level, []).append(p.flops / p.measured_s / 1e9)
+            levels = sorted(by_level, key=lambda n: order.index(n) if n in order else -1)
+            # the tiny steps sized for call overhead say nothing of a level: left out here
+            rates = [(n, max(by_level[n])) for n in levels if n != "overhead"]
+            name = _family_name(fam) + (f" on the {dev.upper()}" if len(result.devices) > 1 else "")
+            thr = top[0].n_threads if top else 1
+            if rates:
+                parts = ", ".join(f"{F.fmt3(v)} GFLOP/s in {n}" for n, v in rates)
+                s = (f"{name} (batch {b}, {thr} thread{'s' if thr != 1 else ''}): a step whose working set "
+                     f"sits in each level reached {parts}")
+                if len(rates) >= 2:
+                    best_n, best_v = max(rates, key=lambda kv: kv[1])
+                    last_n, last_v = rates[-1]
+                    drop = 1 - last_v / best_v
+                    s += (f"; in {last_n} it runs at {1 - drop:.0%} of its speed in {best_n}" if drop > 0.05 else
+                          f"; it runs as fast in {last_n} as in any nearer level: at this batch the hierarchy "
+                          "does not hold it back")
+                out.append(s + ".")
+            bounds: dict[str, int] = {}
+            for p in fp:
+                bounds[p.bound or "—"] = bounds.get(p.bound or "—", 0) + 1
+            said = ", ".join(f"{n} by {bound_words(k)}" for k, n in sorted(bounds.items(), key=lambda kv: -kv[1]))
+            s = f"The model bounds its {len(fp)} steps: {said}"
+            if bounds.get("compute"):
+                s += (" (op rate: each operation's own speed measured alone with its data in cache, the "
+                      "machine's peak only for large GEMMs; the steps then wait on arithmetic, not on a "
+                      "level's bandwidth)")
+            out.append(s + ".")
+            advice = []
+            one = [p for p in fp if p.batch == 1 and p.bound == "overhead"]
+            if one:
+                advice.append("at batch 1 the step is mostly per-call cost: a batch of 16 or more spreads it")
+            th1 = {(p.batch, p.working_set_bytes): p.measured_s for p in fp if p.threads == "threads_1"}
+            gains = [th1[(p.batch, p.working_set_bytes)] / p.measured_s for p in fp
+                     if p.threads == "threads_all" and (p.batch, p.working_set_bytes) in th1 and p.batch == b]
+            if gains:
+                advice.append(f"all threads ran the largest batch {statistics.median(gains):.2g}x faster than one")
+            if len(rates) >= 2 and rates[-1][1] < 0.8 * max(v for _, v in rates):
+                best = max(rates, key=lambda kv: kv[1])[0]
+                lv = dres.level(best) if dres else None
+                cap = f" ({F.size_text(lv.size_bytes)})" if lv is not None and lv.size_bytes else ""
+                advice.append(f"a working set that fits {best}{cap} (a smaller batch or width) keeps the faster rate")
+            if advice:
+                out.append("What would change it: " + "; ".join(advice) + ".")
     return out
 
 
@@ -477,8 +556,9 @@ def _training_view(result: ScanResult) -> dict[str, Any] | None:
     wins = [{"batch": b, "width": w} for b, w in tr.gpu_wins_from_width.items() if w is not None]
     families = _family_tables(pts)
     return {"families": families, "summary": summary, "epochs": epochs, "speedup": speedup,
+            "verdict": training_verdict(result),
             "ops": _op_tables(pts, level_order), "seed": _seed_rows(tr.seed_table),
-            "claims": [{"text": c.text, "finding": c.finding} for c in tr.claims],
+            "claims": [{"text": c.text, "finding": c.finding, "verdict": claim_verdict(c)} for c in tr.claims],
             "skipped": len(tr.skipped), "kept": len(pts), "formula": tr.method,
             "misses": sum(f["misses"] for f in families), "wins": wins,
             "names": [_family_name(f["family"]) for f in families],
@@ -720,7 +800,7 @@ def _study_state(result: ScanResult) -> str:
     return "no"
 
 
-def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str = "curves.csv") -> dict[str, Any]:
+def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str | None = "curves.csv") -> dict[str, Any]:
     devices = [_device_view(result, k, d) for k, d in result.devices.items()]
     training = _training_view(result)
     st = result.settings
@@ -754,6 +834,6 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
     }
 
 
-def render_html(result: ScanResult, json_name: str = "scan.json", csv_name: str = "curves.csv") -> str:
+def render_html(result: ScanResult, json_name: str = "scan.json", csv_name: str | None = "curves.csv") -> str:
     """The report of one scan as one self-contained HTML page (the caller writes it)."""
     return environment().get_template("report.html").render(**build_context(result, json_name, csv_name))

@@ -34,6 +34,17 @@ def size_text(n: float | None) -> str:
     return f"{n:.0f} B"
 
 
+def size_range_text(lo: float | None, hi: float | None) -> str:
+    """An interval of sizes, short: 251-602 KiB, 2.83-5.66 MiB, 640 KiB-1.5 MiB."""
+    if lo is None or hi is None:
+        return "-"
+    a, b = size_text(lo), size_text(hi)
+    ua, ub = a.rsplit(" ", 1), b.rsplit(" ", 1)
+    if len(ua) == 2 and len(ub) == 2 and ua[1] == ub[1]:
+        return f"{ua[0]}-{b}"
+    return f"{a}-{b}"
+
+
 def fmt3(v: float) -> str:
     """3 significant digits without an exponent: 0.0123, 4.56, 171, 5 930, 690 000."""
     if not finite(v):

@@ -417,4 +417,21 @@ def scan_cpu(options: ScanOptions, progress: ProgressFn, result: ScanResult) -> 
     plan = options.cpu_plan()
     result.settings.cpu_plan = plan.record()
     ctx = ScanContext(options=options, device=dev, progress=progress, result=result, plan=plan)
-    return run_stages(CPU_STAGES + _ceiling_stages(), ctx)
+    try:
+        return run_stages(CPU_STAGES + _ceiling_stages(), ctx)
+    finally:  # stopped or failed before the levels stage: read the levels off what was measured
+        _levels_from_partial_curve(ctx)
+
+
+def _levels_from_partial_curve(ctx: ScanContext) -> None:
+    """A scan stopped or failed after the latency sweep began but before its levels were
+    inferred still reports the levels its points show, said to come from a partial curve."""
+    if ctx.device.levels or ctx.device.curve("latency_hugepage") is None:
+        return
+    try:
+        stage_levels(ctx)
+    except Exception:  # too few points, or nothing a level can be read from: no levels
+        ctx.device.levels = []
+        return
+    ctx.device.warn(Code.INTERRUPTED, "levels inferred from the latency curve as far as the scan got before it "
+                                      "stopped (memory may not have been reached)", "levels")
