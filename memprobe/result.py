@@ -193,10 +193,11 @@ class Level:
     cannot tell apart; `edge`: the transition shape that fitted best ("sharp", "random",
     "page-colour", "logistic", or "bracket" where too few points lay between the plateaus to fit)."""
 
-    name: str
-    size_bytes: Optional[int]
-    latency_ns: Optional[float]
-    latency_cycles: Optional[float]
+    name: str  # "L1", "L2", ... nearest first; "memory" for the last
+    size_bytes: Optional[int]  # the capacity fitted on the latency curve's edge; None for memory
+    latency_ns: Optional[float]  # the plateau's latency: the median over its sizes of each size's lower quartile
+    latency_cycles: Optional[float]  # latency_ns times the measured core clock
+    # {kernel: {"threads_1", "threads_all"}}: the best sample at working sets inside the level
     bandwidth_gbs: dict[str, dict[str, Optional[float]]] = field(default_factory=dict)
     latency_spread: float = 0.0  # relative spread of the plateau's points
     unstable: bool = False  # spread too wide to trust
@@ -945,6 +946,67 @@ def _adapter():
     return TypeAdapter(ScanResult)
 
 
+# a field's unit, read from its name's suffix (units live in names: DESIGN.md)
+UNIT_SUFFIXES = (
+    ("_interval_bytes", "bytes, [low, high]"), ("_bytes", "bytes"), ("_ns", "nanoseconds"),
+    ("_cycles", "core clock cycles, of the measured clock"), ("_gbs", "GB/s (1e9 bytes per second, STREAM "
+     "counting: bytes read + bytes written)"), ("_gflops", "GFLOP/s"), ("_ghz", "GHz, measured"),
+    ("_percent", "percent"), ("_s", "seconds"), ("_bps", "bytes per second"), ("_fraction", "a fraction, 0 to 1"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _field_comments() -> dict[tuple[str, str], str]:
+    """{(class, field): the comment beside or above the field} for this module's dataclasses:
+    the comments that explain a field become its description in the JSON Schema."""
+    import ast
+    import io
+    import tokenize
+
+    src = Path(__file__).read_text(encoding="utf-8")
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = src.splitlines()
+    out: dict[tuple[str, str], str] = {}
+    for node in ast.parse(src).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                n = item.lineno
+                text = comments.get(item.end_lineno or n, "")
+                above = []
+                k = n - 1
+                while k >= 1 and lines[k - 1].strip().startswith("#"):
+                    above.insert(0, comments.get(k, ""))
+                    k -= 1
+                text = " ".join([t for t in above if t] + ([text] if text else []))
+                if text:
+                    out[(node.name, item.target.id)] = text
+    return out
+
+
+def _describe(schema: dict[str, Any]) -> None:
+    """Give every property of the schema's records a description: its comment in this module
+    and its unit from its name's suffix (statistic and meaning where a comment says them)."""
+    comments = _field_comments()
+    for cls, d in schema.get("$defs", {}).items():
+        for name, prop in (d.get("properties") or {}).items():
+            if "description" in prop:
+                continue
+            parts = []
+            unit = next((u for suf, u in UNIT_SUFFIXES if name.endswith(suf)), None)
+            if unit:
+                parts.append(f"Unit: {unit}.")
+            if (cls, name) in comments:
+                parts.append(comments[(cls, name)][0].upper() + comments[(cls, name)][1:])
+            if not parts:
+                parts.append(f"{name.replace('_', ' ')} ({cls}).")
+            prop["description"] = " ".join(parts)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a memprobe/2 scan.json, generated from these dataclasses (the file
     form: devices under "cpu" and "gpu" at the top level, not under "devices")."""
@@ -960,6 +1022,7 @@ def json_schema() -> dict[str, Any]:
     s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     s["title"] = f"memprobe scan ({SCHEMA})"
     s["additionalProperties"] = False
+    _describe(s)
     return s
 
 

@@ -125,3 +125,15 @@ def test_low_ignores_one_disturbed_pass_and_one_lucky_sample():
     p = CurvePoint(1.0, quiet + [20.0, 21.0, 19.0, 20.5, 22.0] + [6.0])
     assert p.best == 6.0
     assert 9.9 <= p.low <= 10.2
+
+
+def test_every_property_of_the_schema_says_what_it_is():
+    """Units from the names, meaning and statistic from the comments beside the fields."""
+    from memprobe.result import json_schema
+
+    s = json_schema()
+    props = [(c, k, p) for c, d in s["$defs"].items() for k, p in (d.get("properties") or {}).items()]
+    assert len(props) > 300 and all(p.get("description") for _, _, p in props)
+    level = s["$defs"]["Level"]["properties"]
+    assert "nanoseconds" in level["latency_ns"]["description"] and "lower quartile" in level["latency_ns"]["description"]
+    assert "GB/s" in level["bandwidth_gbs"]["description"] and "best sample" in level["bandwidth_gbs"]["description"]
