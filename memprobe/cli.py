@@ -173,9 +173,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 f"--max-size {fmt_bytes(args.max_size)} needs 4x that free memory, only "
                 f"{fmt_bytes(free)} is available")
     out = _prepare_out(args.out or _default_out())
-    models, left_out = _models_here(args.train_models) if not args.no_train else (("mlp",), {})
+    # a quick scan leaves the study out unless models are named: its few points, one round on a
+    # shared machine, read 11-30 % off from one scan to the next, too loose for a first look
+    train = not args.no_train and (not args.quick or args.train_models is not None)
+    asked = args.train_models or ("mlp",)
+    models, left_out = _models_here(asked) if train else (("mlp",), {})
     options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
-                          repetitions=args.repetitions, seed=args.seed, train=not args.no_train,
+                          repetitions=args.repetitions, seed=args.seed, train=train,
                           train_models=models)
     result = new_result(options)
     stopped: int | None = None
@@ -218,9 +222,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print("memprobe: incomplete: a stage failed (see the warnings above); the files hold what was "
               "measured", file=sys.stderr)
         return EXIT_INCOMPLETE
-    if not args.no_train:  # a study asked for that measured nothing for a model is not done
+    if args.quick and not train and not args.no_train:
+        print(f"memprobe: the quick scan leaves the training study out; `memprobe train --scan "
+              f"{out / 'scan.json'}` runs it against this scan", file=sys.stderr)
+    if train:  # a study asked for that measured nothing for a model is not done
         ran = {p.model for p in result.training.points}
-        missing = [f"{m}: {left_out[m]}" for m in args.train_models if m in left_out]
+        missing = [f"{m}: {left_out[m]}" for m in asked if m in left_out]
         missing += [f"{m}: no point was measured (see the warnings above)" for m in models if m not in ran]
         if missing:
             print(f"memprobe: incomplete, the training study did not run: {'; '.join(missing)}", file=sys.stderr)
@@ -759,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true",
                    help=f"fewer sizes ({quick.points_per_octave} per octave, up to {fmt_bytes(quick.latency_top_bytes)}) "
                         f"and repetitions ({quick.latency_reps} per point), no 4 KiB-page curve and no loaded "
-                        "latency, a short training study (about a dozen points, all threads): about a quarter of the time")
+                        "latency and no training study unless --train-models is given (`memprobe train --scan "
+                        "DIR/scan.json` runs it later against the scan): about a quarter of the time")
     s.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: reports/<host>-<timestamp>/)")
     s.add_argument("--max-size", type=parse_size, metavar="SIZE",
@@ -773,9 +781,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{quick.latency_reps}); the spread is kept")
     s.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
-    s.add_argument("--train-models", type=_models_arg, default=("mlp",), metavar="MODELS",
+    s.add_argument("--train-models", type=_models_arg, default=None, metavar="MODELS",
                    help="the training study's models, comma-separated: mlp, cnn, transformer or all "
-                        "(default mlp; cnn and transformer need PyTorch and add up to 40 s each)")
+                        "(default mlp; none with --quick; cnn and transformer need PyTorch and add up to "
+                        "40 s each)")
     s.add_argument("--wait-quiet", nargs="?", const=60.0, type=positive_float, metavar="SECONDS",
                    help="before measuring, wait until other processes use under 10 %% of a CPU for a second "
                         "(at most SECONDS, default 60); each stage records the CPU time other processes used "

@@ -194,7 +194,7 @@ def test_train_model_choices_parse_and_bad_ones_exit_2(capsys):
     assert p.parse_args(["train", "--model", "cnn"]).model == ("cnn",)
     assert p.parse_args(["train"]).model == ("mlp",)
     assert p.parse_args(["scan", "--train-models", "transformer,mlp"]).train_models == ("mlp", "transformer")
-    assert p.parse_args(["scan"]).train_models == ("mlp",)
+    assert p.parse_args(["scan"]).train_models is None  # mlp, and none with --quick
     for argv in (["train", "--model", "resnet"], ["scan", "--train-models", "mlp,gpt"]):
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
@@ -261,7 +261,7 @@ def test_a_scan_whose_study_measured_nothing_says_so_and_exits_5(monkeypatch, tm
         return result
 
     monkeypatch.setattr(scan_mod, "run_scan", fake_scan)
-    code, out, err = run(["scan", "--quick", "--no-progress", "--out", str(tmp_path)], capsys)
+    code, out, err = run(["scan", "--quick", "--train-models", "mlp", "--no-progress", "--out", str(tmp_path)], capsys)
     assert code == cli.EXIT_INCOMPLETE
     assert "no measured rate for op class 'fwd'" in err and "mlp: no point was measured" in err
     written = ScanResult.load(tmp_path / "scan.json")
@@ -283,3 +283,21 @@ def test_report_elsewhere_links_the_scan_from_where_the_page_is(tmp_path, capsys
     assert code == 0 and 'href="../../scan/scan.json"' in html and 'href="../../scan/curves.csv"' in html
     for href in ("../../scan/scan.json", "../../scan/curves.csv"):
         assert (out.parent / href).resolve().exists()
+
+
+def test_a_quick_scan_leaves_the_study_out_and_says_how_to_run_it(monkeypatch, tmp_path, capsys):
+    import memprobe.scan as scan_mod
+
+    seen = []
+
+    def fake_scan(options, progress, result):
+        seen.append(options)
+        result.complete = True
+        return result
+
+    monkeypatch.setattr(scan_mod, "run_scan", fake_scan)
+    code, _, err = run(["scan", "--quick", "--no-progress", "--out", str(tmp_path / "q")], capsys)
+    assert code == 0 and not seen[0].train
+    assert "leaves the training study out" in err and f"memprobe train --scan {tmp_path / 'q' / 'scan.json'}" in err
+    run(["scan", "--quick", "--train-models", "mlp", "--no-progress", "--out", str(tmp_path / "t")], capsys)
+    assert seen[1].train and seen[1].train_models == ("mlp",)
