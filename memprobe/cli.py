@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from memprobe import __version__
 from memprobe.errors import InputError, MemprobeError, ResourceError
+from memprobe.report import terminal as T
 
 EXIT_USAGE, EXIT_RESOURCE, EXIT_OUTPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # a scheduler's, a terminal's and a user's stop
@@ -211,8 +211,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             stopped = stops.deferred
     for w in result.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
-    _print_summary(result)
-    _print_study_line(result)
+    T.print_summary(result)
+    T.print_study_line(result)
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if stopped is not None:
         print(f"memprobe: stopped by {signal.Signals(stopped).name}: the files above hold what was "
@@ -270,47 +270,8 @@ class _Progress:
             self._p.__exit__(*exc)
 
 
-def _terminal_table(title: str):
-    """A rich table that fits 80 columns: a rule under the header, no vertical borders."""
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
 
 
-def _print_summary(result) -> None:
-    """The levels against their declared caches, paired as the report pairs them."""
-    from rich.console import Console
-
-    from memprobe.report.pairing import pair_with_declared
-    from memprobe.result import Code
-
-    console = Console(stderr=False)
-    for key, dev in result.devices.items():
-        t = _terminal_table(f"{key.upper()}: {dev.name}"
-                            f"  (clock {_fmt(dev.clock_ghz)} GHz measured, line {dev.line_size_bytes or '?'} B)")
-        for col in ("level", "size", "declared", "ns", "cycles", "read GB/s 1/all", "flag"):
-            t.add_column(col, justify="right" if col not in ("level", "flag") else "left")
-        for pr in pair_with_declared(dev):
-            lv, dc = pr.measured, pr.other
-            declared = f"{dc.label} {fmt_bytes(dc.size_bytes)}" if dc is not None else ("-" if not pr.is_memory else "")
-            flags = []
-            if pr.flagged:
-                d = pr.size_diff
-                flags.append(f"size {d:+.0%}" if d is not None else ("not declared" if dc is None else "not found"))
-            if lv is not None and lv.unstable:
-                flags.append("unstable")
-            if lv is None:
-                t.add_row("-", "-", declared, "-", "-", "-", ", ".join(flags))
-                continue
-            bw = (lv.bandwidth_gbs or {}).get("read") or {}
-            bw_s = f"{_fmt(bw.get('threads_1'))} / {_fmt(bw.get('threads_all'))}" if bw else "-"
-            t.add_row(lv.name, fmt_bytes(lv.size_bytes) if lv.size_bytes else "memory", declared,
-                      _fmt(lv.latency_ns), _fmt(lv.latency_cycles, ".1f"), bw_s, ", ".join(flags))
-        console.print(t)
-    if not result.complete:
-        stops = [w.text for _, w in result.all_warnings() if w.code in (Code.STAGE_FAILED, Code.INTERRUPTED)]
-        console.print("[bold red]incomplete scan[/]: " + "; ".join(stops))
 
 
 # ---- infer ----------------------------------------------------------------------------------
@@ -340,7 +301,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    t = _terminal_table(f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
+    t = T.table(f"{args.curve} ({curve.source_format}, {len(curve.size_bytes)} points)")
     for col in ("level", "size", "interval", "edge", f"latency {h.unit}", "spread", "flag"):
         t.add_column(col, no_wrap=col in ("edge", "interval"))
     for lv in h.levels:
@@ -587,9 +548,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = write_outputs(result, out)
     # what this run measured, and what it was asked for and did not do
     fresh = [p for p in result.training.points if _point_key(p) not in before]
-    _print_training(result, fresh)
+    T.print_training(result, fresh)
     if seed:
-        _print_seed_table(result)
+        T.print_seed_table(result)
     ran = {p.model for p in fresh}
     missing = [f"{m}: {left_out[m]}" for m in args.model if m in left_out]
     missing += [f"{m}: no point was measured" for m in models if m not in ran]
@@ -622,112 +583,18 @@ def _models_here(models: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, st
     return tuple(m for m in models if m == "mlp") or ("mlp",), {m: why for m in families}
 
 
-def _print_training(result, pts: list | None = None) -> None:
-    """The study in 80 columns: one table per device and thread count (level, working set,
-    batch, measured and predicted step, error, bound; a ! where the prediction missed by more
-    than 25 %, with the likely cause below), the median errors, and the points the time budget
-    left out."""
-    from rich.console import Console
-
-    tr = result.training
-    pts = tr.points if pts is None else pts
-    console = Console(stderr=False)
-    if not pts:
-        print("memprobe: no training points" + (f" ({len(tr.skipped)} left out by the time budget)"
-                                                 if tr.skipped else ""), file=sys.stderr)
-        return
-    causes: dict[str, int] = {}
-    order = {m: i for i, m in enumerate(("mlp", "cnn", "transformer"))}
-    for model, dev, th in sorted({(p.model, p.device, p.threads) for p in pts}, key=lambda k: (order.get(k[0], 9), k)):
-        group = sorted((p for p in pts if (p.model, p.device, p.threads) == (model, dev, th)),
-                       key=lambda p: (p.batch, p.working_set_bytes))
-        t = _terminal_table(f"{model} training step, {dev}, {_threads_label(group[0])}: measured vs predicted")
-        for col in ("level", "set", "batch", "measured", "predicted", "error", "bound"):
-            t.add_column(col, justify="right" if col not in ("level", "bound") else "left")
-        for p in group:
-            why = p.miss_cause
-            if why:
-                causes[why] = causes.get(why, 0) + 1
-            t.add_row(p.level, fmt_bytes(p.working_set_bytes), str(p.batch), _ms(p.measured_s), _ms(p.predicted_s),
-                      (f"{p.error:+.0%}" if p.error is not None else "-") + (" !" if why else ""), str(p.bound or "-"))
-        console.print(t)
-        big = [abs(p.error) for p in group if p.batch >= 16 and p.error is not None]
-        one = [abs(p.error) for p in group if p.batch == 1 and p.error is not None]
-        console.print(f"median |error|: batch >= 16 {_pct(big)} ({len(big)} points), batch 1 {_pct(one)} "
-                      f"({len(one)})", highlight=False)
-    for why, n in causes.items():
-        console.print(f"! {n} off by > 25 %, likely {why}", highlight=False)
-    if tr.skipped:
-        console.print(f"the time budget left out {len(tr.skipped)} of {len(pts) + len(tr.skipped)} points "
-                      "(scan.json: training.skipped)", highlight=False)
 
 
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 5400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 60:.1f} min" if s >= 90 else f"{s:.3g} s"
 
 
-def _print_seed_table(result) -> None:
-    """The seed table in 80 columns: the task projected here against the claim, the check's
-    measured and predicted step and error (! past 25 %), then one line per row on its bound."""
-    from rich.console import Console
-
-    rows = result.training.seed_table
-    if not rows:
-        return
-    console = Console(stderr=False, width=min(80, Console().width))
-    t = _terminal_table("seed table: projected here vs claimed; check = real steps, scaled down")
-    for col in ("task", "dev", "projected", "claimed", "check meas", "check pred", "error"):
-        t.add_column(col, justify="left" if col in ("task", "dev") else "right")
-    for r in rows:
-        err = "-" if r.check_error is None else f"{r.check_error:+.0%}" + (" !" if abs(r.check_error) > 0.25 else "")
-        t.add_row(r.task, r.device, _duration(r.predicted_s), _duration(r.claimed_s), _duration(r.check_measured_s),
-                  _duration(r.check_predicted_s), err)
-    console.print(t)
-    for r in rows:
-        console.print(f"{r.task} ({r.device}): {r.bound_text or r.note}", highlight=False)
-    gpu = result.training.settings.get("seed_table_gpu")
-    if gpu:
-        console.print(gpu, highlight=False)
 
 
-def _print_study_line(result) -> None:
-    """After a scan: the training study in a line or two (median errors, misses, points the time
-    budget left out); `memprobe train --scan` shows its tables."""
-    tr = result.training
-    if not tr.points:
-        return
-    models = [m for m in ("mlp", "cnn", "transformer") if any(p.model == m for p in tr.points)]
-    parts = []
-    for m in models:
-        big = [abs(p.error) for p in tr.points if p.model == m and p.batch >= 16 and p.error is not None]
-        parts.append(f"{m} {_pct(big)}" if len(models) > 1 else _pct(big))
-    misses = sum(1 for p in tr.points if p.miss_cause)
-    line = (f"training study: {len(tr.points)} points, median |error| {', '.join(parts)} at batch >= 16"
-            + (f", {misses} off by > 25 % (causes in the report)" if misses else ""))
-    print(line)
-    if tr.skipped:
-        print(f"the study's time budget left out {len(tr.skipped)} of {len(tr.points) + len(tr.skipped)} points")
 
 
-def _threads_label(p) -> str:
-    return f"{p.n_threads} thread{'s' if p.n_threads != 1 else ''}"
 
 
-def _ms(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    ms = seconds * 1e3
-    return f"{ms:.3g} ms" if ms >= 0.1 else f"{ms * 1e3:.3g} us"
 
 
-def _pct(xs: list[float]) -> str:
-    import statistics
-
-    return f"{statistics.median(xs):.0%}" if xs else "-"
 
 
 # ---- parser ---------------------------------------------------------------------------------

@@ -368,7 +368,7 @@ def test_a_scan_stopped_before_its_levels_reads_them_off_the_partial_curve(monke
     so; the terminal table then names them instead of "not found"."""
     from pathlib import Path
 
-    from memprobe import cli
+    from memprobe.report import terminal
     from memprobe.result import ScanResult
     from memprobe.scan import ScanOptions, Stage, new_result
     from memprobe.scan import cpu as cpu_scan
@@ -393,5 +393,5 @@ def test_a_scan_stopped_before_its_levels_reads_them_off_the_partial_curve(monke
     assert [lv.name for lv in dev.levels][:3] == ["L1", "L2", "L3"] and dev.levels[-1].size_bytes is None
     assert any("as far as the scan got" in w.text for w in dev.warnings)
     result.complete = False
-    cli._print_summary(result)
+    terminal.print_summary(result)
     assert "not found" not in capsys.readouterr().out
