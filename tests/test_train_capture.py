@@ -135,3 +135,16 @@ def test_a_step_without_a_loss_says_what_to_return():
 
     with pytest.raises(C.CaptureError, match="loss_fn"):
         C.capture_step(build)
+
+
+def test_the_step_frees_its_activations_and_keeps_parameters_states_and_gradients():
+    g = C.capture_step(_mlp, optimizer="adamw")
+    freed = {sid for o in g.ops for sid in o.frees}
+    kept = {sid for sid, s in g.storages.items() if s.role in ("param", "state", "grad", "input")}
+    assert freed and not (freed & kept)
+    relu = next(o for o in g.ops if o.packet == "relu")  # saved for the backward, freed there
+    (out,) = relu.writes
+    free_at = next(o.index for o in g.ops if out in o.frees)
+    assert g.ops[free_at].phase == "backward"
+    sqrt = next(o for o in g.ops if o.packet == "sqrt")  # AdamW's temporary: freed in the update
+    assert next(o.phase for o in g.ops if sqrt.writes[0] in o.frees) == "optimizer"

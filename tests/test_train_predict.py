@@ -63,6 +63,7 @@ def test_compute_is_the_work_at_the_measured_rate_and_a_call_has_none():
 def test_an_op_is_the_longer_of_its_work_and_its_traffic_plus_its_call():
     assert P.op_time(3.0, 1.0, 0.5, 2.0, 0.0, 0.25) == 4.75
     assert P.op_time(1.0, 0.0, 0.0, 2.0, 1.0, 0.25) == 3.25
+    assert P.op_time(5.0, 0.0, 0.0, 2.0, 1.0, 0.0) == 6.0  # a fault overlaps nothing
 
 
 def test_excess_counts_inputs_brought_from_farther_than_the_replay_held_them():
@@ -86,6 +87,18 @@ def test_a_fresh_output_over_the_mmap_threshold_faults_in_every_step():
     assert P.fresh_output_bytes(fwd, g, born) == 4096 * 4096 * 4
     upd = [o for o in g.ops if o.phase == "optimizer"]
     assert all(P.fresh_output_bytes(o, g, born) == 0 for o in upd)  # in place on weights and states
+
+
+def test_the_allocator_replay_counts_the_pages_a_step_faults_in():
+    def build():
+        m = torch.nn.Linear(1024, 4096)
+        return m, torch.randn(4096, 1024), (lambda out: out.mean())  # output 64 MiB: mapped fresh
+    g = C.capture_step(build, optimizer="sgd")
+    per_op = R.measure_step_faults(g, reps=2)
+    fwd = next(o for o in g.ops if o.packet == "addmm")
+    assert per_op.get(fwd.index, 0) >= 0.9 * 4096 * 4096 * 4
+    inputs = P.StepInputs({}, fault_s_per_byte=1e-10, fault_bytes=per_op)
+    assert P.fault_s(fwd, g, P.born_storages(g), inputs) == pytest.approx(per_op[fwd.index] * 1e-10)
 
 
 def test_a_gemm_on_several_threads_pays_for_what_a_serial_op_wrote():

@@ -25,6 +25,7 @@ one: its states exist, and the step records what every later step dispatches. Th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -112,6 +113,8 @@ class CapturedOp:
     writes: tuple[int, ...]
     flops: float | None  # None: unmodelled; elements for element-wise ops and reductions
     elements: int  # the elements its work is counted by (0 for a view or a call)
+    # storages whose last tensor went away after this op, before the next (the step's frees)
+    frees: tuple[int, ...] = ()
     # the call as dispatched, for a replay: non-tensor arguments kept, tensors as their index
     # into `inputs` (("tensor", i)); not compared (a graph is its ops' records)
     args: tuple[Any, ...] = field(default=(), compare=False, repr=False)
@@ -183,31 +186,43 @@ def _dtype_name(dt: Any) -> str:
 
 
 class _Ids:
-    """Storage identities: one integer per untyped storage, kept alive for the capture so that
-    a freed storage's address is never handed to a new one."""
+    """Storage identities: one integer per untyped storage. A weak reference to each tells when
+    its last tensor is gone (`sweep`): that storage is freed there, and its address may be
+    handed to a new storage, which gets a new id."""
 
     def __init__(self) -> None:
         self.by_key: dict[int, int] = {}
         self.nbytes: dict[int, int] = {}
-        self.alive: list[Any] = []
+        self.watch: dict[int, tuple[int, Any]] = {}  # id -> (key, StorageWeakRef)
 
     def of(self, t: Any) -> int:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
         st = t.untyped_storage()
         key = st._cdata
         sid = self.by_key.get(key)
         if sid is None:
-            sid = len(self.by_key)
+            sid = len(self.nbytes)
             self.by_key[key] = sid
-            self.alive.append(st)
+            self.watch[sid] = (key, StorageWeakRef(st))
         self.nbytes[sid] = max(self.nbytes.get(sid, 0), int(st.nbytes()))
         return sid
+
+    def sweep(self) -> list[int]:
+        """The storages freed since the last sweep (their ids retired)."""
+        gone = [sid for sid, (_, ref) in self.watch.items() if ref.expired()]
+        for sid in gone:
+            key, _ = self.watch.pop(sid)
+            if self.by_key.get(key) == sid:
+                del self.by_key[key]
+        return gone
 
     def meta(self, t: Any) -> TensorMeta:
         return TensorMeta(tuple(int(s) for s in t.shape), tuple(int(s) for s in t.stride()),
                           _dtype_name(t.dtype), self.of(t), int(t.storage_offset()), int(t.element_size()))
 
 
-def _recorder(ids: _Ids, ops: list[CapturedOp], phase: list[str]) -> Any:
+def _recorder(ids: _Ids, ops: list[CapturedOp], phase: list[str], frees: dict[int, list[int]]) -> Any:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
@@ -216,6 +231,8 @@ def _recorder(ids: _Ids, ops: list[CapturedOp], phase: list[str]) -> Any:
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
             kwargs = kwargs or {}
+            if ops:  # what the code between the last op and this one let go of
+                frees.setdefault(len(ops) - 1, []).extend(ids.sweep())
             out = func(*args, **kwargs)
             if func.namespace in ("profiler", "prim"):
                 return out  # profiler markers, prim.device: no kernel
@@ -306,7 +323,7 @@ def _record(func: Any, args: tuple, kwargs: dict, out: Any, ids: _Ids, index: in
     r_kwargs = tuple((k, placeholder(v)) for k, v in kwargs.items())
     return CapturedOp(index, str(func), phase, category, tuple(inputs), tuple(outputs),
                       tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(writes)), flops, int(elements),
-                      r_args, r_kwargs)
+                      args=r_args, kwargs=r_kwargs)
 
 
 def make_optimizer(name: str, params: Any, lr: float | None = None) -> Any:
@@ -419,6 +436,7 @@ def capture_step(build: Callable[[], tuple] | None = None, *, model: Any = None,
         opt.zero_grad(set_to_none=True)
         ids = _Ids()
         records: list[CapturedOp] = []
+        frees: dict[int, list[int]] = {}
         phase = ["zero_grad"]
         # the identities of what exists before the step, in a stable order
         for p in params:
@@ -427,8 +445,11 @@ def capture_step(build: Callable[[], tuple] | None = None, *, model: Any = None,
             ids.of(b)
         for t in _tensors(inputs):
             ids.of(t)
-        with _recorder(ids, records, phase):
+        with _recorder(ids, records, phase, frees):
             run_step(model, inputs, loss_fn, opt, phase)
+        if records:
+            frees.setdefault(len(records) - 1, []).extend(ids.sweep())
+        records = [dataclasses.replace(r, frees=tuple(frees[r.index])) if frees.get(r.index) else r for r in records]
         roles: dict[int, str] = {}
         for t in _tensors(inputs):
             roles[ids.of(t)] = "input"

@@ -278,3 +278,47 @@ def replay_sum_s(graph: C.StepGraph, rates: dict[str, OpRate]) -> float:
             return math.nan
         total += r.call_s
     return total
+
+
+def measure_step_faults(graph: C.StepGraph, reps: int = 3) -> dict[int, int]:
+    """Bytes of fresh pages each op's allocations fault in, per step, on this machine's
+    allocator: the step's allocations and frees replayed alone, in the captured order (an op's
+    new storages allocated and their pages written; each freed where the captured step let go
+    of it, and what the step kept, its gradients, at the next step's start; parameters,
+    buffers, states and inputs allocated first and kept), the minor faults counted around each
+    allocation; the last of `reps` passes (the allocator in its steady state). No kernel runs:
+    this is glibc's heap (its mmap threshold and top trim), which decides whether a step's
+    megabyte tensors come back from the system every step, not the ops' work."""
+    import torch
+
+    from memprobe.train import torch_rates as TR
+
+    persistent = [sid for sid, s in graph.storages.items() if s.role in ("param", "buffer", "state", "input")]
+    keep = set(persistent)
+    born: dict[int, list[int]] = {}
+    seen = set(keep)
+    for op in graph.ops:
+        for m in op.inputs + op.outputs:
+            if m.storage not in seen:
+                seen.add(m.storage)
+                born.setdefault(op.index, []).append(m.storage)
+    kept = [torch.ones(max(1, graph.storages[s].nbytes), dtype=torch.uint8) for s in persistent]
+    per_op: dict[int, int] = {}
+    live: dict[int, Any] = {}
+    for _ in range(max(1, reps)):
+        live.clear()  # what the last step kept (its gradients) goes at this one's start
+        per_op = {}
+        for op in graph.ops:
+            for sid in born.get(op.index, ()):
+                f0 = TR._faults()
+                t = torch.empty(max(1, graph.storages[sid].nbytes), dtype=torch.uint8)
+                t.fill_(1)
+                n = TR._faults() - f0
+                if n:
+                    per_op[op.index] = per_op.get(op.index, 0) + n * TR.PAGE_BYTES
+                live[sid] = t
+            for sid in op.frees:
+                live.pop(sid, None)
+    live.clear()
+    del kept
+    return per_op

@@ -4,7 +4,7 @@
 The same op model as the built-in networks' (`model.py`, `family_model.py`), on the ops PyTorch
 dispatched for one step (`capture.StepGraph`):
 
-    time(op) = max(work / rate + excess + cross_core, memory + fresh faults) + call overhead
+    time(op) = max(work / rate + excess + cross_core, memory) + fresh-page faults + call overhead
     predicted_s = sum over kernels of time(op) + autograd's start + unmodelled ops' replay times
 
 * Each kernel becomes a `model.Op` (`model_ops`): its operands are the storages it reads and
@@ -16,8 +16,13 @@ dispatched for one step (`capture.StepGraph`):
   elements for the rest, its call overhead taken out). excess: `family_model.excess_memory_s`,
   its inputs' extra time where the step brings them from a level farther than the one that
   held them while the op was replayed (the level of its own footprint).
-* fresh faults: `family_model.fresh_bytes`' rule on captured storages: a tensor over glibc's
-  mmap threshold that the op allocates is mapped fresh every step (`fresh_output_bytes`).
+* fresh-page faults: the pages the op's new tensors fault in every step, as this machine's
+  allocator does it (`op_rates.measure_step_faults` replays the step's allocations and frees
+  alone); without that replay, `family_model.fresh_bytes`' rule on captured storages (a tensor
+  over glibc's mmap threshold is mapped fresh every step: `fresh_output_bytes`). A fault is
+  time the core spends in the kernel, so it adds to the op rather than overlapping its work:
+  on an MLP's AdamW step a 4 MiB temporary, under the threshold, faulted in every step (glibc
+  trims the heap's top) and cost 1.6 ms of a 5 ms update.
 * cross_core: `model.one_core_writes`' rule on several threads: a GEMM reading what a serial
   op (below PyTorch's grain size) has just written pays for the other threads' reads of it.
 * Unmodelled ops (no FLOP formula, not element-wise, not a reduction or copy; or a kernel that
@@ -52,6 +57,9 @@ class StepInputs:
     fault_s_per_byte: float = 0.0
     cross_core_s_per_byte: float = 0.0
     backward_call_s: float = 0.0
+    # bytes of fresh pages each op faults in per step (by op index), as this machine's
+    # allocator does it (op_rates.measure_step_faults); None: family_model's mmap-threshold rule
+    fault_bytes: dict[int, int] | None = None
 
 
 @dataclass
@@ -157,6 +165,14 @@ def fresh_output_bytes(op: C.CapturedOp, graph: C.StepGraph, born: dict[int, set
                if graph.storages[s].nbytes > FM.MMAP_THRESHOLD_BYTES)
 
 
+def fault_s(op: C.CapturedOp, graph: C.StepGraph, born: dict[int, set[int]], inputs: StepInputs) -> float:
+    """The op's fresh-page faults per step: the bytes the allocator's replay saw it fault in
+    (inputs.fault_bytes), else `fresh_output_bytes`; at the measured seconds per byte."""
+    if inputs.fault_bytes is not None:
+        return inputs.fault_bytes.get(op.index, 0) * inputs.fault_s_per_byte
+    return fresh_output_bytes(op, graph, born) * inputs.fault_s_per_byte
+
+
 def cross_core_s(mops: list[M.Op], inputs: StepInputs) -> list[float]:
     """Per op, model.one_core_writes' term: on several threads a GEMM pays, per byte of an
     operand a serial op just wrote, the other threads' share at cross_core_s_per_byte."""
@@ -170,8 +186,9 @@ def cross_core_s(mops: list[M.Op], inputs: StepInputs) -> list[float]:
 
 def op_time(compute: float, excess: float, cross: float, memory: float, fault: float, overhead: float) -> float:
     """One op: the longer of its work (compute and what its farther operands add) and its
-    traffic (the levels' bandwidths, fresh pages), plus its call."""
-    return max(compute + excess + cross, memory + fault) + overhead
+    traffic (the levels' bandwidths), plus its page faults (the core maps pages instead of
+    working: nothing overlaps them), plus its call."""
+    return max(compute + excess + cross, memory) + fault + overhead
 
 
 def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Prediction:
@@ -195,12 +212,12 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
                 u[1] = None if rate is None or rate.call_s is None else u[1] + rate.call_s
             continue
         mem, where = M.op_memory_s(mop, foot, ceilings)
-        fault = fresh_output_bytes(op, graph, born) * inputs.fault_s_per_byte
+        fault = fault_s(op, graph, born, inputs)
         comp = compute_s(op, rate)
         exc = excess_s(mop, foot, ceilings, rate)
         over = rate.overhead_s
-        p = M.OpPrediction(op.name, mop.flops, float(mop.bytes), comp, mem + fault, over, where,
-                           mop.stream_kernel, exc + cc)
+        p = M.OpPrediction(op.name, mop.flops, float(mop.bytes), comp, mem, over, where, mop.stream_kernel,
+                           exc + cc)
         t = op_time(comp, exc, cc, mem, fault, over)
         ops.append(OpTime(op.index, op.name, op.phase, op.category, mop.flops, float(mop.bytes), comp, exc, cc,
                           mem, fault, over, where, FM.op_bound(p), t))
@@ -210,7 +227,7 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
     unmodelled = [Unmodelled(name, n, t, (t / total) if t is not None and total > 0 else None, why)
                   for name, (n, t, why) in sorted(unknown.items(), key=lambda kv: -(kv[1][1] or 0.0))]
     comp = sum(o.compute_s + o.excess_s + o.cross_core_s for o in ops)
-    mem = sum(o.memory_s + o.fault_s for o in ops)
+    mem = sum(o.memory_s for o in ops)
     over = sum(o.overhead_s for o in ops) + inputs.backward_call_s
     work = sum(o.time_s - o.overhead_s for o in ops)
     if over >= work:

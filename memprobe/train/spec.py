@@ -359,7 +359,9 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
         backward = TR.measure_backward_call_s()
         cross = measure_cross_core_s_per_byte(n) if n > 1 else 0.0
         rates = R.measure_graph_rates(graph, n, cache, fault, progress)
-        inputs = P.StepInputs(rates, n, fault, cross, backward)
+        # the allocator's faults per step, where the step's tensors fit in memory to replay them
+        fault_bytes = R.measure_step_faults(graph) if live <= MEMORY_FRACTION * free_bytes else None
+        inputs = P.StepInputs(rates, n, fault, cross, backward, fault_bytes)
         pred = P.predict(graph, ceilings, inputs)
         measured = None
         if measure:
