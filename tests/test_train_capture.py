@@ -148,3 +148,22 @@ def test_the_step_frees_its_activations_and_keeps_parameters_states_and_gradient
     assert g.ops[free_at].phase == "backward"
     sqrt = next(o for o in g.ops if o.packet == "sqrt")  # AdamW's temporary: freed in the update
     assert next(o.phase for o in g.ops if sqrt.writes[0] in o.frees) == "optimizer"
+
+
+def test_cpu_attention_is_counted_by_flop_counters_attention_formula():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    class Att(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(16, 48)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).view(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    g = C.capture_step(lambda: (Att(), torch.randn(2, 5, 16), (lambda out: out.sum())), optimizer="sgd")
+    att = [o for o in g.ops if "scaled_dot_product" in o.name]
+    assert att and all(o.category == "gemm" and o.flops > 0 for o in att)
+    fwd = next(o for o in att if o.phase == "forward")
+    assert fwd.flops == sdpa_flop_count((2, 2, 5, 8), (2, 2, 5, 8), (2, 2, 5, 8))

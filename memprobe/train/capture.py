@@ -62,6 +62,22 @@ CALLS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_emp
 WRITE_ONLY_SELF = frozenset({"copy_", "zero_", "fill_", "uniform_", "normal_", "bernoulli_", "index_put_"})
 
 
+# PyTorch's CPU attention kernels, which flop_counter registers no formula for: its own
+# attention formulas (sdpa_flop_count, sdpa_backward_flop_count) on their query, key, value
+SDPA_CPU = frozenset({"_scaled_dot_product_flash_attention_for_cpu",
+                      "_scaled_dot_product_flash_attention_for_cpu_backward"})
+
+
+def _sdpa_cpu_flops(packet: str, inputs: list[TensorMeta]) -> float:
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    if packet.endswith("_backward"):  # (grad_out, query, key, value, out, logsumexp, ...)
+        g, q, k, v = (m.shape for m in inputs[:4])
+        return float(sdpa_backward_flop_count(g, q, k, v))
+    q, k, v = (m.shape for m in inputs[:3])
+    return float(sdpa_flop_count(q, k, v))
+
+
 class CaptureError(ValueError):
     """The step could not be captured: what the network or its inputs did, in one line."""
 
@@ -284,6 +300,10 @@ def _record(func: Any, args: tuple, kwargs: dict, out: Any, ids: _Ids, index: in
     elements = 0
     if is_view:
         category, flops = "view", 0.0
+    elif packet in SDPA_CPU:
+        category = "gemm"
+        flops = _sdpa_cpu_flops(packet, inputs)
+        elements = max((m.numel for m in outputs), default=0)
     elif func._overloadpacket in flop_registry:
         category = "gemm"
         try:
@@ -402,7 +422,8 @@ def capture_step(build: Callable[[], tuple] | None = None, *, model: Any = None,
     if optimizer not in OPTIMIZERS:
         raise CaptureError(f"unknown optimizer {optimizer!r} (one of {', '.join(OPTIMIZERS)})")
     t0 = time.perf_counter()
-    mode = FakeTensorMode(allow_non_fake_inputs=False) if fake else None
+    # a built module's loss may close over real tensors (its labels): converted as they come
+    mode = FakeTensorMode(allow_non_fake_inputs=build is None) if fake else None
     swap: Any = contextlib.nullcontext()
     with mode if mode is not None else contextlib.nullcontext():
         if build is not None:

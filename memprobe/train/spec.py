@@ -197,18 +197,28 @@ def load_spec(spec: str) -> Builder:
 
 # ---- capture, predict, measure ------------------------------------------------------------------
 def capture_spec(builder: Builder, batch: int | None, optimizer: str) -> C.StepGraph:
-    """The builder's step captured under fake tensors; where the user's code cannot run on
-    fake tensors (it reads values), on real ones."""
+    """The builder's step captured under fake tensors, nothing allocated. Where the user's code
+    cannot build the network on fake tensors (an initialiser that reads a value: ViT's), the
+    network is built for real and its step captured on fake copies (the weights allocated once,
+    no activation, gradient or state); where the step itself reads values, on real tensors."""
     def build() -> tuple:
-        model, inputs, loss_fn = builder(batch)
-        return model, inputs, loss_fn
+        return builder(batch)
 
-    errors = []
+    try:
+        return C.capture_step(build, optimizer=optimizer, name=builder.name, batch=batch, fake=True)
+    except C.CaptureError as exc:
+        raise SpecError(f"{builder.name}: {exc}", EXIT_BAD_SPEC) from exc
+    except SpecError as exc:
+        if exc.exit_code != EXIT_USER_CODE:
+            raise
+    except Exception:
+        pass
+    model, inputs, loss_fn = builder(batch)  # real: a failure here is the user's code's own
+    errors: list[Exception] = []
     for fake in (True, False):
         try:
-            return C.capture_step(build, optimizer=optimizer, name=builder.name, batch=batch, fake=fake)
-        except SpecError:
-            raise
+            return C.capture_step(model=model, inputs=inputs, loss_fn=loss_fn, optimizer=optimizer,
+                                  name=builder.name, batch=batch, fake=fake)
         except C.CaptureError as exc:
             raise SpecError(f"{builder.name}: {exc}", EXIT_BAD_SPEC) from exc
         except Exception as exc:
