@@ -101,6 +101,16 @@ def test_the_allocator_replay_counts_the_pages_a_step_faults_in():
     assert P.fault_s(fwd, g, P.born_storages(g), inputs) == pytest.approx(per_op[fwd.index] * 1e-10)
 
 
+def test_the_optimizers_calls_are_its_step_on_tiny_tensors_shared_among_its_kernels():
+    g = C.capture_step(_mlp(), optimizer="adamw")  # 4 parameter tensors, 10 kernels each
+    n_ops = sum(1 for o in g.ops if o.phase == "optimizer" and o.kernel)
+    inputs = P.StepInputs(_rates(g), update_call_s=(20e-6, 30e-6))
+    assert P.update_overhead_s(g, inputs) == pytest.approx((20e-6 + 4 * 30e-6) / n_ops)
+    assert P.update_overhead_s(g, P.StepInputs({})) is None
+    pred = P.predict(g, _ceilings(scale=1e3), inputs)
+    assert sum(o.overhead_s for o in pred.ops if o.phase == "optimizer") == pytest.approx(140e-6)
+
+
 def test_a_gemm_on_several_threads_pays_for_what_a_serial_op_wrote():
     small = [M.Op("relu", "elementwise", "c|r", 1.0, (M.Operand("a", 4096), M.Operand("b", 4096, True)), 1024, "r"),
              M.Op("mm", "gemm", "c|m", 1.0, (M.Operand("b", 4096), M.Operand("w", 4096),

@@ -60,6 +60,9 @@ class StepInputs:
     # bytes of fresh pages each op faults in per step (by op index), as this machine's
     # allocator does it (op_rates.measure_step_faults); None: family_model's mmap-threshold rule
     fault_bytes: dict[int, int] | None = None
+    # the optimizer's calls as its own step costs them on tiny tensors (torch_rates.measure_update:
+    # Python and kernel calls, per step and per parameter tensor); None: each op's own overhead
+    update_call_s: tuple[float, float] | None = None
 
 
 @dataclass
@@ -184,6 +187,20 @@ def cross_core_s(mops: list[M.Op], inputs: StepInputs) -> list[float]:
             for op, w in zip(mops, written)]
 
 
+def update_overhead_s(graph: C.StepGraph, inputs: StepInputs) -> float | None:
+    """Each optimizer kernel's share of the optimizer's calls: its fixed cost plus its cost per
+    parameter tensor (measured on tiny tensors, so all of it is calls: the single-tensor loop's
+    Python as well as its kernels' dispatch), over the kernels it runs. None without that figure."""
+    if inputs.update_call_s is None:
+        return None
+    n_ops = sum(1 for o in graph.ops if o.phase == "optimizer" and o.kernel)
+    if not n_ops:
+        return None
+    fixed, per_tensor = inputs.update_call_s
+    n_params = sum(1 for s in graph.storages.values() if s.role == "param")
+    return (fixed + per_tensor * n_params) / n_ops
+
+
 def op_time(compute: float, excess: float, cross: float, memory: float, fault: float, overhead: float) -> float:
     """One op: the longer of its work (compute and what its farther operands add) and its
     traffic (the levels' bandwidths), plus its page faults (the core maps pages instead of
@@ -199,6 +216,7 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
     feet = M.reuse_footprints(mops)
     cross = cross_core_s(mops, inputs)
     born = born_storages(graph)
+    upd_over = update_overhead_s(graph, inputs)
     ops: list[OpTime] = []
     unknown: dict[str, list[Any]] = {}
     for (op, mop), foot, cc in zip(pairs, feet, cross):
@@ -215,7 +233,7 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
         fault = fault_s(op, graph, born, inputs)
         comp = compute_s(op, rate)
         exc = excess_s(mop, foot, ceilings, rate)
-        over = rate.overhead_s
+        over = upd_over if (upd_over is not None and op.phase == "optimizer") else rate.overhead_s
         p = M.OpPrediction(op.name, mop.flops, float(mop.bytes), comp, mem, over, where, mop.stream_kernel,
                            exc + cc)
         t = op_time(comp, exc, cc, mem, fault, over)

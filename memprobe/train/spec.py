@@ -371,7 +371,8 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
         rates = R.measure_graph_rates(graph, n, cache, fault, progress)
         # the allocator's faults per step, where the step's tensors fit in memory to replay them
         fault_bytes = R.measure_step_faults(graph) if live <= MEMORY_FRACTION * free_bytes else None
-        inputs = P.StepInputs(rates, n, fault, cross, backward, fault_bytes)
+        fixed, per_tensor, _ = TR.measure_update(optimizer)
+        inputs = P.StepInputs(rates, n, fault, cross, backward, fault_bytes, (fixed, per_tensor))
         pred = P.predict(graph, ceilings, inputs)
         measured = None
         if measure:
