@@ -81,3 +81,18 @@ def configure_numba_cache() -> str:
     if config is not None and not getattr(config, "CACHE_DIR", ""):
         config.CACHE_DIR = chosen
     return chosen
+
+
+def user_cache_dir(name: str) -> Path:
+    """A per-user folder `memprobe/<name>` in the platform's cache home (created here), the
+    temporary folder's per-user one where that cannot be written: what memprobe keeps between
+    runs on one machine (the measured op rates of `memprobe predict`)."""
+    try:
+        preferred = _platform_cache_home() / "memprobe" / name
+    except (RuntimeError, KeyError, OSError):
+        preferred = None
+    if preferred is not None and _usable(preferred):
+        return preferred
+    fallback = _temp_fallback().parent / name
+    _usable(fallback)
+    return fallback

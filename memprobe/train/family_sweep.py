@@ -107,6 +107,14 @@ def time_family_steps(spec: CnnSpec | TransformerSpec, steps: int = STEPS, warmu
         model.loss(x, y).backward()
         opt.step()
 
+    return time_steps(step, steps, warmup)
+
+
+def time_steps(step: Callable[[], Any], steps: int = STEPS, warmup: int = WARMUP) -> list[float]:
+    """Seconds per call of `step` (one training step) after `warmup` untimed calls, each call
+    waiting for the device."""
+    from memprobe.train import torch_families as TF
+
     for _ in range(warmup):
         step()
     out = []

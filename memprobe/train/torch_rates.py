@@ -199,7 +199,6 @@ def time_lone(op: FM.LoneOp, reps: int = REPS, fault_s_per_byte: float = 0.0) ->
     TF.synchronize()
     n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
     fs, bs = [], []
-    per_fault = fault_s_per_byte * PAGE_BYTES
     for _ in range(reps):
         TF.synchronize()
         f0, t0 = _faults(), time.perf_counter()
@@ -211,10 +210,35 @@ def time_lone(op: FM.LoneOp, reps: int = REPS, fault_s_per_byte: float = 0.0) ->
             fb()
         TF.synchronize()
         f2, t2 = _faults(), time.perf_counter()
-        tf = max(0.0, (t1 - t0) - (f1 - f0) * per_fault) / n
+        tf = _fault_free_s(t1 - t0, f1 - f0, n, fault_s_per_byte)
         fs.append(tf)
-        bs.append(max(0.0, (t2 - t1) - (f2 - f1) * per_fault) / n - tf)
+        bs.append(_fault_free_s(t2 - t1, f2 - f1, n, fault_s_per_byte) - tf)
     return statistics.median(fs), max(0.0, statistics.median(bs))
+
+
+def _fault_free_s(elapsed_s: float, faults: int, calls: int, fault_s_per_byte: float) -> float:
+    """Seconds per call of a timed batch of `calls` calls, its `faults` minor page faults taken
+    out (each maps one page, at `fault_s_per_byte`)."""
+    return max(0.0, elapsed_s - faults * fault_s_per_byte * PAGE_BYTES) / calls
+
+
+def timed_without_faults(fn: Callable[[], Any], reps: int = REPS, fault_s_per_byte: float = 0.0) -> float:
+    """Median seconds per call, as `_timed`, each batch without the page faults its calls took
+    (time_lone's rule): a replayed op's megabyte outputs go back to the system at every free."""
+    _warm(fn)
+    TF.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    TF.synchronize()
+    n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
+    out = []
+    for _ in range(reps):
+        f0, t0 = _faults(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        TF.synchronize()
+        out.append(_fault_free_s(time.perf_counter() - t0, _faults() - f0, n, fault_s_per_byte))
+    return statistics.median(out)
 
 
 def cache_batch(op: FM.LoneOp, budget_bytes: float) -> FM.LoneOp:
