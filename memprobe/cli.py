@@ -598,6 +598,57 @@ def _models_here(models: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, st
 
 
 # ---- parser ---------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    from memprobe.train.spec import SpecError, run_predict
+    from memprobe.train.torch_families import torch_missing
+
+    why = torch_missing()
+    if why is not None:
+        raise InputError(f"memprobe predict needs PyTorch: {why}")
+    if args.scan is not None:
+        scan = _load_scan(args.scan)
+    else:
+        from memprobe.scan import ScanOptions, new_result, run_scan
+
+        print("memprobe: no --scan given: a quick scan first", file=sys.stderr)
+        options = ScanOptions(quick=True, train=False)
+        scan = new_result(options)
+        with _Progress() as progress:
+            run_scan(options, progress.update, scan)
+    out = _prepare_out(args.out) if args.out is not None else None
+    with _Progress() as progress:
+        try:
+            pr = run_predict(args.spec, scan, batch=args.batch, threads=args.threads, optimizer=args.optimizer,
+                             measure=args.measure, progress=progress.update)
+        except SpecError as exc:
+            print(f"memprobe: {exc}", file=sys.stderr)
+            return exc.exit_code
+    if args.json:
+        print(json.dumps(pr.to_dict(), indent=1))
+    else:
+        T.print_prediction(pr)
+    if args.jsonl is not None:
+        _append_line(args.jsonl, pr.to_dict())
+    if out is not None:
+        from memprobe.report.predict import render_predict
+
+        _write_text(out / "predict.html", render_predict(pr, scan))
+        _write_text(out / "predict.json", json.dumps(pr.to_dict(), indent=1) + "\n")
+        if args.scan is None:  # the scan it was predicted from, beside it
+            write_outputs(scan, out)
+        print(f"wrote {out / 'predict.html'}, {out / 'predict.json'}", file=sys.stderr)
+    return 0
+
+
+def _append_line(path: Path, record: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _models_arg(text: str) -> tuple[str, ...]:
     from memprobe.scan.training import parse_models
 
@@ -661,6 +712,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also append one summary line (host, time, levels, key bandwidths, FLOP/s, complete) "
                         "to FILE, under a lock: a job array's nodes can share one file")
     s.set_defaults(func=cmd_scan)
+
+    pr = sub.add_parser(
+        "predict", help="predict one training step of any PyTorch network from the measured hierarchy",
+        description=("Capture one training step of SPEC (forward, loss, backward, optimizer step) from "
+                     "PyTorch's dispatcher, time each operation from the scan's measured levels and its own "
+                     "rate measured alone here (cached per machine), and print the predicted step, what bounds "
+                     "each kind of operation, and what could not be modelled. SPEC is path/to/file.py:function "
+                     "or package.module:function returning (model, inputs) or (model, inputs, loss_fn), with an "
+                     "optional `batch` argument; the loss is loss_fn(output), else output.loss. Built-ins: mlp, "
+                     "cnn, transformer, resnet50, gpt2-small. Needs PyTorch (pip install '.[torch]')."))
+    pr.add_argument("spec", metavar="SPEC", help="file.py:function, package.module:function, or a built-in name")
+    pr.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="the scan of this machine (default: a quick scan now)")
+    pr.add_argument("--batch", type=positive_int, metavar="N", help="batch size, passed to SPEC's function as `batch`")
+    pr.add_argument("--threads", default="1", choices=("1", "all"), help="one thread or all (default 1)")
+    pr.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="the step's optimizer (default adamw)")
+    pr.add_argument("--measure", action="store_true", help="also time real steps (median after warm-up) and print the error")
+    pr.add_argument("--json", action="store_true", help="one JSON object: model, batch, threads, predicted_s, "
+                    "measured_s, coverage, ops, unmodelled")
+    pr.add_argument("--jsonl", type=Path, metavar="FILE", help="also append that object as one line to FILE "
+                    "(validation records: reports/examples/<machine>/predict.jsonl)")
+    pr.add_argument("--out", type=Path, metavar="DIR", help="write DIR/predict.html (time by bound, roofline, "
+                    "per-op table) and DIR/predict.json")
+    pr.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("infer", help="infer cache levels from a latency curve file",
                        description=(

@@ -461,7 +461,8 @@ BOUND_LEGEND = {"compute": "its ops' measured rates (not the peak)", "memory": "
 
 
 def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), title: str | None = None,
-                    fig: FigureBase | None = None) -> FigureBase:
+                    fig: FigureBase | None = None, point_name: str = "training step",
+                    sized_name: str = "step sized for") -> FigureBase:
     ceilings = compute_ceilings(dev)
     roofs = [(lv, level_bandwidth(lv)) for lv in dev.levels]
     roofs = [(lv, r) for lv, r in roofs if r]
@@ -519,12 +520,12 @@ def roofline_figure(dev: DeviceResult, points: Sequence[TrainingPoint] = (), tit
     extra: list[Line2D] = []
     for b in sorted(seen_bound):
         extra.append(Line2D([], [], ls="", marker=BOUND_MARKERS.get(b, "D"), color="0.3",
-                            label=f"training step, bound by {BOUND_LEGEND.get(b, b or 'unknown')}"))
+                            label=f"{point_name}, bound by {BOUND_LEGEND.get(b, b or 'unknown')}"))
     # the points' colours: the level whose capacity the step's working set was sized against
     for name in dict.fromkeys(p.level for p in pts):
         idx = level_index.get(name)
         extra.append(Line2D([], [], ls="", marker="s", color=level_colour(idx if idx is not None else len(OKABE_ITO) - 1),
-                            label=label(f"step sized for {name}" if idx is not None else f"step sized for {name} (no level)")))
+                            label=label(f"{sized_name} {name}" if idx is not None else f"{sized_name} {name} (no level)")))
     if any(p.threads == "threads_1" for p in pts):
         extra.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3",
                             label="hollow: 1 thread, filled: all threads"))

@@ -163,3 +163,43 @@ def pct(xs: list[float]) -> str:
     import statistics
 
     return f"{statistics.median(xs):.0%}" if xs else "-"
+
+
+def print_prediction(pr) -> None:
+    """One network's predicted step: the step (and the measured one, with the error), coverage,
+    the op groups (count, GFLOP, bytes, operands' level, bound, time, share) and the
+    unmodelled ops, in 80 columns."""
+    from rich.console import Console
+
+    from memprobe.report.predict import duration
+    from memprobe.report.text import size_tick
+
+    console = Console(stderr=False)
+    line = (f"{pr.model}: batch {pr.batch}, {pr.n_threads} thread{'s' if pr.n_threads != 1 else ''}, "
+            f"{pr.optimizer}: predicted step {duration(pr.predicted_s)}")
+    if pr.measured_s is not None:
+        line += f", measured {duration(pr.measured_s)} ({pr.error:+.1%})"
+    console.print(line, highlight=False)
+    console.print(f"coverage {pr.coverage:.1%} of the predicted step; bound by "
+                  f"{'op rate' if pr.bound == 'compute' else pr.bound}; naive answers: FLOPs at peak "
+                  f"{duration(pr.flops_peak_s)}, kernels replayed alone {duration(pr.replay_sum_s)}",
+                  highlight=False)
+    t = table(f"op groups ({pr.kernels} kernels, {pr.distinct_ops} distinct); bound: rate = the op's "
+              "own measured rate, a level = its bandwidth, call = overhead")
+    for col in ("op", "n", "GFLOP", "bytes", "from", "bound", "time", "share"):
+        t.add_column(col, justify="left" if col in ("op", "from", "bound") else "right", no_wrap=True,
+                     overflow="ellipsis", min_width={"n": 3, "bytes": 5, "bound": 5, "share": 5, "from": 4}.get(col))
+    short = {"compute": "rate", "overhead": "call", "memory": "mem"}
+    groups = pr.ops
+    for g in groups[:15]:
+        name = g["op"].replace("aten.", "").replace(".default", "")
+        t.add_row(name if len(name) <= 22 else name[:21] + "…", str(g["count"]),
+                  f"{g['flops'] / 1e9:.2g}" if g["flops"] else "-", size_tick(g["bytes"]) or "0",
+                  short.get(g["level"], g["level"] or "-"), short.get(g["bound"], g["bound"] or "-"),
+                  duration(g["predicted_s"]), f"{g['share']:.0%}")
+    if len(groups) > 15:
+        t.add_row(f"{len(groups) - 15} more", "", "", "", "", "", "", f"{sum(g['share'] for g in groups[15:]):.0%}")
+    console.print(t)
+    for u in pr.unmodelled:
+        share = f"{u['share']:.1%}" if u["share"] is not None else "share unknown"
+        console.print(f"unmodelled: {u['name']} x{u['count']} ({share}): {u['why']}", highlight=False)
