@@ -20,6 +20,13 @@ not touch, the gap in the failing direction being larger than the two spreads to
 the gap is past the tolerance. Two honest scans of one machine differ by about their own
 spread, so they pass; a node slower than its samples can explain fails.
 
+A figure that falls short while the scan's own record says its stage ran beside busy
+neighbours (other processes of the machine at or past the scan's `others_notable_percent` of a
+CPU, or the host's steal at or past its `steal_notable_percent`: the thresholds the scan warned
+by) is not judged: status "busy", listed with the load, neither a pass nor a failure. Such a
+figure reads slow for a reason the scan recorded and the node may not own; scan again on a
+quiet node (`memprobe scan --wait-quiet`) to judge it.
+
 Levels pair as every view pairs them (report/pairing.py): by overlapping size intervals, so a
 level one scan found and the other did not is a warning naming it, never compared with a
 different level. A cache that shrank beyond its interval therefore shows as two such warnings
@@ -48,10 +55,11 @@ class Check:
     measured: float
     baseline: float
     tolerance: float
-    status: str  # "ok" | "fail" | "info"
+    status: str  # "ok" | "fail" | "info" | "busy" (falls short beside busy neighbours: not judged)
     unit: str = ""  # "B" | "ns" | "GB/s" | "GFLOP/s"
     measured_band: Optional[tuple[float, float]] = None
     baseline_band: Optional[tuple[float, float]] = None
+    busy: str = ""  # the measured scan's stage load, where the figure fell short beside it
 
     @property
     def ratio(self) -> float:
@@ -78,6 +86,14 @@ class CheckReport:
         return [c for c in self.checks if c.status == "fail"]
 
     @property
+    def busy(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "busy"]
+
+    @property
+    def judged(self) -> list[Check]:
+        return [c for c in self.checks if c.status in ("ok", "fail")]
+
+    @property
     def ok(self) -> bool:
         return not self.failed
 
@@ -88,14 +104,17 @@ def _band(v: float, spread: float) -> tuple[float, float]:
 
 def _add(rep: CheckReport, figure: str, unit: str, got, base, tol: float, lower_fails: bool,
          got_band: Optional[tuple[float, float]], base_band: Optional[tuple[float, float]],
-         info: bool = False) -> None:
+         info: bool = False, busy: str = "") -> None:
     if got is None or base is None or not base > 0:
         return
     c = Check(figure, float(got), float(base), tol, "ok", unit, got_band, base_band)
     beyond_tol = got < base * (1 - tol) if lower_fails else got > base * (1 + tol)
     worse_band = (c.measured_band or (got, got))[1] < (c.baseline_band or (base, base))[0] if lower_fails else \
         (c.measured_band or (got, got))[0] > (c.baseline_band or (base, base))[1]
-    c.status = "info" if info else ("fail" if beyond_tol and worse_band else "ok")
+    if info:
+        c.status = "info"
+    elif beyond_tol and worse_band:
+        c.status, c.busy = ("busy", busy) if busy else ("fail", "")
     rep.checks.append(c)
 
 
@@ -127,7 +146,8 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
         if not (lv.flagged("latency") or bl.flagged("latency")) and lv.latency_ns is not None \
                 and bl.latency_ns is not None:
             _add(rep, f"{name} latency_ns", "ns", lv.latency_ns, bl.latency_ns, tol["latency"], False,
-                 _band(lv.latency_ns, S.latency_spread_ns(lv)), _band(bl.latency_ns, S.latency_spread_ns(bl)))
+                 _band(lv.latency_ns, S.latency_spread_ns(lv)), _band(bl.latency_ns, S.latency_spread_ns(bl)),
+                 busy=S.busy_text(dev, S.LATENCY_STAGES))
         for kern, per in (bl.bandwidth_gbs or {}).items():
             for tk, v in per.items():
                 fig = f"bandwidth/{kern}/{tk}"
@@ -137,7 +157,8 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
                 if got is None or v is None:
                     continue
                 _add(rep, f"{name} {kern} {tk} GB/s", "GB/s", got, v, tol["bandwidth"], True,
-                     _band(got, S.bandwidth_spread(dev, lv, kern, tk)), _band(v, S.bandwidth_spread(base, bl, kern, tk)))
+                     _band(got, S.bandwidth_spread(dev, lv, kern, tk)), _band(v, S.bandwidth_spread(base, bl, kern, tk)),
+                     busy=S.busy_text(dev, S.BANDWIDTH_STAGES))
     if dev.compute is not None and base.compute is not None:
         for dtype, per in base.compute.fma.items():
             for tk, v in per.items():
@@ -146,7 +167,8 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
                 if dev.compute.flagged(fig) or base.compute.flagged(fig) or got is None or v is None:
                     continue
                 _add(rep, f"{dev.kind} FMA {dtype} {tk} GFLOP/s", "GFLOP/s", got, v, tol["flops"], True,
-                     _band(got, S.fma_spread(dev, dtype, tk)), _band(v, S.fma_spread(base, dtype, tk)))
+                     _band(got, S.fma_spread(dev, dtype, tk)), _band(v, S.fma_spread(base, dtype, tk)),
+                     busy=S.busy_text(dev, S.COMPUTE_STAGES))
 
 
 def unlike(a: ScanResult, b: ScanResult) -> list[str]:

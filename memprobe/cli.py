@@ -497,7 +497,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "failed": len(rep.failed), "warnings": rep.warnings,
             "checks": [{"figure": c.figure, "unit": c.unit, "measured": c.measured, "baseline": c.baseline,
                         "ratio": c.ratio, "tolerance": c.tolerance, "status": c.status,
-                        "measured_band": c.measured_band, "baseline_band": c.baseline_band}
+                        "measured_band": c.measured_band, "baseline_band": c.baseline_band, "busy": c.busy}
                        for c in rep.checks]}, indent=1))
     else:
         for w in rep.warnings:
@@ -507,9 +507,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"FAIL {c.figure}: measured {c.text(c.measured)}, baseline {c.text(c.baseline)}, "
                   f"ratio {c.ratio:.2f} (tolerance {c.tolerance:.0%}; bands of the two scans "
                   f"{band(c.measured_band)} and {band(c.baseline_band)} do not touch)")
+        for c in rep.busy:
+            print(f"NOT JUDGED {c.figure}: measured {c.text(c.measured)}, baseline {c.text(c.baseline)}, "
+                  f"ratio {c.ratio:.2f}, but measured beside busy neighbours ({c.busy})")
         n_info = sum(c.status == "info" for c in rep.checks)
-        print(f"{'ok' if rep.ok else 'FAILED'}: {len(rep.checks) - len(rep.failed) - n_info} of "
-              f"{len(rep.checks) - n_info} figures hold" + (f" ({n_info} informational)" if n_info else ""))
+        extra = [f"{n_info} informational"] if n_info else []
+        extra += [f"{len(rep.busy)} not judged: measured beside busy neighbours"] if rep.busy else []
+        print(f"{'ok' if rep.ok else 'FAILED'}: {len(rep.judged) - len(rep.failed)} of {len(rep.judged)} figures "
+              "hold" + (f" ({', '.join(extra)})" if extra else ""))
     return 0 if rep.ok else 1
 
 
@@ -798,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "memory latency (10 % each). A figure fails only when it is worse than the "
                                    "baseline's by more than its tolerance and by more than the two scans' own "
                                    "run-to-run spread (the range of the samples each figure was taken from; a "
-                                   "size's interval). Levels pair by overlapping size intervals; a level found in "
+                                   "size's interval); one that falls short while the scan recorded busy "
+                                   "neighbours beside its stage is listed as not judged. Levels pair by overlapping size intervals; a level found in "
                                    "one scan only is a warning. Exit 0 when all hold, 1 when one falls short "
                                    "(each listed), 2 on bad input. For a Slurm prolog, NHC or ReFrame.")
     k.add_argument("scan", type=Path, metavar="SCAN_JSON")

@@ -14,6 +14,11 @@ was taken from, in the figure's unit:
   tell apart), as a band of its own rather than a spread.
 A figure whose samples the scan did not keep (a memprobe/1 file, a GPU figure without a setup)
 has a spread of 0: it is judged by its tolerance alone.
+
+Beside the spread, the scan's record of what else ran: `busy_text` says whether the stages a
+figure comes from ran beside other processes or steal at or past the thresholds the scan
+itself warned by (`DeviceExtra.others_notable_percent`, `steal_notable_percent`). Such a figure
+can read slow for a reason outside the machine; `check` and the fleet do not judge it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,26 @@ import math
 from typing import Optional
 
 from memprobe.result import Curve, CurvePoint, DeviceResult, Level
+
+
+# the stages each kind of figure is measured in
+LATENCY_STAGES = ("latency", "latency_recheck", "memory_side")
+BANDWIDTH_STAGES = ("bandwidth",)
+COMPUTE_STAGES = ("compute",)
+
+
+def busy_text(dev: DeviceResult, stages: tuple[str, ...]) -> str:
+    """Why the scan's own record says these stages ran beside busy neighbours ('' if not):
+    other processes or steal at or past the thresholds the scan warned by."""
+    e = dev.extra
+    out = []
+    for st in stages:
+        o, s = e.stage_others_percent.get(st), e.stage_steal_percent.get(st)
+        if o is not None and e.others_notable_percent is not None and o >= e.others_notable_percent:
+            out.append(f"{st}: other processes {o:g} % of a CPU")
+        if s is not None and e.steal_notable_percent is not None and s >= e.steal_notable_percent:
+            out.append(f"{st}: steal {s:g} %")
+    return "; ".join(out)
 
 
 def sample_range(samples: list[float]) -> float:
