@@ -416,8 +416,9 @@ def _scan_paths(items: list[str]) -> list[Path]:
     return out
 
 
-def _summaries(paths: list[Path]):
-    """ScanSummary records: a scan.json's summary, or each line of a --jsonl file."""
+def _summaries(paths: list[Path], labels: list[str] | None = None):
+    """ScanSummary records: a scan.json's summary, or each line of a --jsonl file. `labels`,
+    when given, gets one name per record: the scan's folder (or file), or FILE:LINE."""
     from memprobe.result import ScanSummary
 
     out = []
@@ -434,10 +435,14 @@ def _summaries(paths: list[Path]):
                 if line.strip():
                     try:
                         out.append(ta.validate_json(line))
+                        if labels is not None:
+                            labels.append(f"{p.name}:{n}")
                     except ValidationError as exc:
                         raise InputError(f"{p}:{n}: not a memprobe summary line ({exc.error_count()} problem(s))") from None
         else:
             out.append(_load_scan(p).summary())
+            if labels is not None:
+                labels.append(p.parent.name if p.name == "scan.json" and p.parent.name else p.name)
     return out
 
 
@@ -458,10 +463,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     from memprobe.report.fleet import render_fleet
 
-    summaries = _summaries(paths)
+    labels: list[str] = []
+    summaries = _summaries(paths, labels)
     if len(summaries) < 2:
         raise InputError("compare needs at least two scans; the files given hold fewer")
-    html, csv_text, lines = render_fleet(summaries)
+    html, csv_text, lines = render_fleet(summaries, labels)
     out = args.out or Path("fleet.html")
     _write_text(out, html)
     _write_text(out.with_suffix(".csv"), csv_text)
