@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from memprobe import spread as S
-from memprobe.report.pairing import DISAGREE_FRACTION, pair_with_scan
+from memprobe.report.pairing import interval, pair_with_scan
 from memprobe.report.text import size_text
 from memprobe.result import DeviceResult, Level, ScanResult
 
@@ -141,7 +141,7 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
         name = f"{dev.kind} {bl.name}"
         if not p.is_memory:
             _add(rep, f"{name} size_bytes", "B", lv.size_bytes, bl.size_bytes, tol["size"], True,
-                 S.size_band(lv, DISAGREE_FRACTION), S.size_band(bl, DISAGREE_FRACTION),
+                 interval(lv), interval(bl),
                  info=vm_last_cache_info and p is last)
         if not (lv.flagged("latency") or bl.flagged("latency")) and lv.latency_ns is not None \
                 and bl.latency_ns is not None:

@@ -820,7 +820,6 @@ class ScanResult:
         if dev is None:
             return out
         from memprobe import spread as S
-        from memprobe.report.pairing import DISAGREE_FRACTION
 
         busy = {kind: bool(S.busy_text(dev, stages)) for kind, stages in
                 (("latency", S.LATENCY_STAGES), ("bandwidth", S.BANDWIDTH_STAGES), ("compute", S.COMPUTE_STAGES))}
@@ -834,7 +833,9 @@ class ScanResult:
         for lv in dev.levels:
             if lv.size_bytes:
                 out.levels.append(LevelSummary(lv.name, lv.size_bytes, lv.latency_ns))
-                out.bands[f"{lv.name} size_bytes"] = list(S.size_band(lv, DISAGREE_FRACTION))
+                iv = S.size_interval(lv)
+                if iv is not None:
+                    out.bands[f"{lv.name} size_bytes"] = list(iv)
                 band(f"{lv.name} latency_ns", lv.latency_ns, S.latency_spread_ns(lv), "latency")
             else:
                 out.memory_latency_ns = lv.latency_ns

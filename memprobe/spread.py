@@ -55,15 +55,13 @@ def sample_range(samples: list[float]) -> float:
     return max(xs) - min(xs) if len(xs) > 1 else 0.0
 
 
-def size_band(lv: Level, fallback_fraction: float) -> Optional[tuple[float, float]]:
-    """The capacities the scan cannot tell apart: the level's interval, or where the scan kept
-    none its size within `fallback_fraction` either way. None for memory."""
-    if not lv.size_bytes:
-        return None
+def size_interval(lv: Level) -> Optional[tuple[float, float]]:
+    """The capacities the scan cannot tell apart: the level's interval (stretched to hold its
+    size); None for memory and where the scan kept no interval."""
     iv = lv.size_interval_bytes
-    if iv and len(iv) == 2 and 0 < iv[0] <= iv[1]:
-        return float(min(iv[0], lv.size_bytes)), float(max(iv[1], lv.size_bytes))
-    return lv.size_bytes / (1 + fallback_fraction), lv.size_bytes * (1 + fallback_fraction)
+    if not lv.size_bytes or not iv or len(iv) != 2 or not 0 < iv[0] <= iv[1]:
+        return None
+    return float(min(iv[0], lv.size_bytes)), float(max(iv[1], lv.size_bytes))
 
 
 def latency_spread_ns(lv: Level) -> float:

@@ -81,9 +81,10 @@ def pair_by_size(a: list[int], b: list[int], max_factor: float = MATCH_FACTOR) -
 def interval(lv: Level) -> tuple[float, float]:
     """The capacities a level's curve cannot tell apart (its size within DISAGREE_FRACTION
     where the scan kept no interval)."""
-    from memprobe.spread import size_band
-
-    return size_band(lv, DISAGREE_FRACTION) or (0.0, 0.0)
+    iv, s = lv.size_interval_bytes, float(lv.size_bytes or 0)
+    if s and iv and len(iv) == 2 and 0 < iv[0] <= iv[1]:
+        return min(float(iv[0]), s), max(float(iv[1]), s)
+    return s / (1 + DISAGREE_FRACTION), s * (1 + DISAGREE_FRACTION)
 
 
 def pair_by_interval(a: list[Level], b: list[Level]) -> dict[int, int]:
