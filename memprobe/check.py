@@ -29,8 +29,9 @@ quiet node (`memprobe scan --wait-quiet`) to judge it.
 
 Levels pair as every view pairs them (report/pairing.py): by overlapping size intervals, so a
 level one scan found and the other did not is a warning naming it, never compared with a
-different level. A cache that shrank beyond its interval therefore shows as two such warnings
-(the baseline's level missing, a new one found), not as a size failure.
+different level. Paired caches' intervals overlap by construction, so their sizes hold (or are
+informational); a cache that shrank beyond its interval shows as two such warnings (the
+baseline's level missing, a smaller one found), not as a size failure.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def _add(rep: CheckReport, figure: str, unit: str, got, base, tol: float, lower_
         return
     c = Check(figure, float(got), float(base), tol, "ok", unit, got_band, base_band)
     beyond_tol = got < base * (1 - tol) if lower_fails else got > base * (1 + tol)
-    worse_band = (c.measured_band or (got, got))[1] < (c.baseline_band or (base, base))[0] if lower_fails else \
-        (c.measured_band or (got, got))[0] > (c.baseline_band or (base, base))[1]
+    m, b = c.measured_band or (got, got), c.baseline_band or (base, base)
+    worse_band = m[1] < b[0] if lower_fails else m[0] > b[1]
     if info:
         c.status = "info"
     elif beyond_tol and worse_band:
