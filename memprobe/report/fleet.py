@@ -74,7 +74,7 @@ def outliers(df, bands: list[dict[str, list[float]]] | None = None,
             continue
         x = df[col].astype(float)
         # values measured beside busy neighbours are neither judged nor part of the yardstick
-        judged = pd.Series([busy is None or col not in b for b in (busy or [None] * len(x))], index=df.index)
+        judged = pd.Series([col not in b for b in busy] if busy is not None else [True] * len(x), index=df.index)
         vals = x[judged].dropna()
         if len(vals) < 3:
             continue
@@ -121,11 +121,11 @@ def render_fleet(summaries: list[ScanSummary], labels: list[str] | None = None) 
     df = fleet_frame(summaries)
     names = _labels(summaries, labels)
     bad = outliers(df, [s.bands for s in summaries], [s.busy for s in summaries])
-    text = lambda c, v: _size(v) if dict((k, u) for k, u, _ in KEY_FIGURES)[c] == "B" else num(v)
+    units = {c: u for c, u, _ in KEY_FIGURES}
+    text = lambda c, v: _size(v) if units[c] == "B" else num(v)
     lines = [f"outlier: {names[i]} {col} = {text(col, df.at[i, col])} (fleet median {text(col, df[col].median())})"
              for col, idx in bad.items() for i in idx]
     cols = [c for c, _, _ in KEY_FIGURES if c in df.columns]
-    units = {c: u for c, u, _ in KEY_FIGURES}
     rows = []
     for i in df.index:
         rows.append({"host": names[i], "started_at": df.at[i, "started_at"],
