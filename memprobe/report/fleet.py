@@ -14,8 +14,9 @@ lows to the median of their highs. A few scans of one machine differ by about th
 spread, which the MAD of three or four values cannot tell from a fault; a node whose figure
 lies beyond what its samples and the fleet's can explain is still named. A value whose stage
 ran beside busy neighbours by the scan's own record (`ScanSummary.busy`) is never named: it may
-read slow for a reason outside the node; the table marks it. Summaries without bands (jsonl
-lines of older versions) are judged by the robust rule alone.
+read slow for a reason outside the node; the table marks it, and it is left out of the median
+and the MAD. Summaries without bands (jsonl lines of older versions) are judged by the robust
+rule alone.
 
 Rows are named by host; where hosts repeat (several scans of one machine), by the label the
 caller gives each scan (its file or folder) too.
