@@ -408,8 +408,9 @@ def _scan_paths(items: list[str]) -> list[Path]:
     return out
 
 
-def _summaries(paths: list[Path]):
-    """ScanSummary records: a scan.json's summary, or each line of a --jsonl file."""
+def _summaries(paths: list[Path], labels: list[str] | None = None):
+    """ScanSummary records: a scan.json's summary, or each line of a --jsonl file. `labels`,
+    when given, gets one name per record: the scan's folder (or file), or FILE:LINE."""
     from memprobe.result import ScanSummary
 
     out = []
@@ -426,10 +427,14 @@ def _summaries(paths: list[Path]):
                 if line.strip():
                     try:
                         out.append(ta.validate_json(line))
+                        if labels is not None:
+                            labels.append(f"{p.name}:{n}")
                     except ValidationError as exc:
                         raise InputError(f"{p}:{n}: not a memprobe summary line ({exc.error_count()} problem(s))") from None
         else:
             out.append(_load_scan(p).summary())
+            if labels is not None:
+                labels.append(p.parent.name if p.name == "scan.json" and p.parent.name else p.name)
     return out
 
 
@@ -450,10 +455,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     from memprobe.report.fleet import render_fleet
 
-    summaries = _summaries(paths)
+    labels: list[str] = []
+    summaries = _summaries(paths, labels)
     if len(summaries) < 2:
         raise InputError("compare needs at least two scans; the files given hold fewer")
-    html, csv_text, lines = render_fleet(summaries)
+    html, csv_text, lines = render_fleet(summaries, labels)
     out = args.out or Path("fleet.html")
     _write_text(out, html)
     _write_text(out.with_suffix(".csv"), csv_text)
@@ -464,13 +470,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def parse_tolerance(text: str) -> float:
+    """A tolerance as a fraction: '5%' and a bare number of 1 or more ('5') are percent, a
+    bare number under 1 ('0.05') is the fraction itself."""
     t = text.strip()
     try:
-        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+        v = float(t[:-1].strip()) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance (examples: 10%, 0.1)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance (examples: 5, 5%, 0.05)") from None
+    if not t.endswith("%") and v >= 1:
+        v /= 100
     if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and 100 %")
+        raise argparse.ArgumentTypeError(f"{text!r} must lie above 0 and below 100 %")
     return v
 
 
@@ -483,17 +493,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps({
             "ok": rep.ok, "scan": str(args.scan), "baseline": str(args.baseline),
             "failed": len(rep.failed), "warnings": rep.warnings,
-            "checks": [{"figure": c.figure, "measured": c.measured, "baseline": c.baseline, "ratio": c.ratio,
-                        "tolerance": c.tolerance, "status": c.status} for c in rep.checks]}, indent=1))
+            "checks": [{"figure": c.figure, "unit": c.unit, "measured": c.measured, "baseline": c.baseline,
+                        "ratio": c.ratio, "tolerance": c.tolerance, "status": c.status,
+                        "measured_band": c.measured_band, "baseline_band": c.baseline_band, "busy": c.busy}
+                       for c in rep.checks]}, indent=1))
     else:
         for w in rep.warnings:
             print(f"memprobe: warning: {w}", file=sys.stderr)
         for c in rep.failed:
-            print(f"FAIL {c.figure}: measured {_fmt(c.measured)}, baseline {_fmt(c.baseline)}, "
-                  f"ratio {c.ratio:.2f} (tolerance {c.tolerance:.0%})")
+            band = lambda lo_hi: f"{c.text(lo_hi[0])} – {c.text(lo_hi[1])}" if lo_hi else "-"
+            print(f"FAIL {c.figure}: measured {c.text(c.measured)}, baseline {c.text(c.baseline)}, "
+                  f"ratio {c.ratio:.2f} (tolerance {c.tolerance:.0%}; bands of the two scans "
+                  f"{band(c.measured_band)} and {band(c.baseline_band)} do not touch)")
+        for c in rep.busy:
+            print(f"NOT JUDGED {c.figure}: measured {c.text(c.measured)}, baseline {c.text(c.baseline)}, "
+                  f"ratio {c.ratio:.2f}, but measured beside busy neighbours ({c.busy})")
         n_info = sum(c.status == "info" for c in rep.checks)
-        print(f"{'ok' if rep.ok else 'FAILED'}: {len(rep.checks) - len(rep.failed) - n_info} of "
-              f"{len(rep.checks) - n_info} figures hold" + (f" ({n_info} informational)" if n_info else ""))
+        extra = [f"{n_info} informational"] if n_info else []
+        extra += [f"{len(rep.busy)} not judged: measured beside busy neighbours"] if rep.busy else []
+        print(f"{'ok' if rep.ok else 'FAILED'}: {len(rep.judged) - len(rep.failed)} of {len(rep.judged)} figures "
+              "hold" + (f" ({', '.join(extra)})" if extra else ""))
     return 0 if rep.ok else 1
 
 
@@ -776,14 +795,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("check", help="check a scan against a baseline scan (exit 0 holds, 1 falls short)",
                        description="Compare a scan with a reference scan of the same kind of machine, figure by "
-                                   "figure: each level's size (25 %%; informational on a virtual machine's last "
+                                   "figure: each level's size (25 %; informational on a virtual machine's last "
                                    "cache) and latency, bandwidth per kernel and thread count, FMA ceilings, "
-                                   "memory latency (10 %% each). Exit 0 when all hold, 1 when one falls short "
+                                   "memory latency (10 % each). A figure fails only when it is worse than the "
+                                   "baseline's by more than its tolerance and by more than the two scans' own "
+                                   "run-to-run spread (the range of the samples each figure was taken from; a "
+                                   "size's interval); one that falls short while the scan recorded busy "
+                                   "neighbours beside its stage is listed as not judged. Levels pair by overlapping size intervals; a level found in "
+                                   "one scan only is a warning. Exit 0 when all hold, 1 when one falls short "
                                    "(each listed), 2 on bad input. For a Slurm prolog, NHC or ReFrame.")
     k.add_argument("scan", type=Path, metavar="SCAN_JSON")
     k.add_argument("--baseline", type=Path, required=True, metavar="BASE_JSON")
     k.add_argument("--tolerance", type=parse_tolerance, metavar="PCT",
-                   help="one tolerance for latency, bandwidth and FLOP/s (e.g. 10%%; default 10 %%)")
+                   help="one tolerance for latency, bandwidth and FLOP/s: 5 or 5%% is 5 %% (a bare number of 1 "
+                        "or more is percent), 0.05 is 5 %% too (a bare number under 1 is a fraction); "
+                        "default 10 %%")
     k.add_argument("--json", action="store_true", help="print a JSON record instead of lines")
     k.set_defaults(func=cmd_check)
 

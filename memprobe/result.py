@@ -789,6 +789,14 @@ class ScanSummary:
     bandwidth_gbs: dict[str, Optional[float]] = field(default_factory=dict)  # "L1 read threads_all" -> GB/s
     fma_gflops: dict[str, Optional[float]] = field(default_factory=dict)  # "float64 threads_all" -> GFLOP/s
     virtual_machine: Optional[bool] = None
+    # figure -> [low, high]: the figure's run-to-run band in this scan (memprobe/spread.py: the
+    # figure +- the range of its samples; a cache's size: its interval), keyed as the fleet's
+    # columns ("L1 size_bytes", "L1 latency_ns", "memory latency_ns", "L1 read threads_all",
+    # "float64 threads_all"); absent in lines written before it was kept
+    bands: dict[str, list[float]] = field(default_factory=dict)
+    # the figures (same keys) whose stage ran beside busy neighbours by the scan's own record
+    # (memprobe/spread.busy_text): they may read slow for a reason outside the machine
+    busy: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -812,20 +820,38 @@ class ScanResult:
                           virtual_machine=self.machine.virtual_machine)
         if dev is None:
             return out
+        from memprobe import spread as S
+
+        busy = {kind: bool(S.busy_text(dev, stages)) for kind, stages in
+                (("latency", S.LATENCY_STAGES), ("bandwidth", S.BANDWIDTH_STAGES), ("compute", S.COMPUTE_STAGES))}
+
+        def band(key: str, v: Optional[float], spread: float, kind: str = "") -> None:
+            if v is not None and math.isfinite(v):
+                out.bands[key] = [v - spread, v + spread]
+                if busy.get(kind):
+                    out.busy.append(key)
+
         for lv in dev.levels:
             if lv.size_bytes:
                 out.levels.append(LevelSummary(lv.name, lv.size_bytes, lv.latency_ns))
+                iv = S.size_interval(lv)
+                if iv is not None:
+                    out.bands[f"{lv.name} size_bytes"] = list(iv)
+                band(f"{lv.name} latency_ns", lv.latency_ns, S.latency_spread_ns(lv), "latency")
             else:
                 out.memory_latency_ns = lv.latency_ns
+                band("memory latency_ns", lv.latency_ns, S.latency_spread_ns(lv), "latency")
             for kern, per in (lv.bandwidth_gbs or {}).items():
                 for tk, v in per.items():
                     if v is not None and not lv.flagged(f"bandwidth/{kern}/{tk}"):
                         out.bandwidth_gbs[f"{lv.name} {kern} {tk}"] = v
+                        band(f"{lv.name} {kern} {tk}", v, S.bandwidth_spread(dev, lv, kern, tk), "bandwidth")
         if dev.compute is not None:
             for dtype, per in dev.compute.fma.items():
                 for tk, v in per.items():
                     if v is not None and not dev.compute.flagged(f"fma/{dtype}/{tk}"):
                         out.fma_gflops[f"{dtype} {tk}"] = v
+                        band(f"{dtype} {tk}", v, S.fma_spread(dev, dtype, tk), "compute")
         return out
 
     def warn(self, code: Code, text: str, stage: Optional[str] = None) -> None:

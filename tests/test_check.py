@@ -1,5 +1,6 @@
 """memprobe check (a scan against a baseline) and the fleet report (compare of many scans),
-on copies of a real scan fixture with figures changed as a failing node would change them."""
+on real scans: honest repeats of one machine (the noise a check must absorb) and copies with
+figures changed as a failing node would change them."""
 
 import copy
 import json
@@ -18,10 +19,25 @@ def scan() -> ScanResult:
     return ScanResult.load(DATA / "scan_small.json")
 
 
+def honest(k: int) -> ScanResult:
+    """Quick scans of one machine made back to back (tests/data/make_fixtures.py honest)."""
+    return ScanResult.load(DATA / f"scan_honest_{k}.json")
+
+
 def scale_memory_bandwidth(r: ScanResult, factor: float) -> ScanResult:
+    """A copy whose memory moves `factor` times the bytes: the figures and the samples of
+    memory's point on each kernel's curve, as a scan of such a node would hold them."""
+    from memprobe.spread import memory_point
+
     r = copy.deepcopy(r)
-    mem = r.devices["cpu"].levels[-1]
+    dev = r.devices["cpu"]
+    mem = dev.levels[-1]
     mem.bandwidth_gbs = {k: {t: (v * factor if v else v) for t, v in per.items()} for k, per in mem.bandwidth_gbs.items()}
+    for k, per in mem.bandwidth_gbs.items():
+        for t in per:
+            p = memory_point(dev, k, t)
+            if p is not None:
+                p.samples = [x * factor for x in p.samples]
     return r
 
 
@@ -42,6 +58,95 @@ def test_twice_the_memory_bandwidth_in_the_baseline_fails_naming_memory(tmp_path
     failed = [c["figure"] for c in rec["checks"] if c["status"] == "fail"]
     assert failed and all(f.startswith("cpu memory ") for f in failed)
     assert all(c["ratio"] == pytest.approx(0.5) for c in rec["checks"] if c["status"] == "fail")
+
+
+def test_honest_repeats_the_old_rule_failed_now_pass():
+    """Two honest pairs (one machine, scans seconds apart) that the tolerance alone failed on
+    an L2 and an L3 all-thread bandwidth: each figure's gap lies within the two scans' spread."""
+    from memprobe.check import TOLERANCES
+
+    for scan_, base in ((honest(3), honest(1)), (ScanResult.load(DATA / "scan_gpu.json"), scan())):
+        rep = check_scan(scan_, base)
+        assert rep.ok, [(c.figure, c.measured, c.baseline) for c in rep.failed]
+        beyond_tol = [c for c in rep.checks if c.status == "ok" and c.unit == "GB/s"
+                      and c.measured < c.baseline * (1 - TOLERANCES["bandwidth"])]
+        assert beyond_tol and all(c.within_spread for c in beyond_tol)
+
+
+def test_the_doubled_memory_baseline_fails_naming_memory_alone():
+    """A node whose memory moves half the bytes of its baseline fails, naming memory alone:
+    against a doctored copy of itself, of each honest scan, and of the other scan of the
+    honest pair that holds (the noise of a second run does not hide the fault)."""
+    for k, j in ((1, 1), (2, 2), (3, 3), (3, 1)):
+        rep = check_scan(honest(k), scale_memory_bandwidth(honest(j), 2.0))
+        assert not rep.ok
+        assert all(c.figure.startswith("cpu memory ") and c.unit == "GB/s" for c in rep.failed), \
+            [c.figure for c in rep.failed]
+
+
+def test_a_level_one_scan_missed_is_a_warning_never_paired_with_another(tmp_path, capsys):
+    """The issue's pair: the scan missed the L3 and found a level near memory eight times its
+    size (116 ns); nearest size alone compared it with the baseline's L3 (14 ns) and failed."""
+    from memprobe.result import Level
+
+    base = honest(1)
+    r = copy.deepcopy(honest(3))
+    cpu = r.devices["cpu"]
+    l3 = cpu.level("L3")
+    far = Level("L3", 64 << 20, 116.0, 300.0, bandwidth_gbs=copy.deepcopy(l3.bandwidth_gbs),
+                size_interval_bytes=[48 << 20, 80 << 20], edge="sharp")
+    cpu.levels[cpu.levels.index(l3)] = far
+    rep = check_scan(r, base)
+    assert not any(c.figure.startswith("cpu L3 ") for c in rep.checks)
+    assert rep.ok, [c.figure for c in rep.failed]
+    assert any("the scan's L3 (64 MiB" in w for w in rep.warnings), rep.warnings
+    assert any("the baseline's L3 (11.2 MiB" in w for w in rep.warnings), rep.warnings
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    r.save(a)
+    base.save(b)
+    assert cli.main(["check", str(a), "--baseline", str(b)]) == 0
+    err = capsys.readouterr().err
+    assert "64 MiB" in err and "e+" not in err
+
+
+def test_fail_lines_print_sizes_and_bands_in_human_units(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    honest(1).save(a)
+    scale_memory_bandwidth(honest(1), 2.0).save(b)
+    assert cli.main(["check", str(a), "--baseline", str(b)]) == 1
+    out = capsys.readouterr().out
+    fails = [ln for ln in out.splitlines() if ln.startswith("FAIL ")]
+    assert fails and all("bands of the two scans" in ln and "e+" not in ln for ln in fails)
+    assert out.splitlines()[-1].startswith("FAILED: ")
+
+
+@pytest.mark.parametrize("text, frac", [("5", 0.05), ("5%", 0.05), ("5 %", 0.05), ("0.05", 0.05),
+                                        ("12.5", 0.125), ("1", 0.01), ("0.5", 0.5), ("99%", 0.99)])
+def test_tolerance_forms(text, frac):
+    assert cli.parse_tolerance(text) == pytest.approx(frac)
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "100", "100%", "250%", "-5", "abc", "0.0"])
+def test_tolerance_out_of_range_is_refused(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_tolerance(text)
+
+
+def test_tolerance_5_is_accepted_on_the_command_line(tmp_path, capsys):
+    p = tmp_path / "scan.json"
+    honest(1).save(p)
+    assert cli.main(["check", str(p), "--baseline", str(p), "--tolerance", "5", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert {c["tolerance"] for c in rec["checks"] if c["unit"] != "B"} == {0.05}
+
+
+def test_check_help_prints_single_percent_signs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    out = capsys.readouterr().out
+    assert "25 %" in out and "%%" not in out
 
 
 def test_check_refuses_bad_input(tmp_path, capsys):

@@ -4,9 +4,17 @@ declared cache, or for which level of another scan. One function pairs them for 
 
 Pairing is by size, not by name or position: inference names levels in the order it finds
 them, so a missed L1, or a VM's L3 slice found as its own level, would otherwise compare the
-measured "L1" with the declared L1 and call every level wrong. Each measured cache takes the
-nearest candidate in log2(size), one to one, nearest pairs first; pairs further apart than
-MATCH_FACTOR stay unpaired and are shown so. Main memory pairs with main memory.
+measured "L1" with the declared L1 and call every level wrong. Main memory pairs with main
+memory.
+- With declared caches: each measured cache takes the nearest declared one in log2(size), one
+  to one, nearest pairs first; pairs further apart than MATCH_FACTOR stay unpaired and are
+  shown so (a VM's L3 slice is a fraction of the declared L3 and still that L3).
+- With another scan's levels: two levels are one level only when their size intervals overlap
+  (`size_interval_bytes`, the capacities each curve cannot tell apart; a level that kept no
+  interval stands for its size within DISAGREE_FRACTION either way), one to one, nearest in
+  log2(size) first. A level whose interval meets none of the other scan's is shown alone:
+  nearest size alone paired one scan's missed L3 with the other's memory-side level eight
+  times its size, and `check` then failed a healthy node on that pair.
 """
 
 from __future__ import annotations
@@ -70,8 +78,37 @@ def pair_by_size(a: list[int], b: list[int], max_factor: float = MATCH_FACTOR) -
     return out
 
 
-def _pairs(measured: list[Level], others: list, other_memory=None, measured_memory: Level | None = None) -> list[Pair]:
-    m = pair_by_size([lv.size_bytes for lv in measured], [o.size_bytes for o in others])
+def interval(lv: Level) -> tuple[float, float]:
+    """The capacities a level's curve cannot tell apart (its size within DISAGREE_FRACTION
+    where the scan kept no interval)."""
+    iv, s = lv.size_interval_bytes, float(lv.size_bytes or 0)
+    if s and iv and len(iv) == 2 and 0 < iv[0] <= iv[1]:
+        return min(float(iv[0]), s), max(float(iv[1]), s)
+    return s / (1 + DISAGREE_FRACTION), s * (1 + DISAGREE_FRACTION)
+
+
+def pair_by_interval(a: list[Level], b: list[Level]) -> dict[int, int]:
+    """{index in a: index in b}: levels whose size intervals overlap, one to one, nearest in
+    log2(size) first."""
+    cands = []
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            (alo, ahi), (blo, bhi) = interval(x), interval(y)
+            if x.size_bytes and y.size_bytes and alo <= bhi and blo <= ahi:
+                cands.append((abs(math.log2(x.size_bytes) - math.log2(y.size_bytes)), i, j))
+    out: dict[int, int] = {}
+    used: set[int] = set()
+    for _d, i, j in sorted(cands):
+        if i not in out and j not in used:
+            out[i] = j
+            used.add(j)
+    return out
+
+
+def _pairs(measured: list[Level], others: list, other_memory=None, measured_memory: Level | None = None,
+           by_interval: bool = False) -> list[Pair]:
+    m = (pair_by_interval(measured, others) if by_interval
+         else pair_by_size([lv.size_bytes for lv in measured], [o.size_bytes for o in others]))
     rows = [Pair(lv, others[m[i]] if i in m else None) for i, lv in enumerate(measured)]
     used = set(m.values())
     rows += [Pair(None, o) for j, o in enumerate(others) if j not in used]
@@ -96,5 +133,6 @@ def pair_with_declared(dev: DeviceResult) -> list[Pair[DeclaredCache]]:
 
 
 def pair_with_scan(a: DeviceResult, b: DeviceResult) -> list[Pair[Level]]:
-    """Levels of two scans side by side (`measured` from a, `other` from b), memory with memory."""
-    return _pairs(_caches(a), _caches(b), _memory(b), _memory(a))
+    """Levels of two scans side by side (`measured` from a, `other` from b), paired by
+    overlapping size intervals; memory with memory."""
+    return _pairs(_caches(a), _caches(b), _memory(b), _memory(a), by_interval=True)

@@ -5,6 +5,7 @@ matplotlib here, so the CLI imports it cheaply)."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
@@ -25,8 +26,8 @@ def size_tick(n: float) -> str:
 
 def size_text(n: float | None) -> str:
     """Binary size for tables: 32 KiB, 1.5 MiB, 24.0 GiB."""
-    if n is None or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
-        return "—"
+    if n is None or isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n < 0:
+        return "—"  # numbers.Real: NumPy's integers too (a fleet's DataFrame cells)
     for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= div:
             v = n / div

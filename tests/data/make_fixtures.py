@@ -10,6 +10,10 @@
   check, not a measurement, and the file says so in settings.fixture and a warning;
 - scan_incomplete.json: a real quick scan stopped (KeyboardInterrupt) after the level
   inference, as Ctrl-C leaves it;
+- scan_honest_1.json .. scan_honest_3.json: three quick CPU scans of this machine back to back,
+  without the training study, as `memprobe scan --quick --no-train` writes them: honest repeats
+  of one machine, for the rules that must tell run-to-run noise from a fault (`check`, the
+  fleet's outliers); `python3 tests/data/make_fixtures.py honest` makes these alone;
 - training_families.json: CNN and transformer points (with their per-op breakdowns) of a real
   `memprobe train --model all` run, a few per family (1 thread; batch 16 at every level and
   batch 1 at the smallest), without their per-step samples and with 4 significant digits:
@@ -97,6 +101,14 @@ def incomplete() -> None:
     res.save(HERE / "scan_incomplete.json")
 
 
+def honest() -> None:
+    for k in (1, 2, 3):
+        res = run_scan(ScanOptions(quick=True, train=False), no_progress)
+        res.settings.fixture = (f"honest repeat {k} of 3: a real quick CPU scan without the training study, "
+                                "made back to back with the other two by tests/data/make_fixtures.py")
+        res.save(HERE / f"scan_honest_{k}.json")
+
+
 def families(train_scan: str) -> None:
     import json
 
@@ -124,6 +136,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["families"]:
         families(sys.argv[2])
         sys.exit(0)
-    for make in (small, gpu, incomplete):
+    if sys.argv[1:2] == ["honest"]:
+        honest()
+        sys.exit(0)
+    for make in (small, gpu, incomplete, honest):
         make()
         print(f"wrote {make.__name__}", file=sys.stderr)
