@@ -395,3 +395,26 @@ def test_a_scan_stopped_before_its_levels_reads_them_off_the_partial_curve(monke
     result.complete = False
     terminal.print_summary(result)
     assert "not found" not in capsys.readouterr().out
+
+
+def test_a_clock_repetition_without_a_valid_timing_still_reads_back(monkeypatch, tmp_path):
+    """A preempted clock repetition has no GHz: it is counted in the curve's params, and the
+    scan reads back what it wrote (a NaN sample once made the file unreadable)."""
+    import math
+
+    from memprobe.probes.cpu import chase
+    from memprobe.result import ScanResult
+    from memprobe.scan import ScanContext, ScanOptions, new_result
+    from memprobe.scan import cpu as cpu_scan
+    from memprobe.result import DeviceResult
+
+    monkeypatch.setattr(chase, "clock_samples", lambda reps: [3.0, math.nan, 3.2])
+    options = ScanOptions(quick=True, train=False)
+    result = new_result(options)
+    dev = DeviceResult("cpu", "CPU")
+    result.devices["cpu"] = dev
+    ctx = ScanContext(options=options, device=dev, progress=lambda *a: None, result=result, plan=options.cpu_plan())
+    cpu_scan.stage_clock(ctx)
+    assert dev.clock_ghz == 3.1 and dev.curve("clock").params["repetitions_without_a_valid_timing"] == 1
+    result.save(tmp_path / "scan.json")
+    assert ScanResult.load(tmp_path / "scan.json").devices["cpu"].clock_ghz == 3.1

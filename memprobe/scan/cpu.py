@@ -45,9 +45,12 @@ def stage_clock(ctx: ScanContext) -> None:
     from memprobe.probes.cpu.chase import clock_samples
 
     samples = clock_samples(_plan(ctx).clock_reps)
-    ctx.device.curves.append(Curve("clock", "clock", "repetition", "GHz",
-                                   [CurvePoint(float(i), [v]) for i, v in enumerate(samples)]))
     good = [v for v in samples if math.isfinite(v)]
+    # a repetition with no valid timing (preempted three times over) has no GHz: it is counted,
+    # not stored as a number (JSON has no NaN, and a scan must read back what it wrote)
+    ctx.device.curves.append(Curve("clock", "clock", "repetition", "GHz",
+                                   [CurvePoint(float(i), [v]) for i, v in enumerate(good)],
+                                   {"repetitions_without_a_valid_timing": len(samples) - len(good)}))
     ctx.device.clock_ghz = statistics.median(good) if good else None
 
 
