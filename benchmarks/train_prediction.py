@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) if a.disturb else None
     try:
         t0 = time.perf_counter()
-        tr = run_training_study(res, device=a.device, quick=a.quick, budget_s=a.budget, mnist=not a.no_mnist,
+        from memprobe.profile import PROFILES
+
+        plan = PROFILES["quick" if a.quick else "default"].training
+        tr = run_training_study(res, device=a.device, plan=plan, budget_s=a.budget, mnist=not a.no_mnist,
                                 progress=lambda s, d, t, m: print(f"  [{s} {d}/{t}] {m}", file=sys.stderr),
                                 models=models, family_budget_s=a.family_budget)
         study_s = time.perf_counter() - t0

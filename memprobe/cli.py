@@ -544,13 +544,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from memprobe.scan.training import run_training_study
 
     models, left_out = _models_here(args.model)
+    # one profile for the scan (when there is none to read) and the study: `--quick` picks it
+    options = ScanOptions(device=args.device, quick=args.quick, train=False)
+    profile = options.profile()
     if args.scan is not None:
         result = _load_scan(args.scan)
     else:
-        options = ScanOptions(device=args.device, quick=args.quick, train=False)
         result = new_result(options)
         with _Progress() as progress:
-            run_scan(options, progress.update, result)
+            run_scan(options, progress.update, result, profile=profile)
     seed = args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}
     before = {_point_key(p) for p in result.training.points}
     n_warned = len(result.warnings)
@@ -559,7 +561,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         # the PyTorch rows before the MLP study, as run_training_study runs its families first
         rows = seed_table_torch_rows(result, progress.update) if seed else None
-        run_training_study(result, device=args.device, quick=args.quick, framework=args.framework,
+        run_training_study(result, device=args.device, plan=profile.training, framework=args.framework,
                            progress=progress.update, models=models)
         if seed and rows is not None:
             run_seed_table(result, progress.update, torch_rows=rows)
@@ -679,9 +681,10 @@ def _models_arg(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from memprobe.result import SCHEMA
-    from memprobe.scan.plan import CPU_PROFILES
+    from memprobe.profile import PROFILES
 
-    dflt, quick = CPU_PROFILES["default"], CPU_PROFILES["quick"]
+    dflt, quick = PROFILES["default"].cpu, PROFILES["quick"].cpu
+    qtrain = PROFILES["quick"].training
     p = _Parser(prog="memprobe", description=(
         "Measure this machine's memory hierarchy (cache levels, line size, latency, bandwidth, "
         "FLOP/s) on the CPU and an NVIDIA GPU, infer the levels from the measured curves, and "
@@ -822,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where to train (default cpu)")
     t.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="use this saved scan (default: scan now)")
     t.add_argument("--quick", action="store_true",
-                   help="fewer points (below and above each edge, batch 16 and 256, all threads), one round of six steps")
+                   help=f"fewer points (below and above each edge, batch {' and '.join(map(str, qtrain.batches))}, "
+                        f"all threads), {qtrain.rounds} round of {qtrain.steps} steps")
     t.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
                    help="numpy (BLAS + Numba kernels, default) or torch (needs the torch extra)")
     t.add_argument("--model", type=_models_arg, default=("mlp",), metavar="MODEL",

@@ -749,8 +749,12 @@ class ScanSettings:
     fixture: Optional[str] = None  # set by the test-fixture script, shown in the report
     stopped_by: Optional[str] = None  # the signal that stopped the scan ("SIGINT", "SIGTERM", ...)
     waited_quiet_s: Optional[float] = None  # --wait-quiet: how long the scan waited before measuring
+    # the CPU scan's plan in force (memprobe/profile.py's CpuPlan, with the sweep's top reached)
     cpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
+    # the GPU scan's plan in force (scan/gpu.py's GpuPlan: the profile's numbers with the declared facts)
     gpu_plan: dict[str, Scalar | list[int | str]] = field(default_factory=dict)
+    # the training study's schedule and budgets in force (memprobe/profile.py's TrainingPlan)
+    training_plan: dict[str, Scalar | list[int | float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import dataclasses
 from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, Declared, DeclaredCache, DeviceResult, Level, ScanResult
 from memprobe.scan import ScanContext, ScanOptions, run_stages
 from memprobe.scan import ceilings
-from memprobe.scan.plan import cpu_plan
+from memprobe.profile import resolve_profile
 
 
 def _device():
@@ -38,7 +38,7 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
     dev = _device()
     res = ScanResult(host="t", started_at="now", devices={"cpu": dev})
     seen = []
-    plan = dataclasses.replace(cpu_plan(quick=True, repetitions=2), gemm_sizes=(64,))
+    plan = dataclasses.replace(resolve_profile("quick", repetitions=2).cpu, gemm_sizes=(64,))
     ctx = ScanContext(options=ScanOptions(quick=False, repetitions=2), device=dev,  # (quick=False: every stage, loaded latency too)
                       progress=lambda *a: seen.append(a[0]), result=res, plan=plan)
     assert run_stages(ceilings.CPU_CEILING_STAGES, ctx), dev.warnings

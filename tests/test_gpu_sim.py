@@ -196,16 +196,16 @@ def test_sweep_sizes_and_hops():
 
     d = Declared(caches=[DeclaredCache(2, "Unified", 50 << 20)],
                  gpu=GpuFacts(sm_count=132, max_threads_per_sm=2048, memory_free_bytes=70 << 30))
-    real = make_plan(d, ScanOptions(device="gpu"), sim=False)
+    real = make_plan(d, ScanOptions(device="gpu").profile().gpu, sim=False)
     s = real.latency_sizes
     assert s[0] == 4 * KiB and s[-1] >= 4 * (50 << 20)
     assert all(b > a for a, b in zip(s, s[1:]))
     assert len(s) >= 4 * 15  # 4 points per octave over >= 15 octaves
     assert all(x % 128 == 0 for x in s)
     assert chase_hops(10, real) == real.hops_min and chase_hops(10**9, real) == real.hops_max
-    quick = make_plan(d, ScanOptions(device="gpu", quick=True), sim=False)
+    quick = make_plan(d, ScanOptions(device="gpu", quick=True).profile().gpu, sim=False)
     assert len(quick.latency_sizes) < len(s)
-    tiny = make_plan(d, ScanOptions(device="gpu"), sim=True)
+    tiny = make_plan(d, ScanOptions(device="gpu").profile().gpu, sim=True)
     assert tiny.latency_sizes[-1] <= 32 * KiB
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from memprobe.profile import PROFILES
 from memprobe.result import Code, DeviceResult, Level, ScanResult
 from memprobe.train import model as M
 from memprobe.train import sweep as S
 from memprobe.train.network import NetShape
+
+QUICK, DEFAULT = PROFILES["quick"].training, PROFILES["default"].training
 
 CAPS = [("L1", 32 << 10), ("L2", 512 << 10), ("L3", 8 << 20)]
 
@@ -65,7 +68,7 @@ def test_study_end_to_end_tiny_budget():
     from memprobe.scan.training import run_training_study
 
     res = ScanResult(host="h", started_at="t", devices={"cpu": _device()})
-    tr = run_training_study(res, "cpu", quick=True, budget_s=0.5, mnist=False)
+    tr = run_training_study(res, "cpu", plan=QUICK, budget_s=0.5, mnist=False)
     assert tr is res.training and tr.points, tr.skipped
     p = tr.points[0]
     assert p.device == "cpu" and p.model == "mlp" and p.layers > 0 and p.measured_s > 0
@@ -96,7 +99,7 @@ def test_a_gpu_study_keeps_the_cpu_half_of_the_scan(monkeypatch):
     monkeypatch.setattr(S, "run_device_sweep", lambda *a, **k: {
         "points": [gpu_point], "skipped": [], "overhead_s": {}, "gemm_rates": {}, "warnings": [],
         "blas_threads_control": "none"})
-    tr = T.run_training_study(res, "gpu", quick=True, mnist=False)
+    tr = T.run_training_study(res, "gpu", plan=QUICK, mnist=False)
     assert [p.device for p in tr.points] == ["cpu", "gpu"]
     assert tr.mnist["cpu"] == epoch and tr.inputs["cpu"]["overhead_s"] == {"gemm": 1e-6}
     assert len(tr.speedup) == 1 and tr.speedup[0].gpu_over_cpu == pytest.approx(4.0)
@@ -153,10 +156,10 @@ def test_points_run_in_rounds_with_inputs_measured_each_round(monkeypatch):
         return real(device, nthr, last_cache, reps)
 
     monkeypatch.setattr(S, "_measure_inputs", spy)
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=5.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", plan=QUICK, budget_s=5.0, free_bytes=8 << 30)
     assert sw["points"]
     n_runs = len({t for t in measured})
-    sched = S.SCHEDULES["quick"]
+    sched = QUICK
     assert len(measured) == sched.rounds * n_runs  # inputs measured again every round
     for p in sw["points"]:
         assert len(p["samples_s"]) == sched.steps
@@ -176,7 +179,7 @@ def test_a_point_whose_rounds_do_not_fit_is_dropped_after_the_first(monkeypatch)
     slow = max(p.width for p in plan if p.batch == 16)
     calls = _fake_steps(monkeypatch, slow_width=slow)
     # the default schedule: later rounds to drop it from (quick has one round)
-    sw = S.run_device_sweep(_device(), "cpu", quick=False, budget_s=2.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", plan=DEFAULT, budget_s=2.0, free_bytes=8 << 30)
     assert all(p["width"] != slow for p in sw["points"])
     dropped = [s for s in sw["skipped"] if s["width"] == slow and "a round of it" in s["why"]]
     assert dropped
@@ -194,7 +197,7 @@ def test_inputs_include_kernel_overheads_and_row_width_rates():
 
 def test_a_study_whose_first_round_overran_keeps_one_point(monkeypatch):
     calls = _fake_steps(monkeypatch, slow_width="all", slow_s=0.05)
-    sw = S.run_device_sweep(_device(), "cpu", quick=False, budget_s=2.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", plan=DEFAULT, budget_s=2.0, free_bytes=8 << 30)
     assert len({w for w, _, warm in calls if warm == S.WARMUP}) > 1  # several ran a first round
     assert len(sw["points"]) == 1 and len(sw["points"][0]["samples_s"]) == S.STEPS
     assert sw["skipped"]
@@ -202,10 +205,10 @@ def test_a_study_whose_first_round_overran_keeps_one_point(monkeypatch):
 
 def test_a_one_round_study_keeps_every_point_it_measured(monkeypatch):
     calls = _fake_steps(monkeypatch, slow_width="all", slow_s=0.05)
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(_device(), "cpu", plan=QUICK, budget_s=2.0, free_bytes=8 << 30)
     ran = {w for w, _, warm in calls if warm == S.WARMUP}
     assert len(ran) > 1 and len(sw["points"]) == len(calls)  # nothing measured is thrown away
-    assert all(len(p["samples_s"]) == S.SCHEDULES["quick"].steps for p in sw["points"])
+    assert all(len(p["samples_s"]) == QUICK.steps for p in sw["points"])
 
 
 def test_a_flagged_all_thread_ceiling_leaves_out_those_points_only(monkeypatch):
@@ -214,7 +217,7 @@ def test_a_flagged_all_thread_ceiling_leaves_out_those_points_only(monkeypatch):
     _fake_steps(monkeypatch)
     dev = _device()
     dev.levels[0].flags.append(Flag(Code.CONTENTION, "bandwidth/copy/threads_all", 3.0, "below one thread's"))
-    sw = S.run_device_sweep(dev, "cpu", quick=False, budget_s=1.0, free_bytes=8 << 30)
+    sw = S.run_device_sweep(dev, "cpu", plan=DEFAULT, budget_s=1.0, free_bytes=8 << 30)
     assert sw["points"] and {p["threads"] for p in sw["points"]} == {"threads_1"}
     assert any("threads_all points left out" in w and "flagged" in w for w in sw["warnings"])
 
@@ -225,8 +228,8 @@ def test_networks_over_the_keep_limit_are_rebuilt_each_round(monkeypatch):
     built = []
     real = S.N.make_network
     monkeypatch.setattr(S.N, "make_network", lambda *a, **k: built.append(1) or real(*a, **k))
-    sw = S.run_device_sweep(_device(), "cpu", quick=True, budget_s=2.0, free_bytes=8 << 30)
-    assert sw["points"] and all(len(p["samples_s"]) == S.SCHEDULES["quick"].steps for p in sw["points"])
+    sw = S.run_device_sweep(_device(), "cpu", plan=QUICK, budget_s=2.0, free_bytes=8 << 30)
+    assert sw["points"] and all(len(p["samples_s"]) == QUICK.steps for p in sw["points"])
     assert len(built) == len(calls)  # one network per point and round: none kept
 
 

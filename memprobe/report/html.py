@@ -808,7 +808,8 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
                 "repetitions": st.repetitions if st.repetitions else "plan default",
                 "max size": F.size_text(st.max_size_bytes) if st.max_size_bytes else "grows until memory",
                 "training study": _study_state(result), "memprobe": st.memprobe_version or "—"}
-    plans = {k: v for k, v in (("CPU plan", st.cpu_plan), ("GPU plan", st.gpu_plan)) if v}
+    plans = {k: v for k, v in (("CPU plan", st.cpu_plan), ("GPU plan", st.gpu_plan),
+                               ("Training plan", st.training_plan)) if v}
     return {
         "title": f"memprobe: {result.host}, {result.started_at}",
         "host": result.host,

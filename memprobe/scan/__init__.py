@@ -2,6 +2,10 @@
 inference, fill one ScanResult. A device's scan is a table of stages (`cpu.CPU_STAGES`); adding a
 measurement is one entry. The library never prints: progress goes through a callback.
 
+The numbers every stage runs by come from one profile (memprobe/profile.py), resolved once from
+the options at the start of a scan (`ScanOptions.profile()`) and handed to each device's scan and
+to the training study; a stage reads its plan, never `options.quick`.
+
 Interruption: a stage that raises, or Ctrl-C, stops the scan; what was measured so far stays in
 the result, which is marked incomplete. The caller (CLI) writes it out either way.
 """
@@ -19,8 +23,8 @@ from typing import Any, Callable, Protocol
 from memprobe import __version__
 from memprobe.platform.load import (OTHERS_NOTABLE_FRACTION, STEAL_NOTABLE_FRACTION, OthersMeter, load_average,
                                     max_steal_fraction, read_cpu_times)
+from memprobe.profile import Profile, resolve_profile
 from memprobe.result import Code, DeviceResult, ScanResult, ScanSettings
-from memprobe.scan.plan import CpuPlan, cpu_plan
 
 # progress(stage, done, total, message): done/total count steps inside a stage
 ProgressFn = Callable[[str, int, int, str], None]
@@ -33,7 +37,7 @@ def no_progress(stage: str, done: int, total: int, message: str = "") -> None:
 @dataclass
 class ScanOptions:
     device: str = "cpu"  # "cpu" | "gpu" | "all"
-    quick: bool = False
+    quick: bool = False  # the profile: "quick" or "default" (memprobe/profile.py's PROFILES)
     max_size_bytes: int | None = None  # top of the latency sweeps (default: the plan's, grown)
     repetitions: int | None = None  # per point (default: the plan's profile)
     seed: int = 12345
@@ -42,24 +46,34 @@ class ScanOptions:
     points_per_octave: int | None = None
     gpu_latency_sm: int = 0  # the SM the GPU's latency chase runs on
 
-    def cpu_plan(self) -> CpuPlan:
-        return cpu_plan(self.quick, self.repetitions, self.max_size_bytes, self.points_per_octave)
+    @property
+    def profile_name(self) -> str:
+        return "quick" if self.quick else "default"
+
+    def profile(self) -> Profile:
+        """The profile these options ask for, with their overrides (resolved once per scan:
+        run_scan hands it on)."""
+        return resolve_profile(self.profile_name, self.repetitions, self.max_size_bytes, self.points_per_octave)
 
 
 @dataclass
 class ScanContext:
-    """What a stage sees: the options, the device result it fills, and the progress callback."""
+    """What a stage sees: the options, the resolved profile, the device result it fills, and the
+    progress callback."""
 
     options: ScanOptions
     device: DeviceResult
     progress: ProgressFn
     result: ScanResult
     state: dict = field(default_factory=dict)  # hand-over between stages (e.g. inferred levels)
-    plan: Any = None  # the device's plan (CpuPlan, GpuPlan); a CPU's is made from the options
+    plan: Any = None  # the device's plan (CpuPlan, GpuPlan); a CPU's is the profile's
+    profile: Profile | None = None  # None: resolved from the options (a stage run alone, in tests)
 
     def __post_init__(self) -> None:
+        if self.profile is None:
+            self.profile = self.options.profile()
         if self.plan is None and self.device.kind == "cpu":
-            self.plan = self.options.cpu_plan()
+            self.plan = self.profile.cpu
 
 
 class StageFn(Protocol):
@@ -71,7 +85,6 @@ class Stage:
     name: str
     run: StageFn
     description: str
-    quick: bool = True  # also run under --quick
 
 
 class ScanStopped(KeyboardInterrupt):
@@ -123,9 +136,10 @@ def run_stages(stages, ctx: ScanContext) -> bool:
     busy: dict[str, float] = {}  # this call's stages beside a busy neighbour: one warning
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     stolen: dict[str, float] = {}  # this call's stages only: one warning per call
+    left_out = ctx.profile.stages_left_out(ctx.device.kind)
     try:
         for stage in stages:
-            if ctx.options.quick and not stage.quick:
+            if stage.name in left_out:
                 continue
             ctx.progress(stage.name, 0, 1, stage.description)
             t0, cpu0, meter = time.perf_counter(), read_cpu_times(), OthersMeter().start()
@@ -186,8 +200,9 @@ def check_plausibility(res: ScanResult) -> None:
 
 
 def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
-             result: ScanResult | None = None) -> ScanResult:
-    """Scan the devices asked for into `result` (created if None) and return it.
+             result: ScanResult | None = None, *, profile: Profile | None = None) -> ScanResult:
+    """Scan the devices asked for into `result` (created if None) and return it, every stage by
+    `profile` (None: resolved from the options, once, here).
 
     The caller may pass its own `result` so that, on KeyboardInterrupt, it still holds the
     partial scan to write out (run_scan re-raises after marking it incomplete).
@@ -195,22 +210,24 @@ def run_scan(options: ScanOptions, progress: ProgressFn = no_progress,
     from memprobe.scan import cpu as cpu_scan
 
     res = result if result is not None else new_result(options)
+    if profile is None:  # once: every device's stages and the study read this one
+        profile = options.profile()
     t0 = time.perf_counter()
     ok = True
     try:
         if options.device in ("cpu", "all", "gpu"):
             # a GPU scan also measures the CPU: the report compares them and a GPU-less machine
             # still gets a CPU report
-            ok &= cpu_scan.scan_cpu(options, progress, res)
+            ok &= cpu_scan.scan_cpu(options, progress, res, profile=profile)
         if options.device in ("gpu", "all"):
             from memprobe.scan import gpu as gpu_scan
 
-            ok &= gpu_scan.scan_gpu(options, progress, res)
+            ok &= gpu_scan.scan_gpu(options, progress, res, profile=profile)
         check_plausibility(res)
         if options.train:
             from memprobe.scan import training as train_scan
 
-            ok &= train_scan.scan_training(options, progress, res)
+            ok &= train_scan.scan_training(options, progress, res, profile=profile)
     except KeyboardInterrupt as exc:
         check_plausibility(res)
         res.complete = False

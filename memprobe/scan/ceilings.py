@@ -21,8 +21,9 @@ from memprobe.result import (THREAD_KEYS, Code, BandwidthSetup, BandwidthTable, 
                              GemmCeiling, Level, LoadedLatencyPoint, SharingEvidence, TheoreticalPeak)
 from memprobe.infer.sharing import NOISE_FLOOR as SHARING_NOISE_FLOOR
 from memprobe.infer.sharing import SHARED_RATIO, judge_sharing, judge_sharing_by_capacity
+from memprobe.profile import CpuPlan
 from memprobe.scan import ScanContext, Stage
-from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
+from memprobe.scan.plan import check_memory, sweep_sizes
 
 BW_MIN_SIZE_BYTES = 8 << 10
 MEMORY_MIN_BYTES = 64 << 20  # the memory working set: at least this ...
@@ -423,5 +424,5 @@ CPU_CEILING_STAGES: tuple[Stage, ...] = (
     Stage("sharing", stage_sharing, "private or shared per level (chases on the other cores)"),
     Stage("bandwidth", stage_bandwidth, "bandwidth read/write/copy/triad vs size, 1 and all threads"),
     Stage("compute", stage_compute, "FMA peak and BLAS matmul"),
-    Stage("loaded_latency", stage_loaded_latency, "memory latency while other cores stream", quick=False),
+    Stage("loaded_latency", stage_loaded_latency, "memory latency while other cores stream"),
 )

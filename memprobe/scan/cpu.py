@@ -19,10 +19,11 @@ from memprobe.infer.to_result import (is_memory_side_cache, levels_from_hierarch
                                       note_near_memory)
 from memprobe.platform.cpu import declared_cpu
 from memprobe.probes.cpu.buffers import span_bytes
+from memprobe.profile import CpuPlan, Profile
 from memprobe.result import (Code, Curve, CurvePoint, DeviceResult, LineSizeEvidence, MemorySideCheck,
                              PageLocalMemory, ScanResult)
 from memprobe.scan import ProgressFn, ScanContext, ScanOptions, Stage, run_stages
-from memprobe.scan.plan import CpuPlan, check_memory, sweep_sizes
+from memprobe.scan.plan import check_memory, sweep_sizes
 
 RECHECK_MIN_BYTES = 4 << 20  # the extra passes cover at least this much of the sweep
 PAGE_LOCAL_REGION_BYTES = 2 << 20  # one huge page: a region needs one translation
@@ -407,19 +408,23 @@ CPU_STAGES: tuple[Stage, ...] = (
     Stage("clock", stage_clock, "core clock (dependent add/xor chain)"),
     Stage("line", stage_line, "line size (false sharing, stride sweep)"),
     Stage("latency", stage_latency, "latency sweep, huge pages"),
-    Stage("latency_4k", stage_latency_4k, "latency sweep, 4 KiB pages (TLB reach)", quick=False),
+    Stage("latency_4k", stage_latency_4k, "latency sweep, 4 KiB pages (TLB reach)"),
     Stage("latency_recheck", stage_latency_recheck, "latency sweep again over the caches, fresh buffers"),
     Stage("levels", stage_levels, "level inference"),
     Stage("memory_side", stage_memory_side, "memory without page walks: page-local chase"),
 )
 
 
-def scan_cpu(options: ScanOptions, progress: ProgressFn, result: ScanResult) -> bool:
+def scan_cpu(options: ScanOptions, progress: ProgressFn, result: ScanResult, *,
+             profile: Profile | None = None) -> bool:
+    """Scan the CPU into result.devices["cpu"] by `profile`'s CPU plan (None: resolved from the
+    options); the plan in force is recorded in settings.cpu_plan."""
     dev = DeviceResult(kind="cpu", name="CPU")
     result.devices["cpu"] = dev
-    plan = options.cpu_plan()
-    result.settings.cpu_plan = plan.record()
-    ctx = ScanContext(options=options, device=dev, progress=progress, result=result, plan=plan)
+    profile = profile if profile is not None else options.profile()
+    result.settings.cpu_plan = profile.cpu.record()
+    ctx = ScanContext(options=options, device=dev, progress=progress, result=result, plan=profile.cpu,
+                      profile=profile)
     try:
         return run_stages(CPU_STAGES + _ceiling_stages(), ctx)
     finally:  # stopped or failed before the levels stage: read the levels off what was measured

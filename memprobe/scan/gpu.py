@@ -25,6 +25,7 @@ import numpy as np
 
 from memprobe.infer.sharing import SHARED_RATIO, judge_sharing
 from memprobe.infer.to_result import levels_from_curve
+from memprobe.profile import GpuProfile, Profile
 from memprobe.result import (BandwidthTable, BypassLevel, Code, ComputeCeilings, Curve, CurvePoint, Declared,
                              DeviceResult, GemmCeiling, HostLink, L2PartitionPair, L2Partitions, L2PartitionSm,
                              Level, ScanResult, SharedMemory, SharingEvidence, TheoreticalPeak)
@@ -34,7 +35,8 @@ KiB, MiB = 1 << 10, 1 << 20
 SPLIT_RATIO = 1.3  # far/near cluster ratio above which the L2 halves count as seen
 
 
-# ---- plan: sizes and counts, from declared facts (only how far to sweep, never a level) -----
+# ---- plan: sizes and counts, from the profile and the declared facts (only how far to sweep,
+# never a level) --------------------------------------------------------------------------------
 @dataclass
 class GpuPlan:
     profile: str
@@ -63,22 +65,10 @@ class GpuPlan:
     transfer_reps: int
     clock_spin_ns: int
     clock_reps: int
+    stages_left_out: list[str] = dataclasses.field(default_factory=list)  # the profile's, not run
 
     def record(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# the profiles a real GPU runs by; the simulator's is "sim" (kernels run as Python: tiny)
-GPU_PROFILES: dict[str, dict[str, Any]] = {
-    "default": dict(points_per_octave=4, latency_reps=3, hops_min=8192, hops_max=32768, warm_cap=131072,
-                    partition_hops=4096, partition_sm_count=4, sharing_hops=16384, bw_reps=5,
-                    bw_target_s=0.002, bw_sweep=True, fma_target_s=0.02, gemm_n=8192, transfer_steps=9,
-                    transfer_reps=5, clock_reps=5),
-    "quick": dict(points_per_octave=2, latency_reps=2, hops_min=4096, hops_max=16384, warm_cap=65536,
-                  partition_hops=2048, partition_sm_count=2, sharing_hops=8192, bw_reps=3,
-                  bw_target_s=0.001, bw_sweep=False, fma_target_s=0.01, gemm_n=4096, transfer_steps=8,
-                  transfer_reps=3, clock_reps=3),
-}
 
 
 def _spread_sms(sm_count: int, k: int) -> list[int]:
@@ -86,26 +76,29 @@ def _spread_sms(sm_count: int, k: int) -> list[int]:
     return sorted({(i * sm_count) // k for i in range(min(k, sm_count))})
 
 
-def make_plan(declared: Declared, options: ScanOptions, sim: bool) -> GpuPlan:
+def make_plan(declared: Declared, profile: GpuProfile, sim: bool) -> GpuPlan:
+    """The GPU plan from the profile's numbers (memprobe/profile.py, overrides applied) and the
+    declared facts; under the simulator a tiny "sim" plan (kernels run as Python)."""
     from memprobe.scan.plan import sweep_sizes
 
+    pr = profile
     g = declared.gpu
     sms = int((g.sm_count if g else None) or 1)
     tps = int((g.max_threads_per_sm if g else None) or 2048)
     l2 = next((c.size_bytes for c in declared.caches if c.level == 2 and c.size_bytes), None) or 50 * MiB
+    left_out = list(pr.stages_left_out)
     if sim:  # tiny: the simulator runs each thread as Python
-        top = int(options.max_size_bytes or min(4 * l2, 32 * KiB))
+        top = int(pr.max_size_bytes or min(4 * l2, 32 * KiB))
         return GpuPlan(
             profile="sim", sim=True, sm_count=sms, max_threads_per_sm=tps,
-            latency_sizes=sweep_sizes(4 * KiB, top, options.points_per_octave or 1, align=128), latency_reps=2,
+            latency_sizes=sweep_sizes(4 * KiB, top, pr.sim_points_per_octave, align=128), latency_reps=2,
             hops_min=16, hops_max=64, warm_cap=64, partition_bytes=8 * KiB, partition_hops=32,
             partition_sms=_spread_sms(sms, 2), sharing_sms=_spread_sms(sms, 2), sharing_hops=16,
             bw_reps=2, bw_target_s=0.0, hbm_ws_bytes=16 * KiB, bw_sweep_sizes=[8 * KiB],
             smem_hops=16, smem_target_s=0.0, fma_target_s=0.0, gemm_n=0,
-            transfer_sizes=[4 * KiB, 16 * KiB], transfer_reps=2, clock_spin_ns=1000, clock_reps=2)
-    name = "quick" if options.quick else "default"
-    pr = GPU_PROFILES[name]
-    top = int(options.max_size_bytes or max(4 * l2, 64 * MiB))
+            transfer_sizes=[4 * KiB, 16 * KiB], transfer_reps=2, clock_spin_ns=1000, clock_reps=2,
+            stages_left_out=left_out)
+    top = int(pr.max_size_bytes or max(4 * l2, 64 * MiB))
     free = g.memory_free_bytes if g else None
     if free:
         top = min(top, int(free) // 4)
@@ -113,19 +106,20 @@ def make_plan(declared: Declared, options: ScanOptions, sim: bool) -> GpuPlan:
     if free:
         hbm_ws = min(hbm_ws, int(free) // 4)
     return GpuPlan(
-        profile=name, sim=False, sm_count=sms, max_threads_per_sm=tps,
-        latency_sizes=sweep_sizes(4 * KiB, top, options.points_per_octave or pr["points_per_octave"], align=128),
-        latency_reps=options.repetitions or pr["latency_reps"],
-        hops_min=pr["hops_min"], hops_max=pr["hops_max"], warm_cap=pr["warm_cap"],
-        partition_bytes=4 * MiB, partition_hops=pr["partition_hops"],
-        partition_sms=_spread_sms(sms, pr["partition_sm_count"]), sharing_sms=_spread_sms(sms, 4),
-        sharing_hops=pr["sharing_hops"],
-        bw_reps=options.repetitions or pr["bw_reps"], bw_target_s=pr["bw_target_s"],
+        profile=pr.profile, sim=False, sm_count=sms, max_threads_per_sm=tps,
+        latency_sizes=sweep_sizes(4 * KiB, top, pr.points_per_octave, align=128),
+        latency_reps=pr.latency_reps,
+        hops_min=pr.hops_min, hops_max=pr.hops_max, warm_cap=pr.warm_cap,
+        partition_bytes=4 * MiB, partition_hops=pr.partition_hops,
+        partition_sms=_spread_sms(sms, pr.partition_sm_count), sharing_sms=_spread_sms(sms, 4),
+        sharing_hops=pr.sharing_hops,
+        bw_reps=pr.bw_reps, bw_target_s=pr.bw_target_s,
         hbm_ws_bytes=hbm_ws,
-        bw_sweep_sizes=[s for s in (MiB << k for k in range(12)) if s <= hbm_ws] if pr["bw_sweep"] else [],
-        smem_hops=4096, smem_target_s=0.002, fma_target_s=pr["fma_target_s"], gemm_n=pr["gemm_n"],
-        transfer_sizes=[4 * KiB << (2 * k) for k in range(pr["transfer_steps"])],  # 4 KiB .. 64/256 MiB
-        transfer_reps=pr["transfer_reps"], clock_spin_ns=5_000_000, clock_reps=pr["clock_reps"])
+        bw_sweep_sizes=[s for s in (MiB << k for k in range(12)) if s <= hbm_ws] if pr.bw_sweep else [],
+        smem_hops=4096, smem_target_s=0.002, fma_target_s=pr.fma_target_s, gemm_n=pr.gemm_n,
+        transfer_sizes=[4 * KiB << (2 * k) for k in range(pr.transfer_steps)],  # 4 KiB .. 64/256 MiB
+        transfer_reps=pr.transfer_reps, clock_spin_ns=5_000_000, clock_reps=pr.clock_reps,
+        stages_left_out=left_out)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -187,7 +181,7 @@ def stage_declared(ctx: ScanContext) -> None:
     d = declared_gpu(dev, memory_info=mem, nvml={} if SIMULATOR else nvml_facts())
     ctx.device.declared = d
     ctx.device.name = d.model or "NVIDIA GPU"
-    ctx.plan = make_plan(d, ctx.options, SIMULATOR)
+    ctx.plan = make_plan(d, ctx.profile.gpu, SIMULATOR)
     ctx.result.settings.gpu_plan = ctx.plan.record()
     if SIMULATOR:
         ctx.device.warn(Code.SIMULATOR, "CUDA simulator: every figure of this device is a logic check, "
@@ -620,7 +614,7 @@ GPU_STAGES: tuple[Stage, ...] = (
     Stage("latency", stage_latency, "latency sweep, L1 path and L1 bypassed"),
     Stage("levels", stage_levels, "level inference"),
     Stage("l2_partitions", stage_l2_partitions, "near/far L2 halves per SM"),
-    Stage("sharing", stage_sharing, "per-SM vs shared levels", quick=False),
+    Stage("sharing", stage_sharing, "per-SM vs shared levels"),
     Stage("shared_memory", stage_shared_memory, "shared memory latency and bandwidth"),
     Stage("bandwidth", stage_bandwidth, "read/write/copy/triad per level"),
     Stage("compute", stage_compute, "FP32 FMA and GEMM ceilings"),
@@ -629,10 +623,11 @@ GPU_STAGES: tuple[Stage, ...] = (
 
 
 def scan_gpu(options: ScanOptions, progress: ProgressFn, result: ScanResult, *,
-             device: Any = None) -> bool:
-    """Scan the GPU into result.devices["gpu"]. Without a usable GPU: one warning line, no gpu
-    device, True. `device`: a device object to read attributes from (tests: a fake device, with
-    the simulator on); None = numba.cuda's current device after `gpu_available()` said yes."""
+             device: Any = None, profile: Profile | None = None) -> bool:
+    """Scan the GPU into result.devices["gpu"] by `profile`'s GPU numbers (None: resolved from
+    the options). Without a usable GPU: one warning line, no gpu device, True. `device`: a
+    device object to read attributes from (tests: a fake device, with the simulator on); None =
+    numba.cuda's current device after `gpu_available()` said yes."""
     if device is None:
         from memprobe.platform.gpu import gpu_available
 
@@ -646,5 +641,5 @@ def scan_gpu(options: ScanOptions, progress: ProgressFn, result: ScanResult, *,
     dev = DeviceResult(kind="gpu", name="GPU")
     result.devices["gpu"] = dev
     ctx = ScanContext(options=options, device=dev, progress=progress, result=result,
-                      state={"cuda_device": device})
+                      state={"cuda_device": device}, profile=profile)
     return run_stages(GPU_STAGES, ctx)

@@ -15,15 +15,10 @@ from typing import Any, Callable
 from dataclasses import asdict
 
 from memprobe.platform.load import OTHERS_NOTABLE_FRACTION, OthersMeter
+from memprobe.profile import PROFILES, Profile, TrainingPlan
 from memprobe.result import Code, ScanResult, TrainingStudy
 
 ProgressFn = Callable[[str, int, int, str], None]
-
-# wall-clock budgets for the sweep: its points and the model's inputs measured in each round
-# (the MNIST epoch and the first, untimed pass over the inputs come on top: 2-3 s here); the
-# study's target is <= 30 s (quick: <= 8 s)
-SWEEP_BUDGET_S = {"cpu": 10.0, "gpu": 30.0}  # the CPU study within 15 s with its MNIST epoch
-QUICK_SWEEP_BUDGET_S = {"cpu": 1.5, "gpu": 6.0}  # the quick scan's study within ~3 s, epoch included
 
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
@@ -44,7 +39,7 @@ def parse_models(text: str) -> tuple[str, ...]:
     return tuple(m for m in MODELS if m in names)
 
 
-def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = False,
+def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPlan | None = None,
                        framework: str = "numpy", progress: ProgressFn = _noop,
                        budget_s: float | None = None, mnist: bool = True,
                        models: tuple[str, ...] = ("mlp",), family_budget_s: float | None = None) -> TrainingStudy:
@@ -55,18 +50,22 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
     Devices without levels or bandwidth figures are skipped with a warning in result.warnings.
     `models`: "mlp" (the sweep above), "cnn" and "transformer" (CPU only, through PyTorch:
     without it, one warning says so and the MLP study runs alone; `family_budget_s` per family).
-    `memprobe train` calls this; `scan_training` calls it at the end of a scan."""
+    `plan`: the resolved profile's training plan (None: the default profile's): the schedule, and
+    the budgets `budget_s` and `family_budget_s` leave to it; recorded in
+    `result.settings.training_plan`. `memprobe train` calls this; `scan_training` calls it at
+    the end of a scan."""
     from memprobe.train import model as M
     from memprobe.train import network as N
     from memprobe.train import sweep as S
 
     t0 = time.perf_counter()
-    sched = S.SCHEDULES["quick" if quick else "default"]
+    sched = plan if plan is not None else PROFILES["default"].training
+    result.settings.training_plan = sched.record()
     wanted = ["cpu", "gpu"] if device == "all" else [device]
     training: dict[str, Any] = {
         "points": [], "skipped": [], "overhead_s": {}, "gemm_rates": {}, "mnist": {},
         "speedup": [], "gpu_wins_from_width": {}, "claims": [], "summary": {},
-        "settings": {"framework": framework, "quick": quick, "layers": S.LAYERS,
+        "settings": {"framework": framework, "quick": sched.profile == "quick", "layers": S.LAYERS,
                      "batches": list(sched.batches), "multiples": list(sched.multiples),
                      "steps": sched.steps, "warmup": S.WARMUP, "rounds": sched.rounds,
                      "overhead_width": S.OVERHEAD_WIDTH,
@@ -87,7 +86,8 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
     # Xeon guest; the cause is not pinned down: docs/validation.md, "Training prediction")
     families = [m for m in models if m != "mlp"]
     if families:
-        _run_families(result, families, training, progress, family_budget_s, wanted)
+        _run_families(result, families, training, progress,
+                      family_budget_s if family_budget_s is not None else sched.family_budget_s, wanted)
     ceilings_by_dev: dict[str, Any] = {}
     for dev in (wanted if "mlp" in models else []):
         dres = result.devices.get(dev)
@@ -98,10 +98,10 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
         if dev == "gpu" and not _gpu_usable(framework):
             result.warn(Code.TRAINING, "training study: GPU levels present but CuPy/numba.cuda unusable here, GPU skipped")
             continue
-        budget = budget_s if budget_s is not None else (QUICK_SWEEP_BUDGET_S if quick else SWEEP_BUDGET_S)[dev]
+        budget = budget_s if budget_s is not None else sched.sweep_budget_s(dev)
         meter = OthersMeter().start()  # the machine's other processes beside the sweep
         try:
-            sw = S.run_device_sweep(dres, dev, quick, framework, progress, budget)
+            sw = S.run_device_sweep(dres, dev, sched, framework, progress, budget)
         except M.MissingCeiling as exc:
             result.warn(Code.TRAINING, f"training study: {dev} skipped, the prediction needs a ceiling "
                                        f"the scan lacks ({exc})")
@@ -120,7 +120,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
             ceil = M.ceilings_from_device(dres, tkey, max(nthr, 1), _rates_back(sw["gemm_rates"][tkey]),
                                           sw["overhead_s"][tkey])
             ceilings_by_dev[dev] = ceil
-            limit = 3.0 if quick else 10.0
+            limit = sched.mnist_limit_s
             if dev == "cpu":
                 with N.cpu_threads(nthr):
                     training["mnist"][dev] = S.run_mnist_epoch("cpu", framework, nthr, ceil, limit_s=limit)
@@ -180,12 +180,12 @@ def run_training_study(result: ScanResult, device: str = "cpu", quick: bool = Fa
 
 
 def _run_families(result: ScanResult, families: list[str], training: dict[str, Any], progress: ProgressFn,
-                  budget_s: float | None, wanted: list[str]) -> None:
+                  budget_s: float, wanted: list[str]) -> None:
     """The CNN and transformer sweeps into `training` (points, skipped, inputs) on the `wanted`
     devices: the CPU, and the GPU when the scan has GPU levels and PyTorch sees CUDA (a line
     says why not otherwise)."""
     from memprobe.train import model as M
-    from memprobe.train.family_sweep import BUDGET_S, run_family_sweep
+    from memprobe.train.family_sweep import run_family_sweep
     from memprobe.train.torch_families import cuda_missing, torch_missing
 
     why = torch_missing()
@@ -216,7 +216,7 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
         for fam in families:
             meter = OthersMeter().start()
             try:
-                sw = run_family_sweep(dres, fam, progress, budget_s if budget_s is not None else BUDGET_S, device=dev)
+                sw = run_family_sweep(dres, fam, progress, budget_s, device=dev)
             except M.MissingCeiling as exc:
                 result.warn(Code.TRAINING, f"training study: {fam} skipped on the {dev}, the prediction needs a "
                                            f"ceiling the scan lacks ({exc})")
@@ -358,14 +358,16 @@ def run_seed_table(result: ScanResult, progress: ProgressFn = _noop,
         tr.settings["seed_table_gpu"] = "no GPU in this scan: the claims' RTX 4090 column is not tested here"
 
 
-# a scan's study per family beyond the MLP (`memprobe scan --train-models`), seconds
-SCAN_FAMILY_BUDGET_S = 20.0
-
-
-def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> bool:
-    """The scan's training stage: every device in the result that has levels. Returns False
-    only when the study itself failed (a warning says why); a device lacking ceilings is a
-    warning, not a failure."""
+def scan_training(options: Any, progress: ProgressFn, result: ScanResult, *,
+                  profile: Profile | None = None) -> bool:
+    """The scan's training stage: every device in the result that has levels, by `profile`'s
+    training plan (None: resolved from the options, the default profile's for options without
+    one), each CNN or transformer sweep within the plan's scan budget. Returns False only when
+    the study itself failed (a warning says why); a device lacking ceilings is a warning, not a
+    failure."""
+    if profile is None:
+        profile = options.profile() if hasattr(options, "profile") else PROFILES["default"]
+    plan = profile.training
     devs = [k for k, d in result.devices.items() if d.levels]
     if not devs:
         result.warn(Code.TRAINING, "training study: no device with inferred levels, skipped")
@@ -373,9 +375,9 @@ def scan_training(options: Any, progress: ProgressFn, result: ScanResult) -> boo
     progress("training", 0, 1, "training study")
     try:
         run_training_study(result, device="all" if len(devs) > 1 else devs[0],
-                           quick=bool(getattr(options, "quick", False)), progress=progress,
+                           plan=plan, progress=progress,
                            models=tuple(getattr(options, "train_models", None) or ("mlp",)),
-                           family_budget_s=SCAN_FAMILY_BUDGET_S)
+                           family_budget_s=plan.scan_family_budget_s)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing study must not lose the scan

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from memprobe.profile import PROFILES
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train import network as N
@@ -33,7 +34,6 @@ TOLERANCE = 1.3  # a size's working set within this factor of its target
 STEPS = 5
 WARMUP = 2
 TINY_STEPS = 15  # steps of the tiny instance that scales the call overheads (median)
-BUDGET_S = 60.0  # per family, `memprobe train`
 
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
@@ -219,7 +219,7 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
 
 
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
-                     budget_s: float = BUDGET_S, batches: tuple[int, ...] = BATCHES,
+                     budget_s: float | None = None, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
                      free_bytes: float | None = None, device: str = "cpu") -> dict[str, Any]:
     """Measure, time and predict one family on `device` ("cpu": one thread and all threads;
@@ -227,10 +227,13 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
 
     Per point: the call overheads, autograd's start, the optimizer's costs and the point's
     lone-op rates (shapes measured before at this thread count are reused), then its steps. Points run
-    smallest first; one whose steps the budget has no room for (from its prediction) is skipped."""
+    smallest first; one whose steps the budget has no room for (from its prediction) is skipped.
+    `budget_s` None: the default profile's family budget (memprobe/profile.py)."""
     from memprobe.train import torch_families as TF
     from memprobe.train import torch_rates as TR
 
+    if budget_s is None:
+        budget_s = PROFILES["default"].training.family_budget_s
     if free_bytes is None:
         if device == "gpu":
             import torch

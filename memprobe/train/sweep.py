@@ -20,38 +20,22 @@ from typing import Any, Callable
 
 import numpy as np
 
+from memprobe.profile import PROFILES, TrainingPlan
 from memprobe.train import model as M
 from memprobe.train import network as N
 
 ProgressFn = Callable[[str, int, int, str], None]
 
-SWEEP_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
-SWEEP_BATCHES = (1, 16, 256)
+# the default profile's sweep (memprobe/profile.py): the multiples and batches a plan defaults
+# to and the rates' batches; a study's own schedule is its TrainingPlan
+SWEEP_MULTIPLES = PROFILES["default"].training.multiples
+SWEEP_BATCHES = PROFILES["default"].training.batches
 LAYERS = 3
 OVERHEAD_WIDTH = 8  # so small that every op is a call, not work
 MIN_WIDTH = 4
 WIDTH_ALIGN = 8  # 32-byte rows: BLAS and the kernels vectorise without a ragged tail
-STEPS = 20
+STEPS = PROFILES["default"].training.steps  # timed steps of a point outside the sweep (a GPU point's CPU partner)
 WARMUP = 2  # untimed steps before a point's first round (one before each later round)
-ROUNDS = 4  # each point's steps are taken in this many rounds over all points: see run_device_sweep
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Which points the sweep plans and how many timed steps each gets, in how many rounds
-    (the model's inputs are measured again each round)."""
-
-    steps: int
-    rounds: int
-    batches: tuple[int, ...] = SWEEP_BATCHES
-    multiples: tuple[float, ...] = SWEEP_MULTIPLES
-    one_thread: bool = True  # the CPU's one-thread points beside the all-thread ones
-
-
-# quick: a point below and above each edge at two batches, all threads only, one round (each
-# round measures the inputs again, ~0.3 s per thread count on a 2-vCPU guest), six steps
-SCHEDULES = {"default": Schedule(steps=STEPS, rounds=ROUNDS),
-             "quick": Schedule(steps=6, rounds=1, batches=(16, 256), multiples=(0.5, 2.0), one_thread=False)}
 INPUT_REPS_PER_ROUND = 3  # timed batches per overhead or rate, each round (pooled: median)
 KEEP_NETWORKS_BYTES = 1 << 30  # networks kept alive between rounds, at most (else rebuilt)
 RATE_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)  # GEMM shape classes: one per width octave
@@ -440,14 +424,17 @@ def _pool_rounds(rounds: list[tuple[dict[str, float], dict[str, dict[tuple[int, 
     return over, rates
 
 
-def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = False,
+def run_device_sweep(device_result: Any, device: str = "cpu", plan: TrainingPlan | None = None,
                      framework: str = "numpy", progress: ProgressFn = _noop,
                      budget_s: float | None = None, free_bytes: float | None = None) -> dict[str, Any]:
     """Measure the model's inputs, plan and time the sweep for one device; returns {"points",
     "skipped", "overhead_s", "gemm_rates", "ceilings_source", "warnings",
     "blas_threads_control", "rounds"}.
 
-    Rounds: each point's steps are taken in rounds (SCHEDULES: 20 in 4; quick, 6 in 1) that
+    `plan`: the profile's training plan (None: the default profile's); `budget_s` (None: the
+    plan's for `device`) bounds the sweep.
+
+    Rounds: each point's steps are taken in rounds (the plan's: 20 in 4; quick, 6 in 1) that
     cycle through every point, and the model's inputs (overheads, rates) are measured again at the start of every round and
     pooled (median). Why: on a shared machine a busy neighbour slows everything for seconds at
     a time. Timed point after point, the points that fell in such a spell come out slower than
@@ -460,8 +447,8 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     inputs, so no measured step is used) until the time budget is spent; after the first round
     the dearest points are dropped while the later rounds, projected from the first one's real
     costs, would pass the budget by more than 25 %. Both are listed as skipped."""
-    budget = budget_s if budget_s is not None else (2.5 if quick else 10.0)  # as scan/training.py
-    sched = SCHEDULES["quick" if quick else "default"]
+    sched = plan if plan is not None else PROFILES["default"].training
+    budget = budget_s if budget_s is not None else sched.sweep_budget_s(device)
     steps, rounds = sched.steps, sched.rounds
     warnings: list[str] = []
     if free_bytes is None:
@@ -524,18 +511,18 @@ def run_device_sweep(device_result: Any, device: str = "cpu", quick: bool = Fals
     inputs_round_s = time.perf_counter() - t_in
     drop_unpredictable()
     ceil0 = ceilings_now()
-    plan: list[tuple[float, SweepPoint, str, int, float]] = []
+    costed: list[tuple[float, SweepPoint, str, int, float]] = []
     for tkey, nthr in thread_runs:
         for pt in points_plan:
             shape = N.NetShape.square(pt.width, pt.layers, pt.batch)
             pred = M.predict_step(shape, ceil0[tkey], dispatch(nthr))
             # steps, one untimed step per round (two in the first), and building the network
             cost = (steps + rounds + 1) * pred.predicted_s + 3 * shape.n_params * 4 / 1e9
-            plan.append((cost, pt, tkey, nthr, pred.predicted_s))
-    plan.sort(key=lambda t: t[0])
+            costed.append((cost, pt, tkey, nthr, pred.predicted_s))
+    costed.sort(key=lambda t: t[0])
     chosen: list[tuple[float, SweepPoint, str, int, float]] = []
     total = (rounds - 1) * inputs_round_s  # the later rounds' inputs come out of the budget too
-    for item in plan:
+    for item in costed:
         if total + item[0] > budget and chosen:  # the cheapest point runs whatever the budget
             out["skipped"].append(_skipped(item, device, f"time budget ({budget:.0f} s): about {item[0]:.1f} s more"))
         else:

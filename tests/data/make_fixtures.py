@@ -72,7 +72,7 @@ def gpu() -> None:
     opts = ScanOptions(device="gpu", quick=True, max_size_bytes=64 * MiB, train=True)
     res.settings.device = "gpu"
     scan_gpu(opts, no_progress, res, device=FakeDevice())
-    run_training_study(res, device="all", quick=True, budget_s=8.0)
+    run_training_study(res, device="all", plan=opts.profile().training, budget_s=8.0)
     res.settings.fixture = ("a real quick CPU scan and the real GPU scan under the CUDA simulator on a fake "
                             "device (GPU figures are logic checks, not measurements), made by "
                             "tests/data/make_fixtures.py")
