@@ -413,7 +413,7 @@ def test_a_clock_repetition_without_a_valid_timing_still_reads_back(monkeypatch,
     result = new_result(options)
     dev = DeviceResult("cpu", "CPU")
     result.devices["cpu"] = dev
-    ctx = ScanContext(options=options, device=dev, progress=lambda *a: None, result=result, plan=options.cpu_plan())
+    ctx = ScanContext(options=options, device=dev, progress=lambda *a: None, result=result)
     cpu_scan.stage_clock(ctx)
     assert dev.clock_ghz == 3.1 and dev.curve("clock").params["repetitions_without_a_valid_timing"] == 1
     result.save(tmp_path / "scan.json")
