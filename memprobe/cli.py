@@ -313,7 +313,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "warnings": [{"code": w.code.value, "text": w.text} for w in h.warnings],
             "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": lv.latency,
                         "spread": round(lv.spread, 4), "unstable": lv.unstable, "edge": lv.edge,
-                        "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
+                        "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None,
+                        "notes": [{"code": c.value, "text": t} for c, t in lv.notes]}
                        for lv in h.levels],
         }, indent=1))
         return 0
@@ -325,9 +326,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
         t.add_column(col)
     for lv in h.levels:
         rng = f"{fmt_bytes(lv.size_range_bytes[0])} - {fmt_bytes(lv.size_range_bytes[1])}" if lv.size_range_bytes else "-"
+        flags = [c.value.replace("_", " ") for c, _ in lv.notes] + (["unstable"] if lv.unstable else [])
         t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, lv.edge or "-", f"{lv.latency:.3g}", f"{lv.spread:.0%}",
-                  "unstable" if lv.unstable else "")
+                  ", ".join(flags))
     Console().print(t)
+    for lv in h.levels:
+        for _, text in lv.notes:
+            print(f"memprobe: {lv.name}: {text}", file=sys.stderr)
     for w in h.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
     return 0

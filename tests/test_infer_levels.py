@@ -58,7 +58,19 @@ def test_recovers_hierarchy(name, noise):
     levels, mem = CASES[name]
     sizes = geometric_sizes(2 * KiB, max(256 * MiB, levels[-1].size_bytes * 8), 4)
     lat = latency_curve(levels, mem, sizes, noise=noise, seed=zlib.crc32(name.encode()) % 1000)
-    check(infer_levels(sizes, lat), levels, mem)
+    h = infer_levels(sizes, lat)
+    if name.startswith("GPU-like"):
+        # the far L2 half (520 cycles between 290 and memory's 700) holds no more than the near
+        # half could as a mix of its hits and memory's: the curve cannot tell it from the near
+        # half's tail, so it is one L2 whose interval runs past the far half (issue 23 item 5)
+        from memprobe.result import Code
+
+        check(h, levels[:2], mem)
+        l2 = h.caches[-1]
+        assert [c for c, _ in l2.notes] == [Code.MIXTURE_TAIL]
+        assert l2.size_range_bytes[1] >= levels[2].size_bytes
+        return
+    check(h, levels, mem)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -65,6 +65,8 @@ class InferredLevel:
     plateau_bytes: tuple[int, int]  # first and last size on the plateau
     n_points: int
     edge: str | None = None  # the transition shape that fitted best (edges.py), None for memory
+    # (code, text) for what the curve leaves open about this level (a mixture tail, cache or TLB)
+    notes: list[tuple[Code, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -243,6 +245,9 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     # walks under nested paging keep adding a little); a real climb to the next level is more
     memory_reached = (last_b >= len(x) - 1
                       or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
+    tails = {}
+    if memory_reached:
+        plateaus, tails = _mixture_tail(x_raw, y_raw, x, plateaus, max(noise, NOISE_FLOOR))
     if not memory_reached:
         warnings.append(ScanWarning(Code.MEMORY_NOT_REACHED,
                                     "the curve still climbs at its largest size: main memory was not "
@@ -252,13 +257,26 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     cache_plateaus = plateaus if not memory_reached else plateaus[:-1]
     for k, (a, b, yk) in enumerate(cache_plateaus):
         nxt = plateaus[k + 1] if k + 1 < len(plateaus) else (len(x) - 1, len(x) - 1, float(y[-1]))
-        fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), nxt, max(noise, NOISE_FLOOR))
+        first, tail = tails.get(k, (None, None))
+        fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), first or nxt, max(noise, NOISE_FLOOR))
         if fit is not None:
             size, rng, edge = fit.size_bytes, fit.interval_bytes, fit.edge
         else:  # too few points between the plateaus to fit a shape: the sweep points around it
             j = min(b + 1, len(x) - 1)
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
-        levels.append(_level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge))
+        level = _level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge)
+        if tail is not None:
+            # the capacity is where the climb starts (what the process holds every time); the
+            # interval runs on to where the tail meets the next level
+            far = _fit_edge(x_raw, y_raw, x, tail, nxt, max(noise, NOISE_FLOOR))
+            hi = far.interval_bytes[1] if far is not None else int(s[min(tail[1] + 1, len(x) - 1)])
+            level.size_range_bytes = (min(rng[0], size), max(rng[1], hi))
+            level.notes.append((Code.MIXTURE_TAIL,
+                                f"the climb past {_fmt(size)} pauses near {math.exp(first[2]):.3g} {unit} up to "
+                                f"{_fmt(2 ** x[tail[1]])}: a mix of this level's hits and the next level's, not a level "
+                                "of its own (a shared cache's slice, or a partition farther away); capacity "
+                                f"{_fmt(level.size_range_bytes[0])} - {_fmt(level.size_range_bytes[1])}"))
+        levels.append(level)
     if memory_reached:
         a, b, _ = plateaus[-1]
         levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
@@ -283,6 +301,43 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
     c_lo = x[b] - SMOOTH_HALF_WIDTH_OCT
     c_hi = min(x[a2], x[-1]) + SMOOTH_HALF_WIDTH_OCT
     return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
+
+
+def _fmt(b: float) -> str:
+    for u, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= m:
+            return f"{b / m:.3g} {u}"
+    return f"{int(b)} B"
+
+
+def _mixture_tail(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray,
+                  plateaus: list[tuple[int, int, float]], sigma: float):
+    """The plateau just before memory, when a mix of the cache before it and memory explains it
+    (docs/method.md, step 7).
+
+    A point at latency L between a cache at L_in and memory at L_out is, read as a mix, a
+    fraction h = (L_out - L) / (L_out - L_in) of hits in that cache, which then holds h x W of a
+    W-byte working set. No cache holds more than its capacity: where the lines held along the
+    plateau (their median) stay within the cache's fitted capacity C, the plateau is a shelf of
+    that cache's own climb to memory (a VM's slice of a shared L3 that neighbours take and give
+    back, a partitioned cache's far half), and it joins that cache as its tail: one level, its
+    capacity where the climb starts, its interval on to where the tail meets memory, noted
+    `mixture_tail`. A real level holds far more than the cache before it (on its plateau h is
+    near 1 and W well past C): an SLC, an eDRAM or Infinity Cache. Only next to memory: between
+    two caches a shelf is the small-step rule's (step 4). Returns the plateaus left and
+    {index of the cache: (the plateau folded into it, the same)}."""
+    if len(plateaus) < 3:
+        return plateaus, {}
+    before, here, after = plateaus[-3], plateaus[-2], plateaus[-1]
+    fit = _fit_edge(x_raw, y_raw, x, before, here, sigma)
+    if fit is None:
+        return plateaus, {}
+    l_in, l_out = math.exp(before[2]), math.exp(after[2])
+    sel = (x_raw >= x[here[0]] - 1e-9) & (x_raw <= x[here[1]] + 1e-9)
+    held = np.clip((l_out - np.exp(y_raw[sel])) / (l_out - l_in), 0.0, 1.0) * np.exp2(x_raw[sel])
+    if not len(held) or float(np.median(held)) > fit.size_bytes:
+        return plateaus, {}
+    return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here)}
 
 
 def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],
