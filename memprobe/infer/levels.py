@@ -43,6 +43,10 @@ SMALL_STEP_MAX_RATIO = 1.6
 SHOULDER_MIN_OCT = 2 * MIN_PLATEAU_OCT
 # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
 NOISE_FLOOR = 0.01
+# a lone point's latency moves with the pages its buffer happens to get, as far as a plateau's
+# band allows (BAND_MIN, three sigmas of it): a level seen as one point (a sparse sweep's) must
+# stand out of the climb around it by more than that
+POINT_SCATTER = BAND_MIN / NOISE_SIGMAS
 # resolution, not a threshold: a denser curve is binned to this for the plateau search (the edge
 # fit uses every point)
 BIN_OCT = 1 / 16
@@ -112,12 +116,16 @@ def _running_median(x: np.ndarray, y: np.ndarray, half: float) -> np.ndarray:
 
 
 def _noise(y: np.ndarray) -> float:
-    """Robust point-to-point noise: MAD of first differences (steps are rare, so they don't
-    move the median), scaled to one point's sigma."""
-    d = np.diff(y)
+    """Robust point-to-point noise from the first differences: their lower quartile, scaled to
+    one point's sigma (for Gaussian noise |d| is half-normal with scale sigma·sqrt(2), whose
+    lower quartile is 0.3186 of that). The lower quartile, not the median: on a sparse sweep
+    (one point per octave) most neighbours straddle an edge, and the median difference is a
+    step, not noise; a quarter of the differences lie on plateaus on any curve that shows a
+    hierarchy (docs/method.md, step 1)."""
+    d = np.abs(np.diff(y))
     if len(d) < 3:
         return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
+    return float(np.quantile(d, 0.25) / (0.3186 * math.sqrt(2)))
 
 
 def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int]]:
@@ -238,7 +246,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     plateaus = _merge_small_steps(mono)
     plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
     if not dense:
-        plateaus = _insert_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
+        plateaus = _insert_supported(x, y, plateaus, max(noise, POINT_SCATTER))
 
     last_a, last_b, last_y = plateaus[-1]
     # a creep after the last plateau smaller than the merge ratio is that level still (page
@@ -264,6 +272,8 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
         else:  # too few points between the plateaus to fit a shape: the sweep points around it
             j = min(b + 1, len(x) - 1)
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
+        if not dense and tail is None:
+            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol)
         level = _level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge)
         if tail is not None:
             # the capacity is where the climb starts (what the process holds every time); the
@@ -301,6 +311,48 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
     c_lo = x[b] - SMOOTH_HALF_WIDTH_OCT
     c_hi = min(x[a2], x[-1]) + SMOOTH_HALF_WIDTH_OCT
     return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
+
+
+def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: int,
+                    tol: float) -> tuple[int, tuple[int, int]]:
+    """On a sparse sweep (under 1.5 points per octave), the capacities the points allow
+    (docs/method.md, step 5):
+    - at least the last point still on the level: no replacement policy but page colouring
+      misses a line before C. A point is still on it when it is within the plateau band `tol`
+      of the plateau's last point, or within MERGE_RATIO (no next level is that close: a TLB
+      miss or a few overfull colours);
+    - at least the lines the level still holds past it: a point at L between the level's L_in
+      and the next level's L_out is a fraction h = (L_out - L) / (L_out - L_in) of hits, and a
+      cache holds no more than C lines, so C >= h x W at every W;
+    - at most the first point where the climb is half done (h <= 1/2): page colouring's climb
+      is about half done at C, LRU's and random replacement's start at C and are not half done
+      before it.
+    A sharp climb between two neighbouring points therefore has that octave as its interval,
+    no wider; a climb spread over several points keeps them. The size reported is the middle
+    of the lower part, from the lines held to the first point off the level: where C lies if
+    the climb starts at C (LRU, random replacement)."""
+    n = len(x)
+    j = b + 1
+    while j < n and y[j] - y[b] <= max(tol, math.log(MERGE_RATIO)) and y[j] - y[j - 1] <= tol:
+        j += 1
+    if j >= n:
+        return size, (int(round(2 ** x[b])), int(round(2 ** x[-1])))
+    l_in, l_out = math.exp(y[b]), math.exp(y_out)
+    half = math.log((l_in + l_out) / 2)
+    k = j
+    while k < n - 1 and y[k] < half - tol / 2:
+        k += 1
+    lo, hi = x[j - 1], x[k]
+    if l_out > l_in:
+        held = [math.log2(max((l_out - math.exp(y[i])) / (l_out - l_in), 1e-9)) + x[i] for i in range(j, k + 1)]
+        lo = min(max(lo, max(held)), hi)
+    # C itself: the middle of what a climb that starts at C allows (LRU, random replacement),
+    # from the lines held to the first point off the level; page colouring's C can lie past
+    # that point, which the interval's upper end keeps
+    c = math.log2(size)
+    if not lo <= c <= max(lo, x[j]):
+        c = (lo + max(lo, x[j])) / 2
+    return int(round(2 ** c)), (int(round(2 ** lo)), int(round(2 ** hi)))
 
 
 def _fmt(b: float) -> str:
@@ -440,3 +492,4 @@ def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
                          unstable=spread > UNSTABLE_SPREAD, size_range_bytes=rng,
                          plateau_bytes=(int(round(2 ** x_from)), int(round(2 ** x_to))),
                          n_points=int(np.count_nonzero(sel)), edge=edge)
+
