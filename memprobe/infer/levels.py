@@ -316,21 +316,18 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
 def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: int,
                     tol: float) -> tuple[int, tuple[int, int]]:
     """On a sparse sweep (under 1.5 points per octave), the capacities the points allow
-    (docs/method.md, step 5):
-    - at least the last point still on the level: no replacement policy but page colouring
-      misses a line before C. A point is still on it when it is within the plateau band `tol`
-      of the plateau's last point, or within MERGE_RATIO (no next level is that close: a TLB
-      miss or a few overfull colours);
+    (docs/method.md, step 5), for a climb that starts at C (LRU, random replacement):
+    - at least the last point still on the level: a point is on it when it is within the
+      plateau band `tol` of the plateau's last point, or within MERGE_RATIO of it (no next
+      level is that close: a TLB miss, a few overfull page colours);
     - at least the lines the level still holds past it: a point at L between the level's L_in
       and the next level's L_out is a fraction h = (L_out - L) / (L_out - L_in) of hits, and a
       cache holds no more than C lines, so C >= h x W at every W;
-    - at most the first point where the climb is half done (h <= 1/2): page colouring's climb
-      is about half done at C, LRU's and random replacement's start at C and are not half done
-      before it.
-    A sharp climb between two neighbouring points therefore has that octave as its interval,
-    no wider; a climb spread over several points keeps them. The size reported is the middle
-    of the lower part, from the lines held to the first point off the level: where C lies if
-    the climb starts at C (LRU, random replacement)."""
+    - below the first point off the level, and below the point that held those lines.
+    A climb that starts between two neighbouring points thus has that octave as its interval,
+    no wider. The one assumption: a page-coloured cache whose climb starts well before C (a
+    few ways, random 4 KiB pages) reads low, by up to an octave (docs/validation.md gives the
+    simulated coverage). The size is the fitted C where it falls inside, else the middle."""
     n = len(x)
     j = b + 1
     while j < n and y[j] - y[b] <= max(tol, math.log(MERGE_RATIO)) and y[j] - y[j - 1] <= tol:
@@ -338,20 +335,18 @@ def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: in
     if j >= n:
         return size, (int(round(2 ** x[b])), int(round(2 ** x[-1])))
     l_in, l_out = math.exp(y[b]), math.exp(y_out)
-    half = math.log((l_in + l_out) / 2)
-    k = j
-    while k < n - 1 and y[k] < half - tol / 2:
-        k += 1
-    lo, hi = x[j - 1], x[k]
+    lo, hi = x[j - 1], x[j]
     if l_out > l_in:
+        k = j
+        while k < n - 1 and y[k] < math.log((l_in + l_out) / 2):  # the points until half done
+            k += 1
         held = [math.log2(max((l_out - math.exp(y[i])) / (l_out - l_in), 1e-9)) + x[i] for i in range(j, k + 1)]
-        lo = min(max(lo, max(held)), hi)
-    # C itself: the middle of what a climb that starts at C allows (LRU, random replacement),
-    # from the lines held to the first point off the level; page colouring's C can lie past
-    # that point, which the interval's upper end keeps
+        i_max = int(np.argmax(held))
+        if held[i_max] > lo:
+            lo, hi = held[i_max], x[j + i_max]
     c = math.log2(size)
-    if not lo <= c <= max(lo, x[j]):
-        c = (lo + max(lo, x[j])) / 2
+    if not lo <= c <= hi:
+        c = (lo + hi) / 2
     return int(round(2 ** c)), (int(round(2 ** lo)), int(round(2 ** hi)))
 
 
