@@ -292,6 +292,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
         levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
     else:
         levels.append(_level("memory", None, x_raw, y_raw, x_raw[-1], x_raw[-1], None, None))
+    _note_small_steps(levels, unit)
     return Hierarchy(unit=unit, levels=levels, memory_reached=memory_reached, noise=noise,
                      warnings=warnings)
 
@@ -458,21 +459,38 @@ def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, in
 
 
 def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """A plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and under
-    SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one before,
-    keeping that one's latency: it is the start of a soft edge (a few overfull page colours)
-    or a TLB step, not a level (docs/method.md, step 4)."""
+    """A one-point plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and
+    under SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one
+    before, keeping that one's latency: one point is the start of a soft edge (a few overfull
+    page colours) or a TLB step, not a level. Two points or more at such a step are a level
+    (an in-order core's L2 beside an L3 only 1.5x slower), noted as a cache or a TLB's reach
+    where the curve cannot tell (`_note_small_steps`; docs/method.md, step 4)."""
     out = list(plateaus)
     k = 1
     while k < len(out) - 1:
         step_in = out[k][2] - out[k - 1][2]
         step_out = out[k + 1][2] - out[k][2]
-        if step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO)):
+        if (out[k][1] - out[k][0] < 1
+                and step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO))):
             a, _, yk = out[k - 1]
             out[k - 1:k + 1] = [(a, out[k][1], yk)]
         else:
             k += 1
     return out
+
+
+def _note_small_steps(levels: list[InferredLevel], unit: str) -> None:
+    """A cache whose next level is under SMALL_STEP_MAX_RATIO slower: its edge may be the reach
+    of a TLB (on a 4 KiB-page curve the next plateau is then the same cache plus a page walk)
+    as well as a cache's capacity, and one curve cannot tell them apart (a huge-page curve
+    beside it can: a TLB's step is not on it)."""
+    for here, nxt in zip(levels, levels[1:]):
+        if here.size_bytes is None or nxt.latency / here.latency >= SMALL_STEP_MAX_RATIO:
+            continue
+        here.notes.append((Code.CACHE_OR_TLB,
+                           f"the next level is only {nxt.latency / here.latency:.2f}x slower ({nxt.latency:.3g} {unit}): "
+                           f"{_fmt(here.size_bytes)} is a cache's capacity or a TLB's reach (on a 4 KiB-page curve); "
+                           "this curve cannot tell which"))
 
 
 def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
