@@ -211,6 +211,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     x, y = _bin(x_raw, y_raw)
     s = np.exp2(x)
     spacing = float(np.median(np.diff(x)))
+    raw_spacing = float(np.median(np.diff(x_raw)))
     # >= 1.5 points per octave: a median over at least one neighbour each side, so a single
     # noisy point can neither make a plateau nor break one; sparser curves are left as they are
     dense = spacing < 0.67
@@ -243,7 +244,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             a0, _, _ = mono.pop()
             p = (a0, p[1], float(np.median(y[a0:p[1] + 1])))
         mono.append(p)
-    plateaus = _merge_small_steps(mono)
+    plateaus = _merge_small_steps(mono, dense)
     plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
     if not dense:
         plateaus = _insert_supported(x, y, plateaus, max(noise, POINT_SCATTER))
@@ -274,6 +275,12 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
         if not dense and tail is None:
             size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol)
+        elif fit is not None:
+            # a fitted C is placed between sweep points: the interval is at least the sweep's
+            # step around it (a quarter octave on memprobe's own four points per octave), plus
+            # what the edge shape leaves open
+            half = raw_spacing / 2
+            rng = (min(rng[0], int(round(size * 2 ** -half))), max(rng[1], int(round(size * 2 ** half))))
         level = _level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge)
         if tail is not None:
             # the capacity is where the climb starts (what the process holds every time); the
@@ -458,19 +465,21 @@ def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, in
     return out
 
 
-def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """A one-point plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and
-    under SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one
-    before, keeping that one's latency: one point is the start of a soft edge (a few overfull
-    page colours) or a TLB step, not a level. Two points or more at such a step are a level
-    (an in-order core's L2 beside an L3 only 1.5x slower), noted as a cache or a TLB's reach
-    where the curve cannot tell (`_note_small_steps`; docs/method.md, step 4)."""
+def _merge_small_steps(plateaus: list[tuple[int, int, float]], dense: bool) -> list[tuple[int, int, float]]:
+    """A plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and under
+    SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one before,
+    keeping that one's latency, on a dense sweep and wherever it is one point: the start of a
+    soft edge (a few overfull page colours: memprobe's huge-page curve has no TLB step), not a
+    level. On a sparse sweep (one point per octave) two points or more at such a step span an
+    octave and are a level (an in-order core's L2 beside an L3 only 1.5x slower, or a TLB's
+    reach on a 4 KiB-page curve), and the level before says it may be either
+    (`_note_small_steps`; docs/method.md, step 4)."""
     out = list(plateaus)
     k = 1
     while k < len(out) - 1:
         step_in = out[k][2] - out[k - 1][2]
         step_out = out[k + 1][2] - out[k][2]
-        if (out[k][1] - out[k][0] < 1
+        if ((dense or out[k][1] - out[k][0] < 1)
                 and step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO))):
             a, _, yk = out[k - 1]
             out[k - 1:k + 1] = [(a, out[k][1], yk)]
