@@ -2,7 +2,7 @@
 a local clone of github.com/ThomasKaiser/sbc-bench, so the benchmark runs offline. Run once;
 the files it writes are committed.
 
-usage: python benchmarks/published_build.py SBC_BENCH_GIT_DIR
+usage: python benchmarks/published_build.py SBC_BENCH_GIT_DIR [GPU_BENCHES_GIT_DIR]
 
 Each chosen curve is one ramlat table (the 1xPTR column: one dependent pointer chase) of one
 result file. Its declared caches are those of the core that ran it:
@@ -11,6 +11,13 @@ result file. Its declared caches are those of the core that ran it:
 - "vendor": machines with two core types, where lscpu's totals mix them: the vendor's per-core
   figures, cited in `declared_source`.
 Files whose caches cannot be attributed to the core that ran ramlat are not chosen.
+
+With a clone of github.com/RRZE-HPC/gpu-benches, its gpu-latency curves of the GPUs not already
+in ../shared/curves are added: one pointer chase of one thread block, size in KiB (column 3,
+`skip_factor * LEN * cl_size * sizeof(dtype) / 1024.0` in main.cu) and the median latency in
+SM cycles (column 6), as plot.py reads them; the declared L1 is the combined L1/shared memory
+per SM or CU (its usable share depends on the driver's carve-out), the L2 and Infinity Cache
+the vendor's.
 """
 
 from __future__ import annotations
@@ -53,13 +60,50 @@ VENDOR = [
 ]
 
 
+AMPERE = "NVIDIA A100 Tensor Core GPU architecture whitepaper (192 KB L1/shared per SM; A100 80GB: 40 MB L2)"
+GA102 = "NVIDIA Ampere GA102 GPU architecture whitepaper (A40: 128 KB L1/shared per SM, 6 MB L2)"
+HOPPER = "NVIDIA H100 Tensor Core GPU architecture whitepaper (256 KB L1/shared per SM, 50 MB L2); GH200 datasheet"
+VOLTA = "NVIDIA Tesla V100 GPU architecture whitepaper (128 KB L1/shared per SM, 6 MB L2)"
+CDNA1 = "AMD CDNA architecture whitepaper (MI100: 16 KB L1 per CU, 8 MB L2)"
+CDNA3 = ("AMD CDNA 3 architecture whitepaper (MI300X/MI300A: 32 KB L1 per CU, 4 MB L2 per XCD, "
+         "256 MB Infinity Cache)")
+# gpu-benches gpu-latency file -> (machine, {cache: bytes}, source)
+GPUS = {
+    "a100_80": ("NVIDIA A100 80GB", {"L1": 192 * K, "L2": 40 * M}, AMPERE),
+    "a40": ("NVIDIA A40", {"L1": 128 * K, "L2": 6 * M}, GA102),
+    "gh200": ("NVIDIA GH200 (H100)", {"L1": 256 * K, "L2": 50 * M}, HOPPER),
+    "v100": ("NVIDIA V100", {"L1": 128 * K, "L2": 6 * M}, VOLTA),
+    "mi100": ("AMD Instinct MI100", {"L1": 16 * K, "L2": 8 * M}, CDNA1),
+    "mi300x": ("AMD Instinct MI300X", {"L1": 32 * K, "L2": 4 * M, "Infinity Cache": 256 * M}, CDNA3),
+    "mi300a": ("AMD Instinct MI300A", {"L1": 32 * K, "L2": 4 * M, "Infinity Cache": 256 * M}, CDNA3),
+}
+
+
+def gpu_curves(repo: str, index: dict) -> None:
+    for name, (machine, declared, source) in GPUS.items():
+        path = f"gpu-latency/{name}.txt"
+        text = git(repo, "show", f"HEAD:{path}")
+        commit = git(repo, "log", "-1", "--format=%H", "--", path).strip()
+        rows = []
+        for line in text.splitlines():
+            tok = line.split()
+            if len(tok) < 8 or tok[0] == "clock:":
+                continue
+            rows.append((float(tok[2]) * 1024, float(tok[5])))
+        key = f"gpubench_{name}"
+        (OUT / f"{key}.csv").write_text("size_bytes,latency_cycles\n" + "".join(f"{int(round(b))},{c:g}\n" for b, c in rows))
+        index[key] = {"machine": machine, "core": machine, "table": "gpu-latency", "column": "median cycles",
+                      "source": {"repo": "RRZE-HPC/gpu-benches", "path": path, "commit": commit},
+                      "declared_caches": declared, "declared_source": source, "csv": f"{key}.csv"}
+
+
 def git(repo: str, *args: str) -> str:
     return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, errors="replace",
                           check=True).stdout
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) not in (1, 2):
         print(__doc__.strip().splitlines()[5], file=sys.stderr)
         return 2
     repo = argv[0]
@@ -84,6 +128,8 @@ def main(argv: list[str]) -> int:
                       "column": sbcbench.DEFAULT_COLUMN,
                       "source": {"repo": "ThomasKaiser/sbc-bench", "path": path, "commit": commit},
                       "declared_caches": declared, "declared_source": source, "csv": f"{key}.csv"}
+    if len(argv) == 2:
+        gpu_curves(argv[1], index)
     (OUT / "sources.json").write_text(json.dumps({"note": __doc__.strip().splitlines()[0], "curves": index},
                                                  indent=1) + "\n")
     print(f"{len(index)} curves written to {OUT}")
