@@ -116,16 +116,18 @@ def _running_median(x: np.ndarray, y: np.ndarray, half: float) -> np.ndarray:
 
 
 def _noise(y: np.ndarray) -> float:
-    """Robust point-to-point noise from the first differences: their lower quartile, scaled to
-    one point's sigma (for Gaussian noise |d| is half-normal with scale sigma·sqrt(2), whose
-    lower quartile is 0.3186 of that). The lower quartile, not the median: on a sparse sweep
-    (one point per octave) most neighbours straddle an edge, and the median difference is a
-    step, not noise; a quarter of the differences lie on plateaus on any curve that shows a
-    hierarchy (docs/method.md, step 1)."""
-    d = np.abs(np.diff(y))
+    """Robust point-to-point noise from the first differences d: the lower quartile of |d|,
+    scaled to one point's sigma (for Gaussian noise |d| is half-normal with scale sigma·sqrt(2),
+    whose lower quartile is 0.3186 of that), or of |d - median d| where that is smaller (a
+    steady slope, whose differences are all alike, is not noise). The lower quartile, not the
+    median: on a sparse sweep (one point per octave) most neighbours straddle an edge, and the
+    median difference is a step, not noise; a quarter of the differences lie on plateaus on any
+    curve that shows a hierarchy (docs/method.md, step 3)."""
+    d = np.diff(y)
     if len(d) < 3:
         return 0.0
-    return float(np.quantile(d, 0.25) / (0.3186 * math.sqrt(2)))
+    q = min(np.quantile(np.abs(d), 0.25), np.quantile(np.abs(d - np.median(d)), 0.25))
+    return float(q / (0.3186 * math.sqrt(2)))
 
 
 def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int]]:
