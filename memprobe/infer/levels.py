@@ -258,7 +258,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
                       or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
     tails = {}
     if memory_reached:
-        plateaus, tails = _mixture_tail(x_raw, y_raw, x, plateaus, max(noise, NOISE_FLOOR))
+        plateaus, tails = _mixture_tail(x, y, plateaus, max(noise, NOISE_FLOOR))
     if not memory_reached:
         warnings.append(ScanWarning(Code.MEMORY_NOT_REACHED,
                                     "the curve still climbs at its largest size: main memory was not "
@@ -367,8 +367,7 @@ def _fmt(b: float) -> str:
     return f"{int(b)} B"
 
 
-def _mixture_tail(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray,
-                  plateaus: list[tuple[int, int, float]], sigma: float):
+def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]], sigma: float):
     """The plateau just before memory, when a mix of the cache before it and memory explains it
     (docs/method.md, step 7).
 
@@ -386,12 +385,13 @@ def _mixture_tail(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray,
     if len(plateaus) < 3:
         return plateaus, {}
     before, here, after = plateaus[-3], plateaus[-2], plateaus[-1]
-    fit = _fit_edge(x_raw, y_raw, x, before, here, sigma)
+    # on the binned curve, as the count is decided at the plateau search's resolution
+    fit = _fit_edge(x, y, x, before, here, sigma)
     if fit is None:
         return plateaus, {}
     l_in, l_out = math.exp(before[2]), math.exp(after[2])
-    sel = (x_raw >= x[here[0]] - 1e-9) & (x_raw <= x[here[1]] + 1e-9)
-    held = np.clip((l_out - np.exp(y_raw[sel])) / (l_out - l_in), 0.0, 1.0) * np.exp2(x_raw[sel])
+    sel = slice(here[0], here[1] + 1)
+    held = np.clip((l_out - np.exp(y[sel])) / (l_out - l_in), 0.0, 1.0) * np.exp2(x[sel])
     if not len(held) or float(np.median(held)) > fit.size_bytes:
         return plateaus, {}
     return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here)}
