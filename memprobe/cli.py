@@ -282,7 +282,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.curve.suffix.lower() == ".json":  # a saved scan: its own level curve and statistic
         curve = _scan_curve(args.curve)
     else:
-        curve = read_curve_file(args.curve)
+        curve = read_curve_file(args.curve, column=args.column, table=args.table)
     try:
         h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
     except InferenceError as exc:
@@ -295,8 +295,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
             # six significant digits: a curve's own precision, without binary float noise
             "levels": [{"name": lv.name, "size_bytes": lv.size_bytes, f"latency_{h.unit}": float(f"{lv.latency:.6g}"),
                         "spread": round(lv.spread, 4), "unstable": lv.unstable, "edge": lv.edge,
-                        "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None}
+                        "size_interval_bytes": list(lv.size_range_bytes) if lv.size_range_bytes else None,
+                        "notes": [{"code": c.value, "text": t} for c, t in lv.notes]}
                        for lv in h.levels],
+            "declared": [{"level": d.level, "type": d.type, "size_bytes": d.size_bytes} for d in curve.declared],
+            "declared_note": curve.declared_note or None,
         }, indent=1))
         return 0
     from rich.console import Console
@@ -308,9 +311,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
         from memprobe.report.text import size_range_text
 
         rng = size_range_text(*lv.size_range_bytes) if lv.size_range_bytes else "-"
+        flags = [c.value.replace("_", " ") for c, _ in lv.notes] + (["unstable"] if lv.unstable else [])
         t.add_row(lv.name, fmt_bytes(lv.size_bytes), rng, lv.edge or "-", f"{lv.latency:.3g}", f"{lv.spread:.0%}",
-                  "unstable" if lv.unstable else "")
+                  ", ".join(flags))
     Console().print(t)
+    if curve.declared:
+        # beside the inferred levels, as in a scan; inference never read them
+        print("declared (not read by inference): "
+              + ", ".join(f"L{d.level}{'d' if d.type == 'Data' else 'i' if d.type == 'Instruction' else ''} "
+                          f"{fmt_bytes(d.size_bytes)}" for d in curve.declared)
+              + (f" [{curve.declared_note}]" if curve.declared_note else ""))
+    for lv in h.levels:
+        for _, text in lv.notes:
+            print(f"memprobe: {lv.name}: {text}", file=sys.stderr)
     for w in h.warnings:
         print(f"memprobe: {w.text}", file=sys.stderr)
     return 0
@@ -764,10 +777,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "(fitted from the shape of each climb, with the interval the curve cannot narrow and "
                            "the shape: sharp, random, page-colour or logistic), latency and spread. CURVE "
                            "is a CSV with columns size_bytes and latency_ns (or latency_cycles: the unit is "
-                           "carried through), lmbench lat_mem_rd output (size in MB, then ns), or a "
-                           "memprobe scan.json or curves.csv (read with the statistic the scan reads: "
-                           "the same levels the scan found)."))
+                           "carried through), lmbench lat_mem_rd output (size in MB, then ns), an "
+                           "sbc-bench result file (its ramlat table; the caches its lscpu section declares "
+                           "are shown beside the levels, never read by inference), tinymembench output "
+                           "(its single random read latency), or a memprobe scan.json or curves.csv (read "
+                           "with the statistic the scan reads: the same levels the scan found). The "
+                           "format is told from the content."))
     i.add_argument("curve", type=Path, metavar="CURVE")
+    i.add_argument("--column", metavar="NAME", default=None,
+                   help="sbc-bench: the ramlat column to read (default 1xPTR)")
+    i.add_argument("--table", metavar="N", type=int, default=0,
+                   help="sbc-bench: the ramlat table to read, 0 for the first (one per core type)")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(func=cmd_infer)
 

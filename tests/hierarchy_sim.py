@@ -22,6 +22,10 @@ class SimLevel:
     edge: str = "sharp"  # "sharp" (LRU) | "colour" (LRU sets via random 4 KiB pages) | "random" | "logistic"
     ways: int = 8
     width_oct: float = 0.25  # logistic width, in octaves
+    # a shared cache's slice that neighbours take and give back: a share `tail_share` of the
+    # time the process holds `tail_factor` times the capacity (a mixture tail toward the next level)
+    tail_share: float = 0.0
+    tail_factor: float = 3.0
 
 
 def _poisson_tail_weighted(lam: float, ways: int) -> float:
@@ -37,6 +41,12 @@ def _poisson_tail_weighted(lam: float, ways: int) -> float:
 
 
 def hit_fraction(level: SimLevel, size_bytes: float) -> float:
+    if level.tail_share:
+        own = SimLevel(level.size_bytes, level.latency, level.edge, level.ways, level.width_oct)
+        big = SimLevel(int(level.size_bytes * level.tail_factor), level.latency, level.edge, level.ways,
+                       level.width_oct)
+        return ((1 - level.tail_share) * hit_fraction(own, size_bytes)
+                + level.tail_share * hit_fraction(big, size_bytes))
     r = size_bytes / level.size_bytes
     if level.edge == "sharp":
         return 1.0 if r <= 1.0 else 0.0

@@ -53,3 +53,19 @@ def test_main_leaves_out_a_cache_beyond_the_curve(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "beyond the curve (ends at 16M)" in out
     assert "2/2 declared caches inside the reported interval" in out
+
+
+def test_found_is_within_25_percent_or_inside_a_one_octave_interval():
+    assert ia.found(5 * M, None, 6 * M)  # 0.83
+    assert not ia.found(4 * M, (4 * M, 16 * M), 6 * M)  # 0.67, interval two octaves wide
+    assert ia.found(4 * M, (4 * M, 8 * M), 6 * M)  # inside a one-octave interval
+    assert not ia.found(4 * M, (2 * M, 5 * M), 6 * M)
+
+
+def test_pair_found_keeps_order_and_uses_a_level_once():
+    from types import SimpleNamespace as L
+
+    caches = [L(size_bytes=32 * K, size_range_bytes=(32 * K, 64 * K)),
+              L(size_bytes=128 * K, size_range_bytes=(128 * K, 256 * K)),  # a TLB step
+              L(size_bytes=1700 * K, size_range_bytes=(1400 * K, 2 * M))]
+    assert ia.pair_found([32 * K, 2 * M, 6 * M], caches) == {0: 0, 1: 2}

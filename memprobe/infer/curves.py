@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memprobe.errors import InputError
@@ -24,7 +24,11 @@ class LatencyCurve:
     size_bytes: list[float]
     latency: list[float]
     unit: str  # "ns" | "cycles"
-    source_format: str  # "csv" | "lmbench" | "memprobe curves.csv"
+    source_format: str  # "csv" | "lmbench" | "memprobe curves.csv" | "sbc-bench ..." | "tinymembench ..."
+    # caches the file itself declares (sbc-bench's lscpu section): shown beside the inferred
+    # levels, never read by inference
+    declared: list = field(default_factory=list)  # memprobe.result.DeclaredCache
+    declared_note: str = ""
 
 
 # the curve a scan infers its levels from, per device, and the statistic it reads of each
@@ -33,7 +37,7 @@ class LatencyCurve:
 SCAN_CURVES = {"cpu": ("latency_hugepage", "low"), "gpu": ("latency_ca_cycles", "best")}
 
 
-def read_curve_file(path: str | Path) -> LatencyCurve:
+def read_curve_file(path: str | Path, column: str | None = None, table: int = 0) -> LatencyCurve:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -44,12 +48,15 @@ def read_curve_file(path: str | Path) -> LatencyCurve:
     except OSError as exc:
         raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
     try:
-        return parse_curve(raw, name=str(p))
+        return parse_curve(raw, name=str(p), column=column, table=table)
     except InputError:
         raise
 
 
-def parse_curve(raw: bytes | str, name: str = "input") -> LatencyCurve:
+def parse_curve(raw: bytes | str, name: str = "input", column: str | None = None, table: int = 0) -> LatencyCurve:
+    """A curve from its text; the reader is picked by content (one module per format: this one
+    for CSV, lmbench and memprobe's curves.csv, sbcbench.py, tinymembench.py). `column` and
+    `table` choose within an sbc-bench file (its ramlat column, its n-th table)."""
     if isinstance(raw, bytes):
         if b"\x00" in raw[:4096]:
             raise InputError(f"{name}: binary file, expected a text curve (CSV or lmbench output)")
@@ -61,6 +68,14 @@ def parse_curve(raw: bytes | str, name: str = "input") -> LatencyCurve:
         text = raw
     if not text.strip():
         raise InputError(f"{name}: empty file")
+    from memprobe.infer import sbcbench, tinymembench
+
+    if sbcbench.is_sbcbench(text):  # before tinymembench: sbc-bench files hold its output too
+        return _checked(sbcbench.parse(text, name, column=column, table=table), name)
+    if column is not None:
+        raise InputError(f"{name}: --column applies to sbc-bench ramlat tables only")
+    if tinymembench.is_tinymembench(text):
+        return _checked(tinymembench.parse(text, name), name)
     first = next(line for line in text.splitlines() if line.strip())
     if first.startswith("device,curve,") and "samples" in first:
         return _parse_memprobe_csv(text, name)

@@ -43,6 +43,10 @@ SMALL_STEP_MAX_RATIO = 1.6
 SHOULDER_MIN_OCT = 2 * MIN_PLATEAU_OCT
 # ln latency: a timer-limited chase repeats to about 1 %, however quiet the curve
 NOISE_FLOOR = 0.01
+# a lone point's latency moves with the pages its buffer happens to get, as far as a plateau's
+# band allows (BAND_MIN, three sigmas of it): a level seen as one point (a sparse sweep's) must
+# stand out of the climb around it by more than that
+POINT_SCATTER = BAND_MIN / NOISE_SIGMAS
 # resolution, not a threshold: a denser curve is binned to this for the plateau search (the edge
 # fit uses every point)
 BIN_OCT = 1 / 16
@@ -65,6 +69,8 @@ class InferredLevel:
     plateau_bytes: tuple[int, int]  # first and last size on the plateau
     n_points: int
     edge: str | None = None  # the transition shape that fitted best (edges.py), None for memory
+    # (code, text) for what the curve leaves open about this level (a mixture tail, cache or TLB)
+    notes: list[tuple[Code, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -110,12 +116,18 @@ def _running_median(x: np.ndarray, y: np.ndarray, half: float) -> np.ndarray:
 
 
 def _noise(y: np.ndarray) -> float:
-    """Robust point-to-point noise: MAD of first differences (steps are rare, so they don't
-    move the median), scaled to one point's sigma."""
+    """Robust point-to-point noise from the first differences d: the lower quartile of |d|,
+    scaled to one point's sigma (for Gaussian noise |d| is half-normal with scale sigma·sqrt(2),
+    whose lower quartile is 0.3186 of that), or of |d - median d| where that is smaller (a
+    steady slope, whose differences are all alike, is not noise). The lower quartile, not the
+    median: on a sparse sweep (one point per octave) most neighbours straddle an edge, and the
+    median difference is a step, not noise; a quarter of the differences lie on plateaus on any
+    curve that shows a hierarchy (docs/method.md, step 3)."""
     d = np.diff(y)
     if len(d) < 3:
         return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
+    q = min(np.quantile(np.abs(d), 0.25), np.quantile(np.abs(d - np.median(d)), 0.25))
+    return float(q / (0.3186 * math.sqrt(2)))
 
 
 def _flat_runs(x: np.ndarray, ys: np.ndarray, tol: float) -> list[tuple[int, int]]:
@@ -201,6 +213,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     x, y = _bin(x_raw, y_raw)
     s = np.exp2(x)
     spacing = float(np.median(np.diff(x)))
+    raw_spacing = float(np.median(np.diff(x_raw)))
     # >= 1.5 points per octave: a median over at least one neighbour each side, so a single
     # noisy point can neither make a plateau nor break one; sparser curves are left as they are
     dense = spacing < 0.67
@@ -233,16 +246,19 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             a0, _, _ = mono.pop()
             p = (a0, p[1], float(np.median(y[a0:p[1] + 1])))
         mono.append(p)
-    plateaus = _merge_small_steps(mono)
+    plateaus = _merge_small_steps(mono, dense)
     plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
     if not dense:
-        plateaus = _insert_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
+        plateaus = _insert_supported(x, y, plateaus, max(noise, POINT_SCATTER))
 
     last_a, last_b, last_y = plateaus[-1]
     # a creep after the last plateau smaller than the merge ratio is that level still (page
     # walks under nested paging keep adding a little); a real climb to the next level is more
     memory_reached = (last_b >= len(x) - 1
                       or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
+    tails = {}
+    if memory_reached:
+        plateaus, tails = _mixture_tail(x, y, plateaus, max(noise, NOISE_FLOOR))
     if not memory_reached:
         warnings.append(ScanWarning(Code.MEMORY_NOT_REACHED,
                                     "the curve still climbs at its largest size: main memory was not "
@@ -252,18 +268,40 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     cache_plateaus = plateaus if not memory_reached else plateaus[:-1]
     for k, (a, b, yk) in enumerate(cache_plateaus):
         nxt = plateaus[k + 1] if k + 1 < len(plateaus) else (len(x) - 1, len(x) - 1, float(y[-1]))
-        fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), nxt, max(noise, NOISE_FLOOR))
+        first, tail = tails.get(k, (None, None))
+        fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), first or nxt, max(noise, NOISE_FLOOR))
         if fit is not None:
             size, rng, edge = fit.size_bytes, fit.interval_bytes, fit.edge
         else:  # too few points between the plateaus to fit a shape: the sweep points around it
             j = min(b + 1, len(x) - 1)
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
-        levels.append(_level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge))
+        if not dense and tail is None:
+            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol)
+        elif fit is not None:
+            # a fitted C is placed between sweep points: the interval is at least the sweep's
+            # step around it (a quarter octave on memprobe's own four points per octave), plus
+            # what the edge shape leaves open
+            half = raw_spacing / 2
+            rng = (min(rng[0], int(round(size * 2 ** -half))), max(rng[1], int(round(size * 2 ** half))))
+        level = _level(f"L{k + 1}", size, x_raw, y_raw, x[a], x[b], rng, edge)
+        if tail is not None:
+            # the capacity is where the climb starts (what the process holds every time); the
+            # interval runs on to where the tail meets the next level
+            far = _fit_edge(x_raw, y_raw, x, tail, nxt, max(noise, NOISE_FLOOR))
+            hi = far.interval_bytes[1] if far is not None else int(s[min(tail[1] + 1, len(x) - 1)])
+            level.size_range_bytes = (min(rng[0], size), max(rng[1], hi))
+            level.notes.append((Code.MIXTURE_TAIL,
+                                f"the climb past {_fmt(size)} pauses near {math.exp(first[2]):.3g} {unit} up to "
+                                f"{_fmt(2 ** x[tail[1]])}: a mix of this level's hits and the next level's, not a level "
+                                "of its own (a shared cache's slice, or a partition farther away); capacity "
+                                f"{_fmt(level.size_range_bytes[0])} - {_fmt(level.size_range_bytes[1])}"))
+        levels.append(level)
     if memory_reached:
         a, b, _ = plateaus[-1]
         levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
     else:
         levels.append(_level("memory", None, x_raw, y_raw, x_raw[-1], x_raw[-1], None, None))
+    _note_small_steps(levels, unit)
     return Hierarchy(unit=unit, levels=levels, memory_reached=memory_reached, noise=noise,
                      warnings=warnings)
 
@@ -283,6 +321,80 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
     c_lo = x[b] - SMOOTH_HALF_WIDTH_OCT
     c_hi = min(x[a2], x[-1]) + SMOOTH_HALF_WIDTH_OCT
     return fit_edge(x_raw[sel], y_raw[sel], math.exp(y_in), math.exp(y_out), c_lo, c_hi, sigma)
+
+
+def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: int,
+                    tol: float) -> tuple[int, tuple[int, int]]:
+    """On a sparse sweep (under 1.5 points per octave), the capacities the points allow
+    (docs/method.md, step 5), for a climb that starts at C (LRU, random replacement):
+    - at least the last point still on the level: a point is on it when it is within the
+      plateau band `tol` of the plateau's last point, or within MERGE_RATIO of it (no next
+      level is that close: a TLB miss, a few overfull page colours);
+    - at least the lines the level still holds past it: a point at L between the level's L_in
+      and the next level's L_out is a fraction h = (L_out - L) / (L_out - L_in) of hits, and a
+      cache holds no more than C lines, so C >= h x W at every W;
+    - below the first point off the level, and below the point that held those lines.
+    A climb that starts between two neighbouring points thus has that octave as its interval,
+    no wider. The one assumption: a page-coloured cache whose climb starts well before C (a
+    few ways, random 4 KiB pages) reads low, by up to an octave (docs/validation.md gives the
+    simulated coverage). The size is the fitted C where it falls inside, else the middle."""
+    n = len(x)
+    j = b + 1
+    while j < n and y[j] - y[b] <= max(tol, math.log(MERGE_RATIO)) and y[j] - y[j - 1] <= tol:
+        j += 1
+    if j >= n:
+        return size, (int(round(2 ** x[b])), int(round(2 ** x[-1])))
+    l_in, l_out = math.exp(y[b]), math.exp(y_out)
+    lo, hi = x[j - 1], x[j]
+    if l_out > l_in:
+        k = j
+        while k < n - 1 and y[k] < math.log((l_in + l_out) / 2):  # the points until half done
+            k += 1
+        held = [math.log2(max((l_out - math.exp(y[i])) / (l_out - l_in), 1e-9)) + x[i] for i in range(j, k + 1)]
+        i_max = int(np.argmax(held))
+        if held[i_max] > lo:
+            lo, hi = held[i_max], x[j + i_max]
+    c = math.log2(size)
+    if not lo <= c <= hi:
+        c = (lo + hi) / 2
+    return int(round(2 ** c)), (int(round(2 ** lo)), int(round(2 ** hi)))
+
+
+def _fmt(b: float) -> str:
+    for u, m in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= m:
+            return f"{b / m:.3g} {u}"
+    return f"{int(b)} B"
+
+
+def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]], sigma: float):
+    """The plateau just before memory, when a mix of the cache before it and memory explains it
+    (docs/method.md, step 7).
+
+    A point at latency L between a cache at L_in and memory at L_out is, read as a mix, a
+    fraction h = (L_out - L) / (L_out - L_in) of hits in that cache, which then holds h x W of a
+    W-byte working set. No cache holds more than its capacity: where the lines held along the
+    plateau (their median) stay within the cache's fitted capacity C, the plateau is a shelf of
+    that cache's own climb to memory (a VM's slice of a shared L3 that neighbours take and give
+    back, a partitioned cache's far half), and it joins that cache as its tail: one level, its
+    capacity where the climb starts, its interval on to where the tail meets memory, noted
+    `mixture_tail`. A real level holds far more than the cache before it (on its plateau h is
+    near 1 and W well past C): an SLC, an eDRAM or Infinity Cache. Only next to memory: between
+    two caches a shelf is the small-step rule's (step 4). Returns the plateaus left and
+    {index of the cache: (the plateau folded into it, the same)}."""
+    if len(plateaus) < 3:
+        return plateaus, {}
+    before, here, after = plateaus[-3], plateaus[-2], plateaus[-1]
+    # on the binned curve, as the count is decided at the plateau search's resolution
+    fit = _fit_edge(x, y, x, before, here, sigma)
+    if fit is None:
+        return plateaus, {}
+    l_in, l_out = math.exp(before[2]), math.exp(after[2])
+    sel = slice(here[0], here[1] + 1)
+    held = np.clip((l_out - np.exp(y[sel])) / (l_out - l_in), 0.0, 1.0) * np.exp2(x[sel])
+    if not len(held) or float(np.median(held)) > fit.size_bytes:
+        return plateaus, {}
+    return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here)}
 
 
 def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],
@@ -355,22 +467,41 @@ def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, in
     return out
 
 
-def _merge_small_steps(plateaus: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+def _merge_small_steps(plateaus: list[tuple[int, int, float]], dense: bool) -> list[tuple[int, int, float]]:
     """A plateau whose step up from the one before is under SMALL_STEP_MAX_RATIO and under
     SMALL_STEP_FRACTION of its own step to the next (in log latency) joins the one before,
-    keeping that one's latency: it is the start of a soft edge (a few overfull page colours)
-    or a TLB step, not a level (docs/method.md, step 4)."""
+    keeping that one's latency, on a dense sweep and wherever it is one point: the start of a
+    soft edge (a few overfull page colours: memprobe's huge-page curve has no TLB step), not a
+    level. On a sparse sweep (one point per octave) two points or more at such a step span an
+    octave and are a level (an in-order core's L2 beside an L3 only 1.5x slower, or a TLB's
+    reach on a 4 KiB-page curve), and the level before says it may be either
+    (`_note_small_steps`; docs/method.md, step 4)."""
     out = list(plateaus)
     k = 1
     while k < len(out) - 1:
         step_in = out[k][2] - out[k - 1][2]
         step_out = out[k + 1][2] - out[k][2]
-        if step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO)):
+        if ((dense or out[k][1] - out[k][0] < 1)
+                and step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO))):
             a, _, yk = out[k - 1]
             out[k - 1:k + 1] = [(a, out[k][1], yk)]
         else:
             k += 1
     return out
+
+
+def _note_small_steps(levels: list[InferredLevel], unit: str) -> None:
+    """A cache whose next level is under SMALL_STEP_MAX_RATIO slower: its edge may be the reach
+    of a TLB (on a 4 KiB-page curve the next plateau is then the same cache plus a page walk)
+    as well as a cache's capacity, and one curve cannot tell them apart (a huge-page curve
+    beside it can: a TLB's step is not on it)."""
+    for here, nxt in zip(levels, levels[1:]):
+        if here.size_bytes is None or nxt.latency / here.latency >= SMALL_STEP_MAX_RATIO:
+            continue
+        here.notes.append((Code.CACHE_OR_TLB,
+                           f"the next level is only {nxt.latency / here.latency:.2f}x slower ({nxt.latency:.3g} {unit}): "
+                           f"{_fmt(here.size_bytes)} is a cache's capacity or a TLB's reach (on a 4 KiB-page curve); "
+                           "this curve cannot tell which"))
 
 
 def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
@@ -385,3 +516,4 @@ def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
                          unstable=spread > UNSTABLE_SPREAD, size_range_bytes=rng,
                          plateau_bytes=(int(round(2 ** x_from)), int(round(2 ** x_to))),
                          n_points=int(np.count_nonzero(sel)), edge=edge)
+

@@ -27,6 +27,8 @@ def levels_from_hierarchy(h: Hierarchy, clock_ghz: float | None) -> list[Level]:
             edge=lv.edge if lv.size_bytes else None)
         if lv.name == "memory" and not h.memory_reached:
             level.note(Code.MEMORY_NOT_REACHED, "not reached: last point of the sweep")
+        for code, text in lv.notes:
+            level.note(code, text)
         if lv.unstable:
             level.note(Code.UNSTABLE, f"unstable: points on this plateau spread {lv.spread:.0%}")
         levels.append(level)
