@@ -61,3 +61,14 @@ def small_cpu_device():
                                              for k in ("read", "write", "copy", "triad")})
     return DeviceResult("cpu", "test", levels=[lv("L1", 48 << 10, 300.0), lv("L2", 2 << 20, 100.0),
                                                lv("memory", None, 15.0)])
+
+
+@pytest.fixture(autouse=True)
+def _default_floating_point_state():
+    """Each test starts from the processor's default floating-point state: memprobe flushes
+    denormals to zero while it times PyTorch (torch_families.flush_denormals, process-wide),
+    and a later test's float arithmetic (hypothesis refuses to run) must not inherit that."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
