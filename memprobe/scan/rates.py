@@ -26,8 +26,8 @@ What is measured, at one thread and at all threads (each thread count under
 
 Without PyTorch only the GEMM ladders run, through NumPy's BLAS (the library named); the
 element-wise classes, convolutions and call terms are then absent, and `absent` says so. On a
-GPU the same table comes through PyTorch on CUDA (`stage_gpu_rates`, guarded by
-`torch.cuda.is_available()`; written to the CPU path's shape, not yet run on a GPU).
+GPU the same table comes through PyTorch on CUDA (`stage_gpu_rates`, the GPU scan's last stage,
+guarded by `torch.cuda.is_available()`; written to the CPU path's shape, never yet run on a GPU).
 
 Every figure is the median of its timed batches (a prediction input); a batch's page faults are
 taken out at the measured cost per byte, as the replays of `memprobe predict` do.
@@ -556,7 +556,4 @@ def stage_gpu_rates(ctx: ScanContext) -> None:
 
 CPU_RATE_STAGES: tuple[Stage, ...] = (
     Stage("rates", stage_rates, "per-op rates through the framework (GEMM, convolution, element-wise classes)"),
-)
-GPU_RATE_STAGES: tuple[Stage, ...] = (
-    Stage("rates", stage_gpu_rates, "per-op rates through PyTorch on CUDA"),
 )
