@@ -1,0 +1,209 @@
+"""A step predicted for a machine from its scan alone (memprobe/train/rates_from_scan.py,
+memprobe/train/on_scan.py): captured ops find their class and ladder entry, a hand-built scan
+with a rate table gives every op a bound, a scan without one gives a partial prediction that
+names what to re-run, and a bad --on scan is one SpecError with exit code 2."""
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
+
+from memprobe.result import ClassRate, ConvRate, GemmRate  # noqa: E402
+from memprobe.train import capture as C  # noqa: E402
+from memprobe.train import model as M  # noqa: E402
+from memprobe.train import on_scan as O  # noqa: E402
+from memprobe.train import rates_from_scan as RS  # noqa: E402
+from memprobe.train.op_rates import op_key, replay_bytes, work_of  # noqa: E402
+from memprobe.train.spec import Builder, SpecError  # noqa: E402
+
+from test_scan_rates import hand_table, scan_with  # noqa: E402
+
+
+def tiny_mlp(batch=8):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    x, y = torch.randn(batch, 32), torch.randint(0, 10, (batch,))
+    return m, x, (lambda out: torch.nn.functional.cross_entropy(out, y))
+
+
+def tiny_cnn(batch=2):
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 8 * 8, 10))
+    x, y = torch.randn(batch, 3, 8, 8), torch.randint(0, 10, (batch,))
+    return m, x, (lambda out: torch.nn.functional.cross_entropy(out, y))
+
+
+MLP = Builder("tiny_mlp", tiny_mlp)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return C.capture_step(lambda: tiny_mlp(8), optimizer="adamw", name="tiny_mlp", batch=8)
+
+
+def test_each_captured_kernel_has_a_class(graph):
+    classes = {op.packet: RS.op_class(op) for op in graph.kernels}
+    assert classes["addmm"] == classes["mm"] == "gemm"
+    assert classes["relu"] == "elementwise" and classes["threshold_backward"] == "elementwise"
+    assert classes["_log_softmax"] == "softmax" and classes["nll_loss_forward"] == "reduction"
+    assert {RS.op_class(o) for o in graph.kernels if o.phase == "optimizer" and o.category == "pointwise"} == {"update"}
+    assert all(RS.op_class(o) is not None for o in graph.kernels if o.modelled)
+
+
+def test_gemm_dims_read_a_product_and_a_convolution_as_its_gemm():
+    addmm = next(o for o in C.capture_step(lambda: tiny_mlp(8), optimizer="sgd").kernels if o.packet == "addmm")
+    assert RS.gemm_dims(addmm) == (8, 64, 32)
+    g = C.capture_step(lambda: tiny_cnn(2), optimizer="sgd")
+    fwd = next(o for o in g.kernels if o.packet == "convolution")
+    bwd = next(o for o in g.kernels if o.packet == "convolution_backward")
+    assert RS.gemm_dims(fwd) == RS.gemm_dims(bwd) == (2 * 8 * 8, 4, 3 * 9)
+    assert RS.op_class(fwd) == RS.op_class(bwd) == "conv"
+
+
+def test_the_nearest_ladder_entry_is_nearest_in_log_m_n_k_and_of_the_same_dtype():
+    ladder = [GemmRate(64, 1024, 1024, "float32", 80.0), GemmRate(512, 512, 512, "float32", 90.0),
+              GemmRate(64, 64, 64, "float64", 5.0)]
+    assert RS.nearest_entry(ladder, (32, 1024, 1024), "float32").m == 64
+    assert RS.nearest_entry(ladder, (400, 600, 500), "float32").m == 512
+    assert RS.nearest_entry(ladder, (64, 64, 64), "float64").gflops == 5.0
+    assert RS.nearest_entry(ladder, (64, 64, 64), "bfloat16") is None
+    convs = [ConvRate(8, 3, 4, 8, 3, 1, d, "float32", 128, 4, 27, g) for d, g in (("forward", 10.0), ("backward", 7.0))]
+    assert RS.nearest_entry(convs, (128, 4, 27), "float32", "backward").gflops == 7.0
+
+
+def test_step_inputs_come_from_the_table_alone(graph):
+    dev = scan_with(hand_table()).devices["cpu"]
+    inputs, missing = RS.step_inputs_from_scan(graph, dev, "threads_1")
+    assert missing == []
+    assert all(op_key(o) in inputs.rates for o in graph.kernels)
+    assert inputs.threads == 1 and inputs.backward_call_s == 1e-5 and inputs.update_call_s == (1e-5, 2e-5)
+    assert inputs.fault_bytes is None  # no allocator replay for a machine we do not have
+    mm = next(o for o in graph.kernels if o.packet == "addmm")
+    r = inputs.rates[op_key(mm)]
+    entry = RS.nearest_entry(dev.rates.threads["threads_1"].gemm, RS.gemm_dims(mm), "float32")
+    assert r.rate == pytest.approx(entry.gflops * 1e9) and r.overhead_s == 2e-6
+    relu = next(o for o in graph.kernels if o.packet == "relu")
+    rr = inputs.rates[op_key(relu)]
+    assert replay_bytes(relu) <= 32 << 10  # its footprint sits in L1: the L1 row's GB/s over its own bytes
+    want = 120.0 * 1e9 * work_of(relu) / RS.stream_bytes(relu)
+    # its call: the class's overhead plus its work at that rate (OpRate.rate then applies the
+    # replay's rule, a tenth of the call at least, as for a measured op)
+    assert rr.call_s == pytest.approx(2e-6 + work_of(relu) / want) and rr.overhead_s == 2e-6
+    soft = next(o for o in graph.kernels if o.packet == "_log_softmax")
+    rs = inputs.rates[op_key(soft)]  # row-wise: the L1 row's elements/s
+    assert rs.call_s == pytest.approx(2e-6 + work_of(soft) / 1e10)
+
+
+def test_a_prediction_from_a_hand_built_scan_gives_every_op_a_bound():
+    r = O.predict_on(MLP, scan_with(hand_table()), batch=8, threads=1, optimizer="adamw")
+    assert isinstance(r, O.ScanPredictResult)
+    assert not r.partial and r.missing == [] and r.kernels_predicted == r.kernels
+    assert r.predicted_s > 0 and r.coverage == 1.0 and r.measured_s is None
+    assert r.ops and all(g["bound"] in ("compute", "overhead", "L1", "L2", "memory") for g in r.ops)
+    assert r.machine.startswith("there") and r.library == "torch 2.13.0"
+    json.dumps(r.to_dict())  # JSON-able
+
+
+def test_threads_all_is_the_scan_machines_count_not_this_ones():
+    t = hand_table(threads_all=48)
+    r = O.predict_on(MLP, scan_with(t), batch=8, threads="all", optimizer="sgd")
+    assert r.n_threads == 48 and r.threads == "threads_all"
+    with pytest.raises(SpecError):
+        O.predict_on(MLP, scan_with(t), batch=8, threads=3)
+
+
+def test_a_scan_without_a_rate_table_gives_a_partial_prediction_naming_what_to_rerun():
+    r = O.predict_on(MLP, scan_with(None), batch=8, threads=1, optimizer="sgd")
+    assert r.partial and r.kernels_predicted == 0
+    assert len(r.missing) == 1 and "no rate table" in r.missing[0] and "re-run `memprobe scan`" in r.missing[0]
+    assert r.unmodelled  # every kernel named, none counted as zero time
+
+
+def test_a_cpu_scan_made_without_pytorch_is_partial_and_says_so():
+    from memprobe.scan.rates import NO_TORCH
+
+    t = hand_table()
+    for tr in t.threads.values():
+        tr.classes, tr.conv = {}, []
+        tr.call_overhead_s = {"gemm": 1e-6, "bmm": 1e-6}
+        tr.backward_call_s = tr.fault_s_per_byte = None
+        tr.update_call_s = {}
+    t.library, t.absent = "numpy/openblas", [NO_TORCH]
+    r = O.predict_on(MLP, scan_with(t), batch=8, threads=1, optimizer="sgd")
+    assert r.partial and r.missing[0] == NO_TORCH
+    assert any(m.startswith("elementwise: no call overhead") for m in r.missing)
+    assert 0 < r.kernels_predicted < r.kernels  # the GEMMs, from NumPy's ladder
+
+
+def test_an_op_class_missing_from_the_table_is_named_with_its_kernels(graph):
+    t = hand_table()
+    del t.threads["threads_1"].classes["softmax"]
+    inputs, missing = RS.step_inputs_from_scan(graph, scan_with(t).devices["cpu"], "threads_1")
+    assert missing == ["softmax: no rate in the scan's table (2 kernels)"]  # _log_softmax and its backward
+    t2 = hand_table()
+    t2.threads["threads_1"].classes["elementwise"] = [ClassRate("memory", 64 << 20, 1e9, 12.0, 12.0)]
+    _, missing2 = RS.step_inputs_from_scan(graph, scan_with(t2).devices["cpu"], "threads_1")
+    assert missing2 and all(m.startswith("elementwise at L1: no rate") for m in missing2)
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not valid JSON"),
+    ('{"schema": "memprobe/3", "host": "x"}', "newer memprobe"),
+    ('{"schema": "memprobe/2", "host": 5}', "malformed"),
+])
+def test_a_bad_scan_is_one_spec_error_with_exit_code_2(tmp_path, text, match):
+    with pytest.raises(SpecError, match=match) as e:
+        O.predict_on(MLP, write(tmp_path, "scan.json", text), batch=8)
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_a_scan_without_levels_is_one_spec_error_with_exit_code_2(tmp_path):
+    s = scan_with(hand_table())
+    s.devices["cpu"].levels = []
+    with pytest.raises(SpecError, match="no measured levels") as e:
+        O.predict_on(MLP, write(tmp_path, "scan.json", s.to_json()), batch=8)
+    assert e.value.exit_code == 2
+    with pytest.raises(SpecError, match="no GPU device"):
+        O.predict_on(MLP, scan_with(hand_table()), batch=8, device="gpu")
+
+
+def test_compare_machines_lists_the_step_then_what_changes_largest_first():
+    g = C.capture_step(lambda: tiny_mlp(8), optimizer="sgd", name="tiny_mlp", batch=8)
+    here = O.predict_on(MLP, scan_with(hand_table()), batch=8, optimizer="sgd", graph=g)
+    slow = hand_table()
+    for rows in slow.threads["threads_1"].classes.values():
+        for row in rows:
+            row.gbs, row.elements_per_s = row.gbs / 1000, row.elements_per_s / 1000
+    there_scan = scan_with(slow)
+    for lv in there_scan.devices["cpu"].levels:  # a machine whose L1 is tiny: everything from L2 or memory
+        if lv.name == "L1":
+            lv.size_bytes = 64
+    there = O.predict_on(MLP, there_scan, batch=8, optimizer="sgd", graph=g)
+    rows = O.compare_machines(here, there)
+    step = rows[0]
+    assert step["op"] == "step" and step["ratio"] == pytest.approx(there.predicted_s / here.predicted_s)
+    assert step["ratio"] > 1 and not step["partial"]
+    changed = rows[1:]
+    assert changed and all(r["bound_here"] != r["bound_there"] or r["level_here"] != r["level_there"]
+                           for r in changed)
+    deltas = [abs(r["delta_s"]) for r in changed]
+    assert deltas == sorted(deltas, reverse=True)
+    assert O.compare_machines(here, here)[1:] == []
+
+
+def test_record_line_holds_what_a_re_prediction_needs():
+    r = O.predict_on(MLP, scan_with(hand_table()), batch=8, optimizer="sgd")
+    r.measured_s = 1e-3
+    line = O.record_line(r, spec="tests/x.py:tiny_mlp")
+    assert {"model", "spec", "batch", "threads", "optimizer", "measured_s", "torch"} <= set(line)
+    assert line["spec"] == "tests/x.py:tiny_mlp" and line["batch"] == 8 and line["torch"] == torch.__version__
+    assert math.isfinite(line["predicted_s"]) and json.loads(json.dumps(line)) == line
