@@ -60,8 +60,10 @@ class RatePlan:
 
     reps: int = 3  # timed batches per figure (median)
     batch_s: float = 2e-3  # calls per timed batch: enough to reach this
-    gemm: tuple[tuple[int, int, int], ...] = ((64, 1024, 1024), (256, 256, 256), (512, 512, 512),
-                                              (1024, 1024, 1024))
+    # m, n, k: a batch's forward and input gradient (m the batch), a weight gradient (k the
+    # batch), squares
+    gemm: tuple[tuple[int, int, int], ...] = ((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256),
+                                              (512, 512, 512), (1024, 1024, 1024))
     bmm: tuple[tuple[int, int, int, int], ...] = ((12, 128, 128, 64), (12, 128, 64, 128))  # batch, m, n, k
     conv: tuple[tuple[int, int, int, int, int, int], ...] = ((8, 32, 64, 32, 3, 1), (8, 128, 128, 8, 1, 1))
     optimizers: tuple[str, ...] = ("sgd", "adamw")
@@ -70,7 +72,8 @@ class RatePlan:
 
 RATE_PLANS = {
     "default": RatePlan(),
-    "quick": RatePlan(reps=2, batch_s=0.5e-3, gemm=((64, 1024, 1024), (256, 256, 256), (512, 512, 512)),
+    "quick": RatePlan(reps=2, batch_s=0.5e-3,
+                      gemm=((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256), (512, 512, 512)),
                       bmm=((12, 128, 128, 64),), conv=((8, 32, 64, 32, 3, 1),), memory_max_bytes=64 << 20),
 }
 
