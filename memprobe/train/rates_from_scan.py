@@ -127,11 +127,11 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings) -> tuple
     klass = op_class(op)
     if klass is None:
         return None, None  # unmodelled: the predictor names it
+    if klass not in ("gemm", "bmm", "conv", "call") and klass not in (tr.classes or {}):
+        return None, f"{klass}: no rate in the scan's table"
     over = (tr.call_overhead_s or {}).get(klass)
-    if klass in ("gemm", "bmm", "conv") and over is None:
-        over = (tr.call_overhead_s or {}).get("gemm")
     if over is None:
-        return None, f"{klass}: no call overhead in the scan's rate table"
+        return None, f"{klass}: no call overhead in the scan's table"
     work = work_of(op)
     n = tr.threads
     key, nbytes = op_key(op), replay_bytes(op)
@@ -148,7 +148,7 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings) -> tuple
             what = f"{klass} {direction}" if direction else klass
             return None, f"{what} {_dtype(op)}: no rate in the scan's table"
         rate = e.gflops * 1e9
-    elif klass in (tr.classes or {}):
+    else:
         level = ceilings.level_for(nbytes).name
         row = class_rate(tr.classes[klass], level)
         if row is None:
@@ -160,8 +160,6 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings) -> tuple
             rate = row.gbs * 1e9 * work / b  # elements/s at the class's GB/s
         else:
             rate = row.elements_per_s
-    else:
-        return None, f"{klass}: no rate in the scan's table"
     return OpRate(key, op.name, over + work / rate, over, work, nbytes, n, "rate table"), None
 
 
