@@ -122,6 +122,24 @@ def test_the_stage_fills_every_class_at_every_level_through_pytorch(monkeypatch)
     assert ScanResult.from_json(scan_with(t).to_json()).devices["cpu"].rates == t
 
 
+def test_a_class_whose_kernel_fails_is_left_out_and_named(monkeypatch):
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
+    from memprobe.scan import rates as SR
+
+    def broken(n_bytes, pool):
+        raise RuntimeError("no such operator here\nsecond line")
+
+    kernels = tuple(dataclasses.replace(k, build=broken, tiny=lambda pool: broken(0, pool)) if k.klass == "norm"
+                    else k for k in SR.CLASS_KERNELS)
+    monkeypatch.setattr(SR, "CLASS_KERNELS", kernels)
+    monkeypatch.setitem(SR.RATE_PLANS, "quick", SR.RatePlan(**dict(TINY_PLAN, gemm=((8, 8, 8),), optimizers=())))
+    t = SR.measure_rate_table(device_with_levels(), quick=True, threads_all=2)
+    assert "norm" not in t.threads["threads_1"].classes and "softmax" in t.threads["threads_1"].classes
+    assert t.threads["threads_1"].call_overhead_s["norm"] is None
+    assert t.absent == [f"norm: its kernel (layer norm, rows of 1024) failed: RuntimeError: no such operator here ({k})"
+                        for k in ("threads_1", "threads_all")]
+
+
 def test_without_pytorch_the_gemm_ladder_comes_through_numpy_and_the_rest_is_named_absent(monkeypatch):
     from memprobe.scan import rates as SR
 

@@ -339,25 +339,50 @@ def _overheads(plan: RatePlan, dev: str, sync: Callable[[], None], pool: Pool) -
     out: dict[str, float | None] = {}
     for klass in OVERHEAD_CLASSES:
         kern = next((k for k in CLASS_KERNELS if k.klass == klass), None)
-        fn = kern.tiny(pool.reset()) if kern is not None else one[klass]
-        out[klass] = time_call(fn, plan.reps, plan.batch_s, sync)
+        try:
+            fn = kern.tiny(pool.reset()) if kern is not None else one[klass]
+            out[klass] = time_call(fn, plan.reps, plan.batch_s, sync)
+        except Exception:  # noqa: BLE001 - that class's kernel fails again below and is named there
+            out[klass] = None
     return out
 
 
 def _class_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: list[tuple[str, int]],
-                 over: dict[str, float | None], fault_s_per_byte: float) -> dict[str, list[ClassRate]]:
+                 over: dict[str, float | None], fault_s_per_byte: float,
+                 errors: list[str] | None = None) -> dict[str, list[ClassRate]]:
+    """Each class at each level; a class whose kernel fails (an operator this PyTorch lacks) is
+    left out and named in `errors`, the others still measured."""
     out: dict[str, list[ClassRate]] = {}
     for kern in CLASS_KERNELS:
         rows = []
-        for level, size in sets:
-            fn, elements = kern.build(size, pool.reset())
-            s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
-            r = work_rate(float(elements), s, over.get(kern.klass) or 0.0)
-            rows.append(ClassRate(level, size, r, r * kern.bytes_per_element / 1e9 if r else None,
-                                  kern.bytes_per_element, s))
-            del fn
+        try:
+            for level, size in sets:
+                fn, elements = kern.build(size, pool.reset())
+                s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
+                r = work_rate(float(elements), s, over.get(kern.klass) or 0.0)
+                rows.append(ClassRate(level, size, r, r * kern.bytes_per_element / 1e9 if r else None,
+                                      kern.bytes_per_element, s))
+                del fn
+        except Exception as exc:  # noqa: BLE001 - one class's failure must not lose the table
+            if errors is not None:
+                errors.append(f"{kern.klass}: its kernel ({kern.what}) failed: {_why(exc)}")
+            continue
         out[kern.klass] = rows
     return out
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
+
+
+def _part(name: str, fn: Callable[[], Any], default: Any, errors: list[str]) -> Any:
+    """One part of the table; a failure leaves it out, named in `errors`."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - one part's failure must not lose the table
+        errors.append(f"{name}: failed: {_why(exc)}")
+        return default
 
 
 def _backward_call_s(plan: RatePlan, dev: str, sync: Callable[[], None]) -> float:
@@ -426,9 +451,11 @@ def torch_library() -> str | None:
 
 
 def measure_torch_threads(plan: RatePlan, device: Any, threads_key: str, n: int, dev: str = "cpu",
-                          progress: Callable[[str], None] | None = None, pool: Pool | None = None) -> ThreadRates:
+                          progress: Callable[[str], None] | None = None, pool: Pool | None = None,
+                          errors: list[str] | None = None) -> ThreadRates:
     """The whole table at one thread count through PyTorch (`dev`: "cpu" or "cuda"); `pool`: the
-    element-wise classes' buffer, shared between thread counts (made here if None)."""
+    element-wise classes' buffer, shared between thread counts (made here if None). A part that
+    fails is left out and named in `errors` (the table's `absent`)."""
     import torch
 
     from memprobe.train import torch_families as TF
@@ -440,22 +467,24 @@ def measure_torch_threads(plan: RatePlan, device: Any, threads_key: str, n: int,
     sets = level_working_sets(device, threads_key, plan.memory_max_bytes)
     if pool is None or pool.base.numel() * 4 < max(s for _, s in sets):
         pool = Pool(max(s for _, s in sets), dev)
+    errors = errors if errors is not None else []
     say("call overheads")
     over = _overheads(plan, dev, sync, pool)
     tr = ThreadRates(threads=n, call_overhead_s=over, fault_s_per_byte=fault if dev == "cpu" else None)
     say("GEMM ladder")
-    tr.gemm = _gemm_ladder(plan, dev, sync, over["gemm"] or 0.0)
-    tr.bmm = _bmm_ladder(plan, dev, sync, over["bmm"] or 0.0)
+    tr.gemm = _part("gemm", lambda: _gemm_ladder(plan, dev, sync, over["gemm"] or 0.0), [], errors)
+    tr.bmm = _part("bmm", lambda: _bmm_ladder(plan, dev, sync, over["bmm"] or 0.0), [], errors)
     say("convolutions")
-    tr.conv = _conv_ladder(plan, dev, sync, over["conv"] or 0.0, fault)
+    tr.conv = _part("conv", lambda: _conv_ladder(plan, dev, sync, over["conv"] or 0.0, fault), [], errors)
     say("element-wise classes")
-    tr.classes = _class_rates(plan, pool, sync, sets, over, fault)
-    tr.backward_call_s = _backward_call_s(plan, dev, sync)
-    tr.update_call_s = _update_call_s(plan, dev, sync)
+    tr.classes = _class_rates(plan, pool, sync, sets, over, fault, errors)
+    tr.backward_call_s = _part("autograd's start", lambda: _backward_call_s(plan, dev, sync), None, errors)
+    tr.update_call_s = _part("optimizer calls", lambda: _update_call_s(plan, dev, sync), {}, errors)
     if dev == "cpu":
         from memprobe.train.sweep import measure_cross_core_s_per_byte
 
-        tr.cross_core_s_per_byte = measure_cross_core_s_per_byte(n) if n > 1 else 0.0
+        tr.cross_core_s_per_byte = _part("cross-core term", lambda: measure_cross_core_s_per_byte(n) if n > 1 else 0.0,
+                                         None, errors)
     return tr
 
 
@@ -507,8 +536,10 @@ def measure_rate_table(device: Any, quick: bool = False, threads_all: int | None
 
             if pool is None:
                 pool = Pool(max(s for _, s in level_working_sets(device, "threads_all", plan.memory_max_bytes)))
+            errors: list[str] = []
             with torch_threads(n):
-                table.threads[key] = measure_torch_threads(plan, device, key, n, "cpu", progress, pool)
+                table.threads[key] = measure_torch_threads(plan, device, key, n, "cpu", progress, pool, errors)
+            table.absent += [f"{e} ({key})" for e in errors]
         else:
             with cpu_threads(n):
                 table.threads[key] = measure_numpy_threads(plan, n)
@@ -552,7 +583,9 @@ def stage_gpu_rates(ctx: ScanContext) -> None:
     t0 = time.perf_counter()
     table = RateTable(library=f"torch {torch.__version__} (CUDA {torch.version.cuda})", backend="cuda",
                       method="each op class alone on the GPU, batches of calls synchronized")
-    table.threads["threads_all"] = measure_torch_threads(plan, ctx.device, "threads_all", 1, "cuda")
+    errors: list[str] = []
+    table.threads["threads_all"] = measure_torch_threads(plan, ctx.device, "threads_all", 1, "cuda", errors=errors)
+    table.absent += errors
     table.seconds = round(time.perf_counter() - t0, 3)
     ctx.device.rates = table
 
