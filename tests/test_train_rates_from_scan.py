@@ -208,3 +208,18 @@ def test_record_line_holds_what_a_re_prediction_needs():
     assert {"model", "spec", "batch", "threads", "optimizer", "measured_s", "torch"} <= set(line)
     assert line["spec"] == "tests/x.py:tiny_mlp" and line["batch"] == 8 and line["torch"] == torch.__version__
     assert math.isfinite(line["predicted_s"]) and json.loads(json.dumps(line)) == line
+
+
+def test_append_record_writes_one_line_per_measured_step(tmp_path):
+    r = O.predict_on(MLP, scan_with(hand_table()), batch=8, optimizer="sgd")
+    with pytest.raises(SpecError, match="--measure"):
+        O.append_record(tmp_path / "p.jsonl", r)
+    r.measured_s = 2e-3
+    O.append_record(tmp_path / "m" / "p.jsonl", r, spec="x.py:tiny_mlp")
+    O.append_record(tmp_path / "m" / "p.jsonl", r, spec="x.py:tiny_mlp")
+    lines = (tmp_path / "m" / "p.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["measured_s"] == 2e-3
+    (tmp_path / "afile").write_text("x")  # a folder that is a file (root ignores permissions)
+    with pytest.raises(SpecError, match="cannot write") as e:
+        O.append_record(tmp_path / "afile" / "p.jsonl", r)
+    assert e.value.exit_code == 2

@@ -171,3 +171,20 @@ def record_line(result: PredictResult, spec: str | None = None) -> dict[str, Any
             "optimizer": result.optimizer, "measured_s": result.measured_s, "predicted_s": result.predicted_s,
             "torch": tv, "memprobe": __version__, "host": platform.node(), "kernels": result.kernels,
             "coverage": result.coverage}
+
+
+def append_record(path: str | Path, result: PredictResult, spec: str | None = None) -> dict[str, Any]:
+    """`record_line(result, spec)` appended to `path` as one JSON line (the file and its folder
+    made where missing); SpecError (exit 2, one line) where it cannot be written, or where the
+    result has no measured step (`--jsonl` needs `--measure`)."""
+    if result.measured_s is None:
+        raise SpecError("--jsonl records a measured step: add --measure", EXIT_BAD_SPEC)
+    line = record_line(result, spec)
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line, allow_nan=False) + "\n")
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--jsonl {p}: cannot write: {getattr(exc, 'strerror', None) or exc}", EXIT_BAD_SPEC) from None
+    return line
