@@ -23,7 +23,8 @@ def hand_table(threads_all: int = 2) -> RateTable:
             threads=n, call_overhead_s={k: 2e-6 for k in OVERHEAD_CLASSES},
             gemm=[GemmRate(64, 1024, 1024, "float32", 80.0 * n, 1.7e-3), GemmRate(512, 512, 512, "float32", 90.0 * n)],
             bmm=[GemmRate(128, 128, 64, "float32", 50.0 * n, batch=12)],
-            conv=[ConvRate(8, 32, 64, 32, 3, 1, d, "float32", 8192, 64, 288, 70.0 * n) for d in ("forward", "backward")],
+            conv=[ConvRate(8, 32, 64, 32, 3, 1, d, "float32", 8192, 64, 288, 70.0 * n)
+                  for d in ("forward", "backward")],
             classes={c: [ClassRate("L1", 16 << 10, 1e10 * n, 120.0 * n, 12.0, 3e-6),
                          ClassRate("L2", 512 << 10, 8e9 * n, 96.0 * n, 12.0),
                          ClassRate("memory", 64 << 20, 1e9 * n, 12.0 * n, 12.0)] for c in RATE_CLASSES},

@@ -74,6 +74,27 @@ def test_the_nearest_ladder_entry_is_nearest_in_log_m_n_k_and_of_the_same_dtype(
     assert RS.nearest_entry(convs, (128, 4, 27), "float32", "backward").gflops == 7.0
 
 
+def test_a_product_above_the_scans_fma_ceiling_is_never_an_input():
+    ladder = [GemmRate(64, 1024, 1024, "float32", 500.0), GemmRate(512, 512, 512, "float32", 90.0)]
+    assert [e.gflops for e in RS.plausible(ladder, 100.0)] == [90.0]
+    assert RS.plausible(ladder, None) == ladder
+    from memprobe.result import ComputeCeilings
+
+    s = scan_with(hand_table())
+    s.devices["cpu"].compute = ComputeCeilings(fma={"float32": {"threads_1": 100.0, "threads_all": 200.0}})
+    assert RS.fma_peak_gflops(s.devices["cpu"], "threads_1") == 100.0
+    g = C.capture_step(lambda: tiny_mlp(8), optimizer="sgd")
+    mm = next(o for o in g.kernels if o.packet == "addmm")
+    tr = s.devices["cpu"].rates.threads["threads_1"]
+    tr.gemm = ladder
+    c = M.ceilings_from_device(s.devices["cpu"], "threads_1", 1, {}, {})
+    r, _ = RS.op_rate_from_table(mm, tr, c, 100.0)
+    assert r.call_s == pytest.approx(2e-6 + mm.flops / 90e9)
+    tr.gemm = ladder[:1]
+    r, why = RS.op_rate_from_table(mm, tr, c, 100.0)
+    assert r is None and why == "gemm float32: no rate in the scan's table"
+
+
 def test_step_inputs_come_from_the_table_alone(graph):
     dev = scan_with(hand_table()).devices["cpu"]
     inputs, missing = RS.step_inputs_from_scan(graph, dev, "threads_1")

@@ -9,7 +9,8 @@ them for the scan's machine instead, each captured kernel's `OpRate` made from t
 * a GEMM-like op (mm, addmm, bmm, baddbmm, convolution forward and backward) from its ladder's
   entry nearest in shape: the smallest sum of |log| ratios of m, n and k (a convolution by its
   GEMM-equivalent m, n, k, and its direction), of the op's dtype; its FLOPs at that entry's
-  GFLOP/s, scaled by nothing fitted;
+  GFLOP/s, scaled by nothing fitted (a product's entry above the scan's FMA ceiling breaks
+  physics and is left out, `plausible`);
 * an element-wise op from its class (`op_class`) at the level its own footprint (its tensors'
   distinct bytes, `op_rates.replay_bytes`) sits in at this thread count
   (`Ceilings.level_for`): the streaming classes (elementwise, copy, update) as the class
@@ -41,6 +42,7 @@ GEMM_PACKETS = {"mm": "gemm", "addmm": "gemm", "bmm": "bmm", "baddbmm": "bmm",
 STREAMING = frozenset({"elementwise", "copy", "update"})  # rate by bytes: the op's own bytes per element
 GATHERS = frozenset({"embedding", "index_select", "gather", "index", "_unsafe_index", "scatter", "scatter_add",
                      "scatter_add_", "index_put_", "index_put", "_index_put_impl_", "embedding_dense_backward"})
+PEAK_SLACK = 1.1  # a product may beat the FMA chains' figure by this much (their own noise), no more
 NO_TABLE = ("the scan has no rate table (made by memprobe {version}, before rate tables, or its rates "
             "stage did not run): re-run `memprobe scan` on that machine with this memprobe")
 
@@ -104,6 +106,26 @@ def nearest_entry(entries: list[Any], dims: tuple[int, int, int], dtype: str, di
     return min(pool, key=lambda e: _log_distance((e.m, e.n, e.k), dims))
 
 
+def fma_peak_gflops(device: Any, threads_key: str) -> float | None:
+    """The scan's float32 FMA ceiling at `threads_key` (unflagged), or None."""
+    comp = getattr(device, "compute", None)
+    if comp is None:
+        return None
+    v = (comp.fma.get("float32") or {}).get(threads_key)
+    if not v or comp.flagged(f"fma/float32/{threads_key}"):
+        return None
+    return float(v)
+
+
+def plausible(entries: list[Any], peak_gflops: float | None) -> list[Any]:
+    """A matrix-product ladder without entries above the scan's FMA ceiling (PEAK_SLACK over it):
+    a figure that breaks physics is never a model input. Convolutions are not checked (a
+    Winograd or FFT kernel does fewer FLOPs than the formula counts)."""
+    if not peak_gflops:
+        return list(entries)
+    return [e for e in entries if not e.gflops or e.gflops <= PEAK_SLACK * peak_gflops]
+
+
 def class_rate(rows: list[Any], level: str) -> Any:
     """The class's entry at `level`; None where that level was not measured."""
     return next((r for r in rows if r.level == level and r.elements_per_s), None)
@@ -122,8 +144,10 @@ def _dtype(op: C.CapturedOp) -> str:
     return op.inputs[0].dtype if op.inputs else "float32"
 
 
-def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings) -> tuple[OpRate | None, str | None]:
-    """(the op's OpRate built from one thread count's table, None) or (None, what is missing)."""
+def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings,
+                       peak_gflops: float | None = None) -> tuple[OpRate | None, str | None]:
+    """(the op's OpRate built from one thread count's table, None) or (None, what is missing).
+    `peak_gflops`: the scan's FMA ceiling at this thread count (GEMM entries above it are left out)."""
     klass = op_class(op)
     if klass is None:
         return None, None  # unmodelled: the predictor names it
@@ -141,7 +165,8 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings) -> tuple
         dims = gemm_dims(op)
         if dims is None:
             return None, f"{klass} {op.name}: its shape cannot be read"
-        ladder = {"gemm": tr.gemm, "bmm": tr.bmm, "conv": tr.conv}[klass]
+        ladder = {"gemm": plausible(tr.gemm, peak_gflops), "bmm": plausible(tr.bmm, peak_gflops),
+                  "conv": tr.conv}[klass]
         direction = ("backward" if op.packet.endswith("_backward") else "forward") if klass == "conv" else None
         e = nearest_entry(ladder, dims, _dtype(op), direction)
         if e is None:
@@ -192,6 +217,7 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
     if tr is None:
         have = ", ".join(table.threads) or "none"
         return StepInputs({}, n), missing + [f"the scan's rate table has no {threads_key} rates (it has {have})"]
+    peak = fma_peak_gflops(device, threads_key)
     rates: dict[str, OpRate] = {}
     lacks: Counter[str] = Counter()
     per_key = Counter(op_key(o) for o in graph.ops if o.kernel)
@@ -203,7 +229,7 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
         if key in done:
             continue
         done.add(key)
-        r, why = op_rate_from_table(op, tr, ceilings)
+        r, why = op_rate_from_table(op, tr, ceilings, peak)
         if r is not None:
             rates[key] = r
         elif why is not None:
