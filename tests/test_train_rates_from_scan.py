@@ -244,3 +244,22 @@ def test_append_record_writes_one_line_per_measured_step(tmp_path):
     with pytest.raises(SpecError, match="cannot write") as e:
         O.append_record(tmp_path / "afile" / "p.jsonl", r)
     assert e.value.exit_code == 2
+
+
+def test_compare_scans_captures_once_and_predicts_from_each(tmp_path, monkeypatch):
+    calls = []
+    real = O.capture_spec
+    monkeypatch.setattr(O, "capture_spec", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tb = hand_table(threads_all=4)
+    tb.threads["threads_all"].call_overhead_s = {k: 1e-5 for k in tb.threads["threads_all"].call_overhead_s}
+    b = scan_with(tb)  # calls five times as dear: this tiny step is mostly calls
+    out = O.compare_scans(MLP, scan_with(hand_table()), write(tmp_path, "b.json", b.to_json()), batch=8,
+                          threads="all", optimizer="sgd")
+    assert calls == [1]
+    assert out["a"].n_threads == 2 and out["b"].n_threads == 4 and out["a"].kernels == out["b"].kernels
+    step = out["rows"][0]
+    assert step["op"] == "step" and step["ratio"] == pytest.approx(out["b"].predicted_s / out["a"].predicted_s)
+    assert step["ratio"] > 2
+    with pytest.raises(SpecError) as e:
+        O.compare_scans(MLP, scan_with(hand_table()), write(tmp_path, "bad.json", "[]"), batch=8)
+    assert e.value.exit_code == 2

@@ -153,6 +153,26 @@ def compare_machines(here: PredictResult, there: PredictResult) -> list[dict[str
     return rows + changed
 
 
+def compare_scans(spec_or_builder: str | Builder, scan_a: Any, scan_b: Any, batch: int | None = None,
+                  threads: int | str = 1, optimizer: str = "adamw", device: str = "cpu",
+                  progress: ProgressFn = _noop) -> dict[str, Any]:
+    """`memprobe compare A B --predict SPEC`: the step captured once and predicted from each scan
+    alone; {"a": ScanPredictResult, "b": ScanPredictResult, "rows": compare_machines(a, b)}."""
+    scan_a, scan_b = load_scan(scan_a), load_scan(scan_b)
+    for s in (scan_a, scan_b):
+        _device(s, device)
+    builder = spec_or_builder if isinstance(spec_or_builder, Builder) else load_spec(spec_or_builder)
+    if optimizer not in C.OPTIMIZERS:
+        raise SpecError(f"--optimizer must be one of {', '.join(C.OPTIMIZERS)}, not {optimizer!r}")
+    threads_key(threads)
+    progress("capture", 0, 1, builder.name)
+    graph = capture_spec(builder, batch, optimizer)
+    progress("capture", 1, 1, f"{len(graph.kernels)} kernels")
+    a = predict_on(builder, scan_a, batch, threads, optimizer, device, progress, graph)
+    b = predict_on(builder, scan_b, batch, threads, optimizer, device, progress, graph)
+    return {"a": a, "b": b, "rows": compare_machines(a, b)}
+
+
 def record_line(result: PredictResult, spec: str | None = None) -> dict[str, Any]:
     """One validation record (`memprobe predict --measure --jsonl FILE` appends it as one JSON
     line): what `benchmarks/predict_across.py` re-predicts from each machine's scan alone and
