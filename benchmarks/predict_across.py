@@ -11,7 +11,8 @@ batch, threads, optimizer, measured_s, torch version). Every record is predicted
 that machine's scan alone (its rate table; nothing is measured here), each (spec, batch,
 optimizer) captured once. Per machine and model: the records, the median |error|, the median
 |error| and signed median at batch >= 16, and how many predictions were partial (the scan
-lacked a rate: the missing lines are printed once per machine). The torch version a record was
+lacked a rate: such a prediction is a lower bound and its error is not counted; the missing
+lines are printed once per machine). The torch version a record was
 measured with is printed beside the scan's library: a prediction across versions compares unlike
 kernels.
 """
@@ -67,8 +68,9 @@ def predict_records(scan_path: Path, records: list[dict[str, Any]]) -> list[dict
             row.update(predicted_s=None, error=None, partial=True, missing=[str(exc)])
             out.append(row)
             continue
-        row.update(predicted_s=r.predicted_s, error=r.predicted_s / rec["measured_s"] - 1, partial=r.partial,
-                   missing=r.missing, bound=r.bound, library=r.library)
+        # a partial prediction leaves kernels out: a lower bound, not an error to count
+        row.update(predicted_s=r.predicted_s, error=None if r.partial else r.predicted_s / rec["measured_s"] - 1,
+                   partial=r.partial, missing=r.missing, bound=r.bound, library=r.library)
         out.append(row)
     return out
 
@@ -112,7 +114,8 @@ def report(machine: str, rows: list[dict[str, Any]], verbose: bool = False) -> s
                            [[r["model"], r.get("batch"), r.get("threads"), r.get("optimizer"),
                              f"{1e3 * r['measured_s']:.3f}",
                              "-" if r["predicted_s"] is None else f"{1e3 * r['predicted_s']:.3f}",
-                             _pct(r["error"]), r.get("bound", "-")] for r in rows]))
+                             "partial" if r.get("partial") else _pct(r["error"]), r.get("bound", "-")]
+                            for r in rows]))
     missing = sorted({m for r in rows for m in r.get("missing") or []})
     for m in missing:
         lines.append(f"  missing: {m}")

@@ -138,7 +138,7 @@ def test_threads_all_is_the_scan_machines_count_not_this_ones():
 
 def test_a_scan_without_a_rate_table_gives_a_partial_prediction_naming_what_to_rerun():
     r = O.predict_on(MLP, scan_with(None), batch=8, threads=1, optimizer="sgd")
-    assert r.partial and r.kernels_predicted == 0
+    assert r.partial and r.kernels_predicted == 0 and r.bound == "none"
     assert len(r.missing) == 1 and "no rate table" in r.missing[0] and "re-run `memprobe scan`" in r.missing[0]
     assert r.unmodelled  # every kernel named, none counted as zero time
 

@@ -26,7 +26,9 @@ THREAD_KEYS = {"1": "threads_1", "all": "threads_all"}
 
 @dataclass
 class ScanPredictResult(PredictResult):
-    """A PredictResult made from a scan alone: which machine, and what the scan lacked."""
+    """A PredictResult made from a scan alone: which machine, and what the scan lacked. Where
+    anything is missing (`partial`), `predicted_s` sums the kernels that had a rate
+    (`kernels_predicted` of `kernels`): a lower bound, not the step's time."""
 
     machine: str = ""  # the scan's host and CPU model
     scan_started_at: str = ""
@@ -116,7 +118,8 @@ def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = No
 
     return ScanPredictResult(
         model=builder.name, batch=graph.batch, threads=tkey, n_threads=n, optimizer=optimizer,
-        predicted_s=pred.predicted_s, measured_s=None, coverage=pred.coverage, bound=pred.bound,
+        predicted_s=pred.predicted_s, measured_s=None, coverage=pred.coverage,
+        bound=pred.bound if with_rate else "none",  # nothing predicted: nothing bounds it
         flops=graph.flops, bytes=pred.bytes, peak_live_bytes=peak_live_bytes(graph),
         flops_peak_s=graph.flops / peak if peak else None, replay_sum_s=None,
         ops=P.group_ops(pred), unmodelled=[asdict(u) for u in pred.unmodelled],
