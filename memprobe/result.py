@@ -536,7 +536,7 @@ class DeviceExtra:
 # element-wise classes of a captured step (train/rates_from_scan.op_class says which op is which)
 RATE_CLASSES = ("elementwise", "reduction", "norm", "softmax", "gather", "copy", "update")
 # call-overhead classes: the GEMM-like ops, the element-wise classes, and a bare call (an allocation)
-OVERHEAD_CLASSES = ("gemm", "bmm", "conv") + RATE_CLASSES + ("call",)
+OVERHEAD_CLASSES = ("gemm", "bmm", "conv", "attention") + RATE_CLASSES + ("call",)
 
 
 @dataclass
@@ -575,6 +575,22 @@ class ConvRate:
 
 
 @dataclass
+class AttentionRate:
+    """Scaled dot-product attention measured alone (PyTorch's fused CPU kernel), forward or
+    backward: `batch` (batch x heads), `seq` queries and keys, `head_dim`, causal or not; FLOPs
+    by torch.utils.flop_counter's attention formulas (what `capture` counts)."""
+
+    batch: int
+    seq: int
+    head_dim: int
+    causal: bool
+    direction: str  # "forward" | "backward"
+    dtype: str
+    gflops: Optional[float]
+    call_s: Optional[float] = None
+
+
+@dataclass
 class ClassRate:
     """An element-wise class at one level: its kernel with every operand (`size_bytes` in all)
     sized to sit in `level`; elements per second and GB/s of its operands (STREAM counting),
@@ -597,6 +613,7 @@ class ThreadRates:
     gemm: list[GemmRate] = field(default_factory=list)
     bmm: list[GemmRate] = field(default_factory=list)
     conv: list[ConvRate] = field(default_factory=list)
+    attention: list[AttentionRate] = field(default_factory=list)
     classes: dict[str, list[ClassRate]] = field(default_factory=dict)  # RATE_CLASSES -> nearest level first
     backward_call_s: Optional[float] = None  # autograd's start, once per backward call
     fault_s_per_byte: Optional[float] = None  # a fresh page's cost beyond writing it

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from memprobe.result import (OVERHEAD_CLASSES, RATE_CLASSES, SCHEMA_FILE, BandwidthSetup, BandwidthTable, ClassRate,
-                             ConvRate, DeviceResult, GemmRate, Level, RateTable, ScanResult, ThreadRates)
+from memprobe.result import (OVERHEAD_CLASSES, RATE_CLASSES, SCHEMA_FILE, AttentionRate, BandwidthSetup,
+                             BandwidthTable, ClassRate, ConvRate, DeviceResult, GemmRate, Level, RateTable, ScanResult,
+                             ThreadRates)
 
 DATA = Path(__file__).resolve().parent / "data"
 KERNELS = ("read", "write", "copy", "triad")
@@ -25,6 +26,8 @@ def hand_table(threads_all: int = 2) -> RateTable:
             bmm=[GemmRate(128, 128, 64, "float32", 50.0 * n, batch=12)],
             conv=[ConvRate(8, 32, 64, 32, 3, 1, d, "float32", 8192, 64, 288, 70.0 * n)
                   for d in ("forward", "backward")],
+            attention=[AttentionRate(8, 128, 64, c, d, "float32", 30.0 * n) for c in (True, False)
+                       for d in ("forward", "backward")],
             classes={c: [ClassRate("L1", 16 << 10, 1e10 * n, 120.0 * n, 12.0, 3e-6),
                          ClassRate("L2", 512 << 10, 8e9 * n, 96.0 * n, 12.0),
                          ClassRate("memory", 64 << 20, 1e9 * n, 12.0 * n, 12.0)] for c in RATE_CLASSES},
@@ -97,7 +100,7 @@ def test_level_working_sets_follow_the_bandwidth_stage_and_cap_memory():
 
 
 TINY_PLAN = dict(reps=1, batch_s=1e-4, gemm=((8, 8, 8), (16, 32, 8)), bmm=((2, 4, 4, 4),),
-                 conv=((1, 2, 2, 4, 3, 1),), optimizers=("sgd",), memory_max_bytes=1 << 20)
+                 conv=((1, 2, 2, 4, 3, 1),), attention=((2, 16, 8),), optimizers=("sgd",), memory_max_bytes=1 << 20)
 
 
 def test_the_stage_fills_every_class_at_every_level_through_pytorch(monkeypatch):
@@ -115,6 +118,9 @@ def test_the_stage_fills_every_class_at_every_level_through_pytorch(monkeypatch)
         assert {c.direction for c in tr.conv} == {"forward", "backward"}
         conv = tr.conv[0]
         assert (conv.m, conv.n, conv.k) == (1 * 4 * 4, 2, 2 * 9)
+        assert {(a.direction, a.causal) for a in tr.attention} == {(d, c) for d in ("forward", "backward")
+                                                                   for c in (True, False)}
+        assert all(a.gflops and (a.batch, a.seq, a.head_dim) == (2, 16, 8) for a in tr.attention)
         assert set(tr.classes) == set(RATE_CLASSES)
         for rows in tr.classes.values():
             assert [r.level for r in rows] == ["L1", "L2", "memory"]

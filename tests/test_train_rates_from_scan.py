@@ -263,3 +263,36 @@ def test_compare_scans_captures_once_and_predicts_from_each(tmp_path, monkeypatc
     with pytest.raises(SpecError) as e:
         O.compare_scans(MLP, scan_with(hand_table()), write(tmp_path, "bad.json", "[]"), batch=8)
     assert e.value.exit_code == 2
+
+
+def tiny_attention(batch=2):
+    torch.manual_seed(0)
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(32, 96)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).view(x.shape[0], 16, 3, 2, 16).permute(2, 0, 3, 1, 4)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    x = torch.randn(batch, 16, 32)
+    return Attn(), x, (lambda out: out.square().mean())
+
+
+def test_fused_attention_reads_the_attention_ladder_by_direction_and_causality():
+    g = C.capture_step(lambda: tiny_attention(2), optimizer="sgd")
+    att = [o for o in g.kernels if RS.op_class(o) == "attention"]
+    assert len(att) == 2
+    assert [RS.attention_dims(o) for o in att] == [(4, 16, 16, True)] * 2
+    dev = scan_with(hand_table()).devices["cpu"]
+    inputs, missing = RS.step_inputs_from_scan(g, dev, "threads_1")
+    assert missing == []
+    for o in att:
+        assert inputs.rates[op_key(o)].call_s == pytest.approx(2e-6 + o.flops / 30e9)
+    t = hand_table()
+    t.threads["threads_1"].attention = [a for a in t.threads["threads_1"].attention if not a.causal]
+    _, missing = RS.step_inputs_from_scan(g, scan_with(t).devices["cpu"], "threads_1")
+    assert missing == ["attention forward causal float32: no rate in the scan's table (1 kernel)",
+                       "attention backward causal float32: no rate in the scan's table (1 kernel)"]

@@ -6,8 +6,9 @@ alone (`train/rates_from_scan.py`, `memprobe predict SPEC --on scan.json`).
 What is measured, at one thread and at all threads (each thread count under
 `train.spec.torch_threads`, as `memprobe predict` runs its replays):
 
-* GEMM, batched-matmul and convolution ladders (a few shapes each, float32): GFLOP/s with the
-  call's overhead taken out; FLOPs as `torch.utils.flop_counter` counts them (what `capture` uses).
+* GEMM, batched-matmul, convolution and (CPU) fused-attention ladders (a few shapes each,
+  float32): GFLOP/s with the call's overhead taken out; FLOPs as `torch.utils.flop_counter`
+  counts them (what `capture` uses).
 * Per element-wise class (CLASS_KERNELS: one representative kernel per class, the table's one
   entry per class) at each level: its operands sized to the level's bandwidth working set (the
   bandwidth stage's `BandwidthSetup`, one thread or all), elements/s and GB/s. Memory's working
@@ -42,8 +43,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from memprobe.result import (OVERHEAD_CLASSES, RATE_CLASSES, ClassRate, ConvRate, GemmRate, Level, RateTable,
-                             ThreadRates)
+from memprobe.result import (OVERHEAD_CLASSES, RATE_CLASSES, AttentionRate, ClassRate, ConvRate, GemmRate, Level,
+                             RateTable, ThreadRates)
 from memprobe.scan import ScanContext, Stage
 
 PAGE_BYTES = resource.getpagesize()
@@ -66,6 +67,7 @@ class RatePlan:
                                               (512, 512, 512), (1024, 1024, 1024))
     bmm: tuple[tuple[int, int, int, int], ...] = ((12, 128, 128, 64), (12, 128, 64, 128))  # batch, m, n, k
     conv: tuple[tuple[int, int, int, int, int, int], ...] = ((8, 32, 64, 32, 3, 1), (8, 128, 128, 8, 1, 1))
+    attention: tuple[tuple[int, int, int], ...] = ((8, 128, 64), (8, 512, 64))  # batch x heads, seq, head dim
     optimizers: tuple[str, ...] = ("sgd", "adamw")
     memory_max_bytes: int = MEMORY_RATE_MAX_BYTES  # memory's working set for the element-wise classes
 
@@ -74,7 +76,8 @@ RATE_PLANS = {
     "default": RatePlan(),
     "quick": RatePlan(reps=2, batch_s=0.5e-3,
                       gemm=((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256), (512, 512, 512)),
-                      bmm=((12, 128, 128, 64),), conv=((8, 32, 64, 32, 3, 1),), memory_max_bytes=64 << 20),
+                      bmm=((12, 128, 128, 64),), conv=((8, 32, 64, 32, 3, 1),), attention=((8, 128, 64),),
+                      memory_max_bytes=64 << 20),
 }
 
 
@@ -328,6 +331,31 @@ def _conv_ladder(plan: RatePlan, dev: str, sync: Callable[[], None], over: float
     return out
 
 
+def _attention_ladder(plan: RatePlan, dev: str, sync: Callable[[], None], over: float) -> list[AttentionRate]:
+    """PyTorch's fused CPU attention (the kernel `capture` records for scaled_dot_product_attention
+    on the CPU), causal and not, forward and backward, at each shape of the plan."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
+    out = []
+    for b, t, hd in plan.attention:
+        q, k, v = (_t(b, 1, t, hd, device=dev) for _ in range(3))
+        shape = (b, 1, t, hd)
+        for causal in (True, False):
+            o, lse = fwd(q, k, v, 0.0, causal)
+            go = torch.ones_like(o)
+            calls = {"forward": (lambda c=causal: fwd(q, k, v, 0.0, c), float(sdpa_flop_count(shape, shape, shape))),
+                     "backward": (lambda c=causal, o=o, lse=lse: bwd(go, q, k, v, o, lse, 0.0, c),
+                                  float(sdpa_backward_flop_count(shape, shape, shape, shape)))}
+            for direction, (fn, flops) in calls.items():
+                s = time_call(fn, plan.reps, plan.batch_s, sync)
+                r = work_rate(flops, s, over)
+                out.append(AttentionRate(b, t, hd, causal, direction, "float32", r / 1e9 if r else None, s))
+    return out
+
+
 def _overheads(plan: RatePlan, dev: str, sync: Callable[[], None], pool: Pool) -> dict[str, float | None]:
     import torch
 
@@ -336,6 +364,8 @@ def _overheads(plan: RatePlan, dev: str, sync: Callable[[], None], pool: Pool) -
            "call": (lambda: torch.empty(1, device=dev))}
     x, w = _t(1, 1, 2, 2, device=dev), _t(1, 1, 1, 1, device=dev)
     one["conv"] = lambda: torch.ops.aten.convolution.default(x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    q = _t(1, 1, 1, 1, device=dev)
+    one["attention"] = lambda: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default(q, q, q, 0.0, False)
     out: dict[str, float | None] = {}
     for klass in OVERHEAD_CLASSES:
         kern = next((k for k in CLASS_KERNELS if k.klass == klass), None)
@@ -476,6 +506,11 @@ def measure_torch_threads(plan: RatePlan, device: Any, threads_key: str, n: int,
     tr.bmm = _part("bmm", lambda: _bmm_ladder(plan, dev, sync, over["bmm"] or 0.0), [], errors)
     say("convolutions")
     tr.conv = _part("conv", lambda: _conv_ladder(plan, dev, sync, over["conv"] or 0.0, fault), [], errors)
+    if dev == "cpu":  # the fused CPU kernel; a GPU's attention kernels are not in the table yet
+        tr.attention = _part("attention", lambda: _attention_ladder(plan, dev, sync, over["attention"] or 0.0), [],
+                             errors)
+    else:
+        errors.append("attention: the GPU path measures no attention kernel yet")
     say("element-wise classes")
     tr.classes = _class_rates(plan, pool, sync, sets, over, fault, errors)
     tr.backward_call_s = _part("autograd's start", lambda: _backward_call_s(plan, dev, sync), None, errors)

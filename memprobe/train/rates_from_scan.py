@@ -6,6 +6,8 @@ a prediction to one machine is each op's rate and call overhead there. `memprobe
 measures those here (`op_rates`); a scan's `RateTable` (`scan/rates.py`) carries enough to build
 them for the scan's machine instead, each captured kernel's `OpRate` made from the table:
 
+* a fused CPU attention op from its ladder's entry of the same direction, causality and dtype
+  nearest in log batch x heads, sequence and head dim;
 * a GEMM-like op (mm, addmm, bmm, baddbmm, convolution forward and backward) from its ladder's
   entry nearest in shape: the smallest sum of |log| ratios of m, n and k (a convolution by its
   GEMM-equivalent m, n, k, and its direction), of the op's dtype; its FLOPs at that entry's
@@ -48,12 +50,12 @@ NO_TABLE = ("the scan has no rate table (made by memprobe {version}, before rate
 
 
 def op_class(op: C.CapturedOp) -> str | None:
-    """The rate-table class of a captured kernel: "gemm", "bmm", "conv", one of result.RATE_CLASSES,
-    "call" (a call and nothing else), or the packet's name for a GEMM-like op with no ladder
-    (attention); None for an unmodelled op."""
+    """The rate-table class of a captured kernel: "gemm", "bmm", "conv", "attention", one of
+    result.RATE_CLASSES, "call" (a call and nothing else), or the packet's name for a GEMM-like
+    op with no ladder; None for an unmodelled op."""
     p = op.packet
     if op.category == "gemm":
-        return GEMM_PACKETS.get(p, p)
+        return "attention" if p in C.SDPA_CPU else GEMM_PACKETS.get(p, p)
     if op.category == "call":
         return "call"
     if op.category == "pointwise":
@@ -90,6 +92,18 @@ def gemm_dims(op: C.CapturedOp) -> tuple[int, int, int] | None:
             return None
         return (a.shape[-2], b.shape[-1], a.shape[-1])
     except (IndexError, ValueError):
+        return None
+
+
+def attention_dims(op: C.CapturedOp) -> tuple[int, int, int, bool] | None:
+    """(batch x heads, sequence, head dim, causal) of a fused CPU attention op, forward or backward."""
+    back = op.packet.endswith("_backward")
+    try:
+        q = op.inputs[1] if back else op.inputs[0]
+        kw = dict(op.kwargs)
+        causal = kw.get("is_causal", op.args[7 if back else 4] if len(op.args) > (7 if back else 4) else False)
+        return (math.prod(q.shape[:-2]), q.shape[-2], q.shape[-1], bool(causal))
+    except (IndexError, ValueError, TypeError):
         return None
 
 
@@ -151,7 +165,7 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings,
     klass = op_class(op)
     if klass is None:
         return None, None  # unmodelled: the predictor names it
-    if klass not in ("gemm", "bmm", "conv", "call") and klass not in (tr.classes or {}):
+    if klass not in ("gemm", "bmm", "conv", "attention", "call") and klass not in (tr.classes or {}):
         return None, f"{klass}: no rate in the scan's table"
     over = (tr.call_overhead_s or {}).get(klass)
     if over is None:
@@ -161,7 +175,19 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings,
     key, nbytes = op_key(op), replay_bytes(op)
     if klass == "call" or work <= 0:
         return OpRate(key, op.name, over, over, work, nbytes, n, "rate table"), None
-    if klass in ("gemm", "bmm", "conv"):
+    if klass == "attention":
+        dims4 = attention_dims(op)
+        if dims4 is None:
+            return None, f"attention {op.name}: its shape cannot be read"
+        direction = "backward" if op.packet.endswith("_backward") else "forward"
+        pool = [e for e in getattr(tr, "attention", []) or [] if e.gflops and e.direction == direction
+                and e.causal == dims4[3] and e.dtype == _dtype(op)]
+        if not pool:
+            return None, (f"attention {direction}{' causal' if dims4[3] else ''} {_dtype(op)}: "
+                          "no rate in the scan's table")
+        e = min(pool, key=lambda e: _log_distance((e.batch, e.seq, e.head_dim), dims4[:3]))
+        rate = e.gflops * 1e9
+    elif klass in ("gemm", "bmm", "conv"):
         dims = gemm_dims(op)
         if dims is None:
             return None, f"{klass} {op.name}: its shape cannot be read"
