@@ -563,7 +563,9 @@ def measure_rate_table(device: Any, quick: bool = False, threads_all: int | None
     t0 = time.perf_counter()
     lib = torch_library()
     table = RateTable(library=lib or "", backend="cpu", statistic="median",
-                      method="each op class alone, in timed batches of calls; overhead out of each rate")
+                      method=f"each op class alone, in timed batches of calls; overhead out of each rate "
+                             f"({'quick' if quick else 'default'} profile: {plan.reps} batches of at least "
+                             f"{plan.batch_s * 1e3:g} ms per figure)")
     pool = None
     for key, n in (("threads_1", 1), ("threads_all", n_all)):
         if lib is not None:
