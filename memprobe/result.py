@@ -15,6 +15,9 @@ Format history (bump SCHEMA when a reader of the old form would misread the new 
               points and GPU-over-CPU rows, the run plan in force in `settings`; a level's
               `size_range_bytes` became `size_interval_bytes` beside its `edge`. `load`
               still reads memprobe/1 files (upgraded in memory, see `_upgrade_v1`).
+              Later, still memprobe/2 (an optional field, absent in older files): a device's
+              `rates` (RateTable: the framework's per-op rates, for predicting a step from
+              the scan alone).
 
 Reading validates through pydantic's TypeAdapter over these plain dataclasses (one library
 for checking, coercion and the JSON Schema, instead of a hand-written walker).
@@ -532,6 +535,112 @@ class DeviceExtra:
     host_link: Optional[HostLink] = None
 
 
+# ---- rate table: the framework's per-op rates on this device ----------------------------------
+# element-wise classes of a captured step (train/rates_from_scan.op_class says which op is which)
+RATE_CLASSES = ("elementwise", "reduction", "norm", "softmax", "gather", "copy", "update")
+# call-overhead classes: the GEMM-like ops, the element-wise classes, and a bare call (an allocation)
+OVERHEAD_CLASSES = ("gemm", "bmm", "conv", "attention") + RATE_CLASSES + ("call",)
+
+
+@dataclass
+class GemmRate:
+    """One matrix product measured alone: (`batch` x) an m x k by k x n product, GFLOP/s with the
+    call's overhead taken out (`call_s`: seconds per call, overhead in)."""
+
+    m: int
+    n: int
+    k: int
+    dtype: str
+    gflops: Optional[float]
+    call_s: Optional[float] = None
+    batch: int = 1  # batched matmul: products per call
+
+
+@dataclass
+class ConvRate:
+    """One 2-D convolution measured alone, forward or backward (input and weight gradients),
+    with its GEMM-equivalent m (batch x output pixels), n (output channels), k (input channels
+    x kernel area) by which a captured convolution finds its nearest entry."""
+
+    batch: int
+    c_in: int
+    c_out: int
+    hw: int
+    kernel: int
+    stride: int
+    direction: str  # "forward" | "backward"
+    dtype: str
+    m: int
+    n: int
+    k: int
+    gflops: Optional[float]
+    call_s: Optional[float] = None
+
+
+@dataclass
+class AttentionRate:
+    """Scaled dot-product attention measured alone (PyTorch's fused CPU kernel), forward or
+    backward: `batch` (batch x heads), `seq` queries and keys, `head_dim`, causal or not; FLOPs
+    by torch.utils.flop_counter's attention formulas (what `capture` counts)."""
+
+    batch: int
+    seq: int
+    head_dim: int
+    causal: bool
+    direction: str  # "forward" | "backward"
+    dtype: str
+    gflops: Optional[float]
+    call_s: Optional[float] = None
+
+
+@dataclass
+class ClassRate:
+    """An element-wise class at one level: its kernel with every operand (`size_bytes` in all)
+    sized to sit in `level`; elements per second and GB/s of its operands (STREAM counting),
+    the call's overhead taken out."""
+
+    level: str
+    size_bytes: int
+    elements_per_s: Optional[float]
+    gbs: Optional[float]
+    bytes_per_element: float  # its kernel's operand bytes per element counted
+    call_s: Optional[float] = None
+
+
+@dataclass
+class ThreadRates:
+    """The rate table at one thread count."""
+
+    threads: int
+    call_overhead_s: dict[str, Optional[float]] = field(default_factory=dict)  # OVERHEAD_CLASSES
+    gemm: list[GemmRate] = field(default_factory=list)
+    bmm: list[GemmRate] = field(default_factory=list)
+    conv: list[ConvRate] = field(default_factory=list)
+    attention: list[AttentionRate] = field(default_factory=list)
+    classes: dict[str, list[ClassRate]] = field(default_factory=dict)  # RATE_CLASSES -> nearest level first
+    backward_call_s: Optional[float] = None  # autograd's start, once per backward call
+    fault_s_per_byte: Optional[float] = None  # a fresh page's cost beyond writing it
+    cross_core_s_per_byte: Optional[float] = None  # several threads: an operand one core just wrote
+    update_call_s: dict[str, list[float]] = field(default_factory=dict)  # optimizer -> [fixed s, s per tensor]
+
+
+@dataclass
+class RateTable:
+    """The rates a prediction of any captured training step needs on this device, measured through
+    `library` on each op alone (memprobe/scan/rates.py): enough to predict a step for this machine
+    from the scan alone (`memprobe predict SPEC --on scan.json`). `threads`: "threads_1" and
+    "threads_all" (a GPU: "threads_all" only). `absent`: what was not measured and why, one line each
+    (the element-wise classes need PyTorch). `statistic`: which repetition each figure is."""
+
+    library: str  # "torch 2.13.0", "numpy/scipy-openblas 0.3.31"
+    backend: str = "cpu"  # "cpu" | "cuda"
+    statistic: str = "median"
+    method: str = ""
+    threads: dict[str, ThreadRates] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+    seconds: Optional[float] = None
+
+
 @dataclass
 class DeviceResult:
     kind: str  # "cpu" | "gpu"
@@ -546,6 +655,8 @@ class DeviceResult:
     loaded_latency: list[LoadedLatencyPoint] = field(default_factory=list)
     warnings: list[ScanWarning] = field(default_factory=list)
     extra: DeviceExtra = field(default_factory=DeviceExtra)
+    # the framework's per-op rates (None: a scan from before rate tables, or the stage did not run)
+    rates: Optional[RateTable] = None
 
     def curve(self, name: str) -> Optional[Curve]:
         return next((c for c in self.curves if c.name == name), None)

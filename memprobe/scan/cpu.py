@@ -400,7 +400,12 @@ def _ceiling_stages() -> tuple[Stage, ...]:
         from memprobe.scan import ceilings
     except ImportError:  # not built yet in this checkout
         return ()
-    return ceilings.CPU_CEILING_STAGES
+    from memprobe.scan.rates import CPU_RATE_STAGES
+
+    # the rate table after compute, before the loaded latency (quick: right after compute)
+    stages = ceilings.CPU_CEILING_STAGES
+    at = next((i + 1 for i, st in enumerate(stages) if st.name == "compute"), len(stages))
+    return stages[:at] + CPU_RATE_STAGES + stages[at:]
 
 
 CPU_STAGES: tuple[Stage, ...] = (

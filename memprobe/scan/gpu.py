@@ -608,6 +608,12 @@ def stage_transfers(ctx: ScanContext) -> None:
         peak_gbs={f"{d}_{h}": max((pt.median for pt in c.points), default=None) for (d, h), c in curves.items()})
 
 
+def _gpu_rates(ctx: ScanContext) -> None:
+    from memprobe.scan.rates import stage_gpu_rates
+
+    stage_gpu_rates(ctx)
+
+
 GPU_STAGES: tuple[Stage, ...] = (
     Stage("declared", stage_declared, "declared GPU facts (CUDA attributes, NVML)"),
     Stage("clock", stage_clock, "SM clock (clock64 / globaltimer)"),
@@ -619,6 +625,8 @@ GPU_STAGES: tuple[Stage, ...] = (
     Stage("bandwidth", stage_bandwidth, "read/write/copy/triad per level"),
     Stage("compute", stage_compute, "FP32 FMA and GEMM ceilings"),
     Stage("transfers", stage_transfers, "host<->device bandwidth"),
+    # PyTorch on CUDA where it sees the GPU; a no-op otherwise (scan/rates.stage_gpu_rates)
+    Stage("rates", _gpu_rates, "per-op rates through PyTorch on CUDA"),
 )
 
 
