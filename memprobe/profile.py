@@ -128,6 +128,26 @@ class TrainingPlan:
 
 
 @dataclass(frozen=True)
+class RatePlan:
+    """How much the rate table measures (scan/rates.py): ladders of shapes and timed batches."""
+
+    profile: str = "default"
+    reps: int = 3  # timed batches per figure (median)
+    batch_s: float = 2e-3  # calls per timed batch: enough to reach this
+    # m, n, k: a batch's forward and input gradient (m the batch), a weight gradient (k the
+    # batch), squares
+    gemm: tuple[tuple[int, int, int], ...] = ((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256),
+                                              (512, 512, 512), (1024, 1024, 1024))
+    bmm: tuple[tuple[int, int, int, int], ...] = ((12, 128, 128, 64), (12, 128, 64, 128))  # batch, m, n, k
+    conv: tuple[tuple[int, int, int, int, int, int], ...] = ((8, 32, 64, 32, 3, 1), (8, 128, 128, 8, 1, 1))
+    attention: tuple[tuple[int, int, int], ...] = ((8, 128, 64), (8, 512, 64))  # batch x heads, seq, head dim
+    optimizers: tuple[str, ...] = ("sgd", "adamw")
+    # memory's working set for the element-wise classes: at least 2x the largest cache, and no
+    # more than this (a call must stay some ms)
+    memory_max_bytes: int = 128 * MiB
+
+
+@dataclass(frozen=True)
 class Profile:
     """One profile: the CPU scan's plan, the GPU scan's numbers and the training study's plan."""
 
@@ -135,6 +155,7 @@ class Profile:
     cpu: CpuPlan
     gpu: GpuProfile
     training: TrainingPlan
+    rates: RatePlan
 
     def stages_left_out(self, device_kind: str) -> tuple[str, ...]:
         return (self.gpu if device_kind == "gpu" else self.cpu).stages_left_out
@@ -142,7 +163,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "default": Profile("default", CpuPlan(profile="default"), GpuProfile(profile="default"),
-                       TrainingPlan(profile="default")),
+                       TrainingPlan(profile="default"), RatePlan(profile="default")),
     "quick": Profile(
         "quick",
         CpuPlan(
@@ -163,7 +184,11 @@ PROFILES: dict[str, Profile] = {
         TrainingPlan(
             profile="quick", steps=6, rounds=1, batches=(16, 256), multiples=(0.5, 2.0), one_thread=False,
             cpu_sweep_budget_s=1.5, gpu_sweep_budget_s=6.0,  # the quick study within ~3 s, epoch included
-            mnist_limit_s=3.0)),
+            mnist_limit_s=3.0),
+        RatePlan(profile="quick", reps=2, batch_s=0.5e-3,
+                      gemm=((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256), (512, 512, 512)),
+                      bmm=((12, 128, 128, 64),), conv=((8, 32, 64, 32, 3, 1),), attention=((8, 128, 64),),
+                      memory_max_bytes=64 << 20)),
 }
 
 

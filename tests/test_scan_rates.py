@@ -86,7 +86,10 @@ def test_the_cpu_stages_measure_rates_after_compute():
 
     names = [s.name for s in cpu.CPU_STAGES + cpu._ceiling_stages()]
     assert names.index("rates") == names.index("compute") + 1
-    assert next(s for s in cpu._ceiling_stages() if s.name == "rates").quick
+    from memprobe.profile import PROFILES
+
+    assert "rates" not in PROFILES["quick"].stages_left_out("cpu")  # the quick scan measures it too
+    assert PROFILES["quick"].rates.profile == "quick" and PROFILES["default"].rates.profile == "default"
 
 
 def test_level_working_sets_follow_the_bandwidth_stage_and_cap_memory():
@@ -107,8 +110,7 @@ def test_the_stage_fills_every_class_at_every_level_through_pytorch(monkeypatch)
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
     from memprobe.scan import rates as SR
 
-    monkeypatch.setitem(SR.RATE_PLANS, "quick", SR.RatePlan(**TINY_PLAN))
-    t = SR.measure_rate_table(device_with_levels(), quick=True, threads_all=2)
+    t = SR.measure_rate_table(device_with_levels(), SR.RatePlan(**TINY_PLAN), threads_all=2)
     assert t.library.startswith("torch ") and t.backend == "cpu" and not t.absent
     assert set(t.threads) == {"threads_1", "threads_all"} and t.threads["threads_all"].threads == 2
     for tr in t.threads.values():
@@ -139,8 +141,8 @@ def test_a_class_whose_kernel_fails_is_left_out_and_named(monkeypatch):
     kernels = tuple(dataclasses.replace(k, build=broken, tiny=lambda pool: broken(0, pool)) if k.klass == "norm"
                     else k for k in SR.CLASS_KERNELS)
     monkeypatch.setattr(SR, "CLASS_KERNELS", kernels)
-    monkeypatch.setitem(SR.RATE_PLANS, "quick", SR.RatePlan(**dict(TINY_PLAN, gemm=((8, 8, 8),), optimizers=())))
-    t = SR.measure_rate_table(device_with_levels(), quick=True, threads_all=2)
+    t = SR.measure_rate_table(device_with_levels(), SR.RatePlan(**dict(TINY_PLAN, gemm=((8, 8, 8),), optimizers=())),
+                              threads_all=2)
     assert "norm" not in t.threads["threads_1"].classes and "softmax" in t.threads["threads_1"].classes
     assert t.threads["threads_1"].call_overhead_s["norm"] is None
     assert t.absent == [f"norm: its kernel (layer norm, rows of 1024) failed: RuntimeError: no such operator here ({k})"
@@ -150,9 +152,9 @@ def test_a_class_whose_kernel_fails_is_left_out_and_named(monkeypatch):
 def test_without_pytorch_the_gemm_ladder_comes_through_numpy_and_the_rest_is_named_absent(monkeypatch):
     from memprobe.scan import rates as SR
 
-    monkeypatch.setitem(SR.RATE_PLANS, "quick", SR.RatePlan(**TINY_PLAN))
+    plan = SR.RatePlan(**TINY_PLAN)
     monkeypatch.setattr(SR, "torch_library", lambda: None)
-    t = SR.measure_rate_table(device_with_levels(), quick=True, threads_all=2)
+    t = SR.measure_rate_table(device_with_levels(), plan, threads_all=2)
     assert t.library.startswith("numpy/")
     assert t.absent == [SR.NO_TORCH] and "without PyTorch" in t.absent[0]
     tr = t.threads["threads_1"]

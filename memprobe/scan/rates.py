@@ -12,7 +12,7 @@ What is measured, at one thread and at all threads (each thread count under
 * Per element-wise class (CLASS_KERNELS: one representative kernel per class, the table's one
   entry per class) at each level: its operands sized to the level's bandwidth working set (the
   bandwidth stage's `BandwidthSetup`, one thread or all), elements/s and GB/s. Memory's working
-  set is capped (MEMORY_RATE_MAX_BYTES; at least 2x the largest cache, measured or declared).
+  set is capped (RatePlan.memory_max_bytes; at least 2x the largest cache, measured or declared).
   Could the scan's STREAM bandwidth stand in for a level's rate? Measured in one quick scan of
   the 2-vCPU Xeon guest (a busy one: other processes took 1.5 CPUs throughout, so these are
   rough), one thread: c = a + b ran at 193 GB/s in L1 against triad's 613 (0.31), 186 in L2
@@ -45,40 +45,14 @@ from typing import Any, Callable
 
 from memprobe.result import (OVERHEAD_CLASSES, RATE_CLASSES, AttentionRate, ClassRate, ConvRate, GemmRate, Level,
                              RateTable, ThreadRates)
+from memprobe.profile import RatePlan
 from memprobe.scan import ScanContext, Stage
 
 PAGE_BYTES = resource.getpagesize()
 WARM_CALLS, WARM_S, WARM_MAX_S = 1, 5e-3, 0.1  # untimed calls before a figure
 MEMORY_RATE_MIN_BYTES = 64 << 20  # memory's working set for the element-wise classes: at least this,
 MEMORY_CACHE_MULTIPLE = 2  # this many times the largest cache, measured or declared,
-MEMORY_RATE_MAX_BYTES = 128 << 20  # and no more (a call must stay some ms)
 FAULT_PROBE_BYTES = 40 << 20  # above glibc's largest mmap threshold (32 MiB): mapped fresh every call
-
-
-@dataclass(frozen=True)
-class RatePlan:
-    """How much the rate table measures: the default and quick profiles."""
-
-    reps: int = 3  # timed batches per figure (median)
-    batch_s: float = 2e-3  # calls per timed batch: enough to reach this
-    # m, n, k: a batch's forward and input gradient (m the batch), a weight gradient (k the
-    # batch), squares
-    gemm: tuple[tuple[int, int, int], ...] = ((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256),
-                                              (512, 512, 512), (1024, 1024, 1024))
-    bmm: tuple[tuple[int, int, int, int], ...] = ((12, 128, 128, 64), (12, 128, 64, 128))  # batch, m, n, k
-    conv: tuple[tuple[int, int, int, int, int, int], ...] = ((8, 32, 64, 32, 3, 1), (8, 128, 128, 8, 1, 1))
-    attention: tuple[tuple[int, int, int], ...] = ((8, 128, 64), (8, 512, 64))  # batch x heads, seq, head dim
-    optimizers: tuple[str, ...] = ("sgd", "adamw")
-    memory_max_bytes: int = MEMORY_RATE_MAX_BYTES  # memory's working set for the element-wise classes
-
-
-RATE_PLANS = {
-    "default": RatePlan(),
-    "quick": RatePlan(reps=2, batch_s=0.5e-3,
-                      gemm=((64, 1024, 1024), (1024, 1024, 64), (256, 256, 256), (512, 512, 512)),
-                      bmm=((12, 128, 128, 64),), conv=((8, 32, 64, 32, 3, 1),), attention=((8, 128, 64),),
-                      memory_max_bytes=64 << 20),
-}
 
 
 # ---- the timer ----------------------------------------------------------------------------------
@@ -254,7 +228,7 @@ assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
 
 
 # ---- sizes ----------------------------------------------------------------------------------------
-def level_working_sets(device: Any, threads_key: str, memory_max_bytes: int = MEMORY_RATE_MAX_BYTES
+def level_working_sets(device: Any, threads_key: str, memory_max_bytes: int = RatePlan.memory_max_bytes
                        ) -> list[tuple[str, int]]:
     """(level, working set bytes) per level for the element-wise classes: the bandwidth stage's
     working set at this thread count where it ran, else the level's geometric middle; memory's
@@ -552,19 +526,18 @@ NO_TORCH = ("element-wise classes, convolutions and call terms: a CPU scan made 
             "(pip install 'memprobe[torch]' and scan again)")
 
 
-def measure_rate_table(device: Any, quick: bool = False, threads_all: int | None = None,
+def measure_rate_table(device: Any, plan: RatePlan, threads_all: int | None = None,
                        progress: Callable[[str], None] | None = None) -> RateTable:
     """The CPU's rate table at one thread and all threads: through PyTorch where it is installed,
     else the GEMM ladders through NumPy's BLAS."""
     from memprobe.train.network import cpu_threads
 
-    plan = RATE_PLANS["quick" if quick else "default"]
     n_all = threads_all or _threads_all()
     t0 = time.perf_counter()
     lib = torch_library()
     table = RateTable(library=lib or "", backend="cpu", statistic="median",
                       method=f"each op class alone, in timed batches of calls; overhead out of each rate "
-                             f"({'quick' if quick else 'default'} profile: {plan.reps} batches of at least "
+                             f"({plan.profile} profile: {plan.reps} batches of at least "
                              f"{plan.batch_s * 1e3:g} ms per figure)")
     pool = None
     for key, n in (("threads_1", 1), ("threads_all", n_all)):
@@ -603,7 +576,7 @@ def stage_rates(ctx: ScanContext) -> None:
     if not ctx.device.levels:
         ctx.device.rates = None
         return
-    ctx.device.rates = measure_rate_table(ctx.device, ctx.options.quick,
+    ctx.device.rates = measure_rate_table(ctx.device, ctx.profile.rates,
                                           progress=lambda msg: ctx.progress("rates", 0, 1, msg))
 
 
@@ -616,7 +589,7 @@ def stage_gpu_rates(ctx: ScanContext) -> None:
         return
     if not torch.cuda.is_available() or not ctx.device.levels:
         return
-    plan = RATE_PLANS["quick" if ctx.options.quick else "default"]
+    plan = ctx.profile.rates
     t0 = time.perf_counter()
     table = RateTable(library=f"torch {torch.__version__} (CUDA {torch.version.cuda})", backend="cuda",
                       method="each op class alone on the GPU, batches of calls synchronized")
