@@ -462,8 +462,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         for w in unlike(a, b):
             print(f"memprobe: warning: {w}", file=sys.stderr)
+        prediction = None
+        if args.predict is not None:
+            from memprobe.train import on_scan
+            from memprobe.train.spec import SpecError
+            from memprobe.train.torch_families import torch_missing
+
+            if (why := torch_missing()) is not None:
+                raise InputError(f"--predict needs PyTorch: {why}")
+            try:
+                with _Progress() as progress:
+                    prediction = on_scan.compare_scans(args.predict, a, b, progress=progress.update)
+            except SpecError as exc:
+                print(f"memprobe: {exc}", file=sys.stderr)
+                return exc.exit_code
+            T.print_machine_changes(prediction["rows"])
         out = args.out or Path("compare.html")
-        _write_text(out, render_compare(a, b))
+        _write_text(out, render_compare(a, b, prediction))
         print(f"wrote {out}", file=sys.stderr)
         return 0
     from memprobe.report.fleet import render_fleet
@@ -633,54 +648,80 @@ def _models_here(models: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, st
 
 # ---- parser ---------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
+    from memprobe.train import on_scan
     from memprobe.train.spec import SpecError, run_predict
     from memprobe.train.torch_families import torch_missing
 
     why = torch_missing()
     if why is not None:
         raise InputError(f"memprobe predict needs PyTorch: {why}")
+    if args.on is not None and args.measure:
+        raise InputError("--measure times steps here: it cannot go with --on (a prediction for another machine)")
+    try:
+        there = on_scan.load_scan(args.on) if args.on is not None else None
+    except SpecError as exc:
+        print(f"memprobe: {exc}", file=sys.stderr)
+        return exc.exit_code
+    here = None
     if args.scan is not None:
-        scan = _load_scan(args.scan)
-    else:
+        here = _load_scan(args.scan)
+    elif there is None:
         from memprobe.scan import ScanOptions, new_result, run_scan
 
         print("memprobe: no --scan given: a quick scan first", file=sys.stderr)
         options = ScanOptions(quick=True, train=False)
-        scan = new_result(options)
+        here = new_result(options)
         with _Progress() as progress:
-            run_scan(options, progress.update, scan)
+            run_scan(options, progress.update, here)
     out = _prepare_out(args.out) if args.out is not None else None
+    threads = args.threads if args.threads == "all" else 1
     with _Progress() as progress:
         try:
-            pr = run_predict(args.spec, scan, batch=args.batch, threads=args.threads, optimizer=args.optimizer,
-                             measure=args.measure, progress=progress.update)
+            if there is not None and here is not None:  # both machines, side by side
+                both = on_scan.compare_scans(args.spec, here, there, args.batch, threads, args.optimizer,
+                                             progress=progress.update)
+                pr, other, rows = both["a"], both["b"], both["rows"]
+            elif there is not None:  # that machine, from its scan alone
+                pr, other, rows = on_scan.predict_on(args.spec, there, args.batch, threads, args.optimizer,
+                                                     progress=progress.update), None, None
+            else:
+                pr, other, rows = run_predict(args.spec, here, batch=args.batch, threads=threads,
+                                              optimizer=args.optimizer, measure=args.measure,
+                                              progress=progress.update), None, None
         except SpecError as exc:
             print(f"memprobe: {exc}", file=sys.stderr)
             return exc.exit_code
     if args.json:
-        print(json.dumps(pr.to_dict(), indent=1))
+        d = pr.to_dict()
+        if other is not None:
+            d = {"here": d, "there": other.to_dict(), "changes": rows}
+        print(json.dumps(d, indent=1))
     else:
         T.print_prediction(pr)
+        if other is not None:
+            T.print_prediction(other)
+            T.print_machine_changes(rows)
+    partial = [r for r in (pr, other) if r is not None and getattr(r, "partial", False)]
+    for r in partial:
+        print(f"memprobe: partial prediction for {r.machine}, its step is a lower bound: {'; '.join(r.missing)}",
+              file=sys.stderr)
     if args.jsonl is not None:
-        _append_line(args.jsonl, pr.to_dict())
+        if pr.measured_s is None:
+            raise InputError("--jsonl writes validation records: it needs --measure")
+        try:
+            on_scan.append_record(args.jsonl, pr, spec=args.spec)
+        except SpecError as exc:
+            raise OutputError(str(exc)) from None
     if out is not None:
         from memprobe.report.predict import render_predict
 
+        scan = there if (there is not None and other is None) else here
         _write_text(out / "predict.html", render_predict(pr, scan))
         _write_text(out / "predict.json", json.dumps(pr.to_dict(), indent=1) + "\n")
-        if args.scan is None:  # the scan it was predicted from, beside it
-            write_outputs(scan, out)
+        if args.scan is None and args.on is None:  # the scan it was predicted from, beside it
+            write_outputs(here, out)
         print(f"wrote {out / 'predict.html'}, {out / 'predict.json'}", file=sys.stderr)
-    return 0
-
-
-def _append_line(path: Path, record: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return EXIT_INCOMPLETE if partial else 0
 
 
 def _models_arg(text: str) -> tuple[str, ...]:
@@ -759,14 +800,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "cnn, transformer, resnet50, gpt2-small. Needs PyTorch (pip install '.[torch]')."))
     pr.add_argument("spec", metavar="SPEC", help="file.py:function, package.module:function, or a built-in name")
     pr.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="the scan of this machine (default: a quick scan now)")
+    pr.add_argument("--on", type=Path, metavar="SCAN_JSON",
+                    help="predict for the machine that made this scan, from the scan alone (its levels, "
+                         "bandwidths, compute ceilings and rate table; nothing is measured here); with --scan, "
+                         "both machines side by side and the operations whose bound or level changes")
     pr.add_argument("--batch", type=positive_int, metavar="N", help="batch size, passed to SPEC's function as `batch`")
     pr.add_argument("--threads", default="1", choices=("1", "all"), help="one thread or all (default 1)")
     pr.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="the step's optimizer (default adamw)")
     pr.add_argument("--measure", action="store_true", help="also time real steps (median after warm-up) and print the error")
     pr.add_argument("--json", action="store_true", help="one JSON object: model, batch, threads, predicted_s, "
                     "measured_s, coverage, ops, unmodelled")
-    pr.add_argument("--jsonl", type=Path, metavar="FILE", help="also append that object as one line to FILE "
-                    "(validation records: reports/examples/<machine>/predict.jsonl)")
+    pr.add_argument("--jsonl", type=Path, metavar="FILE", help="with --measure, append a validation record "
+                    "(model, batch, threads, optimizer, measured_s, versions) as one line to FILE, as "
+                    "reports/examples/<machine>/predict.jsonl holds them")
     pr.add_argument("--out", type=Path, metavar="DIR", help="write DIR/predict.html (time by bound, roofline, "
                     "per-op table) and DIR/predict.json")
     pr.set_defaults(func=cmd_predict)
@@ -814,6 +860,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("scans", nargs="+", metavar="SCAN", help="scan.json files, folders, globs or .jsonl files")
     c.add_argument("--out", type=Path, metavar="FILE",
                    help="output HTML (default: compare.html for two scans, fleet.html beside fleet.csv for more)")
+    c.add_argument("--predict", metavar="SPEC",
+                   help="two scans: also predict one training step of SPEC (as memprobe predict takes it) on "
+                        "both machines from their scans alone, and list the operations whose bound or level "
+                        "changes (needs PyTorch)")
     c.set_defaults(func=cmd_compare)
 
     k = sub.add_parser("check", help="check a scan against a baseline scan (exit 0 holds, 1 falls short)",

@@ -77,8 +77,27 @@ def _compute_rows(da: DeviceResult, db: DeviceResult) -> list[dict[str, Any]]:
             for n in names]
 
 
-def render_compare(a: ScanResult, b: ScanResult) -> str:
-    """Two scans side by side as one self-contained HTML page (the caller writes it)."""
+def _prediction_view(pred: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`compare A B --predict SPEC`: one network's step predicted from each scan alone
+    (train/on_scan.compare_scans) and the operations whose bound or level changes."""
+    if pred is None:
+        return None
+    from memprobe.report.predict import duration
+
+    a, b, rows = pred["a"], pred["b"], pred["rows"]
+    step = rows[0]
+    return {"model": a.model, "batch": a.batch, "threads": a.threads, "optimizer": a.optimizer,
+            "a": duration(a.predicted_s), "b": duration(b.predicted_s),
+            "ratio": f"{step['ratio']:.2f}×" if step["ratio"] else "—",
+            "partial": [f"{r.machine}: {'; '.join(r.missing)}" for r in (a, b) if getattr(r, "partial", False)],
+            "rows": [{"op": r["op"], "count": r["count"], "a": duration(r["here_s"]), "b": duration(r["there_s"]),
+                      "bound": f"{r['bound_here']} → {r['bound_there']}",
+                      "level": f"{r['level_here']} → {r['level_there']}"} for r in rows[1:21]]}
+
+
+def render_compare(a: ScanResult, b: ScanResult, prediction: dict[str, Any] | None = None) -> str:
+    """Two scans side by side as one self-contained HTML page (the caller writes it); with
+    `prediction` (train/on_scan.compare_scans of A and B), one network's step on both."""
     same_host = a.host == b.host
     tag_a = f"A: {a.host}" + (f" ({a.started_at})" if same_host else "")
     tag_b = f"B: {b.host}" + (f" ({b.started_at})" if same_host else "")
@@ -94,5 +113,6 @@ def render_compare(a: ScanResult, b: ScanResult) -> str:
         })
     ctx = {"title": f"memprobe compare: {a.host} vs {b.host}",
            "scans": [_scan_view(tag_a, a), _scan_view(tag_b, b)],
-           "pairs": pairs, "incomplete": [s for s, r in ((tag_a, a), (tag_b, b)) if not r.complete]}
+           "pairs": pairs, "incomplete": [s for s, r in ((tag_a, a), (tag_b, b)) if not r.complete],
+           "prediction": _prediction_view(prediction)}
     return environment().get_template("compare.html").render(**ctx)

@@ -200,6 +200,35 @@ def print_prediction(pr) -> None:
     if len(groups) > 15:
         t.add_row(f"{len(groups) - 15} more", "", "", "", "", "", "", f"{sum(g['share'] for g in groups[15:]):.0%}")
     console.print(t)
-    for u in pr.unmodelled:
+    for u in pr.unmodelled[:8]:
         share = f"{u['share']:.1%}" if u["share"] is not None else "share unknown"
         console.print(f"unmodelled: {u['name']} x{u['count']} ({share}): {u['why']}", highlight=False)
+    if len(pr.unmodelled) > 8:
+        console.print(f"unmodelled: {len(pr.unmodelled) - 8} more kinds (--json lists them all)", highlight=False)
+
+
+def print_machine_changes(rows: list[dict]) -> None:
+    """`predict --scan HERE --on THERE`: the step on each machine, the ratio, and the op groups
+    whose bound or level changes, largest effect first."""
+    from rich.console import Console
+
+    from memprobe.report.predict import duration
+
+    console = Console(stderr=False)
+    step = rows[0]
+    ratio = f"{step['ratio']:.2f}x" if step["ratio"] else "-"
+    console.print(f"step: here {duration(step['here_s'])}, there {duration(step['there_s'])} (there / here "
+                  f"{ratio}){' (partial: a lower bound)' if step['partial'] else ''}", highlight=False)
+    if len(rows) == 1:
+        console.print("no operation changes its bound or level between the two machines", highlight=False)
+        return
+    t = table("operations whose bound or level changes, largest effect first")
+    for col in ("op", "n", "here", "there", "bound here > there", "from here > there"):
+        t.add_column(col, justify="left" if col in ("op",) or col.startswith(("bound", "from")) else "right",
+                     no_wrap=True)
+    for r in rows[1:16]:
+        name = r["op"].replace("aten.", "").replace(".default", "")
+        t.add_row(name if len(name) <= 20 else name[:19] + "…", str(r["count"]), duration(r["here_s"]),
+                  duration(r["there_s"]), f"{r['bound_here']} > {r['bound_there']}",
+                  f"{r['level_here']} > {r['level_there']}")
+    console.print(t)
