@@ -657,6 +657,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"memprobe predict needs PyTorch: {why}")
     if args.on is not None and args.measure:
         raise InputError("--measure times steps here: it cannot go with --on (a prediction for another machine)")
+    if args.jsonl is not None and not args.measure:
+        raise InputError("--jsonl writes validation records (measured steps): it needs --measure")
     try:
         there = on_scan.load_scan(args.on) if args.on is not None else None
     except SpecError as exc:
@@ -706,8 +708,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"memprobe: partial prediction for {r.machine}, its step is a lower bound: {'; '.join(r.missing)}",
               file=sys.stderr)
     if args.jsonl is not None:
-        if pr.measured_s is None:
-            raise InputError("--jsonl writes validation records: it needs --measure")
         try:
             on_scan.append_record(args.jsonl, pr, spec=args.spec)
         except SpecError as exc:

@@ -42,15 +42,16 @@ def run(argv, capsys):
 
 
 def test_predict_json_has_the_promised_fields(net, tmp_path, capsys):
-    code, out, err = run(["predict", f"{net}:make", "--scan", str(SCAN), "--batch", "8", "--json",
+    code, out, err = run(["predict", f"{net}:make", "--scan", str(SCAN), "--batch", "8", "--json", "--measure",
                           "--jsonl", str(tmp_path / "records.jsonl"), "--out", str(tmp_path / "page")], capsys)
     assert code == 0, err
     d = json.loads(out)
     for key in ("model", "batch", "threads", "predicted_s", "measured_s", "coverage", "ops", "unmodelled"):
         assert key in d
-    assert d["batch"] == 8 and d["predicted_s"] > 0 and d["measured_s"] is None and 0 < d["coverage"] <= 1
+    assert d["batch"] == 8 and d["predicted_s"] > 0 and d["measured_s"] > 0 and 0 < d["coverage"] <= 1
     assert any(g["op"].startswith("aten.mm") or g["op"].startswith("aten.addmm") for g in d["ops"])
-    assert json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])["model"] == d["model"]
+    record = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
+    assert record["model"] == d["model"] and record["measured_s"] == d["measured_s"] and record["torch"]
     page = (tmp_path / "page" / "predict.html").read_text()
     assert "Where the step's time goes" in page and "<svg" in page and "aten.addmm" in page
 
@@ -65,3 +66,50 @@ def test_bad_specs_get_one_line_and_their_exit_code(net, tmp_path, capsys, spec,
     got, out, err = run(["predict", spec.format(dir=tmp_path, net=net), "--scan", str(SCAN)], capsys)
     lines = [ln for ln in err.splitlines() if ln.startswith("memprobe:") and "capture" not in ln]
     assert got == code and words in err and "Traceback" not in err and len(lines) == 1, err
+
+
+RATES = Path(__file__).parent / "data" / "scan_rates.json"
+
+
+def test_predict_on_a_scan_with_its_rate_table_needs_nothing_measured_here(net, capsys, monkeypatch):
+    from memprobe.train import op_rates
+
+    def no_replay(*a, **k):
+        raise AssertionError("predict --on must not measure an op here")
+
+    monkeypatch.setattr(op_rates, "measure_op", no_replay)
+    code, out, err = run(["predict", f"{net}:make", "--on", str(RATES), "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["predicted_s"] > 0 and not d["partial"] and d["missing"] == []
+
+
+def test_predict_here_and_there_side_by_side(net, capsys):
+    code, out, err = run(["predict", f"{net}:make", "--scan", str(RATES), "--on", str(RATES)], capsys)
+    assert code == 0, err
+    assert "there / here 1.00x" in out  # the same machine twice: the same step
+
+
+def test_a_scan_without_a_rate_table_gives_a_partial_prediction_and_exit_5(net, capsys):
+    code, out, err = run(["predict", f"{net}:make", "--on", str(SCAN)], capsys)
+    assert code == cli.EXIT_INCOMPLETE and "partial prediction" in err and "re-run `memprobe scan`" in err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "JSON"),
+    ('{"schema": "memprobe/9"}', "newer memprobe"),
+])
+def test_bad_on_scans_get_one_line_and_exit_2(net, tmp_path, capsys, text, words):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    code, out, err = run(["predict", f"{net}:make", "--on", str(bad)], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_compare_predict_puts_the_step_on_both_machines_in_the_page(net, tmp_path, capsys):
+    out_page = tmp_path / "cmp.html"
+    code, out, err = run(["compare", str(RATES), str(SCAN), "--predict", f"{net}:make", "--out", str(out_page)],
+                         capsys)
+    assert code == 0, err
+    page = out_page.read_text()
+    assert "one training step on each machine" in page and "Partial (a lower bound)" in page

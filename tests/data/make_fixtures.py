@@ -14,6 +14,8 @@
   without the training study, as `memprobe scan --quick --no-train` writes them: honest repeats
   of one machine, for the rules that must tell run-to-run noise from a fault (`check`, the
   fleet's outliers); `python3 tests/data/make_fixtures.py honest` makes these alone;
+- scan_rates.json: a quick CPU scan without the study, with PyTorch installed: its rate table
+  (`python3 tests/data/make_fixtures.py rates`, needs the torch extra);
 - training_families.json: CNN and transformer points (with their per-op breakdowns) of a real
   `memprobe train --model all` run, a few per family (1 thread; batch 16 at every level and
   batch 1 at the smallest), without their per-step samples and with 4 significant digits:
@@ -47,15 +49,11 @@ def cpu_scan(train: bool):
     report's section needs its points)."""
     import dataclasses
 
-    from memprobe.scan import ceilings
-
-    stages = ceilings.CPU_CEILING_STAGES
-    ceilings.CPU_CEILING_STAGES = tuple(dataclasses.replace(s, quick=True) for s in stages)
-    try:
-        opts = ScanOptions(quick=True, max_size_bytes=64 * MiB, train=train)
-        return opts, run_scan(opts, no_progress)
-    finally:
-        ceilings.CPU_CEILING_STAGES = stages
+    opts = ScanOptions(quick=True, max_size_bytes=64 * MiB, train=train)
+    prof = opts.profile()
+    prof = dataclasses.replace(prof, cpu=dataclasses.replace(
+        prof.cpu, stages_left_out=tuple(s for s in prof.cpu.stages_left_out if s != "loaded_latency")))
+    return opts, run_scan(opts, no_progress, profile=prof)
 
 
 def small() -> None:
@@ -109,6 +107,16 @@ def honest() -> None:
         res.save(HERE / f"scan_honest_{k}.json")
 
 
+def rates() -> None:
+    """scan_rates.json: `memprobe scan --quick --no-train` with PyTorch installed, so the scan
+    carries its rate table (memprobe predict --on reads it)."""
+    res = run_scan(ScanOptions(quick=True, train=False), no_progress)
+    if res.devices["cpu"].rates is None or not res.devices["cpu"].rates.library.startswith("torch"):
+        sys.exit("scan_rates.json needs PyTorch (pip install '.[torch]')")
+    res.settings.fixture = "a real quick CPU scan without the training study, with PyTorch's rate table"
+    res.save(HERE / "scan_rates.json")
+
+
 def families(train_scan: str) -> None:
     import json
 
@@ -138,6 +146,9 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:2] == ["honest"]:
         honest()
+        sys.exit(0)
+    if sys.argv[1:2] == ["rates"]:
+        rates()
         sys.exit(0)
     for make in (small, gpu, incomplete, honest):
         make()
