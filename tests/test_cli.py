@@ -10,7 +10,7 @@ import pytest
 from memprobe import cli
 from hierarchy_sim import SimLevel, geometric_sizes, latency_curve
 
-COMMANDS = ["scan", "infer", "report", "plot", "compare", "train"]
+COMMANDS = ["scan", "infer", "report", "plot", "compare", "train", "predict", "check"]
 
 
 def run(argv, capsys):
