@@ -180,7 +180,8 @@ def main() -> int:
     for label, key in (("prediction", "predicted_s"), ("flops/peak", "flops_peak_s"), ("replay sum", "replay_sum_s")):
         print(f"  {label}:")
         for m, s in summarize(points, key).items():
-            print(f"    {m:7s} |err| B>=16 {_pct(s['median_abs_ge16'], False)}  signed {_pct(s['median_signed_ge16'])}  "
+            print(f"    {m:7s} |err| B>=16 {_pct(s['median_abs_ge16'], False)}  "
+                  f"signed {_pct(s['median_signed_ge16'])}  "
                   f"|err| B=1 {_pct(s['median_abs_b1'], False)}  coverage {100 * s['min_coverage']:.1f}%")
     if a.out:
         Path(a.out).write_text(json.dumps(points, indent=1))
