@@ -95,8 +95,8 @@ def mlp(batch: int = 16):
 MODELS = ("gpt2", "bert", "vit", "resnet", "mlp")
 
 
-def _pct(x: float | None) -> str:
-    return "   -   " if x is None else f"{100 * x:+6.1f}%"
+def _pct(x: float | None, sign: bool = True) -> str:
+    return "   -   " if x is None else (f"{100 * x:+6.1f}%" if sign else f"{100 * x:6.1f}%")
 
 
 def _ms(x: float | None) -> str:
@@ -105,15 +105,15 @@ def _ms(x: float | None) -> str:
 
 def summarize(points: list[dict], key: str = "predicted_s") -> dict[str, dict]:
     out = {}
-    for m in dict.fromkeys(p["model"] for p in points):
+    for m in dict.fromkeys(p["zoo_model"] for p in points):
         def errs(sel):
             return [(p[key] - p["measured_s"]) / p["measured_s"] for p in points
-                    if p["model"] == m and sel(p) and p.get(key) and p.get("measured_s")]
+                    if p["zoo_model"] == m and sel(p) and p.get(key) and p.get("measured_s")]
         big, one = errs(lambda p: p["batch"] >= 16), errs(lambda p: p["batch"] == 1)
         out[m] = {"median_abs_ge16": statistics.median(abs(e) for e in big) if big else None,
                   "median_signed_ge16": statistics.median(big) if big else None,
                   "median_abs_b1": statistics.median(abs(e) for e in one) if one else None,
-                  "min_coverage": min(p["coverage"] for p in points if p["model"] == m)}
+                  "min_coverage": min(p["coverage"] for p in points if p["zoo_model"] == m)}
     return out
 
 
@@ -127,8 +127,14 @@ def main() -> int:
     ap.add_argument("--optimizers", default=None, help="comma-separated of adamw, sgd (default both; --small adamw)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", default=None, help="write every point as JSON here")
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    help="before each point wait up to this many seconds for the other processes to go quiet")
+    ap.add_argument("--fresh", action="store_true",
+                    help="measure every op's rate now (not from the per-machine cache): rates and steps "
+                         "sampled in the same minutes on a shared machine")
     a = ap.parse_args()
 
+    from memprobe.platform.load import OthersMeter, wait_quiet
     from memprobe.result import ScanResult
     from memprobe.train import spec as S
 
@@ -139,20 +145,27 @@ def main() -> int:
     here = Path(__file__).resolve()
     points = []
     print(f"{'model':7s} {'B':>3s} {'thr':>4s} {'opt':5s} {'measured':>9s} {'predicted':>9s} {'err':>8s} "
-          f"{'peak':>8s} {'err':>8s} {'replay':>8s} {'err':>8s} {'cover':>6s} {'ops':>5s} {'s':>5s}  (ms)")
+          f"{'peak':>8s} {'err':>8s} {'replay':>8s} {'err':>8s} {'cover':>6s} {'ops':>5s} {'s':>5s} {'others':>6s}"
+          "  (ms; others: CPUs the machine's other processes used meanwhile)")
     for model in a.models.split(","):
         for opt in opts:
             for thr in threads:
                 for b in batches:
+                    if a.wait_quiet > 0:
+                        wait_quiet(a.wait_quiet)
                     t0 = time.perf_counter()
+                    meter = OthersMeter().start()
                     try:
                         r = S.run_predict(f"{here}:{model}", scan, batch=b, threads=thr if thr == "all" else 1,
-                                          optimizer=opt, measure=True, steps=a.steps)
+                                          optimizer=opt, measure=True, steps=a.steps,
+                                          use_cache=not a.fresh)
                     except S.SpecError as exc:
                         print(f"{model:7s} {b:3d} {thr:>4s} {opt:5s} error (exit {exc.exit_code}): {exc}")
                         continue
                     d = r.to_dict()
                     d["wall_s"] = time.perf_counter() - t0
+                    d["zoo_model"] = model
+                    d["others_cpus"] = meter.share()
                     points.append(d)
                     m = r.measured_s
 
@@ -161,14 +174,15 @@ def main() -> int:
                     print(f"{model:7s} {b:3d} {thr:>4s} {opt:5s} {_ms(m):>9s} {_ms(r.predicted_s):>9s} "
                           f"{_pct(r.error):>8s} {_ms(r.flops_peak_s):>8s} {_pct(err(r.flops_peak_s)):>8s} "
                           f"{_ms(r.replay_sum_s):>8s} {_pct(err(r.replay_sum_s)):>8s} {100 * r.coverage:5.1f}% "
-                          f"{r.distinct_ops:5d} {d['wall_s']:5.0f}", flush=True)
+                          f"{r.distinct_ops:5d} {d['wall_s']:5.0f} {d['others_cpus'] or 0:6.2f}", flush=True)
     print()
     print("per model: median |error| at batch >= 16 (target 10 %), signed (5 %), batch 1 (20 %), coverage (99 %)")
     for label, key in (("prediction", "predicted_s"), ("flops/peak", "flops_peak_s"), ("replay sum", "replay_sum_s")):
         print(f"  {label}:")
         for m, s in summarize(points, key).items():
-            print(f"    {m:7s} |err| B>=16 {_pct(s['median_abs_ge16'])}  signed {_pct(s['median_signed_ge16'])}  "
-                  f"|err| B=1 {_pct(s['median_abs_b1'])}  coverage {100 * s['min_coverage']:.1f}%")
+            print(f"    {m:7s} |err| B>=16 {_pct(s['median_abs_ge16'], False)}  "
+                  f"signed {_pct(s['median_signed_ge16'])}  "
+                  f"|err| B=1 {_pct(s['median_abs_b1'], False)}  coverage {100 * s['min_coverage']:.1f}%")
     if a.out:
         Path(a.out).write_text(json.dumps(points, indent=1))
     return 0

@@ -31,7 +31,8 @@ def _profiled_step(optimizer):
         C.run_step(m, x, loss_fn, opt)
     ev = prof.events()
     every = Counter(e.name for e in ev)
-    in_step = Counter(e.name for e in ev if e.cpu_parent is not None and e.cpu_parent.name.startswith("Optimizer.step#"))
+    in_step = Counter(e.name for e in ev
+                      if e.cpu_parent is not None and e.cpu_parent.name.startswith("Optimizer.step#"))
     return every, in_step
 
 

@@ -224,6 +224,11 @@ class _Ids:
         self.nbytes[sid] = max(self.nbytes.get(sid, 0), int(st.nbytes()))
         return sid
 
+    def pin(self) -> None:
+        """Stop watching every storage seen so far (they outlive the step); their ids stay."""
+        self.pinned = {**getattr(self, "pinned", {}), **{sid: ref for sid, (_, ref) in self.watch.items()}}
+        self.watch.clear()
+
     def sweep(self) -> list[int]:
         """The storages freed since the last sweep (their ids retired)."""
         gone = [sid for sid, (_, ref) in self.watch.items() if ref.expired()]
@@ -466,6 +471,10 @@ def capture_step(build: Callable[[], tuple] | None = None, *, model: Any = None,
             ids.of(b)
         for t in _tensors(inputs):
             ids.of(t)
+        for st in opt.state.values():
+            for t in _tensors(dict(st)):
+                ids.of(t)
+        ids.pin()  # all of these outlive the step: not swept
         with _recorder(ids, records, phase, frees):
             run_step(model, inputs, loss_fn, opt, phase)
         if records:
