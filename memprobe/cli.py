@@ -703,6 +703,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if other is not None:
             T.print_prediction(other)
             T.print_machine_changes(rows)
+    for r in (pr, other):
+        for note in getattr(r, "notes", None) or []:
+            print(f"memprobe: {r.machine}: {note}", file=sys.stderr)
     partial = [r for r in (pr, other) if r is not None and getattr(r, "partial", False)]
     for r in partial:
         print(f"memprobe: partial prediction for {r.machine}, its step is a lower bound: {'; '.join(r.missing)}",

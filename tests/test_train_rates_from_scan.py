@@ -296,3 +296,18 @@ def test_fused_attention_reads_the_attention_ladder_by_direction_and_causality()
     _, missing = RS.step_inputs_from_scan(g, scan_with(t).devices["cpu"], "threads_1")
     assert missing == ["attention forward causal float32: no rate in the scan's table (1 kernel)",
                        "attention backward causal float32: no rate in the scan's table (1 kernel)"]
+
+
+def test_an_all_thread_rate_below_one_threads_reads_one_threads_and_says_so():
+    """scan_rates.json's rates stage ran beside busy neighbours: its all-thread figures sit far
+    below one thread's. The prediction reads one thread's work time for them (all threads do
+    at least that) and names how many ops it did that for; a quiet table's would need none."""
+    from pathlib import Path
+
+    from memprobe.train import on_scan
+
+    scan = Path(__file__).parent / "data" / "scan_rates.json"
+    one = on_scan.predict_on("mlp", scan, threads=1)
+    both = on_scan.predict_on("mlp", scan, threads="all")
+    assert both.notes and "read one thread's rate" in both.notes[0] and not one.notes
+    assert both.predicted_s <= 1.25 * one.predicted_s

@@ -704,6 +704,43 @@ def _method(result: ScanResult) -> list[dict[str, str]]:
 
 
 # ---- the page --------------------------------------------------------------------------------
+def _rates_view(dev: DeviceResult) -> dict[str, Any] | None:
+    """The rate table (scan/rates.py), as the report shows it: per thread count the GEMM and
+    convolution ladders, the element-wise classes per level and the call overheads."""
+    rt = dev.rates
+    if rt is None:
+        return None
+    tks = [tk for tk in ("threads_1", "threads_all") if tk in rt.threads]
+
+    def rate(v: Any) -> str:
+        return num(v) if F.finite(v) else "—"
+
+    gemm = {}
+    for tk in tks:
+        for g in rt.threads[tk].gemm + rt.threads[tk].bmm:
+            key = f"{g.batch} × " if g.batch > 1 else ""
+            gemm.setdefault(f"{key}{g.m}×{g.k} · {g.k}×{g.n} ({g.dtype})", {})[tk] = rate(g.gflops)
+    conv = {}
+    for tk in tks:
+        for c in rt.threads[tk].conv:
+            conv.setdefault(f"{c.kernel}×{c.kernel}/{c.stride}, {c.c_in}→{c.c_out} ch, {c.hw}² px, "
+                            f"batch {c.batch}, {c.direction}", {})[tk] = rate(c.gflops)
+    classes = {}
+    for tk in tks:
+        for klass, rows in rt.threads[tk].classes.items():
+            for r in rows:
+                classes.setdefault((klass, r.level), {})[tk] = rate(r.gbs)
+    over = {}
+    for tk in tks:
+        for klass, v in rt.threads[tk].call_overhead_s.items():
+            over.setdefault(klass, {})[tk] = f"{v * 1e6:.3g}" if F.finite(v) else "—"
+    return {"library": rt.library, "method": rt.method, "statistic": rt.statistic, "absent": rt.absent,
+            "threads": [F.THREAD_LABELS.get(tk, tk) for tk in tks], "keys": tks,
+            "gemm": [{"what": k, **v} for k, v in gemm.items()], "conv": [{"what": k, **v} for k, v in conv.items()],
+            "classes": [{"what": f"{k[0]} in {k[1]}", **v} for k, v in classes.items()],
+            "overhead": [{"what": k, **v} for k, v in over.items()]}
+
+
 def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, Any]:
     widths = _diagram_widths(dev.levels)
     salt = f"{key}-"
@@ -739,6 +776,7 @@ def _device_view(result: ScanResult, key: str, dev: DeviceResult) -> dict[str, A
         {"svg": None, "missing": "no loaded-latency points", "error": None},
         "loaded_rows": _loaded_rows(dev),
         "compute": _compute_view(dev),
+        "rates": _rates_view(dev),
         "noise": _noise_rows(dev),
         "stages": _stage_rows(dev),
         "steal_notable": num(dev.extra.steal_notable_percent),

@@ -37,6 +37,7 @@ class ScanPredictResult(PredictResult):
     missing: list[str] = field(default_factory=list)  # one line each; non-empty: partial
     partial: bool = False
     kernels_predicted: int = 0  # kernels with a rate from the table (of `kernels`)
+    notes: list[str] = field(default_factory=list)  # figures read in place of others, and why
 
 
 def load_scan(path: str | Path | Any) -> Any:
@@ -106,7 +107,8 @@ def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = No
         progress("capture", 0, 1, builder.name)
         graph = capture_spec(builder, batch, optimizer)
         progress("capture", 1, 1, f"{len(graph.kernels)} kernels")
-    inputs, missing = step_inputs_from_scan(graph, dev, tkey, scan.settings.memprobe_version)
+    notes: list[str] = []
+    inputs, missing = step_inputs_from_scan(graph, dev, tkey, scan.settings.memprobe_version, notes)
     pred = P.predict(graph, ceilings, inputs)
     peak = peak_flops(dev, tkey)
     rates = getattr(dev, "rates", None)
@@ -126,7 +128,7 @@ def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = No
         distinct_ops=len({op_key(o) for o in kernels}), kernels=len(kernels),
         machine=" / ".join(x for x in (scan.host, scan.machine.cpu_model or dev.name) if x),
         scan_started_at=scan.started_at, device=device, library=rates.library if rates is not None else "",
-        missing=missing, partial=bool(missing), kernels_predicted=with_rate)
+        missing=missing, partial=bool(missing), kernels_predicted=with_rate, notes=notes)
 
 
 def compare_machines(here: PredictResult, there: PredictResult) -> list[dict[str, Any]]:

@@ -228,8 +228,25 @@ def scan_threads(device: Any, threads_key: str) -> int | None:
     return device.declared.cores_usable if device.declared else None
 
 
+def _all_threads_bound(r: OpRate, op: C.CapturedOp, table: Any, device: Any, peak_1: float | None) -> OpRate:
+    """An all-thread rate below the one-thread rate of the same op ran beside a busy neighbour
+    (the rule plausibility.py applies to bandwidth): all threads do the work at least as fast
+    as one, so one thread's work time stands for it, beside the all-thread call overhead."""
+    tr1 = table.threads.get("threads_1")
+    if tr1 is None or r.call_s is None:
+        return r
+    r1, _ = op_rate_from_table(op, tr1, _ceilings(device, "threads_1", 1), peak_1)
+    if r1 is None or r1.call_s is None:
+        return r
+    work_all, work_1 = r.call_s - r.overhead_s, r1.call_s - r1.overhead_s
+    if work_1 >= work_all:
+        return r
+    return OpRate(r.key, r.op, r.overhead_s + work_1, r.overhead_s, r.work, r.bytes, r.threads,
+                  "rate table (one thread's: the all-thread figure ran below it)")
+
+
 def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
-                          memprobe_version: str = "") -> tuple[StepInputs, list[str]]:
+                          memprobe_version: str = "", notes: list[str] | None = None) -> tuple[StepInputs, list[str]]:
     """The predictor's inputs for `graph` on the machine `device` (a scan's DeviceResult) at
     `threads_key`, from its rate table alone, and the list of what the table lacks (one line
     each; empty: nothing missing). Raises model.MissingCeiling where the device has no levels."""
@@ -244,6 +261,8 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
         have = ", ".join(table.threads) or "none"
         return StepInputs({}, n), missing + [f"the scan's rate table has no {threads_key} rates (it has {have})"]
     peak = fma_peak_gflops(device, threads_key)
+    peak_1 = fma_peak_gflops(device, "threads_1")
+    replaced = 0
     rates: dict[str, OpRate] = {}
     lacks: Counter[str] = Counter()
     per_key = Counter(op_key(o) for o in graph.ops if o.kernel)
@@ -256,6 +275,10 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
             continue
         done.add(key)
         r, why = op_rate_from_table(op, tr, ceilings, peak)
+        if r is not None and threads_key == "threads_all":
+            bounded = _all_threads_bound(r, op, table, device, peak_1)
+            replaced += bounded is not r
+            r = bounded
         if r is not None:
             rates[key] = r
         elif why is not None:
@@ -276,6 +299,9 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
         backward_call_s=tr.backward_call_s or 0.0,
         fault_bytes=None,  # the allocator's replay cannot run for a machine we do not have: the mmap rule
         update_call_s=(float(update[0]), float(update[1])) if update and len(update) == 2 else None)
+    if replaced and notes is not None:
+        notes.append(f"{replaced} distinct op(s) read one thread's rate: their all-thread figure in the scan ran "
+                     "below it (a busy neighbour during the scan's rates stage)")
     if tr.backward_call_s is None and any(o.phase == "backward" for o in graph.ops):
         missing.append("autograd's start per backward call: not in the scan's rate table")
     if tr.fault_s_per_byte is None and table.backend == "cpu":
