@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -121,7 +122,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", required=True, help="a scan.json of this machine")
     ap.add_argument("--small", action="store_true", help="batches 1 and 16, one thread, AdamW")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--zoo", default=None, help="a file defining MODELS and a function per model (default: this "
+                    "file's zoo; benchmarks/zoo_outside.py holds networks outside it)")
+    ap.add_argument("--models", default=None, help="comma-separated (default: the zoo's MODELS)")
+    ap.add_argument("--jsonl", default=None, help="also append each measured point as a validation record "
+                    "(memprobe predict --measure --jsonl's form) to this file")
     ap.add_argument("--batches", default=None, help="comma-separated (default 1,16,64; --small 1,16)")
     ap.add_argument("--threads", default=None, help="comma-separated of 1, all (default both; --small 1)")
     ap.add_argument("--optimizers", default=None, help="comma-separated of adamw, sgd (default both; --small adamw)")
@@ -142,7 +147,15 @@ def main() -> int:
     batches = [int(b) for b in (a.batches or ("1,16" if a.small else "1,16,64")).split(",")]
     threads = (a.threads or ("1" if a.small else "1,all")).split(",")
     opts = (a.optimizers or ("adamw" if a.small else "adamw,sgd")).split(",")
-    here = Path(__file__).resolve()
+    here = Path(a.zoo).resolve() if a.zoo else Path(__file__).resolve()
+    if a.models is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_zoo", here)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        a.models = ",".join(mod.MODELS)
+    from memprobe.train.on_scan import append_record
     points = []
     print(f"{'model':7s} {'B':>3s} {'thr':>4s} {'opt':5s} {'measured':>9s} {'predicted':>9s} {'err':>8s} "
           f"{'peak':>8s} {'err':>8s} {'replay':>8s} {'err':>8s} {'cover':>6s} {'ops':>5s} {'s':>5s} {'others':>6s}"
@@ -162,6 +175,8 @@ def main() -> int:
                     except S.SpecError as exc:
                         print(f"{model:7s} {b:3d} {thr:>4s} {opt:5s} error (exit {exc.exit_code}): {exc}")
                         continue
+                    if a.jsonl and r.measured_s:
+                        append_record(a.jsonl, r, spec=f"{os.path.relpath(here)}:{model}")
                     d = r.to_dict()
                     d["wall_s"] = time.perf_counter() - t0
                     d["zoo_model"] = model
