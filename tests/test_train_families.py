@@ -319,14 +319,16 @@ def test_sizes_cross_the_levels():
                          ids=["cnn", "transformer"])
 def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, small_cpu_device):
     from memprobe.result import TrainingPoint
-    from memprobe.train.family_sweep import FamilyPoint, run_family_sweep
+    from memprobe.train.family_sweep import FamilyPoint, capture_point, run_family_sweep
 
-    out = run_family_sweep(small_cpu_device, spec.model, budget_s=30.0, steps=2,
-                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9)
+    out = run_family_sweep(small_cpu_device, spec.model, budget_s=300.0, steps=2,
+                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9, use_cache=False)
     assert out["points"] and not out["skipped"]
+    kernels = capture_point(spec).kernels  # every captured kernel predicted, none unmodelled
     for p in out["points"]:
         assert p["model"] == spec.model and p["measured_s"] > 0 and p["predicted_s"] > 0
-        assert len(p["ops"]) == len(FM.step_ops(spec))
+        assert len(p["ops"]) == len(kernels)
+        assert p["ops"][0]["name"] == f"{kernels[0].packet} {kernels[0].phase}"
         assert {o["bound"] for o in p["ops"]} <= {"compute", "overhead", "L1", "L2", "memory"}
         from pydantic import TypeAdapter
 
