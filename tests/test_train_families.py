@@ -48,6 +48,38 @@ def test_the_op_list_is_what_pytorch_runs(spec):
     assert flops == pytest.approx(sum(o.flops for o in ops if o.gemm), rel=0.02)
 
 
+# the kernels that carry a step's work: the capture must hold exactly as many of each as the
+# profiler records (other operators also run nested inside composites, or as views)
+WORK_KERNELS = ("convolution", "convolution_backward", "addmm", "mm", "bmm", "native_batch_norm",
+                "native_batch_norm_backward", "native_layer_norm", "native_layer_norm_backward", "_softmax",
+                "_softmax_backward_data", "_log_softmax", "_log_softmax_backward_data", "nll_loss_forward",
+                "nll_loss_backward", "gelu", "gelu_backward", "relu", "threshold_backward", "max_pool2d_with_indices",
+                "max_pool2d_with_indices_backward", "embedding_dense_backward", "masked_fill", "lerp_", "addcdiv_",
+                "addcmul_", "sqrt", "mul_")
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [CNN, GPT, resnet50(2, 64)], ids=["cnn (sgd)", "transformer (adamw)", "resnet50"])
+def test_the_captured_step_is_what_the_profiler_records(spec):
+    """The capture (under fake tensors) against torch.profiler on a real step of the same
+    network: every kernel it records is an operator the profiler records, and the work-carrying
+    kernels (GEMMs, convolutions, norms, softmaxes, the loss, activations, the optimizer's
+    arithmetic) come in the same number, kind for kind, forward, backward and update."""
+    from collections import Counter
+
+    from memprobe.train.family_sweep import capture_point
+    from memprobe.train.torch_families import profile_step
+
+    g = capture_point(spec)
+    assert not g.unmodelled
+    captured = Counter(o.packet for o in g.kernels)
+    recorded = profile_step(spec)
+    assert {p for p in captured if p not in recorded} == set()
+    kinds = [k for k in WORK_KERNELS if captured.get(k) or recorded.get(k)]
+    assert kinds and {k: captured.get(k, 0) for k in kinds} == {k: recorded.get(k, 0) for k in kinds}
+    assert {"convolution_backward", "mm", "bmm"} & set(kinds)  # a backward pass's GEMMs are in
+
+
 @needs_torch
 @pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
 def test_parameters_by_formula(spec):

@@ -197,24 +197,30 @@ def predict_captured(spec: CnnSpec | TransformerSpec, device_result: Any, tkey: 
     graph = graph if graph is not None else capture_point(spec)
     ceilings = M.ceilings_from_device(device_result, tkey, nthr, {}, {})
     inputs = measure_step_inputs(graph, nthr, cache=cache)
-    scale = None
-    if call_scale:
-        # the calls' cost in the step's own sequence, from a real step of the network at its
-        # least sizes (its kernels' rates measured as the point's, its per-step terms the point's)
-        import dataclasses
+    scale = tiny_call_scale(spec, inputs, ceilings, nthr, cache) if call_scale else None
+    if scale is not None:
+        from memprobe.train.inputs import with_call_scale
 
-        from memprobe.train import op_rates as R
-        from memprobe.train.inputs import in_step_call_scale, with_call_scale
-
-        tiny = FM.tiny_like(spec)
-        g_tiny = capture_point(tiny)
-        t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache,
-                                                                           inputs.fault_s_per_byte),
-                                       fault_bytes=None)
-        tiny_s = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP))
-        scale = in_step_call_scale(g_tiny, t_inputs, ceilings, tiny_s)
         inputs = with_call_scale(inputs, scale)
     return CapturedPrediction(P.predict(graph, ceilings, inputs), graph, inputs, scale)
+
+
+def tiny_call_scale(spec: CnnSpec | TransformerSpec, inputs: Any, ceilings: M.Ceilings, nthr: int,
+                    cache: Any = None) -> float:
+    """`inputs.in_step_call_scale` from a real step of `spec`'s network at its least sizes
+    (`family_model.tiny_like`): its kernels' rates measured as the point's (through `cache`),
+    its per-step terms those of `inputs`; the caller holds the thread count."""
+    import dataclasses
+
+    from memprobe.train import op_rates as R
+    from memprobe.train.inputs import in_step_call_scale
+
+    tiny = FM.tiny_like(spec)
+    g_tiny = capture_point(tiny)
+    t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache, inputs.fault_s_per_byte),
+                                   fault_bytes=None)
+    tiny_s = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP))
+    return in_step_call_scale(g_tiny, t_inputs, ceilings, tiny_s)
 
 
 def op_label(o: Any) -> str:

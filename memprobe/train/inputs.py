@@ -99,8 +99,8 @@ def projected_inputs(full: C.StepGraph, check: C.StepGraph, check_inputs: Any) -
         r = src.rate
         if src.call_s is None or r is None or work <= 0:
             call = src.call_s if (src.call_s is not None and work <= 0) else None
-            rates[key] = dataclasses.replace(src, key=key, work=work, call_s=call,
-                                             why=src.why or ("" if call is not None else "no rate at the check's shape"))
+            why = src.why or ("" if call is not None else "no rate at the check's shape")
+            rates[key] = dataclasses.replace(src, key=key, work=work, call_s=call, why=why)
             continue
         rates[key] = dataclasses.replace(src, key=key, work=work, call_s=work / r + src.overhead_s)
     return dataclasses.replace(check_inputs, rates=rates, fault_bytes=None)
@@ -122,13 +122,15 @@ def with_call_scale(inputs: Any, factor: float) -> Any:
 def in_step_call_scale(tiny: C.StepGraph, tiny_inputs: Any, ceilings: Any, tiny_step_s: float) -> float:
     """How much more the calls cost in a step's own sequence than each op's call repeated alone:
     a real step of the same network at its least sizes (`tiny`: its ops, almost none of their
-    work), timed (`tiny_step_s`), less its predicted work, over its predicted calls. Autograd's
-    nodes between the calls and code and objects gone cold again make them dearer: 1.7-2.7x on
-    the 2-vCPU Xeon guest (the family sweep's points, one thread and two)."""
+    work), timed (`tiny_step_s`), less its predicted work, over its predicted calls; at least 1.
+    Autograd's nodes between the calls and code and objects gone cold again make them dearer:
+    1.1-2 x on the 2-vCPU Xeon guest (the family sweep's points, one thread)."""
     from memprobe.train import predict as P
 
     pred = P.predict(tiny, ceilings, tiny_inputs)
     calls = pred.overhead_s
     if calls <= 0:
         return 1.0
-    return max(0.0, tiny_step_s - (pred.predicted_s - calls)) / calls
+    # never below 1: a call in the step's sequence costs at least what it costs alone (a tiny
+    # step whose work was predicted high, ResNet-50's at 64 px, would otherwise zero them)
+    return max(1.0, (tiny_step_s - (pred.predicted_s - calls)) / calls)

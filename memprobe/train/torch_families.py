@@ -312,6 +312,26 @@ def profile_update(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
             and e.cpu_parent.name.startswith("Optimizer.step#")]
 
 
+def profile_step(spec: CnnSpec | TransformerSpec, seed: int = 0) -> dict[str, int]:
+    """How often the profiler records each ATen operator in one steady training step
+    (`capture.run_step`, the family's optimizer as `capture.make_optimizer` builds it, after two
+    steps), by operator name without "aten::": for the test that holds the capture to it."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from memprobe.train import capture as C
+
+    model, x, loss_fn = step_parts(spec, seed)
+    model.train()
+    opt = C.make_optimizer(optimizer_name(spec), [p for p in model.parameters() if p.requires_grad])
+    for _ in range(2):
+        C.run_step(model, x, loss_fn, opt)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        C.run_step(model, x, loss_fn, opt)
+    return dict(Counter(e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::")))
+
+
 def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
     """What PyTorch runs for one forward pass and its loss: the top-level operators in order
     (views left out) and the FLOPs its profiler counts (GEMMs and convolutions)."""
