@@ -344,9 +344,12 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
 
 
 def _rate_cache(use_cache: bool) -> Any:
-    """The rates of captured ops: the machine's cache that `memprobe predict` keeps
-    (`op_rates.cache_path`) with `use_cache`, else one for this sweep alone (each distinct op
-    of its points measured once)."""
+    """The rates of captured ops: one cache for this sweep alone (each distinct op of its points
+    measured once, in the same minutes as the steps), or with `use_cache` the machine's cache
+    that `memprobe predict` keeps (`op_rates.cache_path`). Not the default: on the shared
+    2-vCPU guest a two-thread replay measured while a neighbour held a core (a convolution at
+    60 ms a call, 400x its one-thread time) stayed in that cache and put every later sweep's
+    two-thread points 40-90x high."""
     from memprobe.train import op_rates as R
 
     tag = R.machine_tag()
@@ -356,14 +359,14 @@ def _rate_cache(use_cache: bool) -> Any:
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
                      budget_s: float | None = None, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
-                     free_bytes: float | None = None, device: str = "cpu", use_cache: bool = True,
+                     free_bytes: float | None = None, device: str = "cpu", use_cache: bool = False,
                      method: str = "captured") -> dict[str, Any]:
     """Measure, time and predict one family on `device` ("cpu": one thread and all threads;
     "gpu": PyTorch on CUDA against the scan's GPU levels); returns {"points", "skipped", "inputs"}.
 
     Per point: its step captured, its inputs measured (`predict_captured`: the rates of its
-    distinct kernels, from `use_cache`'s machine cache or measured now and shared by the
-    sweep's points), then its steps. Points run smallest first; one whose steps the budget has
+    distinct kernels measured now and shared by the sweep's points, or read from the machine's
+    cache with `use_cache`), then its steps. Points run smallest first; one whose steps the budget has
     no room for (from its prediction) is skipped. `budget_s` None: the default profile's family
     budget (memprobe/profile.py). `method` "hand": the hand-written op list instead
     (`family_model.predict_family_step`, the GPU's path), for a side-by-side check."""
