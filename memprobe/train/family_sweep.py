@@ -172,9 +172,11 @@ class CapturedPrediction:
     def record(self) -> dict[str, Any]:
         """What the point keeps of its inputs: the per-step terms, the coverage and what the
         predictor could not model."""
+        from memprobe.train.op_rates import distinct_kernels
+
         i = self.inputs
         return {"method": "captured", "kernels": len(self.graph.kernels),
-                "distinct_ops": len({o.name for o in self.graph.kernels}), "capture_s": self.graph.capture_s,
+                "distinct_ops": len(distinct_kernels(self.graph)), "capture_s": self.graph.capture_s,
                 "fault_s_per_byte": i.fault_s_per_byte, "backward_call_s": i.backward_call_s,
                 "cross_core_s_per_byte": i.cross_core_s_per_byte,
                 "update_call_s": list(i.update_call_s) if i.update_call_s else None,
