@@ -48,14 +48,15 @@ def test_the_mnist_row_comes_from_the_studys_epoch():
 
 
 @needs_torch
-def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path, small_cpu_device):
+@pytest.mark.parametrize("method", ["captured", "hand"])
+def test_a_tiny_real_check_makes_a_row_that_round_trips(method, tmp_path, small_cpu_device):
     from pydantic import TypeAdapter
 
     from memprobe.result import ScanResult, SeedRow
 
     small = CnnSpec(batch=2, channels=16, resolution=8)
     row = ST.family_row("resnet50_epoch", CnnSpec(batch=4, channels=16, resolution=8), 100, small,
-                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2)
+                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2, method=method)
     assert row["check_measured_s"] > 0 and row["check_predicted_s"] > 0 and row["predicted_s"] > 0
     assert row["check_error"] == pytest.approx(row["check_predicted_s"] / row["check_measured_s"] - 1)
     assert row["bound"] in row["bound_text"] and row["claimed_s"] == 3 * 3600

@@ -349,18 +349,22 @@ def test_sizes_cross_the_levels():
 @pytest.mark.parametrize("spec", [CnnSpec(batch=2, channels=16, resolution=8),
                                   TransformerSpec(batch=2, seq=16, width=32, heads=4, layers=1)],
                          ids=["cnn", "transformer"])
-def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, small_cpu_device):
+@pytest.mark.parametrize("method", ["captured", "hand"])
+def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, method, small_cpu_device):
     from memprobe.result import TrainingPoint
     from memprobe.train.family_sweep import FamilyPoint, capture_point, run_family_sweep
 
     out = run_family_sweep(small_cpu_device, spec.model, budget_s=300.0, steps=2,
-                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9, use_cache=False)
+                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9, method=method)
     assert out["points"] and not out["skipped"]
     kernels = capture_point(spec).kernels  # every captured kernel predicted, none unmodelled
     for p in out["points"]:
         assert p["model"] == spec.model and p["measured_s"] > 0 and p["predicted_s"] > 0
-        assert len(p["ops"]) == len(kernels)
-        assert p["ops"][0]["name"] == f"{kernels[0].packet} {kernels[0].phase}"
+        if method == "captured":
+            assert len(p["ops"]) == len(kernels)
+            assert p["ops"][0]["name"] == f"{kernels[0].packet} {kernels[0].phase}"
+        else:
+            assert len(p["ops"]) == len(FM.step_ops(spec))
         assert {o["bound"] for o in p["ops"]} <= {"compute", "overhead", "L1", "L2", "memory"}
         from pydantic import TypeAdapter
 

@@ -112,16 +112,19 @@ def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
 
 def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
                device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS,
-               device: str = "cpu") -> dict[str, Any]:
-    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions."""
+               device: str = "cpu", method: str | None = None) -> dict[str, Any]:
+    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions.
+    `method` "captured" (`captured_row`) or "hand" (the hand-written op lists; the GPU's);
+    None: family_sweep.DEFAULT_METHOD."""
     from memprobe.train import network as N
     from memprobe.train import torch_families as TF
+    from memprobe.train.family_sweep import DEFAULT_METHOD
 
     nthr = N.max_threads() if device == "cpu" else 1
     tkey = "threads_all" if nthr > 1 or device == "gpu" else "threads_1"
-    if device == "cpu":
+    if device == "cpu" and (method or DEFAULT_METHOD) == "captured":
         return captured_row(task, full, full_steps, check, device_result, workload, check_text, steps, nthr, tkey)
-    with TF.on_device(TF.GPU_DEVICE):
+    with N.cpu_threads(nthr) if device == "cpu" else TF.on_device(TF.GPU_DEVICE):
         # the check's steps first: measuring the full size's lone ops leaves the allocator with
         # gigabytes of freed tensors, and GPT-2 small's check steps ran 2x slower after it
         samples = time_check(check, steps)
