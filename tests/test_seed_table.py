@@ -48,14 +48,15 @@ def test_the_mnist_row_comes_from_the_studys_epoch():
 
 
 @needs_torch
-def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path, small_cpu_device):
+@pytest.mark.parametrize("method", ["captured", "hand"])
+def test_a_tiny_real_check_makes_a_row_that_round_trips(method, tmp_path, small_cpu_device):
     from pydantic import TypeAdapter
 
     from memprobe.result import ScanResult, SeedRow
 
     small = CnnSpec(batch=2, channels=16, resolution=8)
     row = ST.family_row("resnet50_epoch", CnnSpec(batch=4, channels=16, resolution=8), 100, small,
-                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2)
+                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2, method=method)
     assert row["check_measured_s"] > 0 and row["check_predicted_s"] > 0 and row["predicted_s"] > 0
     assert row["check_error"] == pytest.approx(row["check_predicted_s"] / row["check_measured_s"] - 1)
     assert row["bound"] in row["bound_text"] and row["claimed_s"] == 3 * 3600
@@ -75,3 +76,49 @@ def test_a_row_with_a_wrong_type_is_refused():
     with pytest.raises(ValidationError):
         TypeAdapter(SeedRow).validate_python({"task": "t", "device": "cpu", "model": "cnn", "workload": "w",
                                               "predicted_s": "three hours"})
+
+
+@needs_torch
+def test_the_full_size_step_runs_at_its_check_counterparts_rates():
+    """The projection: the full-size step and a smaller check of the same network are captured;
+    every full-size kernel takes its check counterpart's rate (its own work at that rate, the
+    counterpart's call), the step's terms are the check's, and the predictor runs on it."""
+    from memprobe.train import family_sweep as FS
+    from memprobe.train import op_rates as R
+    from memprobe.train import predict as P
+    from memprobe.train.families import TransformerSpec
+    from memprobe.train.inputs import aligned_ops, projected_inputs
+
+    for full, check in ((resnet50(2, 96), resnet50(1, 64)),
+                        (TransformerSpec(4, 32, 32, heads=2, layers=2, vocab=64, tied=True),
+                         TransformerSpec(1, 16, 32, heads=2, layers=2, vocab=64, tied=True))):
+        g_full, g_check = FS.capture_point(full), FS.capture_point(check)
+        twins = aligned_ops(g_full, g_check)
+        assert set(twins) == {o.index for o in g_full.kernels}  # every kernel has a counterpart
+        assert all((o.name, o.phase) == (twins[o.index].name, twins[o.index].phase) for o in g_full.kernels)
+        # hand-made rates: a GEMM at 100 GFLOP/s, the rest at 1 G elements/s, each call 1 us
+        rates = {}
+        for k, op in R.distinct_kernels(g_check).items():
+            w = R.work_of(op)
+            rates[k] = R.OpRate(k, op.name, w / (100e9 if op.category == "gemm" else 1e9) + 1e-6, 1e-6, w,
+                                R.replay_bytes(op), 1)
+        check_in = P.StepInputs(rates, 1, 1e-10, 0.0, 5e-6, None, (1e-5, 2e-6))
+        full_in = projected_inputs(g_full, g_check, check_in)
+        first = {}
+        for op in g_full.kernels:  # (ops of one shape share a rate: the first one's counterpart's)
+            first.setdefault(R.op_key(op), op)
+        for op in first.values():
+            mine, theirs = full_in.rates[R.op_key(op)], rates[R.op_key(twins[op.index])]
+            assert mine.overhead_s == theirs.overhead_s and mine.bytes == theirs.bytes
+            if R.work_of(op) > 0:  # its own work at the counterpart's rate, plus the counterpart's call
+                assert mine.call_s - mine.overhead_s == pytest.approx(R.work_of(op) / theirs.rate)
+        assert full_in.backward_call_s == 5e-6 and full_in.fault_bytes is None
+        c = _ceilings([], rate=100e9)
+        pred = P.predict(g_full, c, full_in)
+        assert pred.coverage == 1.0 and not pred.unmodelled
+        gemm = sum(o.flops or 0 for o in g_full.kernels if o.category == "gemm")
+        assert pred.predicted_s >= gemm / 100e9  # the GEMMs at their rate: a floor
+        assert pred.predicted_s > P.predict(g_check, c, check_in).predicted_s
+        bound, shares = ST.captured_bound_of(pred)
+        assert sum(shares.values()) == pytest.approx(1.0) and bound == max(shares, key=shares.get)
+        assert bound in ST.bound_sentence("task", bound, shares)

@@ -48,6 +48,38 @@ def test_the_op_list_is_what_pytorch_runs(spec):
     assert flops == pytest.approx(sum(o.flops for o in ops if o.gemm), rel=0.02)
 
 
+# the kernels that carry a step's work: the capture must hold exactly as many of each as the
+# profiler records (other operators also run nested inside composites, or as views)
+WORK_KERNELS = ("convolution", "convolution_backward", "addmm", "mm", "bmm", "native_batch_norm",
+                "native_batch_norm_backward", "native_layer_norm", "native_layer_norm_backward", "_softmax",
+                "_softmax_backward_data", "_log_softmax", "_log_softmax_backward_data", "nll_loss_forward",
+                "nll_loss_backward", "gelu", "gelu_backward", "relu", "threshold_backward", "max_pool2d_with_indices",
+                "max_pool2d_with_indices_backward", "embedding_dense_backward", "masked_fill", "lerp_", "addcdiv_",
+                "addcmul_", "sqrt", "mul_")
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [CNN, GPT, resnet50(2, 64)], ids=["cnn (sgd)", "transformer (adamw)", "resnet50"])
+def test_the_captured_step_is_what_the_profiler_records(spec):
+    """The capture (under fake tensors) against torch.profiler on a real step of the same
+    network: every kernel it records is an operator the profiler records, and the work-carrying
+    kernels (GEMMs, convolutions, norms, softmaxes, the loss, activations, the optimizer's
+    arithmetic) come in the same number, kind for kind, forward, backward and update."""
+    from collections import Counter
+
+    from memprobe.train.family_sweep import capture_point
+    from memprobe.train.torch_families import profile_step
+
+    g = capture_point(spec)
+    assert not g.unmodelled
+    captured = Counter(o.packet for o in g.kernels)
+    recorded = profile_step(spec)
+    assert {p for p in captured if p not in recorded} == set()
+    kinds = [k for k in WORK_KERNELS if captured.get(k) or recorded.get(k)]
+    assert kinds and {k: captured.get(k, 0) for k in kinds} == {k: recorded.get(k, 0) for k in kinds}
+    assert {"convolution_backward", "mm", "bmm"} & set(kinds)  # a backward pass's GEMMs are in
+
+
 @needs_torch
 @pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
 def test_parameters_by_formula(spec):
@@ -317,16 +349,22 @@ def test_sizes_cross_the_levels():
 @pytest.mark.parametrize("spec", [CnnSpec(batch=2, channels=16, resolution=8),
                                   TransformerSpec(batch=2, seq=16, width=32, heads=4, layers=1)],
                          ids=["cnn", "transformer"])
-def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, small_cpu_device):
+@pytest.mark.parametrize("method", ["captured", "hand"])
+def test_a_tiny_sweep_point_runs_and_records_its_ops(spec, method, small_cpu_device):
     from memprobe.result import TrainingPoint
-    from memprobe.train.family_sweep import FamilyPoint, run_family_sweep
+    from memprobe.train.family_sweep import FamilyPoint, capture_point, run_family_sweep
 
-    out = run_family_sweep(small_cpu_device, spec.model, budget_s=30.0, steps=2,
-                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9)
+    out = run_family_sweep(small_cpu_device, spec.model, budget_s=300.0, steps=2,
+                           points=[FamilyPoint("L2", 0.1, spec)], free_bytes=1e9, method=method)
     assert out["points"] and not out["skipped"]
+    kernels = capture_point(spec).kernels  # every captured kernel predicted, none unmodelled
     for p in out["points"]:
         assert p["model"] == spec.model and p["measured_s"] > 0 and p["predicted_s"] > 0
-        assert len(p["ops"]) == len(FM.step_ops(spec))
+        if method == "captured":
+            assert len(p["ops"]) == len(kernels)
+            assert p["ops"][0]["name"] == f"{kernels[0].packet} {kernels[0].phase}"
+        else:
+            assert len(p["ops"]) == len(FM.step_ops(spec))
         assert {o["bound"] for o in p["ops"]} <= {"compute", "overhead", "L1", "L2", "memory"}
         from pydantic import TypeAdapter
 

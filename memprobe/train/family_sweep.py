@@ -2,10 +2,19 @@
 
 Per family: sizes (channels and resolution, or width and sequence length) chosen from *this
 scan's* inferred capacities so that the step's working set runs from inside L2 to several times
-the last cache, at batch 1, 16 and 64, on one thread and on all; each point's model inputs
-measured through PyTorch on lone ops (`torch_rates`), then a few real training steps timed
-(median), the prediction (`family_model`) beside them with its per-op breakdown. A time budget
-bounds the sweep; points it leaves out are listed with why. Nothing prints.
+the last cache, at batch 1, 16 and 64, on one thread and on all. Each point's step is captured
+from PyTorch's dispatcher (`capture.capture_step` on the network `torch_families` builds, with
+the family's optimizer), its inputs measured here the way `memprobe predict` measures them
+(`inputs.measure_step_inputs`: every distinct kernel replayed alone, the step's page faults,
+autograd's start, the optimizer's calls; rates shared by the points of one sweep), the one
+predictor (`predict.predict`) applied; then a few real training steps timed (median), the
+prediction beside them with its per-op breakdown. A time budget bounds the sweep; points it
+leaves out are listed with why. Nothing prints.
+
+On the GPU the captured ops cannot yet be replayed (`op_rates` builds its tensors on the CPU),
+so a GPU point still reads the hand-written op list (`family_model.predict_family_step`); and
+so does a CPU point by default (DEFAULT_METHOD: why there) until the captured path is shown
+to hold its accuracy.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from memprobe.profile import PROFILES
+from memprobe.train import capture as C
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train import network as N
@@ -34,6 +44,13 @@ TOLERANCE = 1.3  # a size's working set within this factor of its target
 STEPS = 5
 WARMUP = 2
 TINY_STEPS = 15  # steps of the tiny instance that scales the call overheads (median)
+# how a CPU point is predicted: "hand" (the hand-written op list, family_model) or "captured"
+# (the step captured, predict.predict). "hand" until the captured path is shown to hold the
+# hand path's accuracy: on the loaded 2-vCPU guest four rounds could not tell them apart
+# (one thread, batch >= 16, median |error|: cnn 11-26 % hand, 8-20 % captured; transformer
+# 6-29 % hand, 8-26 % captured), and measuring every distinct kernel per sweep leaves out more
+# of the 60 s budget's points (the transformer: 18 of 24)
+DEFAULT_METHOD = "hand"
 
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
@@ -97,17 +114,10 @@ def time_family_steps(spec: CnnSpec | TransformerSpec, steps: int = STEPS, warmu
     """Seconds per real training step (forward, backward, optimizer) after `warmup` steps."""
     from memprobe.train import torch_families as TF
 
-    model = TF.build(spec)
+    model, x, loss_fn = TF.step_parts(spec)
     model.train()
-    x, y = TF.batch(spec)
     opt = TF.optimizer(spec, model)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model.loss(x, y).backward()
-        opt.step()
-
-    return time_steps(step, steps, warmup)
+    return time_steps(lambda: C.run_step(model, x, loss_fn, opt), steps, warmup)
 
 
 def time_steps(step: Callable[[], Any], steps: int = STEPS, warmup: int = WARMUP) -> list[float]:
@@ -139,6 +149,132 @@ def breakdown(pred: M.Prediction, measured_s: float | None) -> list[dict[str, An
                     "excess_s": p.excess_s, "overhead_s": p.overhead_s, "bound": FM.op_bound(p),
                     "achieved_fraction": (p.roofline_s / (t * scale)) if scale and t > 0 else None})
     return out
+
+
+def capture_point(spec: CnnSpec | TransformerSpec) -> C.StepGraph:
+    """The point's training step captured under fake tensors (nothing allocated): the network
+    `torch_families.step_parts` builds, with the family's optimizer."""
+    from memprobe.train import torch_families as TF
+
+    return C.capture_step(lambda: TF.step_parts(spec), optimizer=TF.optimizer_name(spec), name=spec.model,
+                          batch=spec.batch)
+
+
+@dataclass
+class CapturedPrediction:
+    """`predict.predict`'s answer for one point, with the totals a sweep point records."""
+
+    pred: Any  # predict.Prediction
+    graph: C.StepGraph
+    inputs: Any  # predict.StepInputs
+    call_scale: float | None = None  # inputs.in_step_call_scale, applied to `inputs`' calls
+
+    @property
+    def predicted_s(self) -> float:
+        return self.pred.predicted_s
+
+    @property
+    def roofline_s(self) -> float:
+        """The ops' work (what is not their calls): faults included."""
+        return sum(o.time_s - o.overhead_s for o in self.pred.ops)
+
+    def record(self) -> dict[str, Any]:
+        """What the point keeps of its inputs: the per-step terms, the coverage and what the
+        predictor could not model."""
+        from memprobe.train.op_rates import distinct_kernels
+
+        i = self.inputs
+        return {"method": "captured", "kernels": len(self.graph.kernels),
+                "distinct_ops": len(distinct_kernels(self.graph)), "capture_s": self.graph.capture_s,
+                "fault_s_per_byte": i.fault_s_per_byte, "backward_call_s": i.backward_call_s,
+                "cross_core_s_per_byte": i.cross_core_s_per_byte,
+                "update_call_s": list(i.update_call_s) if i.update_call_s else None,
+                "fault_bytes": sum((i.fault_bytes or {}).values()), "in_step_call_scale": self.call_scale,
+                "coverage": self.pred.coverage,
+                "unmodelled": [asdict(u) for u in self.pred.unmodelled]}
+
+
+def predict_captured(spec: CnnSpec | TransformerSpec, device_result: Any, tkey: str, nthr: int,
+                     cache: Any = None, graph: C.StepGraph | None = None,
+                     call_scale: bool = True) -> CapturedPrediction:
+    """One point's step predicted from its capture (the caller holds the thread count): the
+    inputs measured now (`inputs.measure_step_inputs`; `cache` an op_rates.RateCache shared by
+    the sweep's points), with `call_scale` their calls scaled to what they cost in the step's
+    own sequence (`inputs.in_step_call_scale` on a real step of the network at its least
+    sizes, `family_model.tiny_like`), the scan's levels as the ceilings, `predict.predict`."""
+    from memprobe.train import predict as P
+    from memprobe.train.inputs import measure_step_inputs
+
+    graph = graph if graph is not None else capture_point(spec)
+    ceilings = M.ceilings_from_device(device_result, tkey, nthr, {}, {})
+    inputs = measure_step_inputs(graph, nthr, cache=cache)
+    scale = tiny_call_scale(spec, inputs, ceilings, nthr, cache) if call_scale else None
+    if scale is not None:
+        from memprobe.train.inputs import with_call_scale
+
+        inputs = with_call_scale(inputs, scale)
+    return CapturedPrediction(P.predict(graph, ceilings, inputs), graph, inputs, scale)
+
+
+def tiny_call_scale(spec: CnnSpec | TransformerSpec, inputs: Any, ceilings: M.Ceilings, nthr: int,
+                    cache: Any = None) -> float:
+    """`inputs.in_step_call_scale` from a real step of `spec`'s network at its least sizes
+    (`family_model.tiny_like`): its kernels' rates measured as the point's (through `cache`),
+    its per-step terms those of `inputs`; the caller holds the thread count."""
+    import dataclasses
+
+    from memprobe.train import op_rates as R
+    from memprobe.train.inputs import in_step_call_scale
+
+    tiny = FM.tiny_like(spec)
+    g_tiny = capture_point(tiny)
+    t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache, inputs.fault_s_per_byte),
+                                   fault_bytes=None)
+    tiny_s = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP))
+    return in_step_call_scale(g_tiny, t_inputs, ceilings, tiny_s)
+
+
+def op_label(o: Any) -> str:
+    """A captured op's name in the breakdown: its operator and phase ("convolution forward")."""
+    return f"{o.name.split('.')[1]} {o.phase}"
+
+
+def captured_breakdown(cp: CapturedPrediction, measured_s: float | None) -> list[dict[str, Any]]:
+    """Per captured kernel: its predicted time (work, faults and call), what bounds it, and the
+    fraction of that ceiling achieved when the measured step is shared among the ops in
+    proportion to their predicted times. excess_s holds the farther operands' and the
+    cross-core reads' time; time_s also holds the op's page faults."""
+    pred = cp.pred
+    scale = measured_s / pred.predicted_s if measured_s and pred.predicted_s else None
+    out = []
+    for o in pred.ops:
+        work = o.time_s - o.overhead_s
+        out.append({"name": op_label(o), "time_s": o.time_s, "compute_s": o.compute_s, "memory_s": o.memory_s,
+                    "excess_s": o.excess_s + o.cross_core_s, "overhead_s": o.overhead_s, "bound": o.bound,
+                    "achieved_fraction": (work / (o.time_s * scale)) if scale and o.time_s > 0 else None})
+    return out
+
+
+def _captured_record(fp: FamilyPoint, tkey: str, nthr: int, cp: CapturedPrediction, samples: list[float],
+                     device: str = "cpu") -> dict[str, Any]:
+    s, pred = fp.spec, cp.pred
+    meas = statistics.median(samples)
+    cnn = isinstance(s, CnnSpec)
+    p_max, p_sum = max(pred.compute_s, pred.memory_s), pred.compute_s + pred.memory_s
+    return {
+        "device": device, "model": s.model, "level": fp.level, "capacity_multiple": fp.capacity_multiple,
+        "width": s.channels if cnn else s.width, "layers": s.blocks if cnn else s.layers, "batch": s.batch,
+        "spec": _spec_dict(s), "threads": tkey, "n_threads": nthr, "working_set_bytes": fp.working_set_bytes,
+        "flops": pred.flops, "bytes": pred.bytes, "measured_s": meas,
+        "measured_spread": (max(samples) - min(samples)) / meas if len(samples) > 1 else 0.0,
+        "samples_s": samples, "predicted_s": pred.predicted_s, "predicted_max_s": p_max,
+        "predicted_sum_s": p_sum, "error": (pred.predicted_s - meas) / meas,
+        "error_max": (p_max - meas) / meas, "error_sum": (p_sum - meas) / meas,
+        "achieved_fraction": cp.roofline_s / meas, "bound": pred.bound, "compute_s": pred.compute_s,
+        "memory_s": pred.memory_s, "overhead_s": pred.overhead_s,
+        "levels_used": sorted({lv for op in pred.ops for lv in op.levels.values()}),
+        "ops": captured_breakdown(cp, meas),
+    }
 
 
 def _spec_dict(spec: CnnSpec | TransformerSpec) -> dict[str, int]:
@@ -218,17 +354,33 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
     return M.ceilings_from_device(device_result, tkey, nthr, rates, over), so, raw_all, record
 
 
+def _rate_cache(use_cache: bool) -> Any:
+    """The rates of captured ops: one cache for this sweep alone (each distinct op of its points
+    measured once, in the same minutes as the steps), or with `use_cache` the machine's cache
+    that `memprobe predict` keeps (`op_rates.cache_path`). Not the default: on the shared
+    2-vCPU guest a two-thread replay measured while a neighbour held a core (a convolution at
+    60 ms a call, 400x its one-thread time) stayed in that cache and put every later sweep's
+    two-thread points 40-90x high."""
+    from memprobe.train import op_rates as R
+
+    tag = R.machine_tag()
+    return R.RateCache(R.cache_path(tag) if use_cache else None, tag)
+
+
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
                      budget_s: float | None = None, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
-                     free_bytes: float | None = None, device: str = "cpu") -> dict[str, Any]:
+                     free_bytes: float | None = None, device: str = "cpu", use_cache: bool = False,
+                     method: str | None = None) -> dict[str, Any]:
     """Measure, time and predict one family on `device` ("cpu": one thread and all threads;
     "gpu": PyTorch on CUDA against the scan's GPU levels); returns {"points", "skipped", "inputs"}.
 
-    Per point: the call overheads, autograd's start, the optimizer's costs and the point's
-    lone-op rates (shapes measured before at this thread count are reused), then its steps. Points run
-    smallest first; one whose steps the budget has no room for (from its prediction) is skipped.
-    `budget_s` None: the default profile's family budget (memprobe/profile.py)."""
+    Per point: its step captured, its inputs measured (`predict_captured`: the rates of its
+    distinct kernels measured now and shared by the sweep's points, or read from the machine's
+    cache with `use_cache`), then its steps. Points run smallest first; one whose steps the budget has
+    no room for (from its prediction) is skipped. `budget_s` None: the default profile's family
+    budget (memprobe/profile.py). `method`: "captured" (the above) or "hand", the hand-written
+    op list (`family_model.predict_family_step`, the GPU's path); None: DEFAULT_METHOD."""
     from memprobe.train import torch_families as TF
     from memprobe.train import torch_rates as TR
 
@@ -253,6 +405,7 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     else:
         n_all = N.max_threads()
         runs = [("threads_1", 1)] + ([("threads_all", n_all)] if n_all > 1 else [])
+    hand = device == "gpu" or (method or DEFAULT_METHOD) == "hand"
     out: dict[str, Any] = {"points": [], "skipped": [], "inputs": {}}
     t_start = time.perf_counter()
     total = len(plan) * len(runs)
@@ -262,10 +415,11 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
             timings: dict[str, Any] = {}
             raw_all: list[dict[str, Any]] = []
             inputs: list[dict[str, Any]] = []
-            # a fresh large tensor's page faults: a property of the machine, measured once per
-            # thread count (only points with a tensor over glibc's mmap threshold pay it; a
-            # GPU's allocator keeps its blocks)
-            fault = TR.measure_fault_s_per_byte() if plan and device == "cpu" else 0.0
+            # the hand-written path's fresh-page cost, once per thread count (a GPU's allocator
+            # keeps its blocks; a captured point measures its own, with its inputs)
+            fault = TR.measure_fault_s_per_byte() if plan and hand and device == "cpu" else 0.0
+            cache = None if hand else _rate_cache(use_cache)
+            used: dict[str, Any] = {}  # the rates the captured points read, by op key
             for fp in plan:
                 done += 1
                 progress("training", done, total, f"{family} {device} {tkey} B={fp.spec.batch} "
@@ -273,21 +427,31 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                 if time.perf_counter() - t_start > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent", device=device))
                     continue
-                # the call overheads and the optimizer's costs again for every point, so that the
-                # inputs and the steps are sampled in the same seconds: on a shared guest a busy
-                # neighbour stalls every parallel region for milliseconds while it runs
-                ceil, so, raw, record = measure_inputs([fp.spec], device_result, tkey, nthr, fault, timings)
-                raw_all += raw
-                inputs.append(record)
-                pred = FM.predict_family_step(fp.spec, ceil, so)
-                cost = (steps + WARMUP + 1) * pred.predicted_s
+                # the per-step terms (faults, autograd's start, the optimizer's calls) again for
+                # every point, so that the inputs and the steps are sampled in the same seconds:
+                # on a shared guest a busy neighbour stalls every parallel region for
+                # milliseconds while it runs (the ops' rates are shared through `cache`)
+                if hand:
+                    ceil, so, raw, record = measure_inputs([fp.spec], device_result, tkey, nthr, fault, timings)
+                    raw_all += raw
+                    inputs.append(record)
+                    pred = FM.predict_family_step(fp.spec, ceil, so)
+                    predicted_s = pred.predicted_s
+                else:
+                    cp = predict_captured(fp.spec, device_result, tkey, nthr, cache)
+                    inputs.append({"spec": _spec_dict(fp.spec), **cp.record()})
+                    used.update(cp.inputs.rates)
+                    predicted_s = cp.predicted_s
+                cost = (steps + WARMUP + 1) * predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",
-                                                   pred.predicted_s, device))
+                                                   predicted_s, device))
                     continue
                 samples = time_family_steps(fp.spec, steps)
-                out["points"].append(_record(fp, tkey, nthr, pred, samples, device))
-            out["inputs"][tkey] = {"per_point": inputs, "lone_ops": raw_all}
+                out["points"].append(_record(fp, tkey, nthr, pred, samples, device) if hand
+                                     else _captured_record(fp, tkey, nthr, cp, samples, device))
+            out["inputs"][tkey] = {"per_point": inputs, "lone_ops": raw_all} if hand else {
+                "per_point": inputs, "op_rates": [asdict(r) for r in used.values()]}
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out
 

@@ -8,17 +8,22 @@ CPU-against-GPU table people quote, projected for this machine from its scan.
 - `gpt2_finetune`: GPT-2 small (`families.gpt2_small`) fine-tuned with AdamW on a million tokens
   in sequences of 1024.
 
-For the two PyTorch tasks: the call overheads, autograd's start, the optimizer's costs and every
-lone op's rate at the full-size shapes and at the check's (`torch_rates`, batch cut to fit in
-cache) are measured, then the check's real steps are timed (median) right after, so inputs and
-steps share the machine's state. `predicted_s` = the op model's step (`family_model`) at the
-full size x the task's steps. Nothing is fitted to a step time; the claimed figures are the
-only constants, and they are labelled as claims. Nothing prints.
+For the two PyTorch tasks on the CPU: the check's real steps are timed (median); the check's
+step and the full-size step are captured from PyTorch's dispatcher under fake tensors (the
+full size allocates nothing); the check's inputs are measured here as `memprobe predict`
+measures them (`inputs.measure_step_inputs`: each distinct kernel replayed alone at its
+shape, the per-step terms), and the full size's are projected from them
+(`inputs.projected_inputs`: each full-size kernel at its check counterpart's rate, so the
+full step is never replayed). `predicted_s` = `predict.predict` on the full-size step x the
+task's steps; `check_predicted_s` the same predictor on the check's. Nothing is fitted to a
+step time; the claimed figures are the only constants, and they are labelled as claims.
+Nothing prints.
 
 The GPU half (the claims' RTX 4090 column): on a scan with GPU levels and a CUDA build of
 PyTorch, the same rows on the GPU (the MNIST row from the study's GPU epoch, the PyTorch rows
 through `torch_families.on_device` against the GPU's levels); without them, rows that
-say why.
+say why. (The GPU rows still read the hand-written op list, `family_model`: `op_rates`
+replays its ops on the CPU.)
 """
 
 from __future__ import annotations
@@ -107,13 +112,18 @@ def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
 
 def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
                device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS,
-               device: str = "cpu") -> dict[str, Any]:
-    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions."""
+               device: str = "cpu", method: str | None = None) -> dict[str, Any]:
+    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions.
+    `method` "captured" (`captured_row`) or "hand" (the hand-written op lists; the GPU's);
+    None: family_sweep.DEFAULT_METHOD."""
     from memprobe.train import network as N
     from memprobe.train import torch_families as TF
+    from memprobe.train.family_sweep import DEFAULT_METHOD
 
     nthr = N.max_threads() if device == "cpu" else 1
     tkey = "threads_all" if nthr > 1 or device == "gpu" else "threads_1"
+    if device == "cpu" and (method or DEFAULT_METHOD) == "captured":
+        return captured_row(task, full, full_steps, check, device_result, workload, check_text, steps, nthr, tkey)
     with N.cpu_threads(nthr) if device == "cpu" else TF.on_device(TF.GPU_DEVICE):
         # the check's steps first: measuring the full size's lone ops leaves the allocator with
         # gigabytes of freed tensors, and GPT-2 small's check steps ran 2x slower after it
@@ -132,6 +142,65 @@ def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, chec
             "bound": bound, "bound_text": bound_sentence(task, bound, shares),
             "threads": nthr if device == "cpu" else None,
             "note": f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps"}
+
+
+def captured_bound_of(pred: Any) -> tuple[str, dict[str, float]]:
+    """bound_of for `predict.predict`'s answer: each op's work (its time less its call) goes to
+    compute or to the level most of its operands come from, every call (and autograd's start)
+    to "overhead"; the largest share, and all shares (fractions of the predicted step)."""
+    shares: dict[str, float] = {"overhead": pred.overhead_s}
+    for o in pred.ops:
+        work = o.time_s - o.overhead_s
+        if o.compute_s + o.excess_s + o.cross_core_s >= o.memory_s:
+            k = "compute"
+        else:
+            names = list(o.levels.values())
+            k = max(set(names), key=names.count) if names else "memory"
+        shares[k] = shares.get(k, 0.0) + work
+    total = sum(shares.values()) or 1.0
+    shares = {k: v / total for k, v in shares.items() if v > 0}
+    return max(shares, key=shares.get), shares
+
+
+def captured_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
+                 device_result: Any, workload: str, check_text: str, steps: int, nthr: int,
+                 tkey: str) -> dict[str, Any]:
+    """One PyTorch task's CPU row through capture: the check's real steps timed first, then
+    both steps captured under fake tensors (the full size allocates nothing), the check's inputs
+    measured here (`inputs.measure_step_inputs`: its distinct kernels replayed at their shapes),
+    the full size's projected from them (`inputs.projected_inputs`: each full-size kernel at its
+    check counterpart's rate), the calls scaled as in a real step of the network at its least
+    sizes (`family_sweep.tiny_call_scale`), and `predict.predict` on both."""
+    from memprobe.train import network as N
+    from memprobe.train import predict as P
+    from memprobe.train.family_sweep import capture_point, tiny_call_scale
+    from memprobe.train.inputs import measure_step_inputs, projected_inputs, with_call_scale
+
+    with N.cpu_threads(nthr):
+        # the check's steps first: measuring rates leaves the allocator with freed tensors,
+        # and GPT-2 small's check steps ran 2x slower after the full size's lone ops
+        samples = time_check(check, steps)
+        g_check, g_full = capture_point(check), capture_point(full)
+        ceilings = M.ceilings_from_device(device_result, tkey, nthr, {}, {})
+        inputs = measure_step_inputs(g_check, nthr)
+        scale = tiny_call_scale(check, inputs, ceilings, nthr)
+        inputs = with_call_scale(inputs, scale)
+    pred_check = P.predict(g_check, ceilings, inputs)
+    pred_full = P.predict(g_full, ceilings, projected_inputs(g_full, g_check, inputs))
+    meas = statistics.median(samples)
+    bound, shares = captured_bound_of(pred_full)
+    unmod = sum(u.count for u in pred_full.unmodelled)
+    return {"task": task, "device": "cpu", "model": full.model, "workload": workload,
+            "predicted_s": pred_full.predicted_s * full_steps,
+            "check": f"{check_text}, median of {len(samples)} steps",
+            "check_measured_s": meas, "check_predicted_s": pred_check.predicted_s,
+            "check_error": pred_check.predicted_s / meas - 1,
+            "claimed_s": CLAIMS[task]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"],
+            "bound": bound, "bound_text": bound_sentence(task, bound, shares), "threads": nthr,
+            "note": (f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps; captured steps "
+                     f"({len(g_full.kernels)} kernels, rates of the check's {len(inputs.rates)} distinct ones; "
+                     f"calls x{scale:.2f} as in a tiny step; coverage {pred_full.coverage:.0%}"
+                     + (f", {unmod} unmodelled" if unmod else "") + ")")}
 
 
 def resnet50_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = RESNET_CHECK,

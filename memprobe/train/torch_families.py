@@ -124,8 +124,11 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
             x = self.blocks(F.relu(self.bn(self.stem(x))))
             return self.head(x.mean((2, 3)))
 
+        def loss_of(self, out, y):
+            return F.cross_entropy(out, y)
+
         def loss(self, x, y):
-            return F.cross_entropy(self(x), y)
+            return self.loss_of(self(x), y)
 
     class ResBlock(nn.Module):
         """torchvision's Bottleneck (the stride on the 3x3), ReLU out of place."""
@@ -156,8 +159,11 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
             x = F.max_pool2d(F.relu(self.bn(self.stem(x))), 3, 2, 1)
             return self.head(self.blocks(x).mean((2, 3)))
 
+        def loss_of(self, out, y):
+            return F.cross_entropy(out, y)
+
         def loss(self, x, y):
-            return F.cross_entropy(self(x), y)
+            return self.loss_of(self(x), y)
 
     class Block(nn.Module):
         def __init__(self, s: TransformerSpec) -> None:
@@ -194,8 +200,11 @@ def build(spec: CnnSpec | TransformerSpec, seed: int = 0) -> Any:
                 x = layer(x, self.mask)
             return self.head(self.ln_f(x))
 
+        def loss_of(self, out, targets):
+            return F.cross_entropy(out.view(-1, self.vocab), targets.view(-1))
+
         def loss(self, idx, targets):
-            return F.cross_entropy(self(idx).view(-1, self.vocab), targets.view(-1))
+            return self.loss_of(self(idx), targets)
 
     if isinstance(spec, ResNetSpec):
         return to_device(ResNet(spec))
@@ -212,6 +221,21 @@ def batch(spec: CnnSpec | TransformerSpec, seed: int = 1) -> tuple[Any, Any]:
         return to_device(x), to_device(torch.randint(0, spec.classes, (spec.batch,), generator=g))
     tokens = torch.randint(0, spec.vocab, (spec.batch, spec.seq + 1), generator=g)
     return to_device(tokens[:, :-1].contiguous()), to_device(tokens[:, 1:].contiguous())
+
+
+def step_parts(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[Any, Any, Any]:
+    """(model, inputs, loss_fn) of one training step of `spec`, as `capture.capture_step` and
+    `capture.run_step` take them: the network (`build`), its synthetic batch (`batch`) and the
+    cross-entropy on the batch's labels (the model's own `loss`)."""
+    model = build(spec, seed)
+    x, y = batch(spec, seed + 1)
+    return model, x, (lambda out: model.loss_of(out, y))
+
+
+def optimizer_name(spec: CnnSpec | TransformerSpec) -> str:
+    """The family's optimizer, as `capture.make_optimizer` names it: SGD with momentum for a
+    CNN, AdamW for a transformer."""
+    return "sgd" if isinstance(spec, CnnSpec) else "adamw"
 
 
 def optimizer(spec: CnnSpec | TransformerSpec, model: Any, lr: float | None = None) -> Any:
@@ -286,6 +310,26 @@ def profile_update(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
         opt.step()
     return [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is not None
             and e.cpu_parent.name.startswith("Optimizer.step#")]
+
+
+def profile_step(spec: CnnSpec | TransformerSpec, seed: int = 0) -> dict[str, int]:
+    """How often the profiler records each ATen operator in one steady training step
+    (`capture.run_step`, the family's optimizer as `capture.make_optimizer` builds it, after two
+    steps), by operator name without "aten::": for the test that holds the capture to it."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from memprobe.train import capture as C
+
+    model, x, loss_fn = step_parts(spec, seed)
+    model.train()
+    opt = C.make_optimizer(optimizer_name(spec), [p for p in model.parameters() if p.requires_grad])
+    for _ in range(2):
+        C.run_step(model, x, loss_fn, opt)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        C.run_step(model, x, loss_fn, opt)
+    return dict(Counter(e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::")))
 
 
 def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
