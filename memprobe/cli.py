@@ -689,7 +689,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 pr, other, rows = run_predict(args.spec, here, batch=args.batch, threads=threads,
                                               optimizer=args.optimizer, measure=args.measure,
-                                              progress=progress.update), None, None
+                                              progress=progress.update, use_cache=not args.fresh), None, None
         except SpecError as exc:
             print(f"memprobe: {exc}", file=sys.stderr)
             return exc.exit_code
@@ -811,6 +811,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", default="1", choices=("1", "all"), help="one thread or all (default 1)")
     pr.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="the step's optimizer (default adamw)")
     pr.add_argument("--measure", action="store_true", help="also time real steps (median after warm-up) and print the error")
+    pr.add_argument("--fresh", action="store_true", help="measure every op's rate now instead of reading this "
+                    "machine's rate cache (~/.cache/memprobe/op_rates; a rate measured beside a busy neighbour "
+                    "stays there until measured again)")
     pr.add_argument("--json", action="store_true", help="one JSON object: model, batch, threads, predicted_s, "
                     "measured_s, coverage, ops, unmodelled")
     pr.add_argument("--jsonl", type=Path, metavar="FILE", help="with --measure, append a validation record "

@@ -113,3 +113,18 @@ def test_compare_predict_puts_the_step_on_both_machines_in_the_page(net, tmp_pat
     assert code == 0, err
     page = out_page.read_text()
     assert "one training step on each machine" in page and "Partial (a lower bound)" in page
+
+
+def test_fresh_measures_every_rate_instead_of_reading_the_cache(net, capsys, monkeypatch):
+    from memprobe.train import spec as S
+
+    seen = {}
+    real = S.run_predict
+
+    def spy(*a, **k):
+        seen["use_cache"] = k.get("use_cache")
+        return real(*a, **k)
+
+    monkeypatch.setattr(S, "run_predict", spy)
+    assert run(["predict", f"{net}:make", "--scan", str(SCAN), "--fresh", "--json"], capsys)[0] == 0
+    assert seen["use_cache"] is False
