@@ -82,6 +82,11 @@ def pair_found(declared: list[int], caches) -> dict[int, int]:
                     f, e = best[i - 1][j - 1]
                     opts.append(((f - 1, e + abs(math.log2(c.size_bytes / declared[i - 1]))), "pair"))
             best[i][j], move[i][j] = min(opts, key=lambda o: o[0])
+    return _backtrack(move, n, m)
+
+
+def _backtrack(move: list[list[str]], n: int, m: int) -> dict[int, int]:
+    """The alignment's pairs {declared index: inferred index}, read back from its moves."""
     pairs, i, j = {}, n, m
     while i > 0 or j > 0:
         step = move[i][j]
@@ -137,17 +142,7 @@ def pair_in_order(declared: list[int], inferred: list[int]) -> dict[int, int]:
                     u, e = best[i - 1][j - 1]
                     opts.append(((u, e + err), "pair"))
             best[i][j], move[i][j] = min(opts, key=lambda o: o[0])
-    pairs, i, j = {}, n, m
-    while i > 0 or j > 0:
-        step = move[i][j]
-        if step == "pair":
-            pairs[i - 1] = j - 1
-            i, j = i - 1, j - 1
-        elif step == "skip_declared":
-            i -= 1
-        else:
-            j -= 1
-    return pairs
+    return _backtrack(move, n, m)
 
 
 def fmt(b: float | None) -> str:
