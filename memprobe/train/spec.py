@@ -337,8 +337,7 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
     from memprobe.train import model as M
     from memprobe.train import op_rates as R
     from memprobe.train import predict as P
-    from memprobe.train import torch_rates as TR
-    from memprobe.train.sweep import measure_cross_core_s_per_byte
+    from memprobe.train.inputs import measure_step_inputs
 
     if optimizer not in C.OPTIMIZERS:
         raise SpecError(f"--optimizer must be one of {', '.join(C.OPTIMIZERS)}, not {optimizer!r}")
@@ -365,14 +364,10 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
                         EXIT_USER_CODE)
     cache = R.RateCache(R.cache_path(), R.machine_tag()) if use_cache else None
     with torch_threads(n):
-        fault = TR.measure_fault_s_per_byte()
-        backward = TR.measure_backward_call_s()
-        cross = measure_cross_core_s_per_byte(n) if n > 1 else 0.0
-        rates = R.measure_graph_rates(graph, n, cache, fault, progress)
         # the allocator's faults per step, where the step's tensors fit in memory to replay them
-        fault_bytes = R.measure_step_faults(graph) if live <= MEMORY_FRACTION * free_bytes else None
-        fixed, per_tensor, _ = TR.measure_update(optimizer)
-        inputs = P.StepInputs(rates, n, fault, cross, backward, fault_bytes, (fixed, per_tensor))
+        inputs = measure_step_inputs(graph, n, optimizer, cache, progress,
+                                     step_faults=live <= MEMORY_FRACTION * free_bytes)
+        rates = inputs.rates
         pred = P.predict(graph, ceilings, inputs)
         measured = None
         if measure:
