@@ -202,6 +202,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 run_scan(options, progress.update, result)
             except KeyboardInterrupt as exc:  # Ctrl-C, or ScanStopped from SIGTERM / SIGHUP
                 stopped = getattr(exc, "signum", signal.SIGINT)
+        predict_failed = None
+        if args.predict is not None and stopped is None:
+            predict_failed = _scan_predict(args.predict, result)
         stops.writing = True
         paths = write_outputs(result, out)
         if args.jsonl is not None:
@@ -222,6 +225,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print("memprobe: incomplete: a stage failed (see the warnings above); the files hold what was "
               "measured", file=sys.stderr)
         return EXIT_INCOMPLETE
+    if predict_failed is not None:
+        print(f"memprobe: --predict {args.predict}: {predict_failed[0]}", file=sys.stderr)
+        return predict_failed[1]
     if args.quick and not train and not args.no_train:
         print(f"memprobe: the quick scan leaves the training study out; `memprobe train --scan "
               f"{out / 'scan.json'}` runs it against this scan", file=sys.stderr)
@@ -233,6 +239,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
             print(f"memprobe: incomplete, the training study did not run: {'; '.join(missing)}", file=sys.stderr)
             return EXIT_INCOMPLETE
     return 0
+
+
+def _scan_predict(spec: str, result) -> tuple[str, int] | None:
+    """`scan --predict SPEC`: the step predicted against the scan just made, kept in it (its
+    report gets the section); (why, exit code) where it could not be."""
+    from memprobe.train.spec import SpecError, run_predict
+    from memprobe.train.torch_families import torch_missing
+
+    why = torch_missing()
+    if why is not None:
+        return f"needs PyTorch: {why}", EXIT_USAGE
+    try:
+        with _Progress() as progress:
+            pr = run_predict(spec, result, progress=progress.update)
+    except SpecError as exc:
+        return str(exc), exc.exit_code
+    result.predictions.append(pr.record(spec))
+    return None
 
 
 class _Progress:
@@ -786,6 +810,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before measuring, wait until other processes use under 10 %% of a CPU for a second "
                         "(at most SECONDS, default 60); each stage records the CPU time other processes used "
                         "beside it either way")
+    s.add_argument("--predict", metavar="SPEC",
+                   help="after the scan, predict one training step of SPEC (as `memprobe predict` takes it: "
+                        "file.py:function, module:function or a built-in) from it, and put it in the report "
+                        "(needs PyTorch)")
     s.add_argument("--no-progress", action="store_true", help="plain stage lines instead of progress bars")
     s.add_argument("--jsonl", type=Path, metavar="FILE",
                    help="also append one summary line (host, time, levels, key bandwidths, FLOP/s, complete) "

@@ -917,6 +917,60 @@ class ScanSummary:
 
 
 @dataclass
+class OpGroupPrediction:
+    """One kind of operation of a predicted step (every call of one aten operator): what bounds
+    most of its time ("compute" is its own measured rate, a level's name its bandwidth,
+    "overhead" its calls), the level most of its bytes come from."""
+
+    op: str
+    count: int
+    flops: float
+    bytes: float
+    level: Optional[str]
+    bound: Optional[str]
+    predicted_s: float
+    share: float  # of the predicted step
+
+
+@dataclass
+class UnmodelledOp:
+    """An operation the predictor could not model: named with its share, never counted as zero."""
+
+    name: str
+    count: int
+    time_s: Optional[float]  # its calls replayed alone; None where it could not be replayed
+    share: Optional[float]
+    why: str = ""
+
+
+@dataclass
+class StepPrediction:
+    """One network's training step predicted for this machine from this scan (`memprobe scan
+    --predict SPEC`, memprobe/train/spec.py): the captured step's op groups, what bounds them,
+    and what could not be modelled."""
+
+    model: str
+    spec: str  # as given: a file.py:function, a module:function or a built-in name
+    batch: int
+    threads: str  # "threads_1" | "threads_all"
+    n_threads: int
+    optimizer: str
+    predicted_s: float
+    coverage: float  # the modelled share of the predicted step
+    bound: str
+    flops: float
+    bytes: float
+    measured_s: Optional[float] = None
+    flops_peak_s: Optional[float] = None  # the step's FLOPs at the scan's measured peak
+    replay_sum_s: Optional[float] = None  # every captured kernel replayed alone, summed
+    kernels: int = 0
+    distinct_ops: int = 0
+    peak_live_bytes: int = 0
+    ops: list[OpGroupPrediction] = field(default_factory=list)
+    unmodelled: list[UnmodelledOp] = field(default_factory=list)
+
+
+@dataclass
 class ScanResult:
     host: str
     started_at: str
@@ -928,6 +982,7 @@ class ScanResult:
     warnings: list[ScanWarning] = field(default_factory=list)
     machine: MachineFacts = field(default_factory=MachineFacts)
     schema: str = SCHEMA
+    predictions: list[StepPrediction] = field(default_factory=list)  # `scan --predict SPEC`
 
     def summary(self, device: str = "cpu") -> ScanSummary:
         """The key figures of one device (the CPU unless asked), flagged figures left out."""
@@ -996,6 +1051,8 @@ class ScanResult:
         for key, dev in self.devices.items():
             out[key] = asdict(dev)
         out["training"] = asdict(self.training)
+        if self.predictions:
+            out["predictions"] = [asdict(p) for p in self.predictions]
         return _clean(out)
 
     def to_json(self, indent: int | None = 1) -> str:

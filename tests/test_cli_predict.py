@@ -128,3 +128,43 @@ def test_fresh_measures_every_rate_instead_of_reading_the_cache(net, capsys, mon
     monkeypatch.setattr(S, "run_predict", spy)
     assert run(["predict", f"{net}:make", "--scan", str(SCAN), "--fresh", "--json"], capsys)[0] == 0
     assert seen["use_cache"] is False
+
+
+def test_scan_predict_keeps_the_prediction_in_the_scan_and_its_report(net, tmp_path, capsys, monkeypatch):
+    """`scan --predict SPEC`: the step predicted against the scan just made is a typed record in
+    scan.json, and the report (re-rendered from the JSON alone) has its section; a GPU scan made
+    under the CUDA simulator renders the same section."""
+    import memprobe.scan as scan_mod
+    from memprobe.report.html import render_html
+    from memprobe.result import ScanResult
+
+    saved = ScanResult.load(RATES)
+
+    def fake_scan(options, progress, result):
+        result.devices = saved.devices
+        result.machine = saved.machine
+        result.complete = True
+        return result
+
+    monkeypatch.setattr(scan_mod, "run_scan", fake_scan)
+    out = tmp_path / "s"
+    code, _, err = run(["scan", "--no-train", "--no-progress", "--predict", f"{net}:make", "--out", str(out)], capsys)
+    assert code == 0, err
+    back = ScanResult.load(out / "scan.json")
+    (rec,) = back.predictions
+    assert rec.spec == f"{net}:make" and rec.predicted_s > 0 and rec.ops and rec.coverage > 0.9
+    page = (out / "report.html").read_text()
+    assert "Your network" in page and "aten.addmm" in page and "Your network" in render_html(back)
+    gpu = ScanResult.load(Path(__file__).parent / "data" / "scan_gpu.json")
+    gpu.predictions.append(rec)
+    assert "Your network" in render_html(gpu)
+
+
+def test_scan_predict_with_a_bad_spec_keeps_the_scan_and_exits_with_the_specs_code(tmp_path, capsys, monkeypatch):
+    import memprobe.scan as scan_mod
+
+    monkeypatch.setattr(scan_mod, "run_scan", lambda o, p, r: setattr(r, "complete", True) or r)
+    out = tmp_path / "s"
+    code, _, err = run(["scan", "--no-train", "--no-progress", "--predict", str(tmp_path / "none.py:f"),
+                        "--out", str(out)], capsys)
+    assert code == 2 and (out / "scan.json").exists() and "--predict" in err and "Traceback" not in err

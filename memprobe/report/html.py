@@ -838,6 +838,14 @@ def _study_state(result: ScanResult) -> str:
     return "no"
 
 
+def _predictions_view(result: ScanResult) -> list[dict[str, Any]]:
+    if not result.predictions:
+        return []
+    from memprobe.report.predict import scan_predictions
+
+    return scan_predictions(result)
+
+
 def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: str | None = "curves.csv") -> dict[str, Any]:
     devices = [_device_view(result, k, d) for k, d in result.devices.items()]
     training = _training_view(result)
@@ -862,6 +870,7 @@ def build_context(result: ScanResult, json_name: str = "scan.json", csv_name: st
         "devices": devices,
         "cpu_vs_gpu": _cpu_vs_gpu(result),
         "training": training,
+        "predictions": _predictions_view(result),
         "training_fig": _svg(lambda: F.training_figure(result), "train") if training else None,
         "method": _method(result),
         "json_name": json_name,

@@ -73,9 +73,30 @@ def predict_context(pr: Any, scan: Any) -> dict[str, Any]:
         "unmodelled": [{"op": u["name"], "count": u["count"], "time": duration(u["time_s"]),
                         "share": pct(u["share"], signed=False) if u["share"] is not None else "—", "why": u["why"]}
                        for u in pr.unmodelled],
-        "roofline": _svg(lambda: _roofline(pr, dev), "predict-roof") if dev is not None else
+        "roofline": _svg(lambda: _roofline(pr, dev), f"predict-roof-{pr.model}-{pr.batch}") if dev is not None else
         {"svg": None, "missing": "the scan has no CPU", "error": None},
     }
+
+
+def as_view(rec: Any) -> Any:
+    """A scan's `StepPrediction` record in the shape the page's helpers read (ops as dicts)."""
+    from dataclasses import asdict
+
+    d = asdict(rec)
+    err = (rec.predicted_s - rec.measured_s) / rec.measured_s if rec.measured_s else None
+    return SimpleNamespace(**{**d, "error": err})
+
+
+def scan_predictions(scan: Any) -> list[dict[str, Any]]:
+    """The scan report's section for `memprobe scan --predict SPEC`: each prediction's summary,
+    its time by bound, its op groups and what was not modelled."""
+    out = []
+    for rec in scan.predictions:
+        v = as_view(rec)
+        ctx = predict_context(v, scan)
+        ctx["spec"] = rec.spec
+        out.append(ctx)
+    return out
 
 
 def render_predict(pr: Any, scan: Any) -> str:

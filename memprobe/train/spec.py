@@ -323,6 +323,21 @@ class PredictResult:
             return None
         return (self.predicted_s - self.measured_s) / self.measured_s
 
+    def record(self, spec: str) -> Any:
+        """The typed record a scan keeps (`result.StepPrediction`, `memprobe scan --predict`)."""
+        from memprobe.result import OpGroupPrediction, StepPrediction, UnmodelledOp
+
+        return StepPrediction(
+            model=self.model, spec=spec, batch=self.batch, threads=self.threads, n_threads=self.n_threads,
+            optimizer=self.optimizer, predicted_s=self.predicted_s, coverage=self.coverage, bound=self.bound,
+            flops=self.flops, bytes=self.bytes, measured_s=self.measured_s, flops_peak_s=self.flops_peak_s,
+            replay_sum_s=self.replay_sum_s, kernels=self.kernels, distinct_ops=self.distinct_ops,
+            peak_live_bytes=self.peak_live_bytes,
+            ops=[OpGroupPrediction(**{k: g[k] for k in ("op", "count", "flops", "bytes", "level", "bound",
+                                                         "predicted_s", "share")}) for g in self.ops],
+            unmodelled=[UnmodelledOp(**{k: u[k] for k in ("name", "count", "time_s", "share", "why")})
+                        for u in self.unmodelled])
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["error"] = self.error
