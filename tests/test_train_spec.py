@@ -129,7 +129,9 @@ def test_run_predict_end_to_end_on_a_tiny_network(specfile):
     assert {"capture", "rates", "measure"} <= set(seen)
     d = json.loads(json.dumps(r.to_dict()))
     assert {"model", "batch", "threads", "predicted_s", "measured_s", "coverage", "ops", "unmodelled"} <= set(d)
-    assert abs(sum(g["share"] for g in d["ops"]) - 1) < 0.2
+    # the op groups hold the step but autograd's start per backward call (measured: on a step
+    # this small it moved from a few % to a quarter of it between runs on a busy machine)
+    assert 0.5 < sum(g["share"] for g in d["ops"]) <= 1.0 + 1e-9
     assert r.flops_peak_s > 0 and r.replay_sum_s > 0
     with pytest.raises(S.SpecError, match="threads"):
         S.run_predict(f"{specfile}:build", scan, threads=3, use_cache=False)
