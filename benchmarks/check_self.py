@@ -20,7 +20,6 @@ usage: python benchmarks/check_self.py [--make N] [--keep DIR] [SCAN ...]
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 from _common import table
 
 from memprobe.result import ScanResult
-from memprobe.spread import memory_point
+from memprobe.spread import scale_memory_bandwidth
 
 
 def scan(out: Path) -> Path:
@@ -63,16 +62,7 @@ def double_memory(src: Path, dst: Path) -> Path:
     level and the samples of memory's point on each kernel's curve."""
     r = ScanResult.load(src)
     for dev in r.devices.values():
-        mem = next((lv for lv in dev.levels if not lv.size_bytes), None)
-        if mem is None:
-            continue
-        mem.bandwidth_gbs = {k: {t: (2 * v if v is not None else v) for t, v in per.items()}
-                             for k, per in copy.deepcopy(mem.bandwidth_gbs).items()}
-        for k, per in mem.bandwidth_gbs.items():
-            for t in per:
-                p = memory_point(dev, k, t)
-                if p is not None:
-                    p.samples = [2 * x for x in p.samples]
+        scale_memory_bandwidth(dev, 2.0)
     r.save(dst)
     return dst
 

@@ -135,3 +135,20 @@ def fma_spread(dev: DeviceResult, dtype: str, threads: str) -> float:
     if dev.compute is None:
         return 0.0
     return sample_range((dev.compute.fma_samples.get(dtype) or {}).get(threads) or [])
+
+
+def scale_memory_bandwidth(dev: DeviceResult, factor: float) -> None:
+    """Scale, in place, the memory level's bandwidth figures and the samples each is read from
+    (memory's point on each kernel's curve) by `factor`, so figure and spread stay one: what a
+    node whose memory moves `factor` times the bytes would hold. For doctored baselines
+    (`benchmarks/check_self.py`, the check and fleet tests); the scan never calls it."""
+    mem = next((lv for lv in dev.levels if not lv.size_bytes), None)
+    if mem is None:
+        return
+    mem.bandwidth_gbs = {k: {t: (v * factor if v is not None else v) for t, v in per.items()}
+                         for k, per in mem.bandwidth_gbs.items()}
+    for k, per in mem.bandwidth_gbs.items():
+        for t in per:
+            p = memory_point(dev, k, t)
+            if p is not None:
+                p.samples = [x * factor for x in p.samples]

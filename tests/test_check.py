@@ -24,20 +24,12 @@ def honest(k: int) -> ScanResult:
     return ScanResult.load(DATA / f"scan_honest_{k}.json")
 
 
-def scale_memory_bandwidth(r: ScanResult, factor: float) -> ScanResult:
-    """A copy whose memory moves `factor` times the bytes: the figures and the samples of
-    memory's point on each kernel's curve, as a scan of such a node would hold them."""
-    from memprobe.spread import memory_point
+def scaled_memory(r: ScanResult, factor: float) -> ScanResult:
+    """A copy whose memory moves `factor` times the bytes (spread.scale_memory_bandwidth)."""
+    from memprobe.spread import scale_memory_bandwidth
 
     r = copy.deepcopy(r)
-    dev = r.devices["cpu"]
-    mem = dev.levels[-1]
-    mem.bandwidth_gbs = {k: {t: (v * factor if v else v) for t, v in per.items()} for k, per in mem.bandwidth_gbs.items()}
-    for k, per in mem.bandwidth_gbs.items():
-        for t in per:
-            p = memory_point(dev, k, t)
-            if p is not None:
-                p.samples = [x * factor for x in p.samples]
+    scale_memory_bandwidth(r.devices["cpu"], factor)
     return r
 
 
@@ -52,7 +44,7 @@ def test_a_scan_holds_against_itself(tmp_path, capsys):
 def test_twice_the_memory_bandwidth_in_the_baseline_fails_naming_memory(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     scan().save(a)
-    scale_memory_bandwidth(scan(), 2.0).save(b)
+    scaled_memory(scan(), 2.0).save(b)
     assert cli.main(["check", str(a), "--baseline", str(b), "--json"]) == 1
     rec = json.loads(capsys.readouterr().out)
     failed = [c["figure"] for c in rec["checks"] if c["status"] == "fail"]
@@ -78,7 +70,7 @@ def test_the_doubled_memory_baseline_fails_naming_memory_alone():
     against a doctored copy of itself, of each honest scan, and of the other scan of the
     honest pair that holds (the noise of a second run does not hide the fault)."""
     for k, j in ((1, 1), (2, 2), (3, 3), (3, 1)):
-        rep = check_scan(honest(k), scale_memory_bandwidth(honest(j), 2.0))
+        rep = check_scan(honest(k), scaled_memory(honest(j), 2.0))
         assert not rep.ok
         assert all(c.figure.startswith("cpu memory ") and c.unit == "GB/s" for c in rep.failed), \
             [c.figure for c in rep.failed]
@@ -112,7 +104,7 @@ def test_a_level_one_scan_missed_is_a_warning_never_paired_with_another(tmp_path
 def test_fail_lines_print_sizes_and_bands_in_human_units(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     honest(1).save(a)
-    scale_memory_bandwidth(honest(1), 2.0).save(b)
+    scaled_memory(honest(1), 2.0).save(b)
     assert cli.main(["check", str(a), "--baseline", str(b)]) == 1
     out = capsys.readouterr().out
     fails = [ln for ln in out.splitlines() if ln.startswith("FAIL ")]
@@ -161,7 +153,7 @@ def test_check_refuses_bad_input(tmp_path, capsys):
 def test_a_fleet_of_five_names_the_slow_node_and_no_other(tmp_path, capsys):
     paths = []
     for k, factor in enumerate([1.0, 1.02, 0.98, 0.5, 1.01]):
-        r = scale_memory_bandwidth(scan(), factor)
+        r = scaled_memory(scan(), factor)
         r.host = f"node{k}"
         d = tmp_path / r.host
         d.mkdir()
@@ -182,7 +174,7 @@ def test_a_fleet_of_five_names_the_slow_node_and_no_other(tmp_path, capsys):
 def test_jsonl_lines_feed_the_fleet_report(tmp_path, capsys):
     log = tmp_path / "fleet.jsonl"
     for k, factor in enumerate([1.0, 1.01, 0.99, 1.0, 0.45]):
-        r = scale_memory_bandwidth(scan(), factor)
+        r = scaled_memory(scan(), factor)
         r.host = f"n{k}"
         cli.append_jsonl(log, r)
     assert len(log.read_text().splitlines()) == 5

@@ -11,7 +11,7 @@ import pandas as pd
 from memprobe import cli
 from memprobe.report.fleet import fleet_frame, outliers, render_fleet
 from memprobe.result import ScanResult
-from memprobe.spread import memory_point
+from memprobe.spread import scale_memory_bandwidth
 
 DATA = Path(__file__).parent / "data"
 
@@ -23,14 +23,7 @@ def honest(k: int) -> ScanResult:
 def slow_memory(r: ScanResult, factor: float = 0.5) -> ScanResult:
     """A copy whose memory moves `factor` times the bytes: figures and memory's samples."""
     r = copy.deepcopy(r)
-    dev = r.devices["cpu"]
-    mem = dev.levels[-1]
-    mem.bandwidth_gbs = {k: {t: (v * factor if v else v) for t, v in per.items()} for k, per in mem.bandwidth_gbs.items()}
-    for k, per in mem.bandwidth_gbs.items():
-        for t in per:
-            p = memory_point(dev, k, t)
-            if p is not None:
-                p.samples = [x * factor for x in p.samples]
+    scale_memory_bandwidth(r.devices["cpu"], factor)
     return r
 
 
