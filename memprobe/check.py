@@ -29,9 +29,12 @@ quiet node (`memprobe scan --wait-quiet`) to judge it.
 
 Levels pair as every view pairs them (report/pairing.py): by overlapping size intervals, so a
 level one scan found and the other did not is a warning naming it, never compared with a
-different level. Paired caches' intervals overlap by construction, so their sizes hold (or are
-informational); a cache that shrank beyond its interval shows as two such warnings (the
-baseline's level missing, a smaller one found), not as a size failure.
+different level. Paired caches' intervals mostly overlap, so their sizes hold (or are
+informational). The one exception: the single unpaired level each scan has between the same
+paired neighbours, at the same latency plateau, is that level with its size moved (a VM's
+slice of the host L3); its size is then judged, or informational on a VM's last cache. A cache
+that shrank onto a different plateau shows as two warnings (the baseline's level missing, a
+smaller one found).
 """
 
 from __future__ import annotations

@@ -357,6 +357,10 @@ class BandwidthSetup:
     # a cache: the sizes whose samples the roof is the best of (one thread; all threads too
     # unless taken off the curve), the size above being their centre
     size_range_bytes: Optional[list[int]] = None
+    # a second round at the end of the scan (stage bandwidth_recheck), per kernel and thread
+    # count ("threads_1", "threads_all"), in GB/s: at the working sets above (memory: its
+    # STREAM-sized arrays), so that the figure's samples span the scan's time, not a few ms
+    samples_recheck: Optional[dict[str, dict[str, list[float]]]] = None
 
 
 @dataclass

@@ -3,10 +3,14 @@ run to run, read from the samples the scan itself keeps (nothing is measured her
 
 A figure's spread in one scan is the range (largest minus smallest) of the samples the figure
 was taken from, in the figure's unit:
-- a level's bandwidth, per kernel and thread count: every sample of the sizes its roof is the
-  best of (`BandwidthSetup.size_range_bytes` on the bandwidth curve, the all-thread samples
-  taken off the curve where the setup kept them, memory's STREAM-sized point); where the scan
-  kept no setup (an older scan, a GPU), the repetitions of the curve's point the figure is;
+- a level's bandwidth, per kernel and thread count: the range of every sample of the sizes
+  its roof is the best of (`BandwidthSetup.size_range_bytes` on the bandwidth curve, the all-thread samples
+  taken off the curve where the setup kept them, memory's STREAM-sized point) and the second
+  round the scan takes at its end (`BandwidthSetup.samples_recheck`), or where wider the
+  widest relative move of a round's best among the level's kernels at that thread count
+  (`bandwidth_spread`);
+  where the scan kept no setup (an older scan, a GPU), the repetitions of the curve's point
+  the figure is;
 - an FMA ceiling: its repetitions (`ComputeCeilings.fma_samples`);
 - a level's latency: the plateau's spread as inference recorded it (`Level.latency_spread`,
   p90 - p10 of the plateau's points over their median) times the latency;
@@ -31,7 +35,7 @@ from memprobe.result import Curve, CurvePoint, DeviceResult, Level
 
 # the stages each kind of figure is measured in
 LATENCY_STAGES = ("latency", "latency_recheck", "memory_side")
-BANDWIDTH_STAGES = ("bandwidth",)
+BANDWIDTH_STAGES = ("bandwidth", "bandwidth_recheck")
 COMPUTE_STAGES = ("compute",)
 
 
@@ -106,8 +110,14 @@ def memory_point(dev: DeviceResult, kernel: str, threads: str) -> Optional[Curve
 
 def bandwidth_samples(dev: DeviceResult, lv: Level, kernel: str, threads: str) -> list[float]:
     """The samples a level's bandwidth figure is the best of (scan/ceilings.py picks them the
-    same way); empty where the scan did not keep them."""
+    same way): the bandwidth stage's and the second round's at the end of the scan
+    (`BandwidthSetup.samples_recheck`); empty where the scan did not keep them."""
     setup = dev.bandwidth.setup(lv.name) if dev.bandwidth is not None else None
+    recheck = list(((setup.samples_recheck or {}).get(kernel) or {}).get(threads) or []) if setup else []
+    return _first_round(dev, lv, setup, kernel, threads) + recheck
+
+
+def _first_round(dev: DeviceResult, lv: Level, setup, kernel: str, threads: str) -> list[float]:
     curve = dev.curve(f"bandwidth_{kernel}_{threads}")
     if curve is None:
         return []
@@ -127,8 +137,33 @@ def bandwidth_samples(dev: DeviceResult, lv: Level, kernel: str, threads: str) -
     return _in(curve, lo_all, hi_all) if lo_all <= hi_all else _nearest(curve, setup.size_bytes_threads_all)
 
 
+def round_bests(dev: DeviceResult, lv: Level, kernel: str, threads: str) -> list[float]:
+    """The best sample of each round the figure was measured in: the bandwidth stage's, and
+    the second round's at the end of the scan (none where the scan kept no second round)."""
+    setup = dev.bandwidth.setup(lv.name) if dev.bandwidth is not None else None
+    recheck = [x for x in ((setup.samples_recheck or {}).get(kernel) or {}).get(threads) or []
+               if x is not None and math.isfinite(x)] if setup else []
+    first = [x for x in _first_round(dev, lv, setup, kernel, threads) if x is not None and math.isfinite(x)]
+    return [max(first), max(recheck)] if first and recheck else []
+
+
 def bandwidth_spread(dev: DeviceResult, lv: Level, kernel: str, threads: str) -> float:
-    return sample_range(bandwidth_samples(dev, lv, kernel, threads))
+    """The range of the figure's own samples, or, where wider, the widest relative move of a
+    round's best between the two rounds among the level's kernels at the same thread count,
+    times the figure. Every kernel of a level draws on the same ports (memory: the same bus,
+    shared with the host's other guests) in the same rounds, so what moved one ceiling between
+    the rounds could have moved each. Round bests, not every sample: the figure is a best, and
+    one repetition a neighbour slowed says nothing of how far a best moves."""
+    own = sample_range(bandwidth_samples(dev, lv, kernel, threads))
+    fig = ((lv.bandwidth_gbs or {}).get(kernel) or {}).get(threads)
+    if fig is None or not math.isfinite(fig):
+        return own
+    moves = []
+    for k, per in (lv.bandwidth_gbs or {}).items():
+        b = round_bests(dev, lv, k, threads) if per.get(threads) is not None else []
+        if b and max(b) > 0:
+            moves.append((max(b) - min(b)) / max(b))
+    return max(own, max(moves, default=0.0) * fig)
 
 
 def fma_spread(dev: DeviceResult, dtype: str, threads: str) -> float:
@@ -152,3 +187,7 @@ def scale_memory_bandwidth(dev: DeviceResult, factor: float) -> None:
             p = memory_point(dev, k, t)
             if p is not None:
                 p.samples = [x * factor for x in p.samples]
+    setup = dev.bandwidth.setup(mem.name) if dev.bandwidth is not None else None
+    if setup is not None and setup.samples_recheck:
+        setup.samples_recheck = {k: {t: [x * factor for x in xs] for t, xs in per.items()}
+                                 for k, per in setup.samples_recheck.items()}

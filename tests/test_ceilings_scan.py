@@ -74,20 +74,29 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
             assert lv.sharing in ("private", "shared", "undetermined") and sharing[lv.name].verdict == lv.sharing
     assert dev.bandwidth.statistic == "best" and [s.level for s in dev.bandwidth.levels] == ["L1", "L2", "memory"]
     assert dev.bandwidth.levels[-1].array_bytes == 4 * (256 << 10)
-    # a cache's roof: the best sample at any size of the curve inside the level, its centre included
+    # a second round at the end of the scan, every level, kernel and thread count: its samples
+    # join the figure's, and the figure is the best of both rounds
+    for su, lv in zip(dev.bandwidth.levels, dev.levels):
+        for k, per in lv.bandwidth_gbs.items():
+            assert set(su.samples_recheck[k]) == set(THREAD_KEYS), (lv.name, k)
+            for t, v in per.items():
+                assert v >= max(su.samples_recheck[k][t]), (lv.name, k, t)
+                assert all(x > 0 for x in su.samples_recheck[k][t])
+    # a cache's roof: the best sample at any size of the curve inside the level, its centre
+    # included, or of the second round
     for su, lv in zip(dev.bandwidth.levels[:-1], dev.levels[:-1]):
         lo, hi = su.size_range_bytes
         assert lo <= su.size_bytes_threads_1 <= hi
         pooled = [x for p in dev.curve("bandwidth_read_threads_1").points if lo <= p.x <= hi for x in p.samples]
-        assert lv.bandwidth_gbs["read"]["threads_1"] == max(pooled)
+        assert lv.bandwidth_gbs["read"]["threads_1"] == max(pooled + su.samples_recheck["read"]["threads_1"])
         if not su.samples_threads_all_off_curve:  # all threads on the curve: its x is every set together
             n = su.threads_all
             lo_all, hi_all = lo * n, (hi * n if lv.sharing == "private" else hi)
             pts = dev.curve("bandwidth_read_threads_all").points
             pooled = [x for p in pts if lo_all <= p.x <= hi_all for x in p.samples] if lo_all <= hi_all else \
                 [x for p in pts if p.x == su.size_bytes_threads_all for x in p.samples]
-            assert lv.bandwidth_gbs["read"]["threads_all"] == max(pooled)
-    assert {"sharing", "bandwidth", "compute", "loaded_latency"} <= set(seen)
+            assert lv.bandwidth_gbs["read"]["threads_all"] == max(pooled + su.samples_recheck["read"]["threads_all"])
+    assert {"sharing", "bandwidth", "compute", "loaded_latency", "bandwidth_recheck"} <= set(seen)
     # the whole thing still round-trips through JSON
     back = ScanResult.from_json(res.to_json())
     assert back.devices["cpu"].levels[0].bandwidth_gbs.keys() == dev.levels[0].bandwidth_gbs.keys()

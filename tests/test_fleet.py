@@ -53,20 +53,15 @@ def test_size_columns_show_sizes(tmp_path):
     assert df["L1 size_bytes"].notna().all()
 
 
-def test_three_honest_scans_flag_only_what_their_spread_cannot_explain():
-    """The robust rule alone shaded the L2 latency and memory's read bandwidth (all threads) of
-    one of three honest scans: both lie within the scans' own spread. What stays flagged is
-    all-thread memory bandwidth of the scan that ran 1.7x faster there: this guest's host moves
-    that figure between runs by more than any one scan's samples show (a known limit of a
-    rule built on one scan's samples, stated in docs/cluster.md)."""
+def test_three_honest_scans_flag_no_outlier():
+    """Three quick scans of one machine, back to back (tests/data/make_fixtures.py honest): the
+    robust rule alone shades figures (the MAD of three values is no measure of a figure's
+    noise); with each scan's own spread (both bandwidth rounds, and the widest move of a round's
+    best among the level's kernels, memprobe/spread.py) none is an outlier."""
     sums = [honest(k).summary() for k in (1, 2, 3)]
     df = fleet_frame(sums)
-    before = outliers(df)
-    assert "L2 latency_ns" in before and "memory read threads_all" in before  # the old rule's flags
-    after = outliers(df, [s.bands for s in sums], [s.busy for s in sums])
-    assert set(after) <= {"memory triad threads_all", "memory copy threads_all"}, after
-    assert all(df.at[i, c] > df[c].median() for c, idx in after.items() for i in idx)  # the faster run
-    assert {i for idx in after.values() for i in idx} <= {1}
+    assert outliers(df), "the rule without the scans' spread flags nothing: the fixtures no longer test it"
+    assert outliers(df, [s.bands for s in sums], [s.busy for s in sums]) == {}
 
 
 def memory_lines(out: str) -> list[str]:

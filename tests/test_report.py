@@ -462,3 +462,27 @@ def test_the_settings_say_what_the_study_measured() -> None:
 
     r = load("small")
     assert build_context(r)["settings"]["training study"].startswith(f"{len(r.training.points)} points (mlp")
+
+
+def test_a_vm_slice_that_moved_is_still_the_same_level_between_the_same_neighbours() -> None:
+    """Two back-to-back scans of one 2-vCPU guest read its L3 slice at 2.4 and 4.8 MiB, both at
+    about 15 ns, with intervals that do not meet: the one level each has between the same L2
+    and memory is one level whose size moved. A level eight times slower is not."""
+    import dataclasses
+
+    from memprobe.report.pairing import pair_with_scan
+
+    def dev(l3_bytes, l3_ns, iv):
+        d = _dev([48 << 10, 1 << 20, l3_bytes, None], [])
+        d.levels[2] = dataclasses.replace(d.levels[2], latency_ns=l3_ns, size_interval_bytes=iv)
+        return d
+
+    a = dev(int(2.4 * 2**20), 15.4, [int(2.2 * 2**20), int(2.83 * 2**20)])
+    b = dev(int(4.81 * 2**20), 15.5, [int(4.41 * 2**20), int(5.66 * 2**20)])
+    names = [(p.measured.name if p.measured else None, p.other.name if p.other else None)
+             for p in pair_with_scan(a, b)]
+    assert names == [("L1", "L1"), ("L2", "L2"), ("L3", "L3"), ("memory", "memory")]
+    far = dev(64 << 20, 116.0, [48 << 20, 80 << 20])
+    names = [(p.measured.name if p.measured else None, p.other.name if p.other else None)
+             for p in pair_with_scan(far, b)]
+    assert ("L3", None) in names and (None, "L3") in names

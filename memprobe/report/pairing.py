@@ -15,6 +15,11 @@ memory.
   log2(size) first. A level whose interval meets none of the other scan's is shown alone:
   nearest size alone paired one scan's missed L3 with the other's memory-side level eight
   times its size, and `check` then failed a healthy node on that pair.
+  One exception, by what a level is (a latency plateau between two others): where each scan
+  has exactly one unpaired level between the same two paired neighbours (or after the same
+  last paired cache) and their latencies lie within SAME_LEVEL_LATENCY of each other, they
+  are one level whose size moved. A VM's slice of the host L3 read 2.4 MiB in one scan and
+  4.8 MiB in the next, both at 15.4 ns, with intervals that did not meet.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ DISAGREE_FRACTION = 0.25
 # a level paired with a declared cache (or another scan's level) must be within this factor of it:
 # wide enough for a VM's slice of a host L3 (14 MiB of a declared 260 MiB on a 2-vCPU guest)
 MATCH_FACTOR = 32.0
+# two plateaus within this factor in latency are one level, as inference merges them
+# (docs/method.md, "Merging": adjacent plateaus within 25 % of each other)
+SAME_LEVEL_LATENCY = 1.25
 
 T = TypeVar("T")
 
@@ -102,6 +110,26 @@ def pair_by_interval(a: list[Level], b: list[Level]) -> dict[int, int]:
         if i not in out and j not in used:
             out[i] = j
             used.add(j)
+    return _same_plateau_in_gaps(a, b, out)
+
+
+def _same_plateau_in_gaps(a: list[Level], b: list[Level], paired: dict[int, int]) -> dict[int, int]:
+    """`paired` plus, in each gap between consecutive paired levels (and after the last), the
+    one unpaired level of each side when their latencies are within SAME_LEVEL_LATENCY."""
+    out = dict(paired)
+    anchors = sorted(paired.items())
+    if any(j1 >= j2 for (_i1, j1), (_i2, j2) in zip(anchors, anchors[1:])):
+        return out  # crossed pairs: no gaps to speak of
+    bounds = [(-1, -1)] + anchors + [(len(a), len(b))]
+    for (ia, ja), (ib, jb) in zip(bounds, bounds[1:]):
+        left = [i for i in range(ia + 1, ib) if i not in paired]
+        right = [j for j in range(ja + 1, jb) if j not in paired.values()]
+        if len(left) != 1 or len(right) != 1:
+            continue
+        x, y = a[left[0]], b[right[0]]
+        if x.latency_ns and y.latency_ns and max(x.latency_ns, y.latency_ns) <= \
+                SAME_LEVEL_LATENCY * min(x.latency_ns, y.latency_ns):
+            out[left[0]] = right[0]
     return out
 
 
