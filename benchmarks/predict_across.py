@@ -46,6 +46,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def repo_spec(spec: str) -> str:
+    """A record's file SPEC ("benchmarks/predict_zoo.py:mlp", relative to the repository, as
+    the zoo benchmarks write it) resolved against the repository when it is not found from the
+    folder this runs in; anything else as given."""
+    path, sep, fn = spec.rpartition(":")
+    if sep and path.endswith(".py") and not Path(path).is_file():
+        repo = Path(__file__).resolve().parent.parent
+        if (repo / path).is_file():
+            return f"{repo / path}:{fn}"
+    return spec
+
+
 def predict_records(scan_path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each record with the prediction from the scan alone: predicted_s, error, partial, missing."""
     from memprobe.train import on_scan as O
@@ -55,7 +67,7 @@ def predict_records(scan_path: Path, records: list[dict[str, Any]]) -> list[dict
     graphs: dict[tuple, Any] = {}
     out = []
     for rec in records:
-        spec = rec.get("spec") or rec["model"]
+        spec = repo_spec(rec.get("spec") or rec["model"])
         row = dict(rec)
         try:
             builder = load_spec(spec)
