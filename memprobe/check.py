@@ -125,7 +125,8 @@ def _add(rep: CheckReport, figure: str, unit: str, got, base, tol: float, lower_
 def _level_text(dev: DeviceResult, lv: Level, which: str) -> str:
     iv = lv.size_interval_bytes
     within = f", interval {size_text(iv[0])} – {size_text(iv[1])}" if iv and len(iv) == 2 else ""
-    return f"{dev.kind}: {which}'s {lv.name} ({size_text(lv.size_bytes)}{within})"
+    lat = f", {lv.latency_ns:.3g} ns" if lv.latency_ns else ""
+    return f"{dev.kind}: {which}'s {lv.name} ({size_text(lv.size_bytes)}{lat}{within})"
 
 
 def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: dict[str, float],
@@ -139,8 +140,8 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
             if not p.is_memory:
                 which, one = ("the scan", lv) if lv is not None else ("the baseline", bl)
                 other = "the baseline" if lv is not None else "the scan"
-                rep.warnings.append(f"{_level_text(dev, one, which)} has no level of {other} whose size "
-                                    f"interval overlaps it: not compared")
+                rep.warnings.append(f"{_level_text(dev, one, which)} has no level of {other} at its size "
+                                    f"and latency plateau: not compared")
             continue
         name = f"{dev.kind} {bl.name}"
         if not p.is_memory:

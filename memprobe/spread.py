@@ -134,7 +134,8 @@ def _first_round(dev: DeviceResult, lv: Level, setup, kernel: str, threads: str)
         return list(off)
     n = max(1, setup.threads_all)
     lo_all, hi_all = lo * n, (hi * n if lv.sharing == "private" else hi)
-    return _in(curve, lo_all, hi_all) if lo_all <= hi_all else _nearest(curve, setup.size_bytes_threads_all)
+    got = _in(curve, lo_all, hi_all) if lo_all <= hi_all else []
+    return got or _nearest(curve, setup.size_bytes_threads_all)
 
 
 def round_bests(dev: DeviceResult, lv: Level, kernel: str, threads: str) -> list[float]:

@@ -93,8 +93,10 @@ def test_ceiling_stages_fill_every_level(monkeypatch):
             n = su.threads_all
             lo_all, hi_all = lo * n, (hi * n if lv.sharing == "private" else hi)
             pts = dev.curve("bandwidth_read_threads_all").points
-            pooled = [x for p in pts if lo_all <= p.x <= hi_all for x in p.samples] if lo_all <= hi_all else \
-                [x for p in pts if p.x == su.size_bytes_threads_all for x in p.samples]
+            pooled = [x for p in pts if lo_all <= p.x <= hi_all for x in p.samples] if lo_all <= hi_all else []
+            # no point in that range: the level's own all-thread set, a point of the sweep
+            pooled = pooled or [x for p in pts if p.x == su.size_bytes_threads_all for x in p.samples]
+            assert pooled, lv.name
             assert lv.bandwidth_gbs["read"]["threads_all"] == max(pooled + su.samples_recheck["read"]["threads_all"])
     assert {"sharing", "bandwidth", "compute", "loaded_latency", "bandwidth_recheck"} <= set(seen)
     # the whole thing still round-trips through JSON

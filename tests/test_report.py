@@ -343,8 +343,14 @@ def test_compare_pairs_levels_by_size_and_flags_a_mismatch() -> None:
     not compared with the other's L3 (the two views used to disagree)."""
     from memprobe.report.pairing import pair_with_scan
 
+    import dataclasses
+
     a = _dev([48 << 10, 2 << 20, 260 << 20, None], [])
     b = _dev([48 << 10, int(1.17 * 2**20), 2 << 20, 260 << 20, None], [])
+    # one machine: the same caches at the same latency in both scans, the extra level between
+    lat = {48 << 10: 1.0, int(1.17 * 2**20): 2.0, 2 << 20: 3.0, 260 << 20: 12.0, None: 90.0}
+    for d in (a, b):
+        d.levels = [dataclasses.replace(lv, latency_ns=lat[lv.size_bytes]) for lv in d.levels]
     pairs = [(p.measured.name if p.measured else None, p.other.name if p.other else None, p.flagged)
              for p in pair_with_scan(a, b)]
     assert pairs == [("L1", "L1", False), (None, "L2", True), ("L2", "L3", False), ("L3", "L4", False),
@@ -486,3 +492,27 @@ def test_a_vm_slice_that_moved_is_still_the_same_level_between_the_same_neighbou
     names = [(p.measured.name if p.measured else None, p.other.name if p.other else None)
              for p in pair_with_scan(far, b)]
     assert ("L3", None) in names and (None, "L3") in names
+
+
+def test_a_slope_read_as_an_extra_level_pairs_with_nothing_and_the_slice_pairs_by_plateau() -> None:
+    """One scan read an 8 MiB L3 at 13.6 ns; the next a 4.8 MiB L3 at 14.3 ns and an 8 MiB
+    "L4" at 28 ns (a stretch of the climb to memory). Overlapping sizes alone paired the two
+    8 MiB levels, and check failed the latency 28 against 13.6 ns: levels of different
+    plateaus are never one level."""
+    import dataclasses
+
+    from memprobe.report.pairing import pair_with_scan
+
+    def dev(levels):
+        d = _dev([s for s, _ns, _iv in levels] + [None], [])
+        for k, (_s, ns, iv) in enumerate(levels):
+            d.levels[k] = dataclasses.replace(d.levels[k], latency_ns=ns, size_interval_bytes=iv)
+        return d
+
+    M = 2**20
+    l1, l2 = (48 << 10, 1.1, [40 << 10, 52 << 10]), (1 * M, 3.7, [M // 2, int(1.3 * M)])
+    a = dev([l1, l2, (8 * M, 13.6, [int(7.34 * M), int(9.51 * M)])])
+    b = dev([l1, l2, (int(4.81 * M), 14.3, [int(3.51 * M), int(6.04 * M)]), (8 * M, 28.4, [int(7.34 * M), int(9.51 * M)])])
+    names = [(p.measured.name if p.measured else None, p.other.name if p.other else None)
+             for p in pair_with_scan(b, a)]
+    assert names == [("L1", "L1"), ("L2", "L2"), ("L3", "L3"), ("L4", None), ("memory", "memory")]

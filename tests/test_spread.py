@@ -85,3 +85,20 @@ def test_a_figure_with_tight_samples_takes_its_levels_widest_relative_range():
         assert S.bandwidth_spread(dev, mem, k, "threads_all") == pytest.approx(0.3 * fig[k])
     # one thread kept its own (tight) samples
     assert S.bandwidth_spread(dev, mem, wide, "threads_1") == S.sample_range(S.bandwidth_samples(dev, mem, wide, "threads_1"))
+
+
+def test_a_shared_levels_all_thread_range_between_two_points_reads_its_own_set():
+    """A shared level whose all-thread range (each thread's part past the level before, the
+    whole set inside the level) holds no point of the curve: its figure was read from nothing
+    in the first round. It reads the point of the level's own all-thread set instead."""
+    dev = _scan().devices["cpu"]
+    lv = next(lv for lv in dev.levels if lv.size_bytes and lv.sharing != "private" and dev.bandwidth.setup(lv.name))
+    setup = dev.bandwidth.setup(lv.name)
+    setup.samples_threads_all_off_curve = None
+    curve = dev.curve("bandwidth_read_threads_all")
+    xs = sorted(p.x for p in curve.points)
+    a, b = next((x, y) for x, y in zip(xs, xs[1:]) if y > x * 1.2)  # two neighbouring points
+    n = setup.threads_all
+    setup.size_range_bytes = [int(a * 1.05 / n), int(b / 1.05)]  # all threads: between a and b
+    got = S._first_round(dev, lv, setup, "read", "threads_all")
+    assert got and got == S._nearest(curve, setup.size_bytes_threads_all)

@@ -11,14 +11,14 @@ memory.
   shown so (a VM's L3 slice is a fraction of the declared L3 and still that L3).
 - With another scan's levels: two levels are one level only when their size intervals overlap
   (`size_interval_bytes`, the capacities each curve cannot tell apart; a level that kept no
-  interval stands for its size within DISAGREE_FRACTION either way), one to one, nearest in
-  log2(size) first. A level whose interval meets none of the other scan's is shown alone:
-  nearest size alone paired one scan's missed L3 with the other's memory-side level eight
+  interval stands for its size within DISAGREE_FRACTION either way) and their latencies are
+  one plateau (within SAME_LEVEL_LATENCY), one to one, nearest in log2(size) first. A level
+  with no such partner is shown alone: nearest size alone paired one scan's missed L3 with the other's memory-side level eight
   times its size, and `check` then failed a healthy node on that pair.
-  One exception, by what a level is (a latency plateau between two others): where each scan
-  has exactly one unpaired level between the same two paired neighbours (or after the same
-  last paired cache) and their latencies lie within SAME_LEVEL_LATENCY of each other, they
-  are one level whose size moved. A VM's slice of the host L3 read 2.4 MiB in one scan and
+  One exception, by what a level is (a latency plateau between two others): unpaired levels
+  of the two scans between the same two paired neighbours (or after the same last paired
+  cache) that are each other's nearest plateau among all the other scan's levels are one
+  level whose size moved. A VM's slice of the host L3 read 2.4 MiB in one scan and
   4.8 MiB in the next, both at 15.4 ns, with intervals that did not meet.
 """
 
@@ -95,14 +95,23 @@ def interval(lv: Level) -> tuple[float, float]:
     return s / (1 + DISAGREE_FRACTION), s * (1 + DISAGREE_FRACTION)
 
 
-def pair_by_interval(a: list[Level], b: list[Level]) -> dict[int, int]:
-    """{index in a: index in b}: levels whose size intervals overlap, one to one, nearest in
-    log2(size) first."""
+def same_plateau(x: Level, y: Level) -> bool:
+    """Latencies within SAME_LEVEL_LATENCY of each other (true where either has none)."""
+    if not x.latency_ns or not y.latency_ns:
+        return True
+    return max(x.latency_ns, y.latency_ns) <= SAME_LEVEL_LATENCY * min(x.latency_ns, y.latency_ns)
+
+
+def pair_by_interval(a: list[Level], b: list[Level], a_all: Optional[list[Level]] = None,
+                     b_all: Optional[list[Level]] = None) -> dict[int, int]:
+    """{index in a: index in b}: levels whose size intervals overlap and whose latencies are
+    one plateau, one to one, nearest in log2(size) first; then, in each gap the pairs leave,
+    levels of one plateau whose sizes moved (`_same_plateau_in_gaps`)."""
     cands = []
     for i, x in enumerate(a):
         for j, y in enumerate(b):
             (alo, ahi), (blo, bhi) = interval(x), interval(y)
-            if x.size_bytes and y.size_bytes and alo <= bhi and blo <= ahi:
+            if x.size_bytes and y.size_bytes and alo <= bhi and blo <= ahi and same_plateau(x, y):
                 cands.append((abs(math.log2(x.size_bytes) - math.log2(y.size_bytes)), i, j))
     out: dict[int, int] = {}
     used: set[int] = set()
@@ -110,32 +119,45 @@ def pair_by_interval(a: list[Level], b: list[Level]) -> dict[int, int]:
         if i not in out and j not in used:
             out[i] = j
             used.add(j)
-    return _same_plateau_in_gaps(a, b, out)
+    return _same_plateau_in_gaps(a, b, out, a_all, b_all)
 
 
-def _same_plateau_in_gaps(a: list[Level], b: list[Level], paired: dict[int, int]) -> dict[int, int]:
+def _nearest_plateau(lv: Level, others: list[Level]) -> Optional[Level]:
+    """The level of `others` nearest to `lv` in log latency (None where latencies are missing)."""
+    cands = [o for o in others if o.latency_ns and lv.latency_ns]
+    return min(cands, key=lambda o: abs(math.log(o.latency_ns / lv.latency_ns)), default=None)
+
+
+def _same_plateau_in_gaps(a: list[Level], b: list[Level], paired: dict[int, int],
+                          a_all: Optional[list[Level]] = None, b_all: Optional[list[Level]] = None) -> dict[int, int]:
     """`paired` plus, in each gap between consecutive paired levels (and after the last), the
-    one unpaired level of each side when their latencies are within SAME_LEVEL_LATENCY."""
+    unpaired levels of the two sides that are each other's nearest plateau: of all the other
+    scan's levels (`a_all`, `b_all`: memory too), each is the one nearest the other in log
+    latency. A slice of the same L3 at 13 and 17 ns pairs; a stretch of the climb to memory
+    read as an "L4" at 28 ns, beside an L3 at 14 ns that pairs with the other scan's, does not."""
     out = dict(paired)
+    a_all, b_all = a_all or a, b_all or b
     anchors = sorted(paired.items())
     if any(j1 >= j2 for (_i1, j1), (_i2, j2) in zip(anchors, anchors[1:])):
         return out  # crossed pairs: no gaps to speak of
     bounds = [(-1, -1)] + anchors + [(len(a), len(b))]
     for (ia, ja), (ib, jb) in zip(bounds, bounds[1:]):
-        left = [i for i in range(ia + 1, ib) if i not in paired]
         right = [j for j in range(ja + 1, jb) if j not in paired.values()]
-        if len(left) != 1 or len(right) != 1:
-            continue
-        x, y = a[left[0]], b[right[0]]
-        if x.latency_ns and y.latency_ns and max(x.latency_ns, y.latency_ns) <= \
-                SAME_LEVEL_LATENCY * min(x.latency_ns, y.latency_ns):
-            out[left[0]] = right[0]
+        for i in range(ia + 1, ib):
+            if i in paired:
+                continue
+            for j in right:
+                if j not in out.values() and _nearest_plateau(a[i], b_all) is b[j] \
+                        and _nearest_plateau(b[j], a_all) is a[i]:
+                    out[i] = j
+                    break
     return out
 
 
 def _pairs(measured: list[Level], others: list, other_memory=None, measured_memory: Level | None = None,
            by_interval: bool = False) -> list[Pair]:
-    m = (pair_by_interval(measured, others) if by_interval
+    m = (pair_by_interval(measured, others, measured + [measured_memory] * (measured_memory is not None),
+                          others + [other_memory] * (other_memory is not None)) if by_interval
          else pair_by_size([lv.size_bytes for lv in measured], [o.size_bytes for o in others]))
     rows = [Pair(lv, others[m[i]] if i in m else None) for i, lv in enumerate(measured)]
     used = set(m.values())

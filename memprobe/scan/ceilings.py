@@ -306,8 +306,10 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                 # the level before, and a private level holds one set per thread
                 lo_all = lo * n_all
                 hi_all = hi * n_all if _level(levels, lv.name).sharing == "private" else hi
-                allv = (_best(_samples_in(curves[(k.name, "threads_all")], lo_all, hi_all)) if lo_all <= hi_all
-                        else _best(_samples_at(curves[(k.name, "threads_all")], sall)))
+                # where no point of the curve lies in that range (the range is narrower than
+                # the curve's step), the level's own all-thread set, which the sweep holds
+                pool = _samples_in(curves[(k.name, "threads_all")], lo_all, hi_all) if lo_all <= hi_all else []
+                allv = _best(pool or _samples_at(curves[(k.name, "threads_all")], sall))
             bw[k.name] = {"threads_1": one, "threads_all": allv}
         lv.bandwidth_gbs = bw
         table.levels.append(BandwidthSetup(level=lv.name, size_bytes_threads_1=s1, size_bytes_threads_all=sall,
