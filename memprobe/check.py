@@ -6,7 +6,9 @@ hardware. Reads result records only.
 Figures and their default tolerances (the direction that fails):
 - each cache's size (25 %, smaller fails); informational on a virtual machine's last cache,
   whose slice moves with its neighbours;
-- each level's latency and memory's (10 %, slower fails);
+- each level's latency and memory's (10 %, slower fails); informational on a virtual
+  machine's last cache too: its plateau is the part of the slice other guests left, and read
+  11.8-16.6 ns over thirty scans of one quiet 2-vCPU guest;
 - bandwidth per level, kernel and thread count (10 %, lower fails);
 - FMA ceilings per dtype and thread count (10 %, lower fails).
 Flagged figures (infer/plausibility.py) are skipped on either side.
@@ -152,7 +154,7 @@ def check_device(dev: DeviceResult, base: DeviceResult, rep: CheckReport, tol: d
                 and bl.latency_ns is not None:
             _add(rep, f"{name} latency_ns", "ns", lv.latency_ns, bl.latency_ns, tol["latency"], False,
                  _band(lv.latency_ns, S.latency_spread_ns(lv)), _band(bl.latency_ns, S.latency_spread_ns(bl)),
-                 busy=S.busy_text(dev, S.LATENCY_STAGES))
+                 info=vm_last_cache_info and p is last, busy=S.busy_text(dev, S.LATENCY_STAGES))
         for kern, per in (bl.bandwidth_gbs or {}).items():
             for tk, v in per.items():
                 fig = f"bandwidth/{kern}/{tk}"
