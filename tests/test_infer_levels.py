@@ -92,6 +92,34 @@ def test_one_point_per_octave():
         assert lo <= want.size_bytes <= hi
 
 
+def test_two_points_per_octave_intervals_hold_the_truth_at_the_points_around_c():
+    """A climb with under three points on it (two points per octave) takes in the sweep points
+    on either side of the fitted C, not those around the whole climb: simulated hierarchies of
+    every shape hold the truth every time, at a median under one octave (edges.fit_edge; the
+    whole-climb rule gave 1.25 octaves on the same draws)."""
+    import math
+    import statistics
+
+    from hierarchy_sim import random_hierarchy, visible
+
+    rng = np.random.default_rng(11)
+    inside, widths = [], []
+    while len(inside) < 60:
+        levels, mem, _kind = random_hierarchy(rng)
+        sizes = geometric_sizes(2 * KiB, levels[-1].size_bytes * 16, 2)
+        if not visible(levels, mem, sizes):
+            continue
+        y = latency_curve(levels, mem, sizes, noise=float(rng.uniform(0, 0.03)), seed=int(rng.integers(1 << 30)))
+        h = infer_levels(sizes, y)
+        assert len(h.caches) == len(levels)
+        for got, want in zip(h.caches, levels):
+            lo, hi = got.size_range_bytes
+            inside.append(lo <= want.size_bytes <= hi)
+            widths.append(math.log2(hi / lo))
+    assert all(inside)
+    assert statistics.median(widths) <= 1.0
+
+
 def test_memory_not_reached_is_flagged():
     levels = [SimLevel(32 * KiB, 1.0), SimLevel(1 * MiB, 4.0, "logistic")]
     sizes = geometric_sizes(4 * KiB, int(1.6 * MiB), 4)  # stops inside the climb to memory
