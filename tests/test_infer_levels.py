@@ -406,3 +406,27 @@ def test_n100_l2_is_not_merged_with_its_tlb_step():
     c = _read("sbcbench_n100_1xptr.csv").caches
     assert [code for code, _ in c[1].notes] == [Code.CACHE_OR_TLB] and c[1].size_bytes == 128 * KiB
     assert _holds(c[2], 2 * MiB) and _holds(c[3], 6 * MiB) and len(c) == 4
+
+
+# tests/data/sbcbench_i3n305_1xptr_to_16m.csv: ThomasKaiser/sbc-bench results/4qpr.txt @dc6d157,
+# cpu0 (i3-N305, Gracemont: L1d 32 KiB, L2 2 MiB, L3 6 MiB), a run that stops at 16 MiB;
+# tests/data/sbcbench_crestmont_1xptr.csv: results/XRRi.txt @9cfe968, cpu12 (Crestmont: 32 KiB,
+# 2 MiB, 24 MiB), whose memory latency still climbs (115, 177, 234 ns) at 32-128 MiB. Both copied
+# unchanged from benchmarks/data/published (sources.json there).
+def test_a_level_seen_as_one_point_before_a_curve_that_ends_short_of_memory():
+    """The i3-N305's L3 shows as one point (4 MiB, 21.7 ns) between its L2's 7.65 ns and the
+    last point (16 MiB, 105 ns), and memory is never reached. The last point stands for the next
+    level, as the same machine's full curve (4EcO: 4 MiB 20.8 ns, then memory) reads it: L2 and
+    L3 both, where the L2 merged with the L3 into one '7.66 MiB' level."""
+    c = _read("sbcbench_i3n305_1xptr_to_16m.csv").caches
+    assert len(c) == 4  # L1, the 128 KiB TLB step, L2, L3
+    assert _holds(c[2], 2 * MiB) and c[3].size_bytes == pytest.approx(6 * MiB, rel=0.25)
+
+
+def test_memory_still_climbing_through_page_walks_is_not_a_level():
+    """Crestmont's curve ends still climbing (32 MiB 115 ns, 64 MiB 177, 128 MiB 234): the 32 MiB
+    point's step on to the last point is under half its step up from the L3, a creep of one
+    climb, so it is not read as a level of its own before the curve's end."""
+    c = _read("sbcbench_crestmont_1xptr.csv").caches
+    assert len(c) == 4
+    assert c[3].size_bytes == pytest.approx(24 * MiB, rel=0.25)
