@@ -281,7 +281,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             j = min(b + 1, len(x) - 1)
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
         if not dense and tail is None:
-            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol)
+            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol, memory_reached)
         elif fit is not None:
             # a fitted C is placed between sweep points: the interval is at least the sweep's
             # step around it (a quarter octave on memprobe's own four points per octave), plus
@@ -329,7 +329,7 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
 
 
 def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: int,
-                    tol: float) -> tuple[int, tuple[int, int]]:
+                    tol: float, reached: bool = True) -> tuple[int, tuple[int, int]]:
     """On a sparse sweep (under 1.5 points per octave), the capacities the points allow
     (docs/method.md, step 5), for a climb that starts at C (LRU, random replacement):
     - at least the last point still on the level: a point is on it when it is within the
@@ -340,7 +340,10 @@ def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: in
       cache holds no more than C lines, so C >= h x W at every W;
     - below the first point off the level, and below the point that held those lines.
     A climb that starts between two neighbouring points thus has that octave as its interval,
-    no wider. The one assumption: a page-coloured cache whose climb starts well before C (a
+    no wider. On a curve that ends before memory (`reached` false) the next level's latency is
+    only known to be at least the last point's, so every h is a lower bound; where no point
+    before the last is yet half-way to it, the points that would bound C from above lie past
+    the curve, and the one holding the most lines may be the last: the interval runs to it. The one assumption: a page-coloured cache whose climb starts well before C (a
     few ways, random 4 KiB pages) reads low, by up to an octave (docs/validation.md gives the
     simulated coverage). The size is the fitted C where it falls inside, else the middle."""
     n = len(x)
@@ -359,6 +362,8 @@ def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: in
         i_max = int(np.argmax(held))
         if held[i_max] > lo:
             lo, hi = held[i_max], x[j + i_max]
+        if not reached and k == n - 1:
+            hi = x[-1]
     c = math.log2(size)
     if not lo <= c <= hi:
         c = (lo + hi) / 2
