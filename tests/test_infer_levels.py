@@ -92,6 +92,34 @@ def test_one_point_per_octave():
         assert lo <= want.size_bytes <= hi
 
 
+def test_two_points_per_octave_intervals_hold_the_truth_at_the_points_around_c():
+    """A climb with under three points on it (two points per octave) takes in the sweep points
+    on either side of the fitted C, not those around the whole climb: simulated hierarchies of
+    every shape hold the truth every time, at a median under one octave (edges.fit_edge; the
+    whole-climb rule gave 1.25 octaves on the same draws)."""
+    import math
+    import statistics
+
+    from hierarchy_sim import random_hierarchy, visible
+
+    rng = np.random.default_rng(11)
+    inside, widths = [], []
+    while len(inside) < 60:
+        levels, mem, _kind = random_hierarchy(rng)
+        sizes = geometric_sizes(2 * KiB, levels[-1].size_bytes * 16, 2)
+        if not visible(levels, mem, sizes):
+            continue
+        y = latency_curve(levels, mem, sizes, noise=float(rng.uniform(0, 0.03)), seed=int(rng.integers(1 << 30)))
+        h = infer_levels(sizes, y)
+        assert len(h.caches) == len(levels)
+        for got, want in zip(h.caches, levels):
+            lo, hi = got.size_range_bytes
+            inside.append(lo <= want.size_bytes <= hi)
+            widths.append(math.log2(hi / lo))
+    assert all(inside)
+    assert statistics.median(widths) <= 1.0
+
+
 def test_memory_not_reached_is_flagged():
     levels = [SimLevel(32 * KiB, 1.0), SimLevel(1 * MiB, 4.0, "logistic")]
     sizes = geometric_sizes(4 * KiB, int(1.6 * MiB), 4)  # stops inside the climb to memory
@@ -378,3 +406,54 @@ def test_n100_l2_is_not_merged_with_its_tlb_step():
     c = _read("sbcbench_n100_1xptr.csv").caches
     assert [code for code, _ in c[1].notes] == [Code.CACHE_OR_TLB] and c[1].size_bytes == 128 * KiB
     assert _holds(c[2], 2 * MiB) and _holds(c[3], 6 * MiB) and len(c) == 4
+
+
+# tests/data/sbcbench_i3n305_1xptr_to_16m.csv: ThomasKaiser/sbc-bench results/4qpr.txt @dc6d157,
+# cpu0 (i3-N305, Gracemont: L1d 32 KiB, L2 2 MiB, L3 6 MiB), a run that stops at 16 MiB;
+# tests/data/sbcbench_crestmont_1xptr.csv: results/XRRi.txt @9cfe968, cpu12 (Crestmont: 32 KiB,
+# 2 MiB, 24 MiB), whose memory latency still climbs (115, 177, 234 ns) at 32-128 MiB. Both copied
+# unchanged from benchmarks/data/published (sources.json there).
+def test_a_level_seen_as_one_point_before_a_curve_that_ends_short_of_memory():
+    """The i3-N305's L3 shows as one point (4 MiB, 21.7 ns) between its L2's 7.65 ns and the
+    last point (16 MiB, 105 ns), and memory is never reached. The last point stands for the next
+    level, as the same machine's full curve (4EcO: 4 MiB 20.8 ns, then memory) reads it: L2 and
+    L3 both, where the L2 merged with the L3 into one '7.66 MiB' level."""
+    c = _read("sbcbench_i3n305_1xptr_to_16m.csv").caches
+    assert len(c) == 4  # L1, the 128 KiB TLB step, L2, L3
+    assert _holds(c[2], 2 * MiB)
+    # the curve ends before the L3's climb is half-way to its last point: the interval runs to it
+    assert c[3].size_range_bytes[0] <= 6 * MiB <= c[3].size_range_bytes[1]
+
+
+def test_memory_still_climbing_through_page_walks_is_not_a_level():
+    """Crestmont's curve ends still climbing (32 MiB 115 ns, 64 MiB 177, 128 MiB 234): the 32 MiB
+    point's step on to the last point is under half its step up from the L3, a creep of one
+    climb, so it is not read as a level of its own before the curve's end."""
+    c = _read("sbcbench_crestmont_1xptr.csv").caches
+    assert len(c) == 4
+    assert c[3].size_bytes == pytest.approx(24 * MiB, rel=0.25)
+
+
+def test_a_curve_that_ends_inside_a_climb_bounds_the_capacity_by_its_last_point():
+    """One point per octave, stopped at 16 MiB inside the last cache's climb: the next level's
+    latency is only known to be at least the last point's, and no point before it is half-way
+    there, so the interval runs to the last point (a page-coloured 12 MiB cache: its 8 MiB point
+    is already off the level, and the octave below it, the rule for a climb that starts at C,
+    would miss it)."""
+    levels, mem = [SimLevel(128 * KiB, 0.9), SimLevel(12 * MiB, 5.5, "colour", ways=16)], 95.0
+    sizes = geometric_sizes(4 * KiB, 16 * MiB, 1)
+    h = infer_levels(sizes, latency_curve(levels, mem, sizes))
+    assert not h.memory_reached and len(h.caches) == 2
+    lo, hi = h.caches[1].size_range_bytes
+    assert lo <= 12 * MiB <= hi
+
+
+def test_m1_pro_l2_from_a_run_that_stops_at_16_mib():
+    """tests/data/published_m1pro_firestorm.csv, copied unchanged from /work/shared/curves
+    (ThomasKaiser/sbc-bench results/443N.txt @718441c, ramlat on cpu2, 1xPTR, 16 KiB pages):
+    L1d 128 KiB, L2 12 MiB; 4 MiB 7.9 ns, 8 MiB 22 ns, 16 MiB 91 ns, and no memory plateau.
+    The L2 read 6.5-8 MiB (the octave below the first point off the level)."""
+    c = _read("published_m1pro_firestorm.csv").caches
+    assert len(c) == 2 and _holds(c[0], 128 * KiB)
+    lo, hi = c[1].size_range_bytes
+    assert lo <= 12 * MiB <= hi and c[1].size_bytes == pytest.approx(12 * MiB, rel=0.25)

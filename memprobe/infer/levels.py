@@ -248,14 +248,19 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
         mono.append(p)
     plateaus = _merge_small_steps(mono, dense)
     plateaus = _keep_supported(x, y, plateaus, max(noise, NOISE_FLOOR))
-    if not dense:
-        plateaus = _insert_supported(x, y, plateaus, max(noise, POINT_SCATTER))
-
     last_a, last_b, last_y = plateaus[-1]
     # a creep after the last plateau smaller than the merge ratio is that level still (page
     # walks under nested paging keep adding a little); a real climb to the next level is more
     memory_reached = (last_b >= len(x) - 1
                       or float(np.max(ys[last_b:])) - last_y <= max(tol, math.log(MERGE_RATIO)))
+    if not dense and memory_reached:
+        plateaus = _insert_supported(x, y, plateaus, max(noise, POINT_SCATTER))
+    elif not dense:
+        # a curve that ends before memory: its last point stands for the next level (whose
+        # latency is at least that), so a level seen as one point before it is found as one
+        # between two plateaus is (`_insert_supported`, open_end)
+        end = (len(x) - 1, len(x) - 1, float(y[-1]))
+        plateaus = _insert_supported(x, y, plateaus + [end], max(noise, POINT_SCATTER), open_end=True)[:-1]
     tails = {}
     if memory_reached:
         plateaus, tails = _mixture_tail(x, y, plateaus, max(noise, NOISE_FLOOR))
@@ -276,7 +281,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             j = min(b + 1, len(x) - 1)
             size, rng, edge = int(round(2 ** ((x[b] + x[j]) / 2))), (int(s[b]), int(s[j])), "bracket"
         if not dense and tail is None:
-            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol)
+            size, rng = _sparse_bracket(x, y, b, nxt[2], size, tol, memory_reached)
         elif fit is not None:
             # a fitted C is placed between sweep points: the interval is at least the sweep's
             # step around it (a quarter octave on memprobe's own four points per octave), plus
@@ -324,7 +329,7 @@ def _fit_edge(x_raw: np.ndarray, y_raw: np.ndarray, x: np.ndarray, here: tuple[i
 
 
 def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: int,
-                    tol: float) -> tuple[int, tuple[int, int]]:
+                    tol: float, reached: bool = True) -> tuple[int, tuple[int, int]]:
     """On a sparse sweep (under 1.5 points per octave), the capacities the points allow
     (docs/method.md, step 5), for a climb that starts at C (LRU, random replacement):
     - at least the last point still on the level: a point is on it when it is within the
@@ -335,7 +340,10 @@ def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: in
       cache holds no more than C lines, so C >= h x W at every W;
     - below the first point off the level, and below the point that held those lines.
     A climb that starts between two neighbouring points thus has that octave as its interval,
-    no wider. The one assumption: a page-coloured cache whose climb starts well before C (a
+    no wider. On a curve that ends before memory (`reached` false) the next level's latency is
+    only known to be at least the last point's, so every h is a lower bound; where no point
+    before the last is yet half-way to it, the points that would bound C from above lie past
+    the curve, and the one holding the most lines may be the last: the interval runs to it. The one assumption: a page-coloured cache whose climb starts well before C (a
     few ways, random 4 KiB pages) reads low, by up to an octave (docs/validation.md gives the
     simulated coverage). The size is the fitted C where it falls inside, else the middle."""
     n = len(x)
@@ -354,6 +362,8 @@ def _sparse_bracket(x: np.ndarray, y: np.ndarray, b: int, y_out: float, size: in
         i_max = int(np.argmax(held))
         if held[i_max] > lo:
             lo, hi = held[i_max], x[j + i_max]
+        if not reached and k == n - 1:
+            hi = x[-1]
     c = math.log2(size)
     if not lo <= c <= hi:
         c = (lo + hi) / 2
@@ -439,13 +449,17 @@ def _bic_gain(x: np.ndarray, y: np.ndarray, before, here, after, sigma: float) -
 
 
 def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],
-                      sigma: float) -> list[tuple[int, int, float]]:
+                      sigma: float, open_end: bool = False) -> list[tuple[int, int, float]]:
     """The same comparison the other way, on a sparse sweep only: there a level can show as one
     point between two climbs (a one-point-per-octave sweep's L3 between its L2 and memory),
     while on a denser one a level is a plateau the band search finds and a lone point is a point
     on a climb. The point joins the count when it gains more than BIC_STRONG and its steps up and
     down are steps a level makes (at least MERGE_RATIO each, and not a small step before a big
-    one: `_merge_small_steps`)."""
+    one: `_merge_small_steps`). With `open_end` the last plateau is a curve's last point, one
+    that never reached memory: only a lower bound of the next level's latency, so a point whose
+    step on to it is under SMALL_STEP_FRACTION of its step up from the level before is the same
+    small step the other way round, a creep of one climb (memory's latency still rising through
+    page walks on a 4 KiB-page curve), not a level between two."""
     out = list(plateaus)
     k = 0
     while k < len(out) - 1:
@@ -456,6 +470,8 @@ def _insert_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, in
             if min(step_in, step_out) < math.log(MERGE_RATIO):
                 continue
             if step_in < min(SMALL_STEP_FRACTION * step_out, math.log(SMALL_STEP_MAX_RATIO)):
+                continue
+            if open_end and k == len(out) - 2 and step_out < SMALL_STEP_FRACTION * step_in:
                 continue
             gain = _bic_gain(x, y, before, (i, i, float(y[i])), after, sigma)
             if gain is not None and gain > best_gain:
