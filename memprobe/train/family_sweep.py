@@ -34,7 +34,6 @@ from memprobe.train.families import CnnSpec, TransformerSpec, working_set_bytes
 
 ProgressFn = Callable[[str, int, int, str], None]
 
-FAMILIES = ("cnn", "transformer")
 BATCHES = (1, 16, 64)
 # (level index from the nearest cache: 1 is L2, -1 the last cache; multiple of its capacity)
 TARGETS = ((1, 0.5), (-1, 0.5), (-1, 2.0), (-1, 4.0))
