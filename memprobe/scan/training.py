@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from memprobe.platform.load import OTHERS_NOTABLE_FRACTION, OthersMeter
 from memprobe.profile import PROFILES, Profile, TrainingPlan
-from memprobe.result import Code, ScanResult, TrainingStudy
+from memprobe.result import Code, ModelInputs, ScanResult, TrainingStudy
 from memprobe.train.catalog import DEFAULT_STUDY_MODELS, FAMILY_MODELS
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -105,7 +105,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPl
             tkey = "threads_all" if "threads_all" in sw["overhead_s"] else "threads_1"
             nthr = (N.max_threads() if tkey == "threads_all" else 1) if dev == "cpu" else 0
             ceil = M.ceilings_from_device(dres, tkey, max(nthr, 1), _rates_back(sw["gemm_rates"][tkey]),
-                                          sw["overhead_s"][tkey])
+                                          ModelInputs.from_overhead_dict(sw["overhead_s"][tkey], max(nthr, 1)))
             ceilings_by_dev[dev] = ceil
             limit = sched.mnist_limit_s
             if dev == "cpu":
@@ -311,7 +311,8 @@ def _mlp_ceilings(result: ScanResult, dev: str, epoch: dict[str, Any] | None) ->
     try:
         return M.ceilings_from_device(dres, tkey, max(epoch["threads"], 1),
                                       _rates_back((inputs.get("gemm_rates") or {})[tkey]),
-                                      (inputs.get("overhead_s") or {})[tkey])
+                                      ModelInputs.from_overhead_dict((inputs.get("overhead_s") or {})[tkey],
+                                                                     max(epoch["threads"], 1)))
     except (KeyError, TypeError, M.MissingCeiling):
         return None  # the row keeps its times; its bound stays blank
 

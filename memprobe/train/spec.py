@@ -313,7 +313,7 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
         raise SpecError("the scan has no CPU device to predict for")
     tkey, n = resolve_threads(threads)
     try:
-        ceilings = M.ceilings_from_device(device, tkey, n, {}, {})
+        ceilings = M.ceilings_from_device(device, tkey, n, {})
     except M.MissingCeiling as exc:
         raise SpecError(f"the scan cannot be used: {exc}") from exc
     progress("capture", 0, 1, builder.name)
