@@ -22,6 +22,8 @@ from pathlib import Path
 from memprobe import __version__
 from memprobe.errors import InputError, MemprobeError, ResourceError
 from memprobe.report import terminal as T
+from memprobe.train.catalog import (BUILTIN_NAMES, DEFAULT_STUDY_MODELS, FAMILY_MODELS, STUDY_MODELS,
+                                    names_text, parse_study_models)
 
 EXIT_USAGE, EXIT_RESOURCE, EXIT_OUTPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # a scheduler's, a terminal's and a user's stop
@@ -176,8 +178,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # a quick scan leaves the study out unless models are named: its few points, one round on a
     # shared machine, read 11-30 % off from one scan to the next, too loose for a first look
     train = not args.no_train and (not args.quick or args.train_models is not None)
-    asked = args.train_models or ("mlp",)
-    models, left_out = _models_here(asked) if train else (("mlp",), {})
+    asked = args.train_models or DEFAULT_STUDY_MODELS
+    models, left_out = _models_here(asked) if train else (DEFAULT_STUDY_MODELS, {})
     options = ScanOptions(device=args.device, quick=args.quick, max_size_bytes=args.max_size,
                           repetitions=args.repetitions, seed=args.seed, train=train,
                           train_models=models)
@@ -605,7 +607,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = new_result(options)
         with _Progress() as progress:
             run_scan(options, progress.update, result, profile=profile)
-    seed = args.seed_table or set(args.model) == {"mlp", "cnn", "transformer"}
+    seed = args.seed_table or set(args.model) == set(STUDY_MODELS)
     before = {_point_key(p) for p in result.training.points}
     n_warned = len(result.warnings)
     with _Progress() as progress:
@@ -648,12 +650,12 @@ def _models_here(models: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, st
     the CNN and transformer are left out (the MLP runs alone when nothing else is left)."""
     from memprobe.train.torch_families import torch_missing
 
-    families = [m for m in models if m != "mlp"]
+    families = [m for m in models if m in FAMILY_MODELS]
     why = torch_missing() if families else None
     if why is None:
         return models, {}
     print(f"memprobe: {', '.join(families)} left out: {why}", file=sys.stderr)
-    return tuple(m for m in models if m == "mlp") or ("mlp",), {m: why for m in families}
+    return tuple(m for m in models if m not in FAMILY_MODELS) or DEFAULT_STUDY_MODELS, {m: why for m in families}
 
 
 
@@ -752,10 +754,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _models_arg(text: str) -> tuple[str, ...]:
-    from memprobe.scan.training import parse_models
-
     try:
-        return parse_models(text)
+        return parse_study_models(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -803,9 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=non_negative_int, default=12345, help="seed of the random chase cycles")
     s.add_argument("--no-train", action="store_true", help="skip the training study")
     s.add_argument("--train-models", type=_models_arg, default=None, metavar="MODELS",
-                   help="the training study's models, comma-separated: mlp, cnn, transformer or all "
-                        "(default mlp; none with --quick; cnn and transformer need PyTorch and add up to "
-                        "40 s each)")
+                   help=f"the training study's models, comma-separated: {', '.join(STUDY_MODELS)} or all "
+                        f"(default {', '.join(DEFAULT_STUDY_MODELS)}; none with --quick; "
+                        f"{names_text(FAMILY_MODELS)} need PyTorch and add up to 40 s each)")
     s.add_argument("--wait-quiet", nargs="?", const=60.0, type=positive_float, metavar="SECONDS",
                    help="before measuring, wait until other processes use under 10 %% of a CPU for a second "
                         "(at most SECONDS, default 60); each stage records the CPU time other processes used "
@@ -827,8 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "rate measured alone here (cached per machine), and print the predicted step, what bounds "
                      "each kind of operation, and what could not be modelled. SPEC is path/to/file.py:function "
                      "or package.module:function returning (model, inputs) or (model, inputs, loss_fn), with an "
-                     "optional `batch` argument; the loss is loss_fn(output), else output.loss. Built-ins: mlp, "
-                     "cnn, transformer, resnet50, gpt2-small. Needs PyTorch (pip install '.[torch]')."))
+                     "optional `batch` argument; the loss is loss_fn(output), else output.loss. Built-ins: "
+                     f"{', '.join(BUILTIN_NAMES)}. Needs PyTorch (pip install '.[torch]')."))
     pr.add_argument("spec", metavar="SPEC", help="file.py:function, package.module:function, or a built-in name")
     pr.add_argument("--scan", type=Path, metavar="SCAN_JSON", help="the scan of this machine (default: a quick scan now)")
     pr.add_argument("--on", type=Path, metavar="SCAN_JSON",
@@ -933,9 +933,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"all threads), {qtrain.rounds} round of {qtrain.steps} steps")
     t.add_argument("--framework", choices=("numpy", "torch"), default="numpy",
                    help="numpy (BLAS + Numba kernels, default) or torch (needs the torch extra)")
-    t.add_argument("--model", type=_models_arg, default=("mlp",), metavar="MODEL",
-                   help="mlp (default), cnn, transformer or all (comma-separated for several); cnn and "
-                        "transformer train in PyTorch on the CPU (the torch extra)")
+    t.add_argument("--model", type=_models_arg, default=DEFAULT_STUDY_MODELS, metavar="MODEL",
+                   help=f"{', '.join(m + ' (default)' if m in DEFAULT_STUDY_MODELS else m for m in STUDY_MODELS)} "
+                        f"or all (comma-separated for several); {names_text(FAMILY_MODELS)} train in PyTorch "
+                        "on the CPU (the torch extra)")
     t.add_argument("--seed-table", action="store_true",
                    help="also fill the seed table (MNIST epoch, ResNet-50 epoch, GPT-2 small fine-tune: "
                         "projected from the scan, checked by real scaled-down steps; 1-3 minutes); "

@@ -628,6 +628,64 @@ class ThreadRates:
     update_call_s: dict[str, list[float]] = field(default_factory=dict)  # optimizer -> [fixed s, s per tensor]
 
 
+# the key under which the stored form of ModelInputs (a flat `overhead_s` dict, as scan.json's
+# training.inputs keeps it) carries the cross-core figure beside the call overheads
+_CROSS_CORE_KEY = "cross_core_s_per_byte"
+
+
+@dataclass
+class ModelInputs:
+    """The per-machine terms a training-step prediction reads beside the scan's levels and the
+    ops' rates, at one thread count: measured through the framework on this machine, each on
+    tiny or isolated calls, never from a step time (train/model.py, train/predict.py read them)."""
+
+    # the thread count in force when they were measured (the predictor's cross-core share needs it)
+    threads: int = 1
+    # seconds per call, by dispatch class ("gemm", "serial", "parallel", "kernel", "copyto") and
+    # by kernel where measured ("serial:softmax_xent"): each call repeated alone on one-element
+    # operands, times how much more the step's own call sequence costs on one-element operands
+    # (train/sweep.in_step_overhead_factor)
+    call_overhead_s: dict[str, float] = field(default_factory=dict)
+    # seconds per byte a GEMM on several threads pays for an operand one core has just written
+    # (the other threads read their part of it from that core's cache): the GEMM timed right after
+    # one core rewrote its weights, less the same GEMM back to back, per byte the other threads
+    # read (train/sweep.measure_cross_core_s_per_byte); 0.0 on one thread; None where it was not
+    # measured (a GPU's sweep)
+    cross_core_s_per_byte: Optional[float] = None
+    # autograd's start, seconds once per backward call: the backward of a chain of one tiny op
+    # against a chain of nine, the intercept (train/torch_rates.measure_backward_call_s)
+    backward_call_s: float = 0.0
+    # seconds per byte a fresh page costs beyond writing it: a large tensor allocated and filled
+    # (its pages faulted in) against the same fill of one kept alive
+    # (train/torch_rates.measure_fault_s_per_byte)
+    fault_s_per_byte: float = 0.0
+    # the optimizer's calls, as its own step costs them on tiny tensors: (seconds per step,
+    # seconds per parameter tensor), its step on one and on nine tiny tensors, intercept and
+    # slope (train/torch_rates.measure_update); None: each op's own overhead
+    update_call_s: Optional[tuple[float, float]] = None
+
+    @property
+    def cross_core_or_zero_s_per_byte(self) -> float:
+        """The cross-core figure as the predictor adds it (not measured: nothing added)."""
+        return self.cross_core_s_per_byte or 0.0
+
+    @classmethod
+    def from_overhead_dict(cls, overhead_s: dict[str, float], threads: int = 1) -> "ModelInputs":
+        """The MLP sweep's stored form (scan.json's training.inputs[device]["overhead_s"][threads
+        key]: the call overheads and, under "cross_core_s_per_byte", the cross-core figure) as
+        the record; the form scans have always stored, so every saved scan reads back."""
+        if not isinstance(overhead_s, dict):
+            raise TypeError(f"call overheads: expected a dict, got {type(overhead_s).__name__}")
+        calls = {k: v for k, v in overhead_s.items() if k != _CROSS_CORE_KEY}
+        return cls(threads=threads, call_overhead_s=calls, cross_core_s_per_byte=overhead_s.get(_CROSS_CORE_KEY))
+
+    def overhead_dict(self) -> dict[str, float]:
+        """The stored form `from_overhead_dict` reads (the cross-core figure only where measured)."""
+        if self.cross_core_s_per_byte is None:
+            return dict(self.call_overhead_s)
+        return {**self.call_overhead_s, _CROSS_CORE_KEY: self.cross_core_s_per_byte}
+
+
 @dataclass
 class RateTable:
     """The rates a prediction of any captured training step needs on this device, measured through

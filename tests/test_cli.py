@@ -187,10 +187,10 @@ def test_a_failed_stage_exits_with_its_own_code(monkeypatch, tmp_path):
 
 
 def test_train_model_choices_parse_and_bad_ones_exit_2(capsys):
-    from memprobe.scan.training import MODELS
+    from memprobe.train.catalog import STUDY_MODELS
 
     p = cli.build_parser()
-    assert p.parse_args(["train", "--model", "all"]).model == MODELS
+    assert p.parse_args(["train", "--model", "all"]).model == STUDY_MODELS
     assert p.parse_args(["train", "--model", "cnn"]).model == ("cnn",)
     assert p.parse_args(["train"]).model == ("mlp",)
     assert p.parse_args(["scan", "--train-models", "transformer,mlp"]).train_models == ("mlp", "transformer")

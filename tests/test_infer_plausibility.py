@@ -72,5 +72,5 @@ def test_a_flagged_figure_is_no_roof_and_no_model_input():
         for k in ("write", "triad"):
             lv.bandwidth_gbs[k] = bw(50.0, 60.0)
     # the model never reads the flagged 2.3 GB/s: all threads move at least one thread's 100
-    c = M.ceilings_from_device(dev, "threads_all", 2, {}, {})
+    c = M.ceilings_from_device(dev, "threads_all", 2, {})
     assert c.levels[0].bandwidth_bps["read"] == 100e9

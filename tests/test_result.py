@@ -137,3 +137,27 @@ def test_every_property_of_the_schema_says_what_it_is():
     level = s["$defs"]["Level"]["properties"]
     assert "nanoseconds" in level["latency_ns"]["description"] and "lower quartile" in level["latency_ns"]["description"]
     assert "GB/s" in level["bandwidth_gbs"]["description"] and "best sample" in level["bandwidth_gbs"]["description"]
+
+
+def test_model_inputs_read_the_stored_overhead_dicts_of_saved_scans():
+    """The MLP sweep's inputs are stored as they always were (call overheads and, beside them,
+    "cross_core_s_per_byte" in one flat dict): every saved scan's read back as the typed record,
+    the cross-core figure in its own field, and written back unchanged."""
+    from memprobe.result import ModelInputs
+
+    seen = 0
+    for name in ("scan_small.json", "scan_gpu.json"):
+        scan = ScanResult.load(DATA / name)
+        for dev, inputs in scan.training.inputs.items():
+            for tkey, stored in (inputs.get("overhead_s") or {}).items():
+                m = ModelInputs.from_overhead_dict(stored, 2)
+                assert "cross_core_s_per_byte" not in m.call_overhead_s
+                assert m.cross_core_s_per_byte == stored["cross_core_s_per_byte"] > 0
+                assert m.overhead_dict() == stored and list(m.overhead_dict()) == list(stored)
+                seen += 1
+    assert seen >= 2
+    gpu = ModelInputs(1, {"gemm": 1e-5, "kernel": 4e-6})  # a GPU's sweep measures no cross-core figure
+    assert gpu.overhead_dict() == {"gemm": 1e-5, "kernel": 4e-6} and gpu.cross_core_or_zero_s_per_byte == 0.0
+    assert ModelInputs.from_overhead_dict(gpu.overhead_dict(), 1) == gpu
+    with pytest.raises(TypeError):
+        ModelInputs.from_overhead_dict(None)

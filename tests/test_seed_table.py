@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 
+from memprobe.result import ModelInputs
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train import seed_table as ST
@@ -102,7 +103,8 @@ def test_the_full_size_step_runs_at_its_check_counterparts_rates():
             w = R.work_of(op)
             rates[k] = R.OpRate(k, op.name, w / (100e9 if op.category == "gemm" else 1e9) + 1e-6, 1e-6, w,
                                 R.replay_bytes(op), 1)
-        check_in = P.StepInputs(rates, 1, 1e-10, 0.0, 5e-6, None, (1e-5, 2e-6))
+        check_in = P.StepInputs(rates, ModelInputs(1, cross_core_s_per_byte=0.0, backward_call_s=5e-6,
+                                                   fault_s_per_byte=1e-10, update_call_s=(1e-5, 2e-6)))
         full_in = projected_inputs(g_full, g_check, check_in)
         first = {}
         for op in g_full.kernels:  # (ops of one shape share a rate: the first one's counterpart's)
@@ -112,7 +114,7 @@ def test_the_full_size_step_runs_at_its_check_counterparts_rates():
             assert mine.overhead_s == theirs.overhead_s and mine.bytes == theirs.bytes
             if R.work_of(op) > 0:  # its own work at the counterpart's rate, plus the counterpart's call
                 assert mine.call_s - mine.overhead_s == pytest.approx(R.work_of(op) / theirs.rate)
-        assert full_in.backward_call_s == 5e-6 and full_in.fault_bytes is None
+        assert full_in.machine.backward_call_s == 5e-6 and full_in.fault_bytes is None
         c = _ceilings([], rate=100e9)
         pred = P.predict(g_full, c, full_in)
         assert pred.coverage == 1.0 and not pred.unmodelled

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from memprobe.result import DeviceResult, Level
+from memprobe.result import DeviceResult, Level, ModelInputs
 from memprobe.train import model as M
 from memprobe.train.network import ITEM_BYTES, NetShape
 
@@ -115,7 +115,7 @@ def test_model_predicts_known_synthetic_ceilings_exactly():
     dev = _synthetic_device(10.0)
     rates = {k: {(0, 0): 1e9} for k in (*M.GEMM_KINDS, "bias_relu", "softmax_xent", "bias_grad",
                                          "relu_bwd_bias_grad", "sgd_update")}
-    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, {"gemm": 1e-6, "serial": 1e-6, "parallel": 1e-6})
+    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, ModelInputs(1, {"gemm": 1e-6, "serial": 1e-6, "parallel": 1e-6}))
     shape = NetShape.square(32, 2, 16)
     pred = M.predict_step(shape, ceil, M.cpu_dispatch(1, 1 << 30))
     ops = M.step_ops(shape)
@@ -146,13 +146,14 @@ def test_gemms_pay_for_what_one_core_wrote_on_several_threads():
     # in between, on the same core); the data-gradient GEMM after it finds dZ1 and W1 spread
     assert "dZ1" in by_name["bwd_weight_gemm1"]
     assert not by_name["bwd_data_gemm1"]
-    base = M.predict_step(shape, M.ceilings_from_device(dev, "threads_all", 2, rates, over), serial, True)
+    base = M.predict_step(shape, M.ceilings_from_device(dev, "threads_all", 2, rates, ModelInputs(2, over)),
+                          serial, True)
     paid = M.predict_step(shape, M.ceilings_from_device(dev, "threads_all", 2, rates,
-                                                        {**over, M.CROSS_CORE_KEY: 1e-9}), serial, True)
+                                                        ModelInputs(2, over, cross_core_s_per_byte=1e-9)), serial, True)
     want = sum(sum(w.values()) for o, w in zip(ops, written) if o.kind == "gemm") * 0.5 * 1e-9
     assert paid.predicted_s - base.predicted_s == pytest.approx(want, rel=1e-9) and want > 0
     one = M.predict_step(shape, M.ceilings_from_device(dev, "threads_1", 1, rates,
-                                                       {**over, M.CROSS_CORE_KEY: 1e-9}), serial, True)
+                                                       ModelInputs(1, over, cross_core_s_per_byte=1e-9)), serial, True)
     assert all(p.excess_s == 0 for p in one.ops)
     parallel = M.cpu_dispatch(2, 1)  # every elementwise kernel parallel: only the copy is one core's
     assert all(set(w) <= {"x", "labels"} for w in M.one_core_writes(ops, parallel))
@@ -164,7 +165,7 @@ def test_level_choice_follows_capacity():
     dev = DeviceResult("cpu", "s", levels=[lv("L1", 32 << 10, 100.0), lv("memory", None, 10.0)])
     rates = {k: {(0, 0): 1e15} for k in (*M.GEMM_KINDS, "bias_relu", "softmax_xent", "bias_grad",
                                           "relu_bwd_bias_grad", "sgd_update")}
-    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, {"gemm": 0.0, "serial": 0.0, "parallel": 0.0})
+    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, ModelInputs(1, {"gemm": 0.0, "serial": 0.0, "parallel": 0.0}))
     small = M.predict_step(NetShape.square(16, 2, 1), ceil, M.cpu_dispatch(1, 1 << 30))
     big = M.predict_step(NetShape.square(512, 2, 1), ceil, M.cpu_dispatch(1, 1 << 30))
     assert all(set(o.levels.values()) == {"L1"} for o in small.ops)
@@ -175,14 +176,14 @@ def test_level_choice_follows_capacity():
 def test_missing_bandwidth_is_a_clear_error_not_a_number():
     dev = DeviceResult("cpu", "s", levels=[Level("L1", 1 << 15, 1.0, 4.0, {}), Level("memory", None, 90.0, 300.0, {})])
     with pytest.raises(M.MissingCeiling, match="L1: no measured read bandwidth"):
-        M.ceilings_from_device(dev, "threads_1", 1, {}, {})
+        M.ceilings_from_device(dev, "threads_1", 1, {})
 
 
 def test_private_levels_scale_with_threads():
     lv = lambda name, size: Level(name, size, 1.0, 4.0,
                                   {k: {"threads_1": 1.0, "threads_all": 2.0} for k in ("read", "write", "copy", "triad")})
     dev = DeviceResult("cpu", "s", levels=[lv("L1", 100), lv("L2", 1000), lv("L3", 10000), lv("memory", None)])
-    c = M.ceilings_from_device(dev, "threads_all", 2, {}, {})
+    c = M.ceilings_from_device(dev, "threads_all", 2, {})
     assert [lvl.capacity_bytes for lvl in c.levels] == [200, 2000, 10000, None]
 
 
@@ -193,7 +194,7 @@ def test_per_kernel_overhead_and_row_width_rates():
     rates = {k: {(0, 0): 1e9} for k in (*M.GEMM_KINDS, "bias_relu", "bias_grad", "relu_bwd_bias_grad", "sgd_update")}
     rates["softmax_xent"] = {(0, 8): 1e8, (0, 512): 1e9}
     over = {"gemm": 1e-6, "serial": 1e-6, "parallel": 1e-6, "serial:softmax_xent": 7e-6}
-    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, over)
+    ceil = M.ceilings_from_device(dev, "threads_1", 1, rates, ModelInputs(1, over))
     for width, want_rate in ((8, 1e8), (512, 1e9)):
         pred = M.predict_step(NetShape.square(width, 2, 4), ceil, M.cpu_dispatch(1, 1 << 30))
         soft = next(o for o in pred.ops if o.name.startswith("softmax"))
@@ -239,7 +240,7 @@ def test_a_flagged_bandwidth_is_replaced_by_the_bound_its_rule_gives(small_cpu_d
     assert bw_all[2]["write"] == 15e9 and len(notes_all) == 1 and "one thread's" in notes_all[0]
     bw_1, notes_1 = M.level_bandwidths(dev, "threads_1")
     assert bw_1[1]["read"] == 300e9 and "nearer L1's" in notes_1[0]
-    c = M.ceilings_from_device(dev, "threads_all", 2, {}, {})
+    c = M.ceilings_from_device(dev, "threads_all", 2, {})
     assert c.levels[2].bandwidth_bps["write"] == 15e9
 
 
@@ -252,4 +253,4 @@ def test_a_flag_with_no_bound_still_refuses(small_cpu_device):
     check_device(dev)
     dev.levels[0].flags[0] = type(dev.levels[0].flags[0])("implausible", "bandwidth/copy/threads_all", 100.0, "x")
     with pytest.raises(M.MissingCeiling):
-        M.ceilings_from_device(dev, "threads_all", 2, {}, {})
+        M.ceilings_from_device(dev, "threads_all", 2, {})

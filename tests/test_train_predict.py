@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
 
+from memprobe.result import ModelInputs  # noqa: E402
 from memprobe.train import capture as C  # noqa: E402
 from memprobe.train import family_model as FM  # noqa: E402
 from memprobe.train import model as M  # noqa: E402
@@ -119,14 +120,14 @@ def test_the_allocator_replay_counts_the_pages_a_step_faults_in():
     g = C.capture_step(build, optimizer="sgd")
     fwd = next(o for o in g.ops if o.packet == "addmm")
     assert fwd.index == index
-    inputs = P.StepInputs({}, fault_s_per_byte=1e-10, fault_bytes=per_op)
+    inputs = P.StepInputs({}, ModelInputs(fault_s_per_byte=1e-10), fault_bytes=per_op)
     assert P.fault_s(fwd, g, P.born_storages(g), inputs) == pytest.approx(per_op[fwd.index] * 1e-10)
 
 
 def test_the_optimizers_calls_are_its_step_on_tiny_tensors_shared_among_its_kernels():
     g = C.capture_step(_mlp(), optimizer="adamw")  # 4 parameter tensors, 10 kernels each
     n_ops = sum(1 for o in g.ops if o.phase == "optimizer" and o.kernel)
-    inputs = P.StepInputs(_rates(g), update_call_s=(20e-6, 30e-6))
+    inputs = P.StepInputs(_rates(g), ModelInputs(update_call_s=(20e-6, 30e-6)))
     assert P.update_overhead_s(g, inputs) == pytest.approx((20e-6 + 4 * 30e-6) / n_ops)
     assert P.update_overhead_s(g, P.StepInputs({})) is None
     pred = P.predict(g, _ceilings(scale=1e3), inputs)
@@ -137,8 +138,8 @@ def test_a_gemm_on_several_threads_pays_for_what_a_serial_op_wrote():
     small = [M.Op("relu", "elementwise", "c|r", 1.0, (M.Operand("a", 4096), M.Operand("b", 4096, True)), 1024, "r"),
              M.Op("mm", "gemm", "c|m", 1.0, (M.Operand("b", 4096), M.Operand("w", 4096),
                                             M.Operand("c", 4096, True)), 1024, "m")]
-    one = P.StepInputs({}, threads=1, cross_core_s_per_byte=1e-9)
-    two = P.StepInputs({}, threads=2, cross_core_s_per_byte=1e-9)
+    one = P.StepInputs({}, ModelInputs(threads=1, cross_core_s_per_byte=1e-9))
+    two = P.StepInputs({}, ModelInputs(threads=2, cross_core_s_per_byte=1e-9))
     assert P.cross_core_s(small, one) == [0.0, 0.0]
     assert P.cross_core_s(small, two) == [0.0, pytest.approx(4096 * 0.5 * 1e-9)]
 
@@ -161,7 +162,7 @@ def test_the_prediction_names_levels_bounds_and_the_unmodelled_share():
     g = C.capture_step(build, optimizer="sgd")
     rates = _rates(g)
     # levels fast enough that every op's work bounds it: each op costs its call
-    pred = P.predict(g, _ceilings(scale=1e3), P.StepInputs(rates, 1, backward_call_s=5e-6))
+    pred = P.predict(g, _ceilings(scale=1e3), P.StepInputs(rates, ModelInputs(1, backward_call_s=5e-6)))
     n_modelled = sum(1 for o in g.kernels if o.modelled)
     assert len(pred.ops) == n_modelled
     assert pred.predicted_s == pytest.approx(n_modelled * 1e-5 + 5e-6 + 1e-5, rel=1e-6)

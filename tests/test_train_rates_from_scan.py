@@ -87,7 +87,7 @@ def test_a_product_above_the_scans_fma_ceiling_is_never_an_input():
     mm = next(o for o in g.kernels if o.packet == "addmm")
     tr = s.devices["cpu"].rates.threads["threads_1"]
     tr.gemm = ladder
-    c = M.ceilings_from_device(s.devices["cpu"], "threads_1", 1, {}, {})
+    c = M.ceilings_from_device(s.devices["cpu"], "threads_1", 1, {})
     r, _ = RS.op_rate_from_table(mm, tr, c, 100.0)
     assert r.call_s == pytest.approx(2e-6 + mm.flops / 90e9)
     tr.gemm = ladder[:1]
@@ -100,7 +100,8 @@ def test_step_inputs_come_from_the_table_alone(graph):
     inputs, missing = RS.step_inputs_from_scan(graph, dev, "threads_1")
     assert missing == []
     assert all(op_key(o) in inputs.rates for o in graph.kernels)
-    assert inputs.threads == 1 and inputs.backward_call_s == 1e-5 and inputs.update_call_s == (1e-5, 2e-5)
+    m = inputs.machine
+    assert m.threads == 1 and m.backward_call_s == 1e-5 and m.update_call_s == (1e-5, 2e-5)
     assert inputs.fault_bytes is None  # no allocator replay for a machine we do not have
     mm = next(o for o in graph.kernels if o.packet == "addmm")
     r = inputs.rates[op_key(mm)]

@@ -105,7 +105,7 @@ def test_a_dict_of_inputs_and_a_hugging_face_style_loss(specfile):
 
 
 def test_a_module_path_and_the_builtins_load():
-    b = S.load_spec("memprobe.train.spec:builtin_mlp")
+    b = S.load_spec("memprobe.train.catalog:builtin_mlp")
     assert b.takes_batch
     assert set(S.BUILTINS) == {"mlp", "cnn", "transformer", "resnet50", "gpt2-small"}
     g = S.capture_spec(S.load_spec("transformer"), 2, "adamw")  # torch_families' transformer, under fake tensors

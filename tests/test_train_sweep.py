@@ -119,11 +119,14 @@ def test_summary_and_speedup_pairing():
 
 
 def test_pool_rounds_takes_each_input_median():
-    rounds = [({"gemm": 1.0, "serial": 5.0}, {"fwd": {(16, 64): 10.0}}),
-              ({"gemm": 3.0, "serial": 4.0}, {"fwd": {(16, 64): 30.0, (16, 128): 7.0}}),
-              ({"gemm": 2.0, "serial": 6.0}, {"fwd": {(16, 64): 20.0}})]
+    from memprobe.result import ModelInputs
+
+    rounds = [(ModelInputs(2, {"gemm": 1.0, "serial": 5.0}, 1e-9), {"fwd": {(16, 64): 10.0}}),
+              (ModelInputs(2, {"gemm": 3.0, "serial": 4.0}, 3e-9), {"fwd": {(16, 64): 30.0, (16, 128): 7.0}}),
+              (ModelInputs(2, {"gemm": 2.0, "serial": 6.0}, 2e-9), {"fwd": {(16, 64): 20.0}})]
     over, rates = S._pool_rounds(rounds)
-    assert over == {"gemm": 2.0, "serial": 5.0}
+    assert over == ModelInputs(2, {"gemm": 2.0, "serial": 5.0}, 2e-9)
+    assert over.overhead_dict() == {"gemm": 2.0, "serial": 5.0, "cross_core_s_per_byte": 2e-9}  # as stored
     assert rates == {"fwd": {(16, 64): 20.0, (16, 128): 7.0}}  # a rate one round lacked: the others'
 
 
@@ -245,8 +248,8 @@ def test_overheads_are_scaled_to_the_steps_own_call_sequence():
     over, _rates, raw, _how = S._measure_inputs("cpu", 1, 8 << 20, 1)
     rec = [e for e in raw if e["class"] == "in_step_overhead_factor"]
     assert len(rec) == 1 and rec[0]["factor"] > 0
-    assert set(over) == set(alone) | {M.CROSS_CORE_KEY}  # every class measured alone is kept, scaled
-    assert over[M.CROSS_CORE_KEY] == 0.0  # (one thread: nothing crosses cores)
+    assert set(over.call_overhead_s) == set(alone)  # every class measured alone is kept, scaled
+    assert over.cross_core_s_per_byte == 0.0  # (one thread: nothing crosses cores)
 
 
 def test_the_cross_core_cost_is_measured_on_all_threads_only():

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from memprobe.report.text import finite, fmt3, size_text, size_tick  # noqa: F401 (used by the views)
+from memprobe.report.text import STUDY_MODEL_TEXT, finite, fmt3, size_text, size_tick  # noqa: F401 (used by the views)
 from memprobe.result import BANDWIDTH_KERNELS, THREAD_KEYS, Curve, DeviceResult, Level, ScanResult, TrainingPoint
 
 # Okabe-Ito (Wong 2011, Nature Methods 8:441), black last: distinguishable in deuteranopia,
@@ -580,8 +580,8 @@ def _seconds(v: float, _pos: Any = None) -> str:
 
 
 # the training families: one marker each, so they stay apart in greyscale and beside the batch colours
-FAMILY_MARKERS = {"mlp": "o", "cnn": "s", "transformer": "^"}
-FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN", "transformer": "transformer"}
+FAMILY_MARKERS = dict(zip((name for name, _l, _t in STUDY_MODEL_TEXT), ("o", "s", "^", "v", "P")))
+FAMILY_NAMES = {name: label for name, label, _t in STUDY_MODEL_TEXT}
 
 
 

@@ -25,6 +25,7 @@ from markupsafe import Markup
 
 from memprobe.report import figures as F
 from memprobe.report.pairing import DISAGREE_FRACTION, pair_with_declared
+from memprobe.report.text import STUDY_MODEL_ORDER, STUDY_MODEL_TEXT
 from memprobe.result import (ALL_BANDWIDTH_KERNELS, THREAD_KEYS, Code, DeviceResult, Level, ScanResult, SeedRow,
                              TrainingPoint)
 
@@ -263,10 +264,8 @@ def _compute_view(dev: DeviceResult) -> dict[str, Any] | None:
             "fma_clock": num(comp.clock_ghz_during_fma) if comp.clock_ghz_during_fma else None}
 
 
-FAMILY_TITLES = {"mlp": "MLP: dense layers, ReLU, SGD",
-                 "cnn": "CNN: ResNet-style bottleneck blocks (1x1-3x3-1x1 convolutions, batch norm, ReLU)",
-                 "transformer": "Transformer: GPT-style blocks (layer norm, causal self-attention, GELU MLP)"}
-FAMILY_ORDER = ("mlp", "cnn", "transformer")
+FAMILY_TITLES = {name: title for name, _label, title in STUDY_MODEL_TEXT}
+FAMILY_ORDER = STUDY_MODEL_ORDER
 SEED_TASKS = {"mnist_epoch": "MNIST, one epoch", "resnet50_epoch": "ResNet-50, one ImageNet epoch",
               "gpt2_finetune": "GPT-2 small, fine-tune"}
 MISS = 0.25  # the report flags a prediction off by more than this (train/model.MISS_FRACTION)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import sys
 
-from memprobe.report.text import size_text
+from memprobe.report.text import STUDY_MODEL_ORDER, size_text
 
 
 def fmt(v: float | None, spec: str = ".3g") -> str:
@@ -72,7 +72,7 @@ def print_training(result, pts: list | None = None) -> None:
                                                  if tr.skipped else ""), file=sys.stderr)
         return
     causes: dict[str, int] = {}
-    order = {m: i for i, m in enumerate(("mlp", "cnn", "transformer"))}
+    order = {m: i for i, m in enumerate(STUDY_MODEL_ORDER)}
     for model, dev, th in sorted({(p.model, p.device, p.threads) for p in pts}, key=lambda k: (order.get(k[0], 9), k)):
         group = sorted((p for p in pts if (p.model, p.device, p.threads) == (model, dev, th)),
                        key=lambda p: (p.batch, p.working_set_bytes))
@@ -135,7 +135,7 @@ def print_study_line(result) -> None:
     tr = result.training
     if not tr.points:
         return
-    models = [m for m in ("mlp", "cnn", "transformer") if any(p.model == m for p in tr.points)]
+    models = [m for m in STUDY_MODEL_ORDER if any(p.model == m for p in tr.points)]
     parts = []
     for m in models:
         big = [abs(p.error) for p in tr.points if p.model == m and p.batch >= 16 and p.error is not None]

@@ -8,6 +8,17 @@ import math
 import numbers
 from typing import Any
 
+# The training study's models as the report shows them, in the order it shows them: (name, legend
+# label, heading). They are listed in memprobe/train/catalog.py (MODELS), which the report may not
+# import (it reads result records only: DESIGN.md, tests/test_structure.py); this copy is held to
+# that table by tests/test_train_catalog.py. A model not here is shown by its name.
+STUDY_MODEL_TEXT: tuple[tuple[str, str, str], ...] = (
+    ("mlp", "MLP", "MLP: dense layers, ReLU, SGD"),
+    ("cnn", "CNN", "CNN: ResNet-style bottleneck blocks (1x1-3x3-1x1 convolutions, batch norm, ReLU)"),
+    ("transformer", "transformer", "Transformer: GPT-style blocks (layer norm, causal self-attention, GELU MLP)"),
+)
+STUDY_MODEL_ORDER: tuple[str, ...] = tuple(name for name, _label, _title in STUDY_MODEL_TEXT)
+
 
 def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

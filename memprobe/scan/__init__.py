@@ -25,6 +25,7 @@ from memprobe.platform.load import (OTHERS_NOTABLE_FRACTION, STEAL_NOTABLE_FRACT
                                     max_steal_fraction, read_cpu_times)
 from memprobe.profile import Profile, resolve_profile
 from memprobe.result import Code, DeviceResult, ScanResult, ScanSettings
+from memprobe.train.catalog import DEFAULT_STUDY_MODELS
 
 # progress(stage, done, total, message): done/total count steps inside a stage
 ProgressFn = Callable[[str, int, int, str], None]
@@ -42,7 +43,7 @@ class ScanOptions:
     repetitions: int | None = None  # per point (default: the plan's profile)
     seed: int = 12345
     train: bool = True
-    train_models: tuple[str, ...] = ("mlp",)  # the training study's models (scan/training.MODELS)
+    train_models: tuple[str, ...] = DEFAULT_STUDY_MODELS  # the training study's (train/catalog.STUDY_MODELS)
     points_per_octave: int | None = None
     gpu_latency_sm: int = 0  # the SM the GPU's latency chase runs on
 

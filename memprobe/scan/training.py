@@ -16,7 +16,8 @@ from dataclasses import asdict
 
 from memprobe.platform.load import OTHERS_NOTABLE_FRACTION, OthersMeter
 from memprobe.profile import PROFILES, Profile, TrainingPlan
-from memprobe.result import Code, ScanResult, TrainingStudy
+from memprobe.result import Code, ModelInputs, ScanResult, TrainingStudy
+from memprobe.train.catalog import DEFAULT_STUDY_MODELS, FAMILY_MODELS
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -25,24 +26,10 @@ def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
     return None
 
 
-MODELS = ("mlp", "cnn", "transformer")
-
-
-def parse_models(text: str) -> tuple[str, ...]:
-    """'mlp,cnn' or 'all' -> the models in MODELS order; ValueError naming a model not known."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if "all" in names:
-        return MODELS
-    bad = [m for m in names if m not in MODELS]
-    if bad or not names:
-        raise ValueError(f"unknown model {', '.join(bad) or repr(text)} (choose from {', '.join(MODELS)} or all)")
-    return tuple(m for m in MODELS if m in names)
-
-
 def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPlan | None = None,
                        framework: str = "numpy", progress: ProgressFn = _noop,
                        budget_s: float | None = None, mnist: bool = True,
-                       models: tuple[str, ...] = ("mlp",), family_budget_s: float | None = None) -> TrainingStudy:
+                       models: tuple[str, ...] = DEFAULT_STUDY_MODELS, family_budget_s: float | None = None) -> TrainingStudy:
     """Run the study for `device` ("cpu" | "gpu" | "all") against the scan in `result`, store
     it in `result.training` (merged with what is there for other devices: their points, epochs
     and inputs stay, and the GPU-over-CPU rows are paired over the merged points) and return it.
@@ -84,7 +71,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPl
     # the PyTorch families first: after the MLP's NumPy/Numba study in the same process, PyTorch's
     # steps ran 1.0-2.6 s where they ran 0.92-1.0 s before it (GPT-2 small at sequence 128 on the
     # Xeon guest; the cause is not pinned down: docs/validation.md, "Training prediction")
-    families = [m for m in models if m != "mlp"]
+    families = [m for m in models if m in FAMILY_MODELS]
     if families:
         _run_families(result, families, training, progress,
                       family_budget_s if family_budget_s is not None else sched.family_budget_s, wanted)
@@ -118,7 +105,7 @@ def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPl
             tkey = "threads_all" if "threads_all" in sw["overhead_s"] else "threads_1"
             nthr = (N.max_threads() if tkey == "threads_all" else 1) if dev == "cpu" else 0
             ceil = M.ceilings_from_device(dres, tkey, max(nthr, 1), _rates_back(sw["gemm_rates"][tkey]),
-                                          sw["overhead_s"][tkey])
+                                          ModelInputs.from_overhead_dict(sw["overhead_s"][tkey], max(nthr, 1)))
             ceilings_by_dev[dev] = ceil
             limit = sched.mnist_limit_s
             if dev == "cpu":
@@ -169,9 +156,9 @@ def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPl
     training["claims"] = S.judge_claims(training["mnist"].get("cpu"), training["mnist"].get("gpu"),
                                         training["speedup"])
     training["summary"] = S.summarize(mlp_pts) if mlp_pts else {}
-    from memprobe.train.family_sweep import FAMILIES, summarize_family
+    from memprobe.train.family_sweep import summarize_family
 
-    for fam in FAMILIES:
+    for fam in FAMILY_MODELS:
         if any(p.get("model") == fam for p in training["points"]):
             training["summary"].update(summarize_family(training["points"], fam))
     training["summary"]["study_s"] = round(time.perf_counter() - t0, 2)
@@ -208,13 +195,13 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
     from memprobe.train.family_sweep import DEFAULT_METHOD
 
     training["settings"]["families_method"] = (
-        "cnn, transformer (PyTorch): the sum over ops of max(FLOPs/P + excess, bytes/BW(level)) + call "
+        f"{', '.join(FAMILY_MODELS)} (PyTorch): the sum over ops of max(FLOPs/P + excess, bytes/BW(level)) + call "
         "overheads, on the op list PyTorch runs (forward; backward with the textbook multipliers; the "
         "optimizer's kernels per parameter tensor); P and the overheads measured per point on each op "
         "alone at its shape, batch cut to fit in cache while PyTorch runs the same kernels, page faults "
         "taken out; excess = the inputs' bytes at their level's bandwidth less at the level P was "
         "measured in; median of the timed steps") if DEFAULT_METHOD == "hand" else (
-        "cnn, transformer (PyTorch): each point's training step captured from PyTorch's dispatcher "
+        f"{', '.join(FAMILY_MODELS)} (PyTorch): each point's training step captured from PyTorch's dispatcher "
         "(forward, loss, backward, the optimizer's step, as PyTorch runs them) and predicted by the one "
         "predictor (train/predict.py): per kernel max(work/rate + excess + cross-core, bytes/BW(level)) "
         "+ its fresh-page faults + its call, plus autograd's start; the rate of each distinct kernel "
@@ -324,7 +311,8 @@ def _mlp_ceilings(result: ScanResult, dev: str, epoch: dict[str, Any] | None) ->
     try:
         return M.ceilings_from_device(dres, tkey, max(epoch["threads"], 1),
                                       _rates_back((inputs.get("gemm_rates") or {})[tkey]),
-                                      (inputs.get("overhead_s") or {})[tkey])
+                                      ModelInputs.from_overhead_dict((inputs.get("overhead_s") or {})[tkey],
+                                                                     max(epoch["threads"], 1)))
     except (KeyError, TypeError, M.MissingCeiling):
         return None  # the row keeps its times; its bound stays blank
 
@@ -386,7 +374,7 @@ def scan_training(options: Any, progress: ProgressFn, result: ScanResult, *,
     try:
         run_training_study(result, device="all" if len(devs) > 1 else devs[0],
                            plan=plan, progress=progress,
-                           models=tuple(getattr(options, "train_models", None) or ("mlp",)),
+                           models=tuple(getattr(options, "train_models", None) or DEFAULT_STUDY_MODELS),
                            family_budget_s=plan.scan_family_budget_s)
     except KeyboardInterrupt:
         raise

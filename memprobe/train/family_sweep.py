@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from memprobe.profile import PROFILES
+from memprobe.result import ModelInputs
 from memprobe.train import capture as C
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
@@ -34,7 +35,6 @@ from memprobe.train.families import CnnSpec, TransformerSpec, working_set_bytes
 
 ProgressFn = Callable[[str, int, int, str], None]
 
-FAMILIES = ("cnn", "transformer")
 BATCHES = (1, 16, 64)
 # (level index from the nearest cache: 1 is L2, -1 the last cache; multiple of its capacity)
 TARGETS = ((1, 0.5), (-1, 0.5), (-1, 2.0), (-1, 4.0))
@@ -183,12 +183,12 @@ class CapturedPrediction:
         predictor could not model."""
         from memprobe.train.op_rates import distinct_kernels
 
-        i = self.inputs
+        i, m = self.inputs, self.inputs.machine
         return {"method": "captured", "kernels": len(self.graph.kernels),
                 "distinct_ops": len(distinct_kernels(self.graph)), "capture_s": self.graph.capture_s,
-                "fault_s_per_byte": i.fault_s_per_byte, "backward_call_s": i.backward_call_s,
-                "cross_core_s_per_byte": i.cross_core_s_per_byte,
-                "update_call_s": list(i.update_call_s) if i.update_call_s else None,
+                "fault_s_per_byte": m.fault_s_per_byte, "backward_call_s": m.backward_call_s,
+                "cross_core_s_per_byte": m.cross_core_s_per_byte,
+                "update_call_s": list(m.update_call_s) if m.update_call_s else None,
                 "fault_bytes": sum((i.fault_bytes or {}).values()), "in_step_call_scale": self.call_scale,
                 "coverage": self.pred.coverage,
                 "unmodelled": [asdict(u) for u in self.pred.unmodelled]}
@@ -206,7 +206,7 @@ def predict_captured(spec: CnnSpec | TransformerSpec, device_result: Any, tkey: 
     from memprobe.train.inputs import measure_step_inputs
 
     graph = graph if graph is not None else capture_point(spec)
-    ceilings = M.ceilings_from_device(device_result, tkey, nthr, {}, {})
+    ceilings = M.ceilings_from_device(device_result, tkey, nthr, {})
     inputs = measure_step_inputs(graph, nthr, cache=cache)
     scale = tiny_call_scale(spec, inputs, ceilings, nthr, cache) if call_scale else None
     if scale is not None:
@@ -228,7 +228,7 @@ def tiny_call_scale(spec: CnnSpec | TransformerSpec, inputs: Any, ceilings: M.Ce
 
     tiny = FM.tiny_like(spec)
     g_tiny = capture_point(tiny)
-    t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache, inputs.fault_s_per_byte),
+    t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache, inputs.machine.fault_s_per_byte),
                                    fault_bytes=None)
     tiny_s = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP))
     return in_step_call_scale(g_tiny, t_inputs, ceilings, tiny_s)
@@ -336,7 +336,7 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
         FM.step_overhead_s(tiny, over, FM.StepOverheads(backward_s, fixed))
     over = {k: v * factor for k, v in over.items()}
     so = FM.StepOverheads(backward_s * factor, fixed * factor, fault_s_per_byte)
-    base = M.ceilings_from_device(device_result, tkey, nthr, {}, over)
+    base = M.ceilings_from_device(device_result, tkey, nthr, {}, ModelInputs(nthr, over))
     # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
     cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
     rates: dict[str, dict[tuple[int, int], float]] = {}
@@ -351,7 +351,7 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
     record = {"overhead_s": over, "backward_call_s": so.backward_call_s, "update_fixed_s": so.update_fixed_s,
               "update_gflops": urate / 1e9, "fault_s_per_byte": fault_s_per_byte,
               "in_step_overhead_factor": factor}
-    return M.ceilings_from_device(device_result, tkey, nthr, rates, over), so, raw_all, record
+    return M.ceilings_from_device(device_result, tkey, nthr, rates, ModelInputs(nthr, over)), so, raw_all, record
 
 
 def _rate_cache(use_cache: bool) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from memprobe.result import ModelInputs
 from memprobe.train import capture as C
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -45,7 +46,9 @@ def measure_step_inputs(graph: C.StepGraph, threads: int, optimizer: str | None 
     rates = R.measure_graph_rates(graph, threads, cache, fault, progress)
     fault_bytes = R.measure_step_faults(graph) if step_faults else None
     fixed, per_tensor, _ = TR.measure_update(optimizer or graph.optimizer)
-    return P.StepInputs(rates, threads, fault, cross, backward, fault_bytes, (fixed, per_tensor))
+    machine = ModelInputs(threads, cross_core_s_per_byte=cross, backward_call_s=backward, fault_s_per_byte=fault,
+                          update_call_s=(fixed, per_tensor))
+    return P.StepInputs(rates, machine, fault_bytes)
 
 
 def aligned_ops(full: C.StepGraph, check: C.StepGraph) -> dict[int, C.CapturedOp]:
@@ -114,9 +117,10 @@ def with_call_scale(inputs: Any, factor: float) -> Any:
     rates = {k: (r if r.call_s is None else dataclasses.replace(
         r, overhead_s=r.overhead_s * factor, call_s=r.call_s + r.overhead_s * (factor - 1)))
         for k, r in inputs.rates.items()}
-    upd = None if inputs.update_call_s is None else tuple(x * factor for x in inputs.update_call_s)
-    return dataclasses.replace(inputs, rates=rates, backward_call_s=inputs.backward_call_s * factor,
-                               update_call_s=upd)
+    m = inputs.machine
+    upd = None if m.update_call_s is None else tuple(x * factor for x in m.update_call_s)
+    return dataclasses.replace(inputs, rates=rates, machine=dataclasses.replace(
+        m, backward_call_s=m.backward_call_s * factor, update_call_s=upd))
 
 
 def in_step_call_scale(tiny: C.StepGraph, tiny_inputs: Any, ceilings: Any, tiny_step_s: float) -> float:

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from memprobe.result import Code
+from memprobe.result import Code, ModelInputs
 from memprobe.train.network import ITEM_BYTES, NetShape
 
 # STREAM kernels by the write fraction of their traffic (STREAM counting)
@@ -198,10 +198,12 @@ class Ceilings:
     levels: list[LevelCeiling]
     rates_flops: dict[str, dict[tuple[int, int], float]]  # rate class -> (batch, width) -> FLOP/s
     # s per call: per dispatch ("gemm", "serial", "parallel", "kernel", "copyto"), and per
-    # kernel where measured ("serial:softmax_xent"...), which predict_step prefers; and, under
-    # CROSS_CORE_KEY, seconds per byte a GEMM on all threads pays for an operand one core wrote
+    # kernel where measured ("serial:softmax_xent"...), which predict_step prefers
     overhead_s: dict[str, float]
     threads: int = 1
+    # seconds per byte a GEMM on all threads pays for an operand one core wrote
+    # (ModelInputs.cross_core_s_per_byte; 0: not measured)
+    cross_core_s_per_byte: float = 0.0
 
     def level_for(self, footprint_bytes: float) -> LevelCeiling:
         for lv in self.levels:
@@ -224,10 +226,11 @@ class Ceilings:
 
 def ceilings_from_device(device: Any, threads_key: str, n_threads: int,
                          rates_flops: dict[str, dict[tuple[int, int], float]],
-                         overhead_s: dict[str, float]) -> Ceilings:
+                         inputs: ModelInputs | None = None) -> Ceilings:
     """Levels and bandwidths from the scan's DeviceResult (one thread count), plus the rates and
-    overheads the study measured. A flagged bandwidth is replaced by the bound its own rule
-    gives (`level_bandwidths`). Raises MissingCeiling naming what is absent."""
+    the per-machine inputs (call overheads, the cross-core figure) the study measured (None:
+    none). A flagged bandwidth is replaced by the bound its own rule gives
+    (`level_bandwidths`). Raises MissingCeiling naming what is absent."""
     if not device.levels:
         raise MissingCeiling(f"{device.kind}: the scan has no levels")
     bws, _ = level_bandwidths(device, threads_key)
@@ -238,7 +241,9 @@ def ceilings_from_device(device: Any, threads_key: str, n_threads: int,
         if cap is not None and n_threads > 1 and _is_private(lv, k, last):
             cap *= n_threads  # each core brings its own
         levels.append(LevelCeiling(lv.name, cap, bw))
-    return Ceilings(levels, rates_flops, overhead_s, n_threads)
+    inputs = inputs if inputs is not None else ModelInputs(threads=n_threads)
+    return Ceilings(levels, rates_flops, inputs.call_overhead_s, n_threads,
+                    inputs.cross_core_or_zero_s_per_byte)
 
 
 def level_bandwidths(device: Any, threads_key: str) -> tuple[list[dict[str, float]], list[str]]:
@@ -324,9 +329,6 @@ class Prediction:
     ops: list[OpPrediction] = field(default_factory=list)
 
 
-CROSS_CORE_KEY = "cross_core_s_per_byte"
-
-
 ONE_CORE = ("serial", "copyto")  # dispatch classes that run on the calling core alone
 
 
@@ -359,11 +361,11 @@ def predict_step(shape: NetShape, ceilings: Ceilings, dispatch: Callable[[Op], s
                  input_copy: bool = False) -> Prediction:
     """The model for one step of `shape`; dispatch(op) names the overhead class of its call.
     On several threads a GEMM also pays, beyond its rate, for the operand bytes one core has
-    just written that the other threads read (ceilings.overhead_s[CROSS_CORE_KEY] per byte):
+    just written that the other threads read (ceilings.cross_core_s_per_byte per byte):
     its rate was measured with each thread's data in its own cache."""
     ops = step_ops(shape, input_copy)
     feet = reuse_footprints(ops)
-    cross = ceilings.overhead_s.get(CROSS_CORE_KEY, 0.0) if ceilings.threads > 1 else 0.0
+    cross = ceilings.cross_core_s_per_byte if ceilings.threads > 1 else 0.0
     written = one_core_writes(ops, dispatch) if cross else [{}] * len(ops)
     others = (ceilings.threads - 1) / ceilings.threads
     preds: list[OpPrediction] = []

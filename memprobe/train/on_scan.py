@@ -100,7 +100,7 @@ def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = No
     builder = spec_or_builder if isinstance(spec_or_builder, Builder) else load_spec(spec_or_builder)
     n = scan_threads(dev, tkey) or 1
     try:
-        ceilings = M.ceilings_from_device(dev, tkey, n, {}, {})
+        ceilings = M.ceilings_from_device(dev, tkey, n, {})
     except M.MissingCeiling as exc:
         raise SpecError(f"--on: the scan cannot be used: {exc}", EXIT_BAD_SPEC) from exc
     if graph is None:

@@ -37,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from memprobe.result import ModelInputs
 from memprobe.train import capture as C
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
@@ -49,20 +50,16 @@ GRAIN_ELEMENTS = 32768
 
 @dataclass(frozen=True)
 class StepInputs:
-    """What the predictor reads beside the ceilings: the ops' measured rates (by op_rates.op_key)
-    and the step's per-byte and per-call terms, at one thread count."""
+    """What the predictor reads beside the ceilings: the ops' measured rates (by op_rates.op_key),
+    the machine's per-byte and per-call terms at one thread count (result.ModelInputs: its
+    thread count, fault and cross-core cost per byte, autograd's start, the optimizer's calls;
+    its call overheads are the rates' own here), and the pages this step faults in."""
 
     rates: dict[str, OpRate]
-    threads: int = 1
-    fault_s_per_byte: float = 0.0
-    cross_core_s_per_byte: float = 0.0
-    backward_call_s: float = 0.0
+    machine: ModelInputs = field(default_factory=ModelInputs)
     # bytes of fresh pages each op faults in per step (by op index), as this machine's
     # allocator does it (op_rates.measure_step_faults); None: family_model's mmap-threshold rule
     fault_bytes: dict[int, int] | None = None
-    # the optimizer's calls as its own step costs them on tiny tensors (torch_rates.measure_update:
-    # Python and kernel calls, per step and per parameter tensor); None: each op's own overhead
-    update_call_s: tuple[float, float] | None = None
 
 
 @dataclass
@@ -172,18 +169,19 @@ def fault_s(op: C.CapturedOp, graph: C.StepGraph, born: dict[int, set[int]], inp
     """The op's fresh-page faults per step: the bytes the allocator's replay saw it fault in
     (inputs.fault_bytes), else `fresh_output_bytes`; at the measured seconds per byte."""
     if inputs.fault_bytes is not None:
-        return inputs.fault_bytes.get(op.index, 0) * inputs.fault_s_per_byte
-    return fresh_output_bytes(op, graph, born) * inputs.fault_s_per_byte
+        return inputs.fault_bytes.get(op.index, 0) * inputs.machine.fault_s_per_byte
+    return fresh_output_bytes(op, graph, born) * inputs.machine.fault_s_per_byte
 
 
 def cross_core_s(mops: list[M.Op], inputs: StepInputs) -> list[float]:
     """Per op, model.one_core_writes' term: on several threads a GEMM pays, per byte of an
     operand a serial op just wrote, the other threads' share at cross_core_s_per_byte."""
-    if inputs.threads <= 1 or inputs.cross_core_s_per_byte <= 0:
+    threads, cross = inputs.machine.threads, inputs.machine.cross_core_or_zero_s_per_byte
+    if threads <= 1 or cross <= 0:
         return [0.0] * len(mops)
-    others = (inputs.threads - 1) / inputs.threads
+    others = (threads - 1) / threads
     written = M.one_core_writes(mops, dispatch)
-    return [sum(w.values()) * others * inputs.cross_core_s_per_byte if dispatch(op) == "gemm" else 0.0
+    return [sum(w.values()) * others * cross if dispatch(op) == "gemm" else 0.0
             for op, w in zip(mops, written)]
 
 
@@ -191,12 +189,12 @@ def update_overhead_s(graph: C.StepGraph, inputs: StepInputs) -> float | None:
     """Each optimizer kernel's share of the optimizer's calls: its fixed cost plus its cost per
     parameter tensor (measured on tiny tensors, so all of it is calls: the single-tensor loop's
     Python as well as its kernels' dispatch), over the kernels it runs. None without that figure."""
-    if inputs.update_call_s is None:
+    if inputs.machine.update_call_s is None:
         return None
     n_ops = sum(1 for o in graph.ops if o.phase == "optimizer" and o.kernel)
     if not n_ops:
         return None
-    fixed, per_tensor = inputs.update_call_s
+    fixed, per_tensor = inputs.machine.update_call_s
     n_params = sum(1 for s in graph.storages.values() if s.role == "param")
     return (fixed + per_tensor * n_params) / n_ops
 
@@ -239,14 +237,14 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
         t = op_time(comp, exc, cc, mem, fault, over)
         ops.append(OpTime(op.index, op.name, op.phase, op.category, mop.flops, float(mop.bytes), comp, exc, cc,
                           mem, fault, over, where, FM.op_bound(p), t))
-    modelled_s = sum(o.time_s for o in ops) + inputs.backward_call_s
+    modelled_s = sum(o.time_s for o in ops) + inputs.machine.backward_call_s
     unmod_s = sum(u[1] for u in unknown.values() if u[1] is not None)
     total = modelled_s + unmod_s
     unmodelled = [Unmodelled(name, n, t, (t / total) if t is not None and total > 0 else None, why)
                   for name, (n, t, why) in sorted(unknown.items(), key=lambda kv: -(kv[1][1] or 0.0))]
     comp = sum(o.compute_s + o.excess_s + o.cross_core_s for o in ops)
     mem = sum(o.memory_s for o in ops)
-    over = sum(o.overhead_s for o in ops) + inputs.backward_call_s
+    over = sum(o.overhead_s for o in ops) + inputs.machine.backward_call_s
     work = sum(o.time_s - o.overhead_s for o in ops)
     if over >= work:
         bound = "overhead"

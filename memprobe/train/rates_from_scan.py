@@ -34,6 +34,7 @@ import math
 from collections import Counter
 from typing import Any
 
+from memprobe.result import ModelInputs
 from memprobe.train import capture as C
 from memprobe.train import model as M
 from memprobe.train.op_rates import OpRate, op_key, replay_bytes, work_of
@@ -151,7 +152,7 @@ def stream_bytes(op: C.CapturedOp) -> int:
 
 
 def _ceilings(device: Any, threads_key: str, n: int) -> M.Ceilings:
-    return M.ceilings_from_device(device, threads_key, n, {}, {})
+    return M.ceilings_from_device(device, threads_key, n, {})
 
 
 def _dtype(op: C.CapturedOp) -> str:
@@ -254,12 +255,12 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
     ceilings = _ceilings(device, threads_key, n)
     table = getattr(device, "rates", None)
     if table is None:
-        return StepInputs({}, n), [NO_TABLE.format(version=memprobe_version or "unknown")]
+        return StepInputs({}, ModelInputs(n)), [NO_TABLE.format(version=memprobe_version or "unknown")]
     missing: list[str] = list(table.absent)
     tr = table.threads.get(threads_key)
     if tr is None:
         have = ", ".join(table.threads) or "none"
-        return StepInputs({}, n), missing + [f"the scan's rate table has no {threads_key} rates (it has {have})"]
+        return StepInputs({}, ModelInputs(n)), missing + [f"the scan's rate table has no {threads_key} rates (it has {have})"]
     peak = fma_peak_gflops(device, threads_key)
     peak_1 = fma_peak_gflops(device, "threads_1")
     replaced = 0
@@ -292,13 +293,14 @@ def step_inputs_from_scan(graph: C.StepGraph, device: Any, threads_key: str,
         names = ", ".join(f"{p} x{c}" for p, c in unmodelled.most_common())
         missing.append(f"unmodelled ops, no class to read a rate for: {names}")
     update = (tr.update_call_s or {}).get(graph.optimizer)
-    inputs = StepInputs(
-        rates=rates, threads=n,
+    machine = ModelInputs(
+        threads=n,
         fault_s_per_byte=tr.fault_s_per_byte or 0.0,
         cross_core_s_per_byte=tr.cross_core_s_per_byte or 0.0,
         backward_call_s=tr.backward_call_s or 0.0,
-        fault_bytes=None,  # the allocator's replay cannot run for a machine we do not have: the mmap rule
         update_call_s=(float(update[0]), float(update[1])) if update and len(update) == 2 else None)
+    # the allocator's replay cannot run for a machine we do not have: the mmap rule (fault_bytes None)
+    inputs = StepInputs(rates=rates, machine=machine, fault_bytes=None)
     if replaced and notes is not None:
         notes.append(f"{replaced} distinct op(s) read one thread's rate: their all-thread figure in the scan ran "
                      "below it (a busy neighbour during the scan's rates stage)")

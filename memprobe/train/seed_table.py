@@ -181,7 +181,7 @@ def captured_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, ch
         # and GPT-2 small's check steps ran 2x slower after the full size's lone ops
         samples = time_check(check, steps)
         g_check, g_full = capture_point(check), capture_point(full)
-        ceilings = M.ceilings_from_device(device_result, tkey, nthr, {}, {})
+        ceilings = M.ceilings_from_device(device_result, tkey, nthr, {})
         inputs = measure_step_inputs(g_check, nthr)
         scale = tiny_call_scale(check, inputs, ceilings, nthr)
         inputs = with_call_scale(inputs, scale)

@@ -3,13 +3,14 @@ user's network, capture its step, measure its ops' rates here, predict, optional
 steps. Needs the optional extra (`memprobe[torch]`). Nothing prints; progress goes through a
 callback.
 
-SPEC is `path/to/file.py:function`, `package.module:function`, or a built-in name (BUILTINS:
-the families' networks as `torch_families` builds them, and a plain MLP). The function returns
-`(model, inputs)` or `(model, inputs, loss_fn)` and may take a `batch` argument; `inputs` is a
-tensor, a tuple (positional arguments) or a dict (keyword arguments). The loss is
-`loss_fn(output)` where given, else `output.loss` (Hugging Face's convention). Every bad input
-raises `SpecError`: a one-line message and the exit code the CLI should return (2: the spec or
-its return is wrong; 3: the user's code fails, or the step does not fit in memory).
+SPEC is `path/to/file.py:function`, `package.module:function`, or a built-in name (BUILTINS,
+read from `catalog.MODELS`: the families' networks as `torch_families` builds them, and a plain
+MLP). The function returns `(model, inputs)` or `(model, inputs, loss_fn)` and may take a
+`batch` argument; `inputs` is a tensor, a tuple (positional arguments) or a dict (keyword
+arguments). The loss is `loss_fn(output)` where given, else `output.loss` (Hugging Face's
+convention). Every bad input raises `SpecError`: a one-line message and the exit code the CLI
+should return (2: the spec or its return is wrong; 3: the user's code fails, or the step does
+not fit in memory).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from memprobe.train import capture as C
+from memprobe.train.catalog import MODELS
 
 ProgressFn = Callable[[str, int, int, str], None]
 EXIT_BAD_SPEC = 2
@@ -46,59 +48,8 @@ def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
     return None
 
 
-# ---- built-in networks ----------------------------------------------------------------------------
-def _family(spec: Any) -> tuple[Any, Any, Callable[[Any], Any]]:
-    from torch.nn import functional as F
-
-    from memprobe.train import torch_families as TF
-    from memprobe.train.families import CnnSpec
-
-    model = TF.build(spec)
-    x, y = TF.batch(spec)
-    if isinstance(spec, CnnSpec):
-        return model, x, (lambda out: F.cross_entropy(out, y))
-    return model, x, (lambda out: F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)))
-
-
-def builtin_mlp(batch: int = 64) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """784 -> 1024 -> 1024 -> 10 with ReLU, cross-entropy."""
-    import torch
-    from torch.nn import functional as F
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
-                                torch.nn.ReLU(), torch.nn.Linear(1024, 10))
-    x, y = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
-    return model, x, (lambda out: F.cross_entropy(out, y))
-
-
-def builtin_cnn(batch: int = 16) -> tuple[Any, Any, Callable[[Any], Any]]:
-    from memprobe.train.families import CnnSpec
-
-    return _family(CnnSpec(batch, 64, 32))
-
-
-def builtin_transformer(batch: int = 16) -> tuple[Any, Any, Callable[[Any], Any]]:
-    from memprobe.train.families import TransformerSpec
-
-    return _family(TransformerSpec(batch, 128, 128))
-
-
-def builtin_resnet50(batch: int = 1) -> tuple[Any, Any, Callable[[Any], Any]]:
-    from memprobe.train.families import resnet50
-
-    return _family(resnet50(batch))
-
-
-def builtin_gpt2_small(batch: int = 1) -> tuple[Any, Any, Callable[[Any], Any]]:
-    from memprobe.train.families import gpt2_small
-
-    return _family(gpt2_small(batch))
-
-
-BUILTINS: dict[str, Callable[..., tuple]] = {
-    "mlp": builtin_mlp, "cnn": builtin_cnn, "transformer": builtin_transformer,
-    "resnet50": builtin_resnet50, "gpt2-small": builtin_gpt2_small}
+# ---- built-in networks: catalog.MODELS, each with its builder ----------------------------------
+BUILTINS: dict[str, Callable[..., tuple]] = {m.name: m.builder for m in MODELS}
 
 
 # ---- loading a SPEC -----------------------------------------------------------------------------
@@ -362,7 +313,7 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
         raise SpecError("the scan has no CPU device to predict for")
     tkey, n = resolve_threads(threads)
     try:
-        ceilings = M.ceilings_from_device(device, tkey, n, {}, {})
+        ceilings = M.ceilings_from_device(device, tkey, n, {})
     except M.MissingCeiling as exc:
         raise SpecError(f"the scan cannot be used: {exc}") from exc
     progress("capture", 0, 1, builder.name)

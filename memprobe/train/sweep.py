@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from memprobe.profile import PROFILES, TrainingPlan
+from memprobe.result import ModelInputs
 from memprobe.train import model as M
 from memprobe.train import network as N
 
@@ -392,8 +393,9 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _measure_inputs(device: str, nthr: int, last_cache: float, reps: int
-                    ) -> tuple[dict[str, float], dict[str, dict[tuple[int, int], float]], list[dict[str, Any]], str]:
-    """One round of the model's own inputs: call overheads and shape-class rates (isolated calls)."""
+                    ) -> tuple[ModelInputs, dict[str, dict[tuple[int, int], float]], list[dict[str, Any]], str]:
+    """One round of the model's own inputs: call overheads, the cross-core figure (the CPU) and
+    shape-class rates (isolated calls)."""
     batches = tuple(sorted(set(SWEEP_BATCHES) | {MNIST_BATCH}))
     if device == "cpu":
         with N.cpu_threads(nthr) as how:
@@ -405,18 +407,23 @@ def _measure_inputs(device: str, nthr: int, last_cache: float, reps: int
             cross = measure_cross_core_s_per_byte(nthr, reps)
         raw.append({"class": "in_step_overhead_factor", "batch": None, "width": None, "call_s": mixed_s,
                     "factor": factor})
-        # (not a call's overhead: seconds per byte, read by model.predict_step under this key)
-        return {**{k: v * factor for k, v in alone.items()}, M.CROSS_CORE_KEY: cross}, rates, raw, how
-    over = measure_gpu_overheads(reps)
-    rates, raw = measure_gpu_rates(batches, over, reps)
-    return over, rates, raw, "n/a"
+        over = ModelInputs(nthr, {k: v * factor for k, v in alone.items()}, cross_core_s_per_byte=cross)
+        return over, rates, raw, how
+    calls = measure_gpu_overheads(reps)
+    rates, raw = measure_gpu_rates(batches, calls, reps)
+    return ModelInputs(nthr, calls), rates, raw, "n/a"
 
 
-def _pool_rounds(rounds: list[tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]]
-                 ) -> tuple[dict[str, float], dict[str, dict[tuple[int, int], float]]]:
-    """Each overhead and rate: the median of its per-round values (a round may lack a rate that
-    its noise left inside the overhead)."""
-    over = {k: statistics.median(r[0][k] for r in rounds if k in r[0]) for k in rounds[0][0]}
+def _pool_rounds(rounds: list[tuple[ModelInputs, dict[str, dict[tuple[int, int], float]]]]
+                 ) -> tuple[ModelInputs, dict[str, dict[tuple[int, int], float]]]:
+    """Each overhead, the cross-core figure and each rate: the median of its per-round values (a
+    round may lack a rate that its noise left inside the overhead)."""
+    first = rounds[0][0]
+    calls = {k: statistics.median(r[0].call_overhead_s[k] for r in rounds if k in r[0].call_overhead_s)
+             for k in first.call_overhead_s}
+    cross = (None if first.cross_core_s_per_byte is None else
+             statistics.median(r[0].cross_core_s_per_byte for r in rounds if r[0].cross_core_s_per_byte is not None))
+    over = ModelInputs(first.threads, calls, cross_core_s_per_byte=cross)
     keys = {(c, bw) for _, rates in rounds for c, t in rates.items() for bw in t}
     rates: dict[str, dict[tuple[int, int], float]] = {}
     for c, bw in sorted(keys):
@@ -583,7 +590,7 @@ def run_device_sweep(device_result: Any, device: str = "cpu", plan: TrainingPlan
     # the model's inputs pooled over every round, then the predictions
     ceil = ceilings_now()
     for tkey, _ in thread_runs:
-        out["overhead_s"][tkey] = ceil[tkey].overhead_s
+        out["overhead_s"][tkey] = _pool_rounds(inputs[tkey])[0].overhead_dict()  # the stored form
         out["gemm_rates"][tkey] = {"rates_gflops": rates_to_json(ceil[tkey].rates_flops), "raw": raws[tkey]}
     for i, got in samples.items():
         _, pt, tkey, nthr, _ = chosen[i]

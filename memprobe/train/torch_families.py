@@ -14,6 +14,7 @@ import contextlib
 import math
 from typing import Any, Iterator
 
+from memprobe.train.catalog import FAMILY_MODELS, names_text
 from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec, resnet_blocks
 
 # operators that make a view of a tensor: no kernel runs, so no op in the list stands for them
@@ -27,7 +28,7 @@ def torch_missing() -> str | None:
     try:
         import torch  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install's OSError
-        return f"the cnn and transformer families need PyTorch (pip install 'memprobe[torch]'): {exc}"
+        return f"the {names_text(FAMILY_MODELS)} families need PyTorch (pip install 'memprobe[torch]'): {exc}"
     return None
 
 
