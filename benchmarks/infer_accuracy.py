@@ -166,7 +166,7 @@ def main(argv: list[str]) -> int:
     n_found = curves_all = n_curves = 0
     for path in sorted(folder.glob("*.csv")):
         curve = read_curve_file(path)
-        h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples)
         declared = declared_sizes(sources.get(path.stem, {}))
         caches = h.caches
         largest = max(curve.size_bytes)

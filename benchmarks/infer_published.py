@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     widths_1ppo: list[float] = []
     for key, info in sorted(sources.items()):
         curve = read_curve_file(folder / info["csv"])
-        h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples)
         caches = h.caches
         largest = max(curve.size_bytes)
         ppo = 1.0 / statistics.median(np.diff(np.log2(sorted(set(curve.size_bytes)))))

@@ -310,7 +310,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     else:
         curve = read_curve_file(args.curve, column=args.column, table=args.table)
     try:
-        h = infer_levels(curve.size_bytes, curve.latency, curve.unit)
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples)
     except InferenceError as exc:
         raise InputError(f"{args.curve}: {exc}") from None
     if args.json:
@@ -365,7 +365,8 @@ def _scan_curve(path: Path):
         c = dev.curve(name) if dev else None
         if c is not None and len(c.points) >= 4:
             ys = c.lows() if statistic == "low" else c.bests()
-            return LatencyCurve(c.xs(), ys, c.unit, f"memprobe scan ({key} {name}, {statistic})")
+            return LatencyCurve(c.xs(), ys, c.unit, f"memprobe scan ({key} {name}, {statistic})",
+                                samples=[list(p.samples) for p in c.points])
     raise InputError(f"{path}: the scan holds no level curve with 4 or more sizes")
 
 

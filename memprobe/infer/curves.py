@@ -29,6 +29,9 @@ class LatencyCurve:
     # levels, never read by inference
     declared: list = field(default_factory=list)  # memprobe.result.DeclaredCache
     declared_note: str = ""
+    # each size's repetitions, where the file keeps them (memprobe's curves.csv): `latency` is a
+    # statistic of them; inference reads them for one rule only (levels.infer_levels)
+    samples: list[list[float]] | None = None
 
 
 # the curve a scan infers its levels from, per device, and the statistic it reads of each
@@ -130,7 +133,7 @@ def _parse_memprobe_csv(text: str, name: str) -> LatencyCurve:
         pts = [r for r in rows if r.get("device") == device and r.get("curve") == curve]
         if not pts:
             continue
-        sizes, lats = [], []
+        sizes, lats, kept = [], [], []
         for n, r in enumerate(pts, start=2):
             try:
                 samples = [float(v) for v in (r.get("samples") or "").split()]
@@ -141,9 +144,10 @@ def _parse_memprobe_csv(text: str, name: str) -> LatencyCurve:
             p = CurvePoint(_number(r["x"], name, n), samples)
             sizes.append(p.x)
             lats.append(p.low if statistic == "low" else p.best)
+            kept.append(samples)
         unit = pts[0].get("unit") or "ns"
         return _checked(LatencyCurve(sizes, lats, unit if unit in ("ns", "cycles") else "ns",
-                                     f"memprobe curves.csv ({device} {curve}, {statistic})"), name)
+                                     f"memprobe curves.csv ({device} {curve}, {statistic})", samples=kept), name)
     raise InputError(f"{name}: a memprobe curves.csv without a level curve "
                      f"({' or '.join(c for c, _ in SCAN_CURVES.values())})")
 

@@ -86,25 +86,34 @@ class Hierarchy:
         return self.levels[:-1]
 
 
-def _prepare(size_bytes, latency) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(size_bytes, latency, samples=None) -> tuple[np.ndarray, np.ndarray, list[list[float]] | None]:
     s = np.asarray(size_bytes, dtype=float)
     v = np.asarray(latency, dtype=float)
     if s.shape != v.shape or s.ndim != 1:
         raise InferenceError("sizes and latencies must be two lists of the same length")
+    if samples is not None and len(samples) != len(s):
+        raise InferenceError("samples must hold one list per size")
     ok = np.isfinite(s) & np.isfinite(v)
     s, v = s[ok], v[ok]
+    if samples is not None:
+        samples = [[float(q) for q in g if math.isfinite(q)] for g, keep in zip(samples, ok) if keep]
     if np.any(s <= 0) or np.any(v <= 0):
         raise InferenceError("sizes and latencies must be positive")
     order = np.argsort(s, kind="stable")
     s, v = s[order], v[order]
-    # repeated sizes: keep their median
+    if samples is not None:
+        samples = [samples[i] for i in order]
+    # repeated sizes: keep their median (and pool their samples)
     uniq, idx = np.unique(s, return_index=True)
     if len(uniq) != len(s):
         groups = np.split(v, idx[1:])
+        if samples is not None:
+            bounds = list(idx) + [len(s)]
+            samples = [sum(samples[a:b], []) for a, b in zip(bounds, bounds[1:])]
         s, v = uniq, np.array([np.median(g) for g in groups])
     if len(s) < 4:
         raise InferenceError(f"a curve needs at least 4 distinct sizes to show levels, got {len(s)}")
-    return s, v
+    return s, v, samples
 
 
 def _running_median(x: np.ndarray, y: np.ndarray, half: float) -> np.ndarray:
@@ -206,9 +215,15 @@ def _bin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.array([np.median(g) for g in np.split(y, cut)]))
 
 
-def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
-    """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first."""
-    s_raw, v_raw = _prepare(size_bytes, latency)
+def infer_levels(size_bytes, latency, unit: str = "ns", samples=None) -> Hierarchy:
+    """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first.
+
+    `samples`, where the curve has them, are each size's repetitions (one list per size; the
+    latency is a statistic of them, the lower quartile on memprobe's CPU curve). Only the
+    mixture-tail rule reads them (docs/method.md, step 6): whether a shelf next to memory was
+    served at its points both faster than itself and by memory. Without them that rule reads
+    the curve alone."""
+    s_raw, v_raw, samples = _prepare(size_bytes, latency, samples)
     x_raw, y_raw = np.log2(s_raw), np.log(v_raw)
     x, y = _bin(x_raw, y_raw)
     s = np.exp2(x)
@@ -263,7 +278,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
         plateaus = _insert_supported(x, y, plateaus + [end], max(noise, POINT_SCATTER), open_end=True)[:-1]
     tails = {}
     if memory_reached:
-        plateaus, tails = _mixture_tail(x, y, plateaus, max(noise, NOISE_FLOOR))
+        plateaus, tails = _mixture_tail(x, y, plateaus, max(noise, NOISE_FLOOR), x_raw, samples)
     if not memory_reached:
         warnings.append(ScanWarning(Code.MEMORY_NOT_REACHED,
                                     "the curve still climbs at its largest size: main memory was not "
@@ -273,7 +288,7 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
     cache_plateaus = plateaus if not memory_reached else plateaus[:-1]
     for k, (a, b, yk) in enumerate(cache_plateaus):
         nxt = plateaus[k + 1] if k + 1 < len(plateaus) else (len(x) - 1, len(x) - 1, float(y[-1]))
-        first, tail = tails.get(k, (None, None))
+        first, tail, in_time = tails.get(k, (None, None, False))
         fit = _fit_edge(x_raw, y_raw, x, (a, b, yk), first or nxt, max(noise, NOISE_FLOOR))
         if fit is not None:
             size, rng, edge = fit.size_bytes, fit.interval_bytes, fit.edge
@@ -295,10 +310,14 @@ def infer_levels(size_bytes, latency, unit: str = "ns") -> Hierarchy:
             far = _fit_edge(x_raw, y_raw, x, tail, nxt, max(noise, NOISE_FLOOR))
             hi = far.interval_bytes[1] if far is not None else int(s[min(tail[1] + 1, len(x) - 1)])
             level.size_range_bytes = (min(rng[0], size), max(rng[1], hi))
+            why = ("its samples there read both faster than that and the next level's latency: what this "
+                   "level held changed between passes (a shared cache's slice that neighbours take and give "
+                   "back)" if in_time else
+                   "a mix of this level's hits and the next level's (a shared cache's slice, or a partition "
+                   "farther away)")
             level.notes.append((Code.MIXTURE_TAIL,
                                 f"the climb past {_fmt(size)} pauses near {math.exp(first[2]):.3g} {unit} up to "
-                                f"{_fmt(2 ** x[tail[1]])}: a mix of this level's hits and the next level's, not a level "
-                                "of its own (a shared cache's slice, or a partition farther away); capacity "
+                                f"{_fmt(2 ** x[tail[1]])}: {why}, not a level of its own; capacity "
                                 f"{_fmt(level.size_range_bytes[0])} - {_fmt(level.size_range_bytes[1])}"))
         levels.append(level)
     if memory_reached:
@@ -377,7 +396,8 @@ def _fmt(b: float) -> str:
     return f"{int(b)} B"
 
 
-def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]], sigma: float):
+def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]], sigma: float,
+                  x_raw: np.ndarray | None = None, samples: list[list[float]] | None = None):
     """The plateau just before memory, when a mix of the cache before it and memory explains it
     (docs/method.md, step 7).
 
@@ -390,11 +410,21 @@ def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, f
     capacity where the climb starts, its interval on to where the tail meets memory, noted
     `mixture_tail`. A real level holds far more than the cache before it (on its plateau h is
     near 1 and W well past C): an SLC, an eDRAM or Infinity Cache. Only next to memory: between
-    two caches a shelf is the small-step rule's (step 4). Returns the plateaus left and
-    {index of the cache: (the plateau folded into it, the same)}."""
+    two caches a shelf is the small-step rule's (step 4).
+
+    The bound h x W <= C holds for a mix of lines at one moment. A mix in time (the cache held
+    the whole working set in one pass and none of it in another: a shared L3's slice that moves
+    between passes) breaks it, as C is then the capacity of one moment only; the curve's lower
+    quartile of such a point lands anywhere between the two latencies. Where each size's samples
+    are known, that shows directly (`_mixed_in_time`), and the shelf joins the cache as well.
+    Returns the plateaus left and {index of the cache: (the plateau folded into it, the same,
+    whether the samples showed a mix in time)}."""
     if len(plateaus) < 3:
         return plateaus, {}
     before, here, after = plateaus[-3], plateaus[-2], plateaus[-1]
+    l_out = math.exp(after[2])
+    if x_raw is not None and _mixed_in_time(x, x_raw, samples, here, l_out):
+        return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here, True)}
     # on the binned curve, as the count is decided at the plateau search's resolution
     fit = _fit_edge(x, y, x, before, here, sigma)
     if fit is None:
@@ -404,7 +434,28 @@ def _mixture_tail(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, f
     held = np.clip((l_out - np.exp(y[sel])) / (l_out - l_in), 0.0, 1.0) * np.exp2(x[sel])
     if not len(held) or float(np.median(held)) > fit.size_bytes:
         return plateaus, {}
-    return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here)}
+    return plateaus[:-2] + [after], {len(plateaus) - 3: (here, here, False)}
+
+
+def _mixed_in_time(x: np.ndarray, x_raw: np.ndarray, samples: list[list[float]] | None,
+                   here: tuple[int, int, float], l_out: float) -> bool:
+    """Whether a shelf next to memory is, at every one of its points, a statistic of a mix in
+    time rather than a level's latency: the point's samples reach below the shelf's latency by
+    more than MERGE_RATIO (no level's own samples do: a faster level served them, at that moment
+    holding the whole set) and up to within MERGE_RATIO of memory's (those found the set in no
+    cache). A level's samples gather at its latency; a disturbed pass only adds time, it never
+    reads faster than the level. At least two samples a point, and every point of the shelf."""
+    if samples is None:
+        return False
+    l_here = math.exp(here[2])
+    pts = np.flatnonzero((x_raw >= x[here[0]] - 1e-9) & (x_raw <= x[here[1]] + 1e-9))
+    if not len(pts):
+        return False
+    for i in pts:
+        g = samples[i]
+        if len(g) < 2 or min(g) * MERGE_RATIO > l_here or max(g) * MERGE_RATIO < l_out:
+            return False
+    return True
 
 
 def _keep_supported(x: np.ndarray, y: np.ndarray, plateaus: list[tuple[int, int, float]],

@@ -39,7 +39,7 @@ def levels_from_curve(curve: Curve, clock_ghz: float | None, statistic: str = "l
     """Levels from each point's lower quartile ("low": the CPU's several passes on a shared
     machine) or its best repetition ("best": one pass on a device no one shares)."""
     ys = curve.lows() if statistic == "low" else curve.bests()
-    h = infer_levels(curve.xs(), ys, curve.unit)
+    h = infer_levels(curve.xs(), ys, curve.unit, samples=[p.samples for p in curve.points])
     return levels_from_hierarchy(h, clock_ghz), h
 
 

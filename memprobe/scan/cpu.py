@@ -233,7 +233,7 @@ def stage_levels(ctx: ScanContext) -> None:
     curve = ctx.device.curve("latency_hugepage")
     if curve is None or len(curve.points) < 4:
         raise RuntimeError("no latency curve to infer levels from")
-    h = infer_levels(curve.xs(), curve.lows(), curve.unit)
+    h = infer_levels(curve.xs(), curve.lows(), curve.unit, samples=[p.samples for p in curve.points])
     ctx.device.levels = levels_from_hierarchy(h, ctx.device.clock_ghz)
     for w in h.warnings:
         ctx.device.warn(w.code, w.text, "levels")
