@@ -3,6 +3,7 @@ through JSON and validate against the shipped schema, scans without one still lo
 fills every class at every level on a tiny plan, and without PyTorch the table names its
 library and what it lacks. Logic only: the timings themselves are not checked."""
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -171,3 +172,31 @@ def test_the_timer_takes_the_median_batch_and_takes_faults_out(monkeypatch):
     assert SR.work_rate(100.0, 2.0, 1.0) == 100.0
     assert SR.work_rate(100.0, 1.0, 0.99) == pytest.approx(1000.0)  # a tenth of the call at least
     assert SR.work_rate(0.0, 1.0, 0.5) is None
+
+
+def test_the_products_second_round_keeps_each_entrys_faster_figure():
+    """The all-thread ladders again at the scan's end: an entry whose first round ran slow (here
+    doctored to 1e-6 GFLOP/s, as a host that gave both vCPUs one core's share for a second would
+    leave it) takes the second round's figure; one the second round cannot beat keeps its own.
+    One thread's ladder is not repeated."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
+    from memprobe.profile import resolve_profile
+    from memprobe.scan import ScanContext, ScanOptions
+    from memprobe.scan import rates as SR
+
+    plan = SR.RatePlan(**TINY_PLAN)
+    dev = device_with_levels()
+    dev.rates = SR.measure_rate_table(dev, plan, threads_all=2)
+    tr, one = dev.rates.threads["threads_all"], dev.rates.threads["threads_1"]
+    tr.gemm[0] = dataclasses.replace(tr.gemm[0], gflops=1e-6)
+    tr.gemm[1] = dataclasses.replace(tr.gemm[1], gflops=1e9)
+    before_one = copy.deepcopy(one)
+    profile = dataclasses.replace(resolve_profile("quick"), rates=plan)
+    ctx = ScanContext(options=ScanOptions(quick=True), device=dev, progress=lambda *a: None,
+                      result=scan_with(dev.rates), plan=profile.cpu, profile=profile)
+    SR.stage_rates_recheck(ctx)
+    assert tr.gemm[0].gflops > 1e-6 and tr.gemm[1].gflops == 1e9
+    assert [(g.m, g.n, g.k) for g in tr.gemm] == [(8, 8, 8), (16, 32, 8)]
+    assert all(a.gflops for a in tr.attention) and {c.direction for c in tr.conv} == {"forward", "backward"}
+    assert one == before_one
+    assert "faster of two rounds" in dev.rates.method

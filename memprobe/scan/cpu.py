@@ -400,12 +400,13 @@ def _ceiling_stages() -> tuple[Stage, ...]:
         from memprobe.scan import ceilings
     except ImportError:  # not built yet in this checkout
         return ()
-    from memprobe.scan.rates import CPU_RATE_STAGES
+    from memprobe.scan.rates import CPU_RATE_RECHECK_STAGES, CPU_RATE_STAGES
 
-    # the rate table after compute, before the loaded latency (quick: right after compute)
+    # the rate table after compute, before the loaded latency (quick: right after compute); its
+    # products' second round at the very end
     stages = ceilings.CPU_CEILING_STAGES
     at = next((i + 1 for i, st in enumerate(stages) if st.name == "compute"), len(stages))
-    return stages[:at] + CPU_RATE_STAGES + stages[at:]
+    return stages[:at] + CPU_RATE_STAGES + stages[at:] + CPU_RATE_RECHECK_STAGES
 
 
 CPU_STAGES: tuple[Stage, ...] = (
