@@ -102,6 +102,23 @@ def test_elementwise_ops_and_reductions_are_counted_by_elements_and_an_unknown_o
     assert any("mystery" in o.name for o in odd)
 
 
+def test_activations_pytorch_leaves_untagged_are_counted_element_wise():
+    """ReLU6's backward (hardtanh_backward) and hardswish carry no `pointwise` tag in PyTorch:
+    they were unmodelled, and a MobileNet's step 98 % covered."""
+    def build():
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU6(), torch.nn.Linear(16, 16),
+                                torch.nn.Hardswish(), torch.nn.Linear(16, 4))
+        x, y = torch.randn(5, 8), torch.randint(0, 4, (5,))
+        return m, x, (lambda out: torch.nn.functional.cross_entropy(out, y))
+
+    g = C.capture_step(build, optimizer="sgd")
+    for packet in ("hardtanh_backward", "hardswish", "hardswish_backward"):
+        op = next(o for o in g.ops if o.packet == packet)
+        assert op.category == "pointwise" and op.elements == 5 * 16, packet
+    assert not g.unmodelled, [o.name for o in g.unmodelled]
+
+
 def test_in_place_and_out_arguments_are_writes_and_views_run_no_kernel():
     g = C.capture_step(_mlp, optimizer="sgd")
     mul_ = next(o for o in g.ops if o.packet == "mul_")
