@@ -64,7 +64,20 @@ def found(size_bytes: int, interval: tuple[int, int] | None, declared: int) -> b
 def pair_found(declared: list[int], caches) -> dict[int, int]:
     """Order-preserving pairing {declared index: inferred index} with the most declared caches
     found (`found`), and among those the least total |log2 size ratio|."""
-    n, m = len(declared), len(caches)
+    def pair(i: int, j: int, score: tuple) -> tuple | None:
+        c = caches[j]
+        if not found(c.size_bytes, c.size_range_bytes, declared[i]):
+            return None
+        return score[0] - 1, score[1] + abs(math.log2(c.size_bytes / declared[i]))
+
+    return _align(len(declared), len(caches), lambda score: score, pair)
+
+
+def _align(n: int, m: int, skip_declared, pair) -> dict[int, int]:
+    """The order-preserving alignment of n declared caches with m inferred levels that
+    minimises a score (a tuple, from (0, 0.0)): `skip_declared(score)` leaves a declared cache
+    unpaired, `pair(i, j, score)` pairs declared i with inferred j (None where not allowed);
+    leaving an inferred level unpaired costs nothing."""
     best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
     move = [[""] * (m + 1) for _ in range(n + 1)]
     for i in range(n + 1):
@@ -73,14 +86,13 @@ def pair_found(declared: list[int], caches) -> dict[int, int]:
                 continue
             opts = []
             if i > 0:
-                opts.append((best[i - 1][j], "skip_declared"))
+                opts.append((skip_declared(best[i - 1][j]), "skip_declared"))
             if j > 0:
                 opts.append((best[i][j - 1], "skip_inferred"))
             if i > 0 and j > 0:
-                c = caches[j - 1]
-                if found(c.size_bytes, c.size_range_bytes, declared[i - 1]):
-                    f, e = best[i - 1][j - 1]
-                    opts.append(((f - 1, e + abs(math.log2(c.size_bytes / declared[i - 1]))), "pair"))
+                paired = pair(i - 1, j - 1, best[i - 1][j - 1])
+                if paired is not None:
+                    opts.append((paired, "pair"))
             best[i][j], move[i][j] = min(opts, key=lambda o: o[0])
     return _backtrack(move, n, m)
 
@@ -122,27 +134,12 @@ def pair_in_order(declared: list[int], inferred: list[int]) -> dict[int, int]:
     Order-preserving because both lists are nearest-first: a TLB step read as an extra level
     must not pull the next cache's size onto the wrong declared level.
     """
-    n, m = len(declared), len(inferred)
-    # best[i][j]: (unpaired declared count, total error) over declared[:i] and inferred[:j]
-    best = [[(0, 0.0)] * (m + 1) for _ in range(n + 1)]
-    move = [[""] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        for j in range(m + 1):
-            if i == 0 and j == 0:
-                continue
-            opts = []
-            if i > 0:
-                u, e = best[i - 1][j]
-                opts.append(((u + 1, e), "skip_declared"))
-            if j > 0:
-                opts.append((best[i][j - 1], "skip_inferred"))
-            if i > 0 and j > 0:
-                err = abs(math.log2(inferred[j - 1] / declared[i - 1]))
-                if err <= MAX_PAIR_OCT:
-                    u, e = best[i - 1][j - 1]
-                    opts.append(((u, e + err), "pair"))
-            best[i][j], move[i][j] = min(opts, key=lambda o: o[0])
-    return _backtrack(move, n, m)
+    def pair(i: int, j: int, score: tuple) -> tuple | None:
+        err = abs(math.log2(inferred[j] / declared[i]))
+        return (score[0], score[1] + err) if err <= MAX_PAIR_OCT else None
+
+    # the score: (unpaired declared count, total error)
+    return _align(len(declared), len(inferred), lambda score: (score[0] + 1, score[1]), pair)
 
 
 def fmt(b: float | None) -> str:
