@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -172,9 +173,37 @@ def stage_sharing(ctx: ScanContext) -> None:
 
 
 # ---- bandwidth ----------------------------------------------------------------------------
-def stage_bandwidth(ctx: ScanContext) -> None:
-    from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, arena_bytes, bandwidth_gbs
+def _arena_layout(cached_bytes: int, memory_bytes: int) -> tuple[int, int]:
+    """(memory's offset, memory's part) of the bandwidth stages' arena: the caches' working sets
+    (`cached_bytes`, the largest) on huge pages, then memory's STREAM-sized arrays
+    (`memory_bytes`, the largest set) on 4 KiB pages, as STREAM's own (buffers.alloc_split);
+    refused here, before anything is measured, where memory cannot hold it."""
+    from memprobe.probes.cpu.bandwidth import arena_bytes
     from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES
+
+    mem_offset = -(-arena_bytes(cached_bytes) // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+    mem_bytes = arena_bytes(memory_bytes)
+    check_memory(mem_offset + mem_bytes)
+    return mem_offset, mem_bytes
+
+
+@contextmanager
+def _arena(mem_offset: int, mem_bytes: int) -> Iterator[Any]:
+    """One arena for every kernel, faulted in once (memory's arrays are gigabytes by STREAM's
+    rule), closed after."""
+    from memprobe.probes.cpu.bandwidth import fill_zero
+    from memprobe.probes.cpu.buffers import alloc_split
+
+    arena = alloc_split(mem_offset, mem_bytes)
+    try:
+        fill_zero(arena.array)
+        yield arena
+    finally:
+        arena.close()
+
+
+def stage_bandwidth(ctx: ScanContext) -> None:
+    from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, bandwidth_gbs
 
     plan: CpuPlan = ctx.plan
     levels = ctx.device.levels
@@ -197,12 +226,9 @@ def stage_bandwidth(ctx: ScanContext) -> None:
                         "bandwidth")
     # memory's working set per kernel: its arrays, each `arr` bytes (one point, off the curve's sweep)
     mem_ws = {k.name: _align(k.arrays * arr) for k in KERNELS}
-    # the arena: the curve's and the levels' working sets on huge pages, then memory's
-    # STREAM-sized arrays on 4 KiB pages, as STREAM's own (buffers.alloc_split)
-    cached_bytes = arena_bytes(max([mem, *per_level.values(), *per_level_all.values()]))
-    mem_offset = -(-cached_bytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
-    mem_bytes = arena_bytes(max(mem_ws.values()))
-    check_memory(mem_offset + mem_bytes)
+    # the arena: the curve's and the levels' working sets, then memory's STREAM-sized arrays
+    mem_offset, mem_bytes = _arena_layout(max([mem, *per_level.values(), *per_level_all.values()]),
+                                          max(mem_ws.values()))
     sweep = sweep_sizes(BW_MIN_SIZE_BYTES, mem, plan.bandwidth_points_per_octave, align=4096)
     if not plan.bandwidth_sweep_past_last_cache:  # the big sizes cost the most: up to twice the
         # last cache, then memory's point
@@ -230,13 +256,7 @@ def stage_bandwidth(ctx: ScanContext) -> None:
     total = sum(len(v) for v in sizes_of.values())
     done = 0
     extra_all: dict[str, dict[str, list[float]]] = {}
-    # one arena for every kernel, faulted in once: memory's arrays are gigabytes by STREAM's rule
-    from memprobe.probes.cpu.bandwidth import fill_zero
-    from memprobe.probes.cpu.buffers import alloc_split
-
-    arena = alloc_split(mem_offset, mem_bytes)
-    fill_zero(arena.array)
-    try:
+    with _arena(mem_offset, mem_bytes) as arena:
         for k in KERNELS:
             cached_probe = BandwidthProbe(k, arena=arena)
             mem_probe = BandwidthProbe(k, arena=arena, offset_bytes=mem_offset)
@@ -268,8 +288,6 @@ def stage_bandwidth(ctx: ScanContext) -> None:
             finally:
                 cached_probe.close()
                 mem_probe.close()
-    finally:
-        arena.close()
     # per level: the samples at the level's working set
     sharing = ctx.device.extra.sharing
     table = BandwidthTable(statistic="best", counting="STREAM (bytes read + bytes written, no write-allocate)",
@@ -338,8 +356,7 @@ def stage_bandwidth_recheck(ctx: ScanContext) -> None:
     taken after the compute and rate stages, seconds later, lets the scan's own samples carry
     that drift, which is what `memprobe check` and the fleet read as a figure's run-to-run
     spread, and it gives the ceiling a second chance to be read undisturbed."""
-    from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, arena_bytes, bandwidth_gbs, fill_zero
-    from memprobe.probes.cpu.buffers import HUGE_PAGE_BYTES, alloc_split
+    from memprobe.probes.cpu.bandwidth import KERNELS, BandwidthProbe, bandwidth_gbs
 
     table = ctx.device.bandwidth
     if table is None or not table.levels:
@@ -351,14 +368,10 @@ def stage_bandwidth_recheck(ctx: ScanContext) -> None:
     mem = next((su for su in setups if not by_name[su.level].size_bytes and su.array_bytes), None)
     mem_ws = {k.name: _align(k.arrays * mem.array_bytes) for k in KERNELS} if mem is not None else {}
     cached_max = max([s for su in caches for s in (su.size_bytes_threads_1, su.size_bytes_threads_all)], default=0)
-    mem_offset = -(-arena_bytes(cached_max) // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
-    mem_bytes = arena_bytes(max(mem_ws.values(), default=4096))
-    check_memory(mem_offset + mem_bytes)
-    total = sum(len(caches) + (mem is not None) for _ in KERNELS)
+    mem_offset, mem_bytes = _arena_layout(cached_max, max(mem_ws.values(), default=4096))
+    total = sum((len(caches) if k.stores == "cached" else 0) + (mem is not None) for k in KERNELS)
     done = 0
-    arena = alloc_split(mem_offset, mem_bytes)
-    fill_zero(arena.array)
-    try:
+    with _arena(mem_offset, mem_bytes) as arena:
         for k in KERNELS:
             cached_probe = BandwidthProbe(k, arena=arena)
             mem_probe = BandwidthProbe(k, arena=arena, offset_bytes=mem_offset)
@@ -385,8 +398,6 @@ def stage_bandwidth_recheck(ctx: ScanContext) -> None:
             finally:
                 cached_probe.close()
                 mem_probe.close()
-    finally:
-        arena.close()
     sharing = ctx.device.extra.sharing
     for name, sh in sharing.items():  # the scaling the sharing table shows follows the figures
         if name in by_name:
