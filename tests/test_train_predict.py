@@ -78,6 +78,39 @@ def test_excess_counts_inputs_brought_from_farther_than_the_replay_held_them():
     assert far == FM.excess_memory_s(mop, {"a": 8 << 20, "out": 8 << 20}, c, c.levels[1])
 
 
+def test_operands_from_memory_cost_the_cold_calls_extra_by_their_share_of_the_bytes():
+    c = _ceilings()
+    mop = M.Op("x", "gemm", "captured|k", 1e6, (M.Operand("a", 64 << 10), M.Operand("w", 192 << 10),
+                                                 M.Operand("out", 256 << 10, True)), 1, "x")
+    r = R.OpRate("k", "x", 1e-4, 1e-6, 1e6, 512 << 10, 1, cold_call_s=3e-4)
+    _, where = M.op_memory_s(mop, {"a": 8 << 20, "w": 512 << 10, "out": 8 << 20}, c)
+    far = P.from_memory(mop, where, c)
+    assert far == {"a", "out"}  # w sits in L2 in the step
+    assert P.cold_s(mop, far, r) == pytest.approx((320 / 512) * 2e-4)
+    assert P.cold_s(mop, set(), r) == 0.0  # nothing from memory: the warm call holds
+    assert P.cold_s(mop, far, R.OpRate("k", "x", 1e-4, 1e-6, 1e6, 512 << 10, 1)) is None  # not measured
+    # a cold call measured faster than the warm one (noise) adds nothing
+    assert P.cold_s(mop, far, R.OpRate("k", "x", 1e-4, 1e-6, 1e6, 512 << 10, 1, cold_call_s=5e-5)) == 0.0
+    # the excess formula leaves the operands the cold call prices to it
+    assert P.excess_s(mop, {"a": 8 << 20, "w": 512 << 10, "out": 8 << 20}, c,
+                      R.OpRate("k", "x", 1e-4, 1e-6, 1e6, 16 << 10, 1), leave_out=far) == pytest.approx(
+        (192 << 10) * (1 / 100e9 - 1 / 400e9))
+
+
+def test_the_predictor_prices_memory_operands_by_the_cold_call_where_one_was_measured():
+    g = C.capture_step(_mlp(batch=4096, width=512, layers=1), optimizer="sgd")  # 8 MiB activations
+    warm = _rates(g)
+    cold = {k: R.OpRate(**{**r.__dict__, "cold_call_s": 1e-3}) for k, r in warm.items()}
+    c = _ceilings()
+    p_warm, p_cold = P.predict(g, c, P.StepInputs(warm)), P.predict(g, c, P.StepInputs(cold))
+    assert p_cold.predicted_s > p_warm.predicted_s
+    for a, b in zip(p_warm.ops, p_cold.ops):
+        if "memory" in b.levels.values():
+            assert b.excess_s > 0.0
+        else:  # an op whose operands all come from caches pays no cold call
+            assert b.excess_s == a.excess_s
+
+
 def test_a_fresh_output_over_the_mmap_threshold_faults_in_every_step():
     def build():
         m = torch.nn.Linear(1024, 4096)  # 16 MiB of weights: the optimizer's temporaries are not fresh
@@ -175,6 +208,29 @@ def test_the_prediction_names_levels_bounds_and_the_unmodelled_share():
     groups = P.group_ops(pred)
     assert sum(gr["count"] for gr in groups) == len(pred.ops)
     assert sum(gr["share"] for gr in groups) == pytest.approx(1 - u.share - 5e-6 / pred.predicted_s)
+
+
+def test_a_replay_measures_a_cold_call_only_after_a_flush_larger_than_the_caches(monkeypatch):
+    from memprobe.platform import cpu as PC
+
+    monkeypatch.setattr(PC, "read_sysfs_caches", lambda: [{"size_bytes": 96 << 20}, {"size_bytes": None}])
+    assert R.flush_bytes() == 2 * (96 << 20)  # twice the largest declared cache
+    monkeypatch.setattr(PC, "read_sysfs_caches", lambda: [])
+    assert R.flush_bytes() == R.FLUSH_MIN_BYTES
+    g = C.capture_step(_mlp(batch=64, width=64), optimizer="sgd")
+    op = next(o for o in g.ops if o.packet == "addmm")
+    warm = R.measure_op(op, 1)
+    assert warm.cold_call_s is None  # no flush: no cold call
+    flush = R.Flush()
+    assert flush.buffer.numel() * 4 == R.flush_bytes() and flush.seconds > 0
+    both = R.measure_op(op, 1, flush=flush)
+    assert both.call_s is not None and both.cold_call_s is not None
+    assert both.cold_call_s >= both.call_s  # noise never makes memory faster than the warm call
+    assert flush.worth_it(both.call_s)
+    # a call so long that the flush cannot matter keeps its warm time as its cold
+    flush.seconds = both.call_s / (10 * R.COLD_SKIP_MULTIPLE)
+    long = R.measure_op(op, 1, flush=flush)
+    assert long.cold_call_s == long.call_s
 
 
 def test_identical_blocks_are_measured_once_and_the_cache_keeps_them(tmp_path, monkeypatch):

@@ -28,7 +28,16 @@ from memprobe.train import capture as C
 # dtypes a replay fills with small positive numbers; integer and boolean tensors hold zeros
 # (an index that is valid for every table and class count)
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: each rate carries its cold call (cold_call_s)
+# the cache flush before a cold call: this many times the largest cache sysfs declares, at
+# least FLUSH_MIN_BYTES. Planning, not inference (as the scan's STREAM arrays): a VM's measured
+# last cache can be a slice of the host's, whose lines would still serve a smaller flush
+FLUSH_CACHE_MULTIPLE = 2
+FLUSH_MIN_BYTES = 64 << 20
+# a warm call this many times the flush's own time is not replayed cold: a cold start can add at
+# most the caches' contents brought from memory, about what rewriting the flush buffer takes
+# (it is twice the caches), so under 1/this of the call
+COLD_SKIP_MULTIPLE = 50
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,10 @@ class OpRate:
     bytes: int  # distinct bytes its tensors span: the replay's footprint
     threads: int
     why: str = ""
+    # one call right after every cache was flushed (torch_rates.timed_cold), less what the flush
+    # costs the framework's own call (measure_op): the op with its operands in memory; None
+    # where not measured (a rate from a scan's table, an op with no tiny form)
+    cold_call_s: float | None = None
 
     @property
     def rate(self) -> float | None:
@@ -159,26 +172,75 @@ def _generic_overhead_s() -> float:
     return TR._timed(lambda: add(a, b))
 
 
+def flush_bytes() -> int:
+    """The size of the buffer a cold call's flush rewrites (FLUSH_CACHE_MULTIPLE)."""
+    from memprobe.platform.cpu import read_sysfs_caches
+
+    largest = max((c.get("size_bytes") or 0 for c in read_sysfs_caches()), default=0)
+    return max(FLUSH_MIN_BYTES, FLUSH_CACHE_MULTIPLE * largest)
+
+
+class Flush:
+    """The buffer a cold call's flush rewrites (`flush_bytes`) and how long a rewrite takes."""
+
+    def __init__(self) -> None:
+        import statistics
+        import time
+
+        import torch
+
+        self.buffer = torch.zeros(flush_bytes() // 4, dtype=torch.float32)
+        times = []
+        for i in range(3):
+            t0 = time.perf_counter()
+            self.buffer.fill_(float(i))
+            times.append(time.perf_counter() - t0)
+        self.seconds = statistics.median(times)
+
+    def worth_it(self, warm_call_s: float) -> bool:
+        """Whether a cold call could differ from the warm one by more than noise (COLD_SKIP_MULTIPLE)."""
+        return warm_call_s < COLD_SKIP_MULTIPLE * self.seconds
+
+
 def measure_op(op: C.CapturedOp, threads: int, fault_s_per_byte: float = 0.0,
-               generic_overhead_s: float | None = None) -> OpRate:
-    """The op replayed alone at its captured shape, and at a tiny one for its call overhead."""
+               generic_overhead_s: float | None = None, flush: Flush | None = None,
+               cold_penalty_s: dict[str, float] | None = None) -> OpRate:
+    """The op replayed alone at its captured shape, warm (calls back to back) and, with `flush`,
+    cold (each call after a cache flush; a call too long for the flush to matter,
+    `Flush.worth_it`, counts its warm time as its cold); and at a tiny shape for its call
+    overhead. `cold_penalty_s`: what a flush costs the tiny call, by operator, filled here for
+    the next op of the same operator (it is the framework's, not the shape's)."""
     from memprobe.train import torch_rates as TR
 
     key = op_key(op)
     work = work_of(op)
+    cold_s: float | None = None
     try:
         call = replay_call(op)
         call_s: float | None = TR.timed_without_faults(call, fault_s_per_byte=fault_s_per_byte)
+        if flush is not None:
+            cold_s = TR.timed_cold(call, flush.buffer, fault_s_per_byte=fault_s_per_byte) \
+                if flush.worth_it(call_s) else call_s
         why = ""
     except Exception as exc:  # an op that cannot run alone: named, never timed as zero
         call_s, why = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     try:
-        over = TR._timed(replay_call(op, tiny=True))
+        tiny = replay_call(op, tiny=True)
+        over = TR._timed(tiny)
+        # a call after a flush also finds the framework's code and tables cold (a one-element
+        # call then takes tens of microseconds); a step's calls find them warm, so the cold
+        # call keeps only what its data adds: the tiny call's cold penalty comes off
+        if cold_s is not None and call_s is not None and cold_s > call_s:
+            penalties = cold_penalty_s if cold_penalty_s is not None else {}
+            if op.name not in penalties:
+                penalties[op.name] = max(0.0, TR.timed_cold(tiny, flush.buffer) - over)
+            cold_s = max(call_s or 0.0, cold_s - penalties[op.name])
     except Exception:
         over = generic_overhead_s if generic_overhead_s is not None else _generic_overhead_s()
+        cold_s = None  # no tiny call to take the framework's cold penalty from: not priced
     if call_s is not None:
         over = min(over, call_s)
-    return OpRate(key, op.name, call_s, over, work, replay_bytes(op), threads, why)
+    return OpRate(key, op.name, call_s, over, work, replay_bytes(op), threads, why, cold_s)
 
 
 def machine_tag() -> str:
@@ -252,10 +314,13 @@ def measure_graph_rates(graph: C.StepGraph, threads: int, cache: RateCache | Non
     ops = distinct_kernels(graph)
     generic = _generic_overhead_s()
     out: dict[str, OpRate] = {}
+    flush = None
+    penalties: dict[str, float] = {}
     for i, (key, op) in enumerate(ops.items()):
         hit = cache.get(key, threads) if cache is not None else None
         if hit is None:
-            hit = measure_op(op, threads, fault_s_per_byte, generic)
+            flush = Flush() if flush is None else flush
+            hit = measure_op(op, threads, fault_s_per_byte, generic, flush, penalties)
             if cache is not None:
                 cache.put(hit)
         out[key] = hit

@@ -13,9 +13,11 @@ dispatched for one step (`capture.StepGraph`):
   `Ceilings.level_for`, `model.op_memory_s`: cyclic over steps, so a weight comes back after
   the whole step and an activation right after the op that wrote it).
 * work / rate: the op replayed alone at its shape (`op_rates.OpRate`: FLOPs for a GEMM,
-  elements for the rest, its call overhead taken out). excess: `family_model.excess_memory_s`,
-  its inputs' extra time where the step brings them from a level farther than the one that
-  held them while the op was replayed (the level of its own footprint).
+  elements for the rest, its call overhead taken out). excess: what its operands from memory
+  add (`cold_s`: its cold call's extra over the warm one, by their share of its bytes; where no
+  cold call was measured, the formula below), plus `family_model.excess_memory_s` for its
+  inputs from a nearer level farther than the one that held them while the op was replayed
+  (the level of its own footprint).
 * fresh-page faults: the pages the op's new tensors fault in every step, as this machine's
   allocator does it (`op_rates.measure_step_faults` replays the step's allocations and frees
   alone); without that replay, `family_model.fresh_bytes`' rule on captured storages (a tensor
@@ -32,6 +34,7 @@ dispatched for one step (`capture.StepGraph`):
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -137,12 +140,39 @@ def compute_s(op: C.CapturedOp, rate: OpRate | None) -> float:
     return w / rate.rate
 
 
-def excess_s(mop: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, rate: OpRate | None) -> float:
+def from_memory(mop: M.Op, where: dict[str, str], ceilings: M.Ceilings) -> set[str]:
+    """The op's operands (storage ids) that the step brings from the farthest level, memory."""
+    far = ceilings.levels[-1].name
+    return {o.buffer for o in mop.operands if where.get(o.buffer) == far}
+
+
+def excess_s(mop: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, rate: OpRate | None,
+             leave_out: set[str] = frozenset()) -> float:
     """family_model.excess_memory_s against the level that held the op's tensors while it was
-    replayed alone (the level of its own footprint)."""
+    replayed alone (the level of its own footprint), over its operands but `leave_out` (those
+    `cold_s` already prices)."""
     if rate is None or rate.call_s is None or rate.work <= 0:
         return 0.0
+    if leave_out:
+        mop = dataclasses.replace(mop, operands=tuple(o for o in mop.operands if o.buffer not in leave_out))
     return FM.excess_memory_s(mop, footprint, ceilings, ceilings.level_for(rate.bytes))
+
+
+def cold_s(mop: M.Op, far: set[str], rate: OpRate | None) -> float | None:
+    """What the op's operands from memory add to its work: its cold call (every operand in
+    memory) less its warm one (back to back, its operands wherever its replay left them), times
+    the share of its bytes the step brings from memory. Measured, so it holds where the level a
+    VM's last cache reads at moves (the replay's tensors sat in whatever the host's last cache
+    gave it then) and where a kernel's stores wait for memory (a weight gradient written into a
+    tensor the caches no longer hold). None where the rate has no cold call: the excess formula
+    (`excess_s`) prices those operands instead."""
+    if rate is None or rate.call_s is None or rate.cold_call_s is None:
+        return None
+    total = sum(o.bytes for o in mop.operands)
+    if total <= 0 or not far:
+        return 0.0
+    share = sum(o.bytes for o in mop.operands if o.buffer in far) / total
+    return share * max(0.0, rate.cold_call_s - rate.call_s)
 
 
 def born_storages(graph: C.StepGraph) -> dict[int, set[int]]:
@@ -230,7 +260,10 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
         mem, where = M.op_memory_s(mop, foot, ceilings)
         fault = fault_s(op, graph, born, inputs)
         comp = compute_s(op, rate)
-        exc = excess_s(mop, foot, ceilings, rate)
+        far = from_memory(mop, where, ceilings)
+        cold = cold_s(mop, far, rate)
+        exc = excess_s(mop, foot, ceilings, rate) if cold is None else \
+            excess_s(mop, foot, ceilings, rate, leave_out=far) + cold
         over = upd_over if (upd_over is not None and op.phase == "optimizer") else rate.overhead_s
         p = M.OpPrediction(op.name, mop.flops, float(mop.bytes), comp, mem, over, where, mop.stream_kernel,
                            exc + cc)

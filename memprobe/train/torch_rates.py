@@ -26,6 +26,7 @@ from memprobe.train import torch_families as TF
 from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
+COLD_REPS = 5  # single calls after a cache flush per cold figure (median)
 # untimed calls before a figure's first timed batch (see _warm): this long, and this many
 # calls unless they take longer than WARM_MAX_S
 WARM_S, WARM_CALLS, WARM_MAX_S = 0.03, 20, 0.5
@@ -238,6 +239,23 @@ def timed_without_faults(fn: Callable[[], Any], reps: int = REPS, fault_s_per_by
             fn()
         TF.synchronize()
         out.append(_fault_free_s(time.perf_counter() - t0, _faults() - f0, n, fault_s_per_byte))
+    return statistics.median(out)
+
+
+def timed_cold(fn: Callable[[], Any], flush: Any, reps: int = COLD_REPS, fault_s_per_byte: float = 0.0) -> float:
+    """Median seconds of one call made right after `flush` (a tensor larger than the caches) is
+    rewritten, so the call finds none of its operands in any cache: the op as a step runs it
+    on tensors that other ops have pushed out to memory. Each call's page faults taken out, as
+    `timed_without_faults`; the flush is outside the timed call. The caller has just warmed `fn`
+    (its warm figure), so nothing is warmed here."""
+    out = []
+    for i in range(reps):
+        flush.fill_(float(i))
+        TF.synchronize()
+        f0, t0 = _faults(), time.perf_counter()
+        fn()
+        TF.synchronize()
+        out.append(_fault_free_s(time.perf_counter() - t0, _faults() - f0, 1, fault_s_per_byte))
     return statistics.median(out)
 
 
