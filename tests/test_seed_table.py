@@ -25,7 +25,7 @@ def _ceilings(specs, rate=200e9, bw_scale=1.0):
 
 @pytest.mark.parametrize("spec", [resnet50(32), gpt2_small(8)], ids=["resnet50", "gpt2"])
 def test_the_full_size_projection_on_fixed_ceilings(spec):
-    so = FM.StepOverheads(1e-5, 2e-5)
+    so = ModelInputs(backward_call_s=1e-5, update_call_s=(2e-5, 0.0))
     fast = FM.predict_family_step(spec, _ceilings([spec]), so)
     # the GEMMs alone at the rate set: a floor the step cannot beat
     gemm_flops = sum(o.flops for o in FM.step_ops(spec) if o.kind == "gemm")

@@ -115,6 +115,7 @@ def test_without_torch_the_families_say_why_in_one_line(monkeypatch):
 
 
 # ---- the prediction (family_model) and the sweep (family_sweep) ----------------------------------
+from memprobe.result import ModelInputs  # noqa: E402
 from memprobe.train import family_model as FM  # noqa: E402
 from memprobe.train import model as M  # noqa: E402
 
@@ -147,7 +148,7 @@ def test_the_step_op_list_holds_the_forward_pass_and_every_parameter(spec):
 
 @pytest.mark.parametrize("spec", [CNN, GPT], ids=["cnn", "transformer"])
 def test_the_prediction_is_pure_and_follows_its_ceilings(spec):
-    so = FM.StepOverheads(10e-6, 20e-6)
+    so = ModelInputs(backward_call_s=10e-6, update_call_s=(20e-6, 0.0))
     a = FM.predict_family_step(spec, _ceilings(spec), so)
     b = FM.predict_family_step(spec, _ceilings(spec), so)
     assert a == b and a.predicted_s > 0
@@ -176,8 +177,9 @@ def test_fresh_large_tensors_pay_their_page_faults():
     assert any(name.endswith(".bwd") and b == table for name, b in fresh.items())
     assert not any(FM.fresh_bytes(o) for o in FM.step_ops(GPT))
     c = _ceilings(big)
-    base = FM.predict_family_step(big, c, FM.StepOverheads(0.0, 0.0))
-    paid = FM.predict_family_step(big, c, FM.StepOverheads(0.0, 0.0, 1e-9))
+    base = FM.predict_family_step(big, c, ModelInputs(backward_call_s=0.0, update_call_s=(0.0, 0.0)))
+    paid = FM.predict_family_step(big, c, ModelInputs(backward_call_s=0.0, update_call_s=(0.0, 0.0),
+                                                       fault_s_per_byte=1e-9))
     assert paid.memory_s - base.memory_s == pytest.approx(sum(fresh.values()) * 1e-9)
 
 
@@ -190,7 +192,7 @@ def test_the_tiny_instance_keeps_the_ops_and_sums_their_overheads(spec):
     assert [o.kernel.split("(")[0] for o in FM.step_ops(tiny)] == [k.split("(")[0] for k in kinds]
     assert sum(o.flops for o in FM.step_ops(tiny)) < 5e-3 * sum(o.flops for o in FM.step_ops(spec))
     c = _ceilings(tiny)
-    so = FM.StepOverheads(10e-6, 20e-6)
+    so = ModelInputs(backward_call_s=10e-6, update_call_s=(20e-6, 0.0))
     assert FM.step_overhead_s(tiny, c.overhead_s, so) == pytest.approx(FM.predict_family_step(tiny, c, so).overhead_s)
 
 
@@ -330,7 +332,7 @@ def test_a_missing_rate_is_named_not_invented():
     c = _ceilings(CNN)
     c.rates_flops.pop(next(iter(c.rates_flops)))
     with pytest.raises(M.MissingCeiling):
-        FM.predict_family_step(CNN, c, FM.StepOverheads(0.0, 0.0))
+        FM.predict_family_step(CNN, c, ModelInputs(backward_call_s=0.0, update_call_s=(0.0, 0.0)))
 
 
 def test_sizes_cross_the_levels():

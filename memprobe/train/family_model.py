@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from memprobe.result import ModelInputs
 from memprobe.train import model as M
 from memprobe.train.families import (FLOAT_BYTES, CnnSpec, ResNetSpec, TransformerSpec, forward_ops, out_size,
                                      resnet_blocks)
@@ -528,19 +529,13 @@ def _lone_from_key(key: str) -> LoneOp:
 MMAP_THRESHOLD_BYTES = 32 << 20
 
 
-@dataclass
-class StepOverheads:
-    """Per-step costs that are not an op's: the backward call (autograd's start), the optimizer's
-    fixed cost and its cost per parameter tensor, zero_grad included (seconds, measured); and
-    the cost per byte of a fresh large tensor's pages (torch_rates.measure_fault_s_per_byte)."""
-
-    backward_call_s: float
-    update_fixed_s: float
-    fault_s_per_byte: float = 0.0
+def update_fixed_s(inputs: ModelInputs) -> float:
+    """The optimizer's fixed cost per step (its per-tensor cost is each update op's overhead)."""
+    return inputs.update_call_s[0] if inputs.update_call_s is not None else 0.0
 
 
 def step_overhead_s(spec: CnnSpec | TransformerSpec, overhead_s: dict[str, float],
-                    step_overheads: StepOverheads) -> float:
+                    step_overheads: ModelInputs) -> float:
     """The step's call overheads as predict_family_step sums them (each op's, autograd's start,
     the optimizer's fixed cost), without the work: what a step of a tiny instance costs."""
     ops = step_ops(spec)
@@ -548,7 +543,7 @@ def step_overhead_s(spec: CnnSpec | TransformerSpec, overhead_s: dict[str, float
     if missing:
         raise M.MissingCeiling(f"no measured call overhead for {sorted(missing)[0]!r}")
     return (sum(overhead_s[op.kernel] for op in ops) + step_overheads.backward_call_s
-            + step_overheads.update_fixed_s)
+            + update_fixed_s(step_overheads))
 
 
 def tiny_like(spec: CnnSpec | TransformerSpec) -> CnnSpec | TransformerSpec:
@@ -583,12 +578,14 @@ def fresh_bytes(op: M.Op) -> int:
 
 
 def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
-                        step_overheads: StepOverheads) -> M.Prediction:
+                        step_overheads: ModelInputs) -> M.Prediction:
     """The model for one training step of `spec` on `ceilings` (one device, one thread count).
 
     ceilings.rates_flops: {"<phase>|<lone key>": {(batch measured, 0): FLOP/s}} for every op
     class of the step, and {"update|<optimizer>()": ...}; ceilings.overhead_s: seconds per call
-    by "<phase>|<lone kind>". A missing one raises model.MissingCeiling."""
+    by "<phase>|<lone kind>". `step_overheads`: the per-step terms (autograd's start, the
+    optimizer's fixed cost, a fresh page's cost per byte). A missing one raises
+    model.MissingCeiling."""
     ops = step_ops(spec)
     feet = M.reuse_footprints(ops)
     preds: list[M.OpPrediction] = []
@@ -605,7 +602,7 @@ def predict_family_step(spec: CnnSpec | TransformerSpec, ceilings: M.Ceilings,
     comp = sum(p.compute_s for p in preds)
     mem = sum(p.memory_s for p in preds)
     roof = sum(p.roofline_s for p in preds)
-    over = sum(p.overhead_s for p in preds) + step_overheads.backward_call_s + step_overheads.update_fixed_s
+    over = sum(p.overhead_s for p in preds) + step_overheads.backward_call_s + update_fixed_s(step_overheads)
     if over >= roof:
         bound = "overhead"
     else:

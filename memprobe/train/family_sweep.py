@@ -314,7 +314,7 @@ def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = N
 
 def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str, nthr: int,
                    fault_s_per_byte: float, timings: dict[str, Any] | None = None
-                   ) -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]], dict[str, Any]]:
+                   ) -> tuple[M.Ceilings, ModelInputs, list[dict[str, Any]], dict[str, Any]]:
     """The model's inputs for `specs` (one family) at one thread count, measured now through
     PyTorch (the caller holds the thread count): each op kind's call overhead, autograd's start,
     the optimizer's fixed and per-tensor costs and its rate, scaled by how much more the calls
@@ -333,9 +333,10 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
     # least sizes, against those overheads summed, scales them (1.7-2.7x on the Xeon guest)
     tiny = FM.tiny_like(specs[0])
     factor = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP)) / \
-        FM.step_overhead_s(tiny, over, FM.StepOverheads(backward_s, fixed))
+        FM.step_overhead_s(tiny, over, ModelInputs(nthr, backward_call_s=backward_s, update_call_s=(fixed, per_tensor)))
     over = {k: v * factor for k, v in over.items()}
-    so = FM.StepOverheads(backward_s * factor, fixed * factor, fault_s_per_byte)
+    so = ModelInputs(nthr, over, backward_call_s=backward_s * factor, fault_s_per_byte=fault_s_per_byte,
+                     update_call_s=(fixed * factor, per_tensor * factor))
     base = M.ceilings_from_device(device_result, tkey, nthr, {}, ModelInputs(nthr, over))
     # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
     cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
@@ -348,10 +349,10 @@ def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, t
         rates.update(r)
         raw_all += raw
     rates[f"update|{opt}()"] = {(1, 0): urate}
-    record = {"overhead_s": over, "backward_call_s": so.backward_call_s, "update_fixed_s": so.update_fixed_s,
+    record = {"overhead_s": over, "backward_call_s": so.backward_call_s, "update_fixed_s": FM.update_fixed_s(so),
               "update_gflops": urate / 1e9, "fault_s_per_byte": fault_s_per_byte,
               "in_step_overhead_factor": factor}
-    return M.ceilings_from_device(device_result, tkey, nthr, rates, ModelInputs(nthr, over)), so, raw_all, record
+    return M.ceilings_from_device(device_result, tkey, nthr, rates, so), so, raw_all, record
 
 
 def _rate_cache(use_cache: bool) -> Any:

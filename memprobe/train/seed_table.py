@@ -33,6 +33,7 @@ import statistics
 import time
 from typing import Any, Callable
 
+from memprobe.result import ModelInputs
 from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train.families import CnnSpec, TransformerSpec, gpt2_small, resnet50
@@ -92,7 +93,7 @@ def bound_sentence(task: str, bound: str, shares: dict[str, float]) -> str:
 
 
 def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str,
-                  nthr: int, device: str = "cpu") -> tuple[M.Ceilings, FM.StepOverheads, list[dict[str, Any]]]:
+                  nthr: int, device: str = "cpu") -> tuple[M.Ceilings, ModelInputs, list[dict[str, Any]]]:
     """The model's inputs for `specs` (one family) at one thread count, measured now (the
     caller holds the thread count, or the GPU), as `family_sweep` measures them per point."""
     from memprobe.train import torch_rates as TR
