@@ -541,7 +541,10 @@ class DeviceExtra:
 
 # ---- rate table: the framework's per-op rates on this device ----------------------------------
 # element-wise classes of a captured step (train/rates_from_scan.op_class says which op is which)
-RATE_CLASSES = ("elementwise", "reduction", "norm", "softmax", "gather", "copy", "update")
+# "transcendental": an activation built on exp, erf or tanh (GELU, SiLU, sigmoid...), many times an
+# addition's cost per element; "random": a random fill (dropout's mask), its generator's cost
+RATE_CLASSES = ("elementwise", "reduction", "norm", "softmax", "gather", "copy", "update", "transcendental",
+                "random")
 # call-overhead classes: the GEMM-like ops, the element-wise classes, and a bare call (an allocation)
 OVERHEAD_CLASSES = ("gemm", "bmm", "conv", "attention") + RATE_CLASSES + ("call",)
 

@@ -53,6 +53,25 @@ def test_each_captured_kernel_has_a_class(graph):
     assert all(RS.op_class(o) is not None for o in graph.kernels if o.modelled)
 
 
+def test_a_transcendental_activation_and_dropouts_mask_have_classes_of_their_own():
+    def build():
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(16, 16), torch.nn.SiLU())
+        return m, torch.randn(8, 16), (lambda out: out.square().mean())
+    g = C.capture_step(build, optimizer="adamw")
+    classes = {op.packet: RS.op_class(op) for op in g.kernels}
+    assert classes["gelu"] == classes["gelu_backward"] == classes["silu"] == "transcendental"
+    assert "random" in classes.values()  # dropout's mask
+    # a table without them (a scan made before they were measured) names them: partial, not a guess
+    t = hand_table()
+    for k in ("transcendental", "random"):
+        t.threads["threads_1"].classes.pop(k, None)
+    _, missing = RS.step_inputs_from_scan(g, scan_with(t).devices["cpu"], "threads_1")
+    assert any(m.startswith("transcendental: no rate") for m in missing)
+    assert any(m.startswith("random: no rate") for m in missing)
+
+
 def test_gemm_dims_read_a_product_and_a_convolution_as_its_gemm():
     addmm = next(o for o in C.capture_step(lambda: tiny_mlp(8), optimizer="sgd").kernels if o.packet == "addmm")
     assert RS.gemm_dims(addmm) == (8, 64, 32)

@@ -209,10 +209,26 @@ def _b_gather(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
     return (lambda: torch.index_select(w, 0, idx, out=o)), r * d
 
 
+def _b_transcendental(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
+    import torch
+
+    n = max(1, n_bytes // 8)
+    a, c = pool.take(n), pool.take(n)
+    gelu = torch.ops.aten.gelu.out
+    return (lambda: gelu(a, out=c)), n
+
+
+def _b_random(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
+    n = max(1, n_bytes // 4)
+    a = pool.take(n)
+    return (lambda: a.bernoulli_(0.9)), n
+
+
 def _tiny(klass: str) -> Callable[[Pool], Callable[[], Any]]:
     def make(pool: Pool) -> Callable[[], Any]:
         return {"elementwise": _b_elementwise, "copy": _b_copy, "update": _b_update, "reduction": _b_reduction,
-                "norm": _b_norm, "softmax": _b_softmax, "gather": _b_gather}[klass](16, pool)[0]
+                "norm": _b_norm, "softmax": _b_softmax, "gather": _b_gather, "transcendental": _b_transcendental,
+                "random": _b_random}[klass](16, pool)[0]
     return make
 
 
@@ -224,6 +240,8 @@ CLASS_KERNELS: tuple[ClassKernel, ...] = (
     ClassKernel("gather", "index_select of rows of 1024", 8, _b_gather, _tiny("gather")),
     ClassKernel("copy", "c.copy_(a)", 8, _b_copy, _tiny("copy")),
     ClassKernel("update", "p.addcmul_(a, b) in place", 16, _b_update, _tiny("update")),
+    ClassKernel("transcendental", "c = gelu(a) (erf)", 8, _b_transcendental, _tiny("transcendental")),
+    ClassKernel("random", "a.bernoulli_(0.9) in place (a dropout mask)", 4, _b_random, _tiny("random")),
 )
 assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
 

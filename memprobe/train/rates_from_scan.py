@@ -17,7 +17,9 @@ them for the scan's machine instead, each captured kernel's `OpRate` made from t
   distinct bytes, `op_rates.replay_bytes`) sits in at this thread count
   (`Ceilings.level_for`): the streaming classes (elementwise, copy, update) as the class
   kernel's GB/s over the op's own bytes per element (STREAM counting), the row-wise ones
-  (reduction, norm, softmax, gather) as elements per second;
+  (reduction, norm, softmax, gather) and those a function or a generator bounds, not bytes
+  (transcendental activations: GELU, SiLU, tanh...; random fills: dropout's mask) as elements
+  per second;
 * every op's call overhead from its class's, an allocation's from "call"; autograd's start, the
   optimizer's calls, a fresh page's cost and the cross-core term from the table's thread count.
 
@@ -45,6 +47,14 @@ GEMM_PACKETS = {"mm": "gemm", "addmm": "gemm", "bmm": "bmm", "baddbmm": "bmm",
 STREAMING = frozenset({"elementwise", "copy", "update"})  # rate by bytes: the op's own bytes per element
 GATHERS = frozenset({"embedding", "index_select", "gather", "index", "_unsafe_index", "scatter", "scatter_add",
                      "scatter_add_", "index_put_", "index_put", "_index_put_impl_", "embedding_dense_backward"})
+# element-wise ops whose cost per element is a transcendental function's, not their bytes'
+TRANSCENDENTAL = frozenset({"gelu", "gelu_backward", "silu", "silu_backward", "sigmoid", "sigmoid_backward", "tanh",
+                            "tanh_backward", "exp", "log", "erf", "softplus", "softplus_backward", "mish",
+                            "mish_backward", "elu", "elu_backward", "log_sigmoid_forward",
+                            "log_sigmoid_backward"})
+# random fills: their generator's cost per element
+RANDOM = frozenset({"bernoulli_", "bernoulli", "native_dropout", "uniform_", "normal_", "rand", "randn", "rand_like",
+                    "randn_like", "exponential_", "random_"})
 PEAK_SLACK = 1.1  # a product may beat the FMA chains' figure by this much (their own noise), no more
 NO_TABLE = ("the scan has no rate table (made by memprobe {version}, before rate tables, or its rates "
             "stage did not run): re-run `memprobe scan` on that machine with this memprobe")
@@ -59,6 +69,10 @@ def op_class(op: C.CapturedOp) -> str | None:
         return "attention" if p in C.SDPA_CPU else GEMM_PACKETS.get(p, p)
     if op.category == "call":
         return "call"
+    if p in RANDOM:
+        return "random"
+    if p in TRANSCENDENTAL and op.phase != "optimizer":
+        return "transcendental"
     if op.category == "pointwise":
         return "update" if op.phase == "optimizer" else "elementwise"
     if op.category == "reduction":
