@@ -1033,6 +1033,8 @@ class StepPrediction:
     peak_live_bytes: int = 0
     ops: list[OpGroupPrediction] = field(default_factory=list)
     unmodelled: list[UnmodelledOp] = field(default_factory=list)
+    # each real step timed after warm-up, seconds (measured_s is their median); empty: not measured
+    measured_samples_s: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 exit 2 or 3 on bad input, --json with the fields the interface promises, --out's page."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,14 @@ def test_predict_json_has_the_promised_fields(net, tmp_path, capsys):
         assert key in d
     assert d["batch"] == 8 and d["predicted_s"] > 0 and d["measured_s"] > 0 and 0 < d["coverage"] <= 1
     assert any(g["op"].startswith("aten.mm") or g["op"].startswith("aten.addmm") for g in d["ops"])
+    # every timed step is kept, and the figure is their median: how far one measurement reads
+    assert len(d["measured_samples_s"]) == 5 and d["measured_s"] == statistics.median(d["measured_samples_s"])
     record = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[0])
     assert record["model"] == d["model"] and record["measured_s"] == d["measured_s"] and record["torch"]
+    assert record["measured_samples_s"] == d["measured_samples_s"]
     page = (tmp_path / "page" / "predict.html").read_text()
     assert "Where the step's time goes" in page and "<svg" in page and "aten.addmm" in page
+    assert "the median of 5 steps" in page
 
 
 @pytest.mark.parametrize("spec, code, words", [

@@ -65,6 +65,8 @@ def predict_context(pr: Any, scan: Any) -> dict[str, Any]:
         "model": pr.model, "host": scan.host, "started_at": scan.started_at,
         "batch": pr.batch, "threads": f"{pr.n_threads} thread{'s' if pr.n_threads != 1 else ''}",
         "optimizer": pr.optimizer, "predicted": duration(pr.predicted_s), "measured": duration(pr.measured_s),
+        "measured_range": (f"{len(pr.measured_samples_s)} steps, {duration(min(pr.measured_samples_s))}-"
+                           f"{duration(max(pr.measured_samples_s))}") if len(pr.measured_samples_s) > 1 else "",
         "error": pct(err) if err is not None else "—", "coverage": pct(pr.coverage, signed=False),
         "bound": bound_words(pr.bound), "gflop": F.fmt3(pr.flops / 1e9), "kernels": pr.kernels,
         "distinct": pr.distinct_ops, "live": size_text(pr.peak_live_bytes),

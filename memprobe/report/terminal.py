@@ -179,6 +179,9 @@ def print_prediction(pr) -> None:
             f"{pr.optimizer}: predicted step {duration(pr.predicted_s)}")
     if pr.measured_s is not None:
         line += f", measured {duration(pr.measured_s)} ({pr.error:+.1%})"
+        if len(pr.measured_samples_s) > 1:  # the steps' own spread: how far one measurement can be read
+            line += (f"; its {len(pr.measured_samples_s)} steps {duration(min(pr.measured_samples_s))}"
+                     f"-{duration(max(pr.measured_samples_s))}")
     console.print(line, highlight=False)
     console.print(f"coverage {pr.coverage:.1%} of the predicted step; bound by "
                   f"{'op rate' if pr.bound == 'compute' else pr.bound}; naive answers: FLOPs at peak "

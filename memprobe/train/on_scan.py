@@ -194,7 +194,8 @@ def record_line(result: PredictResult, spec: str | None = None) -> dict[str, Any
         tv = None
     return {"model": result.model, "spec": spec or result.model, "batch": result.batch, "threads": result.threads,
             "n_threads": result.n_threads,
-            "optimizer": result.optimizer, "measured_s": result.measured_s, "predicted_s": result.predicted_s,
+            "optimizer": result.optimizer, "measured_s": result.measured_s,
+            "measured_samples_s": list(result.measured_samples_s), "predicted_s": result.predicted_s,
             "torch": tv, "memprobe": __version__, "host": platform.node(), "kernels": result.kernels,
             "coverage": result.coverage}
 

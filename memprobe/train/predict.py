@@ -290,11 +290,11 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
                       bound, ops, unmodelled)
 
 
-def measure_step(model: Any, inputs: Any, loss_fn: Callable[[Any], Any] | None, optimizer: Any,
-                 steps: int = 5, warmup: int = 2) -> float:
-    """Median seconds of a real training step (capture.run_step: zero_grad, forward and loss,
-    backward, the optimizer's step) after `warmup` steps. `optimizer`: an optimizer, or "sgd" /
-    "adamw" (capture.make_optimizer, as the captured step)."""
+def measure_step_samples(model: Any, inputs: Any, loss_fn: Callable[[Any], Any] | None, optimizer: Any,
+                         steps: int = 5, warmup: int = 2) -> list[float]:
+    """Seconds of each of `steps` real training steps (capture.run_step: zero_grad, forward and
+    loss, backward, the optimizer's step) after `warmup` steps. `optimizer`: an optimizer, or
+    "sgd" / "adamw" (capture.make_optimizer, as the captured step)."""
     from memprobe.train import torch_families as TF
     from memprobe.train.family_sweep import time_steps
 
@@ -302,7 +302,13 @@ def measure_step(model: Any, inputs: Any, loss_fn: Callable[[Any], Any] | None, 
     model.train()
     opt = C.make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad]) \
         if isinstance(optimizer, str) else optimizer
-    return statistics.median(time_steps(lambda: C.run_step(model, inputs, loss_fn, opt), steps, warmup))
+    return list(time_steps(lambda: C.run_step(model, inputs, loss_fn, opt), steps, warmup))
+
+
+def measure_step(model: Any, inputs: Any, loss_fn: Callable[[Any], Any] | None, optimizer: Any,
+                 steps: int = 5, warmup: int = 2) -> float:
+    """Median seconds of a real training step (`measure_step_samples`)."""
+    return statistics.median(measure_step_samples(model, inputs, loss_fn, optimizer, steps, warmup))
 
 
 def group_ops(pred: Prediction) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import math
 import os
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,6 +268,7 @@ class PredictResult:
     unmodelled: list[dict[str, Any]] = field(default_factory=list)
     distinct_ops: int = 0
     kernels: int = 0
+    measured_samples_s: list[float] = field(default_factory=list)  # each timed step; measured_s: their median
 
     @property
     def error(self) -> float | None:
@@ -283,7 +285,7 @@ class PredictResult:
             optimizer=self.optimizer, predicted_s=self.predicted_s, coverage=self.coverage, bound=self.bound,
             flops=self.flops, bytes=self.bytes, measured_s=self.measured_s, flops_peak_s=self.flops_peak_s,
             replay_sum_s=self.replay_sum_s, kernels=self.kernels, distinct_ops=self.distinct_ops,
-            peak_live_bytes=self.peak_live_bytes,
+            peak_live_bytes=self.peak_live_bytes, measured_samples_s=list(self.measured_samples_s),
             ops=[OpGroupPrediction(**{k: g[k] for k in ("op", "count", "flops", "bytes", "level", "bound",
                                                          "predicted_s", "share")}) for g in self.ops],
             unmodelled=[UnmodelledOp(**{k: u[k] for k in ("name", "count", "time_s", "share", "why")})
@@ -335,12 +337,13 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
                                      step_faults=live <= MEMORY_FRACTION * free_bytes)
         rates = inputs.rates
         pred = P.predict(graph, ceilings, inputs)
-        measured = None
+        measured, samples = None, []
         if measure:
             progress("measure", 0, 1, f"{steps} steps")
             model, inputs_real, loss_fn = builder(batch)
             try:
-                measured = P.measure_step(model, inputs_real, loss_fn, optimizer, steps)
+                samples = P.measure_step_samples(model, inputs_real, loss_fn, optimizer, steps)
+                measured = statistics.median(samples)
             except (MemoryError, RuntimeError) as exc:
                 if isinstance(exc, MemoryError) or "alloc" in str(exc).lower() or "memory" in str(exc).lower():
                     raise SpecError(f"{builder.name}: the step ran out of memory: {_first_line(exc)}",
@@ -357,4 +360,4 @@ def run_predict(spec: str | Builder, scan: Any, batch: int | None = None, thread
         flops_peak_s=graph.flops / peak if peak else None,
         replay_sum_s=replay if math.isfinite(replay) else None,
         ops=P.group_ops(pred), unmodelled=[asdict(u) for u in pred.unmodelled],
-        distinct_ops=len(R.distinct_kernels(graph)), kernels=len(graph.kernels))
+        distinct_ops=len(R.distinct_kernels(graph)), kernels=len(graph.kernels), measured_samples_s=samples)
