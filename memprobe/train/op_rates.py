@@ -219,8 +219,8 @@ def measure_op(op: C.CapturedOp, threads: int, fault_s_per_byte: float = 0.0,
         call = replay_call(op)
         call_s: float | None = TR.timed_without_faults(call, fault_s_per_byte=fault_s_per_byte)
         if flush is not None:
-            cold_s = TR.timed_cold(call, flush.buffer, fault_s_per_byte=fault_s_per_byte) \
-                if flush.worth_it(call_s) else call_s
+            reps = TR.COLD_REPS if call_s < TR.LONG_CALL_S else TR.LONG_CALL_REPS
+            cold_s = TR.timed_cold(call, flush.buffer, reps, fault_s_per_byte) if flush.worth_it(call_s) else call_s
         why = ""
     except Exception as exc:  # an op that cannot run alone: named, never timed as zero
         call_s, why = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"

@@ -27,6 +27,9 @@ from memprobe.train.families import FLOAT_BYTES, out_size
 
 REPS = 5  # timed batches per figure (median)
 COLD_REPS = 5  # single calls after a cache flush per cold figure (median)
+# a call this long is timed LONG_CALL_REPS times, not REPS: the timer and the scheduler's noise
+# are a small part of it, and a language head's gradient (half a second a call) took seconds
+LONG_CALL_S, LONG_CALL_REPS = 0.05, 3
 # untimed calls before a figure's first timed batch (see _warm): this long, and this many
 # calls unless they take longer than WARM_MAX_S
 WARM_S, WARM_CALLS, WARM_MAX_S = 0.03, 20, 0.5
@@ -231,9 +234,10 @@ def timed_without_faults(fn: Callable[[], Any], reps: int = REPS, fault_s_per_by
     t0 = time.perf_counter()
     fn()
     TF.synchronize()
-    n = max(1, min(500, int(BATCH_TARGET_S / max(time.perf_counter() - t0, 1e-7))))
+    one = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, min(500, int(BATCH_TARGET_S / one)))
     out = []
-    for _ in range(reps):
+    for _ in range(reps if one < LONG_CALL_S else min(reps, LONG_CALL_REPS)):
         f0, t0 = _faults(), time.perf_counter()
         for _ in range(n):
             fn()
