@@ -2,12 +2,8 @@
 (stage 4: result -> **train** -> report). A training step predicted for the machine a scan
 describes, from that scan alone: the step captured here (machine-independent), its inputs read
 from the scan's rate table (`rates_from_scan`), the one predictor (`predict.predict`). Nothing
-runs on, or is timed for, the other machine. Like the capture, the pages each op faults in are
-the software's doing, not the machine's: where this machine runs the PyTorch the scan's table
-was measured with, the step's allocations and frees are replayed on its allocator
-(`allocator_faults`: page counts, no time) and priced at the scan's cost per byte; elsewhere the
-mmap-threshold rule stands. Needs the optional extra (`memprobe[torch]`) to capture the step.
-Nothing prints.
+runs on, or is timed for, the other machine. Needs the optional extra (`memprobe[torch]`) to
+capture the step. Nothing prints.
 
 Bad input (a file that is no scan, a scan from a newer memprobe, a scan without levels) raises
 `spec.SpecError` with exit code 2 and one line.
@@ -86,28 +82,6 @@ def threads_key(threads: int | str) -> str:
     return key
 
 
-def allocator_faults(graph: C.StepGraph, library: str, free_bytes: float | None = None) -> dict[int, int] | None:
-    """Bytes of fresh pages each op of `graph` faults in per step, by replaying the step's
-    allocations on this machine's allocator (`op_rates.measure_step_faults`: glibc's heap and
-    PyTorch's CPU allocator decide it, and they are the same where the PyTorch is), where this
-    machine runs `library` (the scan's rate table's, "torch X") and the step's tensors fit in
-    memory here; else None (the predictor's mmap-threshold rule)."""
-    try:
-        import psutil
-        import torch
-    except ImportError:
-        return None
-    if library != f"torch {torch.__version__}":
-        return None
-    from memprobe.train.op_rates import measure_step_faults
-    from memprobe.train.spec import MEMORY_FRACTION
-
-    free = float(psutil.virtual_memory().available) if free_bytes is None else free_bytes
-    if peak_live_bytes(graph) > MEMORY_FRACTION * free:
-        return None
-    return measure_step_faults(graph)
-
-
 def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = None, threads: int | str = 1,
                optimizer: str = "adamw", device: str = "cpu", progress: ProgressFn = _noop,
                graph: C.StepGraph | None = None) -> ScanPredictResult:
@@ -135,17 +109,9 @@ def predict_on(spec_or_builder: str | Builder, scan: Any, batch: int | None = No
         progress("capture", 1, 1, f"{len(graph.kernels)} kernels")
     notes: list[str] = []
     inputs, missing = step_inputs_from_scan(graph, dev, tkey, scan.settings.memprobe_version, notes)
-    rates = getattr(dev, "rates", None)
-    if rates is not None and rates.backend == "cpu" and inputs.rates:
-        faults = allocator_faults(graph, rates.library)
-        if faults is not None:
-            import dataclasses
-
-            inputs = dataclasses.replace(inputs, fault_bytes=faults)
-            notes.append(f"page faults: the step's allocations replayed on this machine's allocator ({rates.library}, "
-                         "as the scan's), priced at the scan's cost per byte")
     pred = P.predict(graph, ceilings, inputs)
     peak = peak_flops(dev, tkey)
+    rates = getattr(dev, "rates", None)
     kernels = graph.kernels
     from memprobe.train.op_rates import op_key
 
