@@ -57,11 +57,12 @@ def test_a_transcendental_activation_and_dropouts_mask_have_classes_of_their_own
     def build():
         torch.manual_seed(0)
         m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Dropout(0.1),
-                                torch.nn.Linear(16, 16), torch.nn.SiLU())
+                                torch.nn.Linear(16, 16), torch.nn.SiLU(), torch.nn.Tanh())
         return m, torch.randn(8, 16), (lambda out: out.square().mean())
     g = C.capture_step(build, optimizer="adamw")
     classes = {op.packet: RS.op_class(op) for op in g.kernels}
-    assert classes["gelu"] == classes["gelu_backward"] == classes["silu"] == "transcendental"
+    assert classes["gelu"] == classes["gelu_backward"] == classes["silu"] == classes["tanh"] == "transcendental"
+    assert classes["tanh_backward"] == "elementwise"  # a polynomial of the saved output: as fast as a multiply
     assert "random" in classes.values()  # dropout's mask
     # a table without them (a scan made before they were measured) names them: partial, not a guess
     t = hand_table()

@@ -48,10 +48,10 @@ STREAMING = frozenset({"elementwise", "copy", "update"})  # rate by bytes: the o
 GATHERS = frozenset({"embedding", "index_select", "gather", "index", "_unsafe_index", "scatter", "scatter_add",
                      "scatter_add_", "index_put_", "index_put", "_index_put_impl_", "embedding_dense_backward"})
 # element-wise ops whose cost per element is a transcendental function's, not their bytes'
-TRANSCENDENTAL = frozenset({"gelu", "gelu_backward", "silu", "silu_backward", "sigmoid", "sigmoid_backward", "tanh",
-                            "tanh_backward", "exp", "log", "erf", "softplus", "softplus_backward", "mish",
-                            "mish_backward", "elu", "elu_backward", "log_sigmoid_forward",
-                            "log_sigmoid_backward"})
+# (tanh's and sigmoid's backward are not: a polynomial of the saved output, as fast as a multiply)
+TRANSCENDENTAL = frozenset({"gelu", "gelu_backward", "silu", "silu_backward", "sigmoid", "tanh", "exp", "log", "erf",
+                            "softplus", "softplus_backward", "mish", "mish_backward", "elu", "elu_backward",
+                            "log_sigmoid_forward", "log_sigmoid_backward"})
 # random fills: their generator's cost per element
 RANDOM = frozenset({"bernoulli_", "bernoulli", "native_dropout", "uniform_", "normal_", "rand", "randn", "rand_like",
                     "randn_like", "exponential_", "random_"})
