@@ -1,4 +1,5 @@
-"""Shared bits of the benchmark scripts: building the C references, medians, table printing."""
+"""Shared bits of the benchmark scripts: building the C references, medians, table printing, a zoo
+file's model list."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def zoo_models(path: Path) -> list[str]:
+    """The MODELS a zoo file (benchmarks/predict_zoo.py, zoo_outside.py, a user's) defines."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_zoo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return list(mod.MODELS)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import zoo_models  # noqa: E402
 
 
 def main() -> int:
@@ -41,10 +43,7 @@ def main() -> int:
 
     zoo = Path(a.zoo).resolve()
     if a.models is None:
-        spec = importlib.util.spec_from_file_location("_zoo", zoo)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        a.models = ",".join(mod.MODELS)
+        a.models = ",".join(zoo_models(zoo))
     device = ScanResult.load(a.scan).devices["cpu"]
     rows = []
     for model in a.models.split(","):

@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import zoo_models  # noqa: E402
+
 SEQ = 128
 
 
@@ -149,12 +152,7 @@ def main() -> int:
     opts = (a.optimizers or ("adamw" if a.small else "adamw,sgd")).split(",")
     here = Path(a.zoo).resolve() if a.zoo else Path(__file__).resolve()
     if a.models is None:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_zoo", here)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        a.models = ",".join(mod.MODELS)
+        a.models = ",".join(zoo_models(here))
     from memprobe.train.on_scan import append_record
     points = []
     print(f"{'model':7s} {'B':>3s} {'thr':>4s} {'opt':5s} {'measured':>9s} {'predicted':>9s} {'err':>8s} "

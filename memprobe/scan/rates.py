@@ -224,24 +224,21 @@ def _b_random(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
     return (lambda: a.bernoulli_(0.9)), n
 
 
-def _tiny(klass: str) -> Callable[[Pool], Callable[[], Any]]:
-    def make(pool: Pool) -> Callable[[], Any]:
-        return {"elementwise": _b_elementwise, "copy": _b_copy, "update": _b_update, "reduction": _b_reduction,
-                "norm": _b_norm, "softmax": _b_softmax, "gather": _b_gather, "transcendental": _b_transcendental,
-                "random": _b_random}[klass](16, pool)[0]
-    return make
+def _tiny(build: Callable[[int, Pool], tuple[Callable[[], Any], int]]) -> Callable[[Pool], Callable[[], Any]]:
+    """The class's kernel on one-element tensors (its call overhead)."""
+    return lambda pool: build(16, pool)[0]
 
 
 CLASS_KERNELS: tuple[ClassKernel, ...] = (
-    ClassKernel("elementwise", "c = a + b", 12, _b_elementwise, _tiny("elementwise")),
-    ClassKernel("reduction", "row sums, rows of 1024", 4, _b_reduction, _tiny("reduction")),
-    ClassKernel("norm", "layer norm, rows of 1024", 8, _b_norm, _tiny("norm")),
-    ClassKernel("softmax", "softmax, rows of 1024", 8, _b_softmax, _tiny("softmax")),
-    ClassKernel("gather", "index_select of rows of 1024", 8, _b_gather, _tiny("gather")),
-    ClassKernel("copy", "c.copy_(a)", 8, _b_copy, _tiny("copy")),
-    ClassKernel("update", "p.addcmul_(a, b) in place", 16, _b_update, _tiny("update")),
-    ClassKernel("transcendental", "c = gelu(a) (erf)", 8, _b_transcendental, _tiny("transcendental")),
-    ClassKernel("random", "a.bernoulli_(0.9) in place (a dropout mask)", 4, _b_random, _tiny("random")),
+    ClassKernel("elementwise", "c = a + b", 12, _b_elementwise, _tiny(_b_elementwise)),
+    ClassKernel("reduction", "row sums, rows of 1024", 4, _b_reduction, _tiny(_b_reduction)),
+    ClassKernel("norm", "layer norm, rows of 1024", 8, _b_norm, _tiny(_b_norm)),
+    ClassKernel("softmax", "softmax, rows of 1024", 8, _b_softmax, _tiny(_b_softmax)),
+    ClassKernel("gather", "index_select of rows of 1024", 8, _b_gather, _tiny(_b_gather)),
+    ClassKernel("copy", "c.copy_(a)", 8, _b_copy, _tiny(_b_copy)),
+    ClassKernel("update", "p.addcmul_(a, b) in place", 16, _b_update, _tiny(_b_update)),
+    ClassKernel("transcendental", "c = gelu(a) (erf)", 8, _b_transcendental, _tiny(_b_transcendental)),
+    ClassKernel("random", "a.bernoulli_(0.9) in place (a dropout mask)", 4, _b_random, _tiny(_b_random)),
 )
 assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
 

@@ -234,7 +234,7 @@ def measure_op(op: C.CapturedOp, threads: int, fault_s_per_byte: float = 0.0,
             penalties = cold_penalty_s if cold_penalty_s is not None else {}
             if op.name not in penalties:
                 penalties[op.name] = max(0.0, TR.timed_cold(tiny, flush.buffer) - over)
-            cold_s = max(call_s or 0.0, cold_s - penalties[op.name])
+            cold_s = max(call_s, cold_s - penalties[op.name])
     except Exception:
         over = generic_overhead_s if generic_overhead_s is not None else _generic_overhead_s()
         cold_s = None  # no tiny call to take the framework's cold penalty from: not priced

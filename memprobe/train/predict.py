@@ -261,9 +261,8 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
         fault = fault_s(op, graph, born, inputs)
         comp = compute_s(op, rate)
         far = from_memory(mop, where, ceilings)
-        cold = cold_s(mop, far, rate)
-        exc = excess_s(mop, foot, ceilings, rate) if cold is None else \
-            excess_s(mop, foot, ceilings, rate, leave_out=far) + cold
+        cold = cold_s(mop, far, rate)  # None: the formula prices the operands from memory too
+        exc = excess_s(mop, foot, ceilings, rate, leave_out=far if cold is not None else frozenset()) + (cold or 0.0)
         over = upd_over if (upd_over is not None and op.phase == "optimizer") else rate.overhead_s
         p = M.OpPrediction(op.name, mop.flops, float(mop.bytes), comp, mem, over, where, mop.stream_kernel,
                            exc + cc)
