@@ -1,5 +1,5 @@
 """Operands from memory priced two ways, against the same measured steps: the cold replay
-(`predict.cold_s`, the default) and the bandwidth formula alone (`family_model.excess_memory_s`,
+(`predict.cold_s`, the default) and the bandwidth formula alone (`predict.excess_memory_s`,
 what `predict --on` still uses). A paired run: each point's inputs are measured once (warm and
 cold replays), both predictions are made from them, and the step is measured twice (the median
 of the two medians), so the host's minute-to-minute swings fall on both models alike.

@@ -6,7 +6,6 @@ import importlib.util
 import pytest
 
 from memprobe.result import ModelInputs
-from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train import seed_table as ST
 from memprobe.train.families import CnnSpec, gpt2_small, resnet50
@@ -15,27 +14,44 @@ needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                  reason="the cnn and transformer families need PyTorch (pip install 'memprobe[torch]')")
 
 
-def _ceilings(specs, rate=200e9, bw_scale=1.0):
+def _ceilings(rate=200e9, bw_scale=1.0):
     levels = [M.LevelCeiling("L1", 48e3, {k: 300e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
               M.LevelCeiling("L2", 2e6, {k: 100e9 * bw_scale for k in ("read", "write", "copy", "triad")}),
               M.LevelCeiling("memory", None, {k: 15e9 * bw_scale for k in ("read", "write", "copy", "triad")})]
-    ops = [op for s in specs for op in FM.step_ops(s)]
-    return M.Ceilings(levels, {op.klass: {(1, 0): rate} for op in ops}, {op.kernel: 2e-6 for op in ops}, 2)
+    return M.Ceilings(levels, {}, {}, 2)
 
 
-@pytest.mark.parametrize("spec", [resnet50(32), gpt2_small(8)], ids=["resnet50", "gpt2"])
-def test_the_full_size_projection_on_fixed_ceilings(spec):
-    so = ModelInputs(backward_call_s=1e-5, update_call_s=(2e-5, 0.0))
-    fast = FM.predict_family_step(spec, _ceilings([spec]), so)
+def _hand_inputs(graph, gflops=100.0):
+    """Made-up inputs: a GEMM at `gflops`, the rest at 1 G elements/s, each call 1 us."""
+    from memprobe.train import op_rates as R
+    from memprobe.train import predict as P
+
+    rates = {}
+    for k, op in R.distinct_kernels(graph).items():
+        w = R.work_of(op)
+        rates[k] = R.OpRate(k, op.name, w / (gflops * 1e9 if op.category == "gemm" else 1e9) + 1e-6, 1e-6, w,
+                            R.replay_bytes(op), 1)
+    return P.StepInputs(rates, ModelInputs(1, cross_core_s_per_byte=0.0, backward_call_s=5e-6,
+                                           fault_s_per_byte=1e-10, update_call_s=(1e-5, 2e-6)))
+
+
+@needs_torch
+@pytest.mark.parametrize("spec", [resnet50(4, 64), gpt2_small(1, 64)], ids=["resnet50", "gpt2"])
+def test_the_bound_follows_the_ceilings(spec):
+    from memprobe.train import family_sweep as FS
+    from memprobe.train import predict as P
+
+    g = FS.capture_point(spec)
+    inputs = _hand_inputs(g, 200.0)
+    fast = P.predict(g, _ceilings(), inputs)
     # the GEMMs alone at the rate set: a floor the step cannot beat
-    gemm_flops = sum(o.flops for o in FM.step_ops(spec) if o.kind == "gemm")
-    assert fast.predicted_s >= gemm_flops / 200e9
-    bound, shares = ST.bound_of(fast)
+    assert fast.predicted_s >= sum(o.flops or 0 for o in g.kernels if o.category == "gemm") / 200e9
+    bound, shares = ST.captured_bound_of(fast)
     assert sum(shares.values()) == pytest.approx(1.0) and bound == max(shares, key=shares.get)
     assert bound == "compute"  # at 200 GFLOP/s and these bandwidths, both networks are GEMM work
-    # a hundredfold slower memory makes a level the bound, and the sentence names it
-    slow = FM.predict_family_step(spec, _ceilings([spec], bw_scale=0.01), so)
-    sb, ss = ST.bound_of(slow)
+    # a thousandfold slower memory makes a level the bound, and the sentence names it
+    slow = P.predict(g, _ceilings(bw_scale=0.001), inputs)
+    sb, ss = ST.captured_bound_of(slow)
     assert sb in ("L1", "L2", "memory") and slow.predicted_s > fast.predicted_s
     assert sb in ST.bound_sentence("task", sb, ss)
 
@@ -49,15 +65,14 @@ def test_the_mnist_row_comes_from_the_studys_epoch():
 
 
 @needs_torch
-@pytest.mark.parametrize("method", ["captured", "hand"])
-def test_a_tiny_real_check_makes_a_row_that_round_trips(method, tmp_path, small_cpu_device):
+def test_a_tiny_real_check_makes_a_row_that_round_trips(tmp_path, small_cpu_device):
     from pydantic import TypeAdapter
 
     from memprobe.result import ScanResult, SeedRow
 
     small = CnnSpec(batch=2, channels=16, resolution=8)
     row = ST.family_row("resnet50_epoch", CnnSpec(batch=4, channels=16, resolution=8), 100, small,
-                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2, method=method)
+                        small_cpu_device, "a tiny stand-in", "the tiny cnn", steps=2)
     assert row["check_measured_s"] > 0 and row["check_predicted_s"] > 0 and row["predicted_s"] > 0
     assert row["check_error"] == pytest.approx(row["check_predicted_s"] / row["check_measured_s"] - 1)
     assert row["bound"] in row["bound_text"] and row["claimed_s"] == 3 * 3600
@@ -97,14 +112,8 @@ def test_the_full_size_step_runs_at_its_check_counterparts_rates():
         twins = aligned_ops(g_full, g_check)
         assert set(twins) == {o.index for o in g_full.kernels}  # every kernel has a counterpart
         assert all((o.name, o.phase) == (twins[o.index].name, twins[o.index].phase) for o in g_full.kernels)
-        # hand-made rates: a GEMM at 100 GFLOP/s, the rest at 1 G elements/s, each call 1 us
-        rates = {}
-        for k, op in R.distinct_kernels(g_check).items():
-            w = R.work_of(op)
-            rates[k] = R.OpRate(k, op.name, w / (100e9 if op.category == "gemm" else 1e9) + 1e-6, 1e-6, w,
-                                R.replay_bytes(op), 1)
-        check_in = P.StepInputs(rates, ModelInputs(1, cross_core_s_per_byte=0.0, backward_call_s=5e-6,
-                                                   fault_s_per_byte=1e-10, update_call_s=(1e-5, 2e-6)))
+        check_in = _hand_inputs(g_check)
+        rates = check_in.rates
         full_in = projected_inputs(g_full, g_check, check_in)
         first = {}
         for op in g_full.kernels:  # (ops of one shape share a rate: the first one's counterpart's)
@@ -115,7 +124,7 @@ def test_the_full_size_step_runs_at_its_check_counterparts_rates():
             if R.work_of(op) > 0:  # its own work at the counterpart's rate, plus the counterpart's call
                 assert mine.call_s - mine.overhead_s == pytest.approx(R.work_of(op) / theirs.rate)
         assert full_in.machine.backward_call_s == 5e-6 and full_in.fault_bytes is None
-        c = _ceilings([], rate=100e9)
+        c = _ceilings()
         pred = P.predict(g_full, c, full_in)
         assert pred.coverage == 1.0 and not pred.unmodelled
         gemm = sum(o.flops or 0 for o in g_full.kernels if o.category == "gemm")

@@ -8,7 +8,6 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip insta
 
 from memprobe.result import ModelInputs  # noqa: E402
 from memprobe.train import capture as C  # noqa: E402
-from memprobe.train import family_model as FM  # noqa: E402
 from memprobe.train import model as M  # noqa: E402
 from memprobe.train import op_rates as R  # noqa: E402
 from memprobe.train import predict as P  # noqa: E402
@@ -75,7 +74,7 @@ def test_excess_counts_inputs_brought_from_farther_than_the_replay_held_them():
     assert P.excess_s(mop, {"a": 512 << 10, "out": 512 << 10}, c, r) == 0.0  # L2 in the step too
     far = P.excess_s(mop, {"a": 8 << 20, "out": 8 << 20}, c, r)  # memory in the step
     assert far == pytest.approx((64 << 10) * (1 / 10e9 - 1 / 100e9))  # the input only
-    assert far == FM.excess_memory_s(mop, {"a": 8 << 20, "out": 8 << 20}, c, c.levels[1])
+    assert far == P.excess_memory_s(mop, {"a": 8 << 20, "out": 8 << 20}, c, c.levels[1])
 
 
 def test_operands_from_memory_cost_the_cold_calls_extra_by_their_share_of_the_bytes():

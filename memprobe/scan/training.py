@@ -192,23 +192,15 @@ def _run_families(result: ScanResult, families: list[str], training: dict[str, A
             continue
         devices.append((dev, dres))
     training.setdefault("family_inputs", {})
-    from memprobe.train.family_sweep import DEFAULT_METHOD
-
     training["settings"]["families_method"] = (
-        f"{', '.join(FAMILY_MODELS)} (PyTorch): the sum over ops of max(FLOPs/P + excess, bytes/BW(level)) + call "
-        "overheads, on the op list PyTorch runs (forward; backward with the textbook multipliers; the "
-        "optimizer's kernels per parameter tensor); P and the overheads measured per point on each op "
-        "alone at its shape, batch cut to fit in cache while PyTorch runs the same kernels, page faults "
-        "taken out; excess = the inputs' bytes at their level's bandwidth less at the level P was "
-        "measured in; median of the timed steps") if DEFAULT_METHOD == "hand" else (
         f"{', '.join(FAMILY_MODELS)} (PyTorch): each point's training step captured from PyTorch's dispatcher "
         "(forward, loss, backward, the optimizer's step, as PyTorch runs them) and predicted by the one "
         "predictor (train/predict.py): per kernel max(work/rate + excess + cross-core, bytes/BW(level)) "
-        "+ its fresh-page faults + its call, plus autograd's start; the rate of each distinct kernel "
-        "measured here on that kernel replayed alone at its captured shape (page faults and its call "
-        "taken out), the calls scaled by what they cost in a real step of the same network at its least "
-        "sizes; excess = the inputs' bytes at their level's bandwidth less at the level the replay held "
-        "them in; median of the timed steps. On a GPU: the hand-written op list (train/family_model.py)")
+        "+ its fresh-page faults + its call, plus autograd's start; on the CPU the rate of each distinct "
+        "kernel measured here on that kernel replayed alone at its captured shape (page faults and its "
+        "call taken out), on a GPU read from the GPU scan's rate table; the calls scaled by what they "
+        "cost in a real step of the same network at its least sizes; excess = the inputs' bytes at their "
+        "level's bandwidth less at the level the replay held them in; median of the timed steps")
     for dev, dres in devices:
         for fam in families:
             meter = OthersMeter().start()

@@ -1,20 +1,18 @@
 """The CNN and transformer sweeps (beside stage 4: result -> **train** -> report).
 
 Per family: sizes (channels and resolution, or width and sequence length) chosen from *this
-scan's* inferred capacities so that the step's working set runs from inside L2 to several times
-the last cache, at batch 1, 16 and 64, on one thread and on all. Each point's step is captured
-from PyTorch's dispatcher (`capture.capture_step` on the network `torch_families` builds, with
-the family's optimizer), its inputs measured here the way `memprobe predict` measures them
-(`inputs.measure_step_inputs`: every distinct kernel replayed alone, the step's page faults,
-autograd's start, the optimizer's calls; rates shared by the points of one sweep), the one
-predictor (`predict.predict`) applied; then a few real training steps timed (median), the
-prediction beside them with its per-op breakdown. A time budget bounds the sweep; points it
-leaves out are listed with why. Nothing prints.
-
-On the GPU the captured ops cannot yet be replayed (`op_rates` builds its tensors on the CPU),
-so a GPU point still reads the hand-written op list (`family_model.predict_family_step`); and
-so does a CPU point by default (DEFAULT_METHOD: why there) until the captured path is shown
-to hold its accuracy.
+scan's* inferred capacities so that the step's working set (the most bytes the captured step
+holds at once, `spec.peak_live_bytes`) runs from inside L2 to several times the last cache, at
+batch 1, 16 and 64, on one thread and on all. Each point's step is captured from PyTorch's
+dispatcher (`capture.capture_step` on the network `torch_families` builds, with the family's
+optimizer) and predicted by the one predictor (`predict.predict`). Its inputs: on the CPU,
+measured here the way `memprobe predict` measures them (`inputs.measure_step_inputs`: every
+distinct kernel replayed alone, the step's page faults, autograd's start, the optimizer's
+calls; rates shared by the points of one sweep); on a GPU, read from the GPU scan's rate table
+(`rates_from_scan`, as `memprobe predict --on` reads a scan), which the scan measured through
+PyTorch on CUDA. Then a few real training steps are timed (median), the prediction beside them
+with its per-op breakdown. A time budget bounds the sweep; points it leaves out are listed with
+why. Nothing prints.
 """
 
 from __future__ import annotations
@@ -26,12 +24,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from memprobe.profile import PROFILES
-from memprobe.result import ModelInputs
 from memprobe.train import capture as C
-from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train import network as N
-from memprobe.train.families import CnnSpec, TransformerSpec, working_set_bytes
+from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -44,14 +40,6 @@ TOLERANCE = 1.3  # a size's working set within this factor of its target
 STEPS = 5
 WARMUP = 2
 TINY_STEPS = 15  # steps of the tiny instance that scales the call overheads (median)
-# how a CPU point is predicted: "hand" (the hand-written op list, family_model) or "captured"
-# (the step captured, predict.predict). "hand" until the captured path is shown to hold the
-# hand path's accuracy: on the loaded 2-vCPU guest four rounds could not tell them apart
-# (one thread, batch >= 16, median |error|: cnn 11-26 % hand, 8-20 % captured; transformer
-# 6-29 % hand, 8-26 % captured), and measuring every distinct kernel per sweep leaves out more
-# of the 60 s budget's points (the transformer: 18 of 24)
-DEFAULT_METHOD = "hand"
-
 
 def _noop(stage: str, done: int, total: int, msg: str = "") -> None:
     return None
@@ -62,51 +50,103 @@ class FamilyPoint:
     level: str
     capacity_multiple: float
     spec: CnnSpec | TransformerSpec
+    graph: C.StepGraph | None = None  # the point's captured step (captured when first read)
+
+    def captured(self) -> C.StepGraph:
+        if self.graph is None:
+            self.graph = capture_point(self.spec)
+        return self.graph
 
     @property
     def working_set_bytes(self) -> int:
-        return working_set_bytes(self.spec)
+        """The most bytes the captured step holds at once (`spec.peak_live_bytes`)."""
+        from memprobe.train.spec import peak_live_bytes
+
+        return peak_live_bytes(self.captured())
 
 
-def _candidates(family: str, batch: int) -> list[list[CnnSpec | TransformerSpec]]:
+def _groups(family: str, batch: int) -> list[tuple[list[CnnSpec | TransformerSpec], list[int]]]:
+    """The candidate specs of one batch, a group per channel count (width), widest first, each
+    with the size (resolution, sequence length) that sets its working set."""
     if family == "cnn":
-        return [[CnnSpec(batch, c, hw) for hw in range(4, 257, 2)] for c in CNN_CHANNELS]
-    return [[TransformerSpec(batch, t, d) for t in range(4, 1025, 4)] for d in TRANSFORMER_WIDTHS]
+        sizes = list(range(4, 257, 2))
+        return [([CnnSpec(batch, c, hw) for hw in sizes], sizes) for c in CNN_CHANNELS]
+    sizes = list(range(4, 1025, 4))
+    return [([TransformerSpec(batch, t, d) for t in sizes], sizes) for d in TRANSFORMER_WIDTHS]
 
 
-def spec_for(family: str, batch: int, target_bytes: float) -> CnnSpec | TransformerSpec:
+class WorkingSetFit:
+    """The working set of a group's candidates, from three captures: a step's peak live bytes are
+    its weights, states and inputs plus activations that grow with the image's area or, in a
+    transformer, with the sequence and its attention matrix (its square), so a quadratic in the
+    size through three captured points stands for the captures the plan would otherwise need
+    (hundreds); the chosen spec is then captured and its own figure recorded."""
+
+    def __init__(self) -> None:
+        self._fits: dict[tuple[Any, ...], tuple[float, float, float]] = {}
+
+    def bytes(self, group: list[CnnSpec | TransformerSpec], sizes: list[int], i: int) -> float:
+        from memprobe.train.spec import peak_live_bytes
+
+        key = (group[0], len(group))
+        if key not in self._fits:
+            picks = (0, len(group) // 2, len(group) - 1)
+            xs = [float(sizes[j]) for j in picks]
+            ys = [float(peak_live_bytes(capture_point(group[j]))) for j in picks]
+            self._fits[key] = _quadratic_through(xs, ys)
+        a, b, c = self._fits[key]
+        return max(1.0, a * sizes[i] ** 2 + b * sizes[i] + c)
+
+
+def _quadratic_through(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """(a, b, c) of the parabola a x^2 + b x + c through three points (Lagrange's form)."""
+    (x0, x1, x2), (y0, y1, y2) = xs, ys
+    d0, d1, d2 = (x0 - x1) * (x0 - x2), (x1 - x0) * (x1 - x2), (x2 - x0) * (x2 - x1)
+    a = y0 / d0 + y1 / d1 + y2 / d2
+    b = -(y0 * (x1 + x2) / d0 + y1 * (x0 + x2) / d1 + y2 * (x0 + x1) / d2)
+    c = y0 * x1 * x2 / d0 + y1 * x0 * x2 / d1 + y2 * x0 * x1 / d2
+    return a, b, c
+
+
+def spec_for(family: str, batch: int, target_bytes: float, fit: WorkingSetFit | None = None
+             ) -> CnnSpec | TransformerSpec:
     """The spec whose working set is nearest `target_bytes`: the widest channel count (width)
     that gets within TOLERANCE of it, the resolution (sequence length) chosen; else the nearest."""
+    fit = fit or WorkingSetFit()
     best = None
-    for group in _candidates(family, batch):
-        s = min(group, key=lambda sp: abs(math.log(working_set_bytes(sp) / target_bytes)))
-        d = abs(math.log(working_set_bytes(s) / target_bytes))
-        if d <= math.log(TOLERANCE):
-            return s
-        if best is None or d < best[0]:
-            best = (d, s)
+    for group, sizes in _groups(family, batch):
+        dist = [abs(math.log(fit.bytes(group, sizes, i) / target_bytes)) for i in range(len(group))]
+        i = min(range(len(group)), key=dist.__getitem__)
+        if dist[i] <= math.log(TOLERANCE):
+            return group[i]
+        if best is None or dist[i] < best[0]:
+            best = (dist[i], group[i])
     return best[1]
 
 
 def plan_family(family: str, capacities: list[tuple[str, int]], batches: tuple[int, ...] = BATCHES,
                 max_working_set_bytes: float | None = None) -> list[FamilyPoint]:
-    """Points of one family: per batch, one per target of TARGETS (distinct specs only)."""
+    """Points of one family: per batch, one per target of TARGETS (distinct specs only), each
+    with its step captured."""
     out: list[FamilyPoint] = []
     targets = []
     for idx, m in TARGETS:
         if -len(capacities) <= idx < len(capacities):
             name, cap = capacities[idx]
             targets.append((name, cap, m))
+    fit = WorkingSetFit()
     for b in batches:
         seen = set()
         for name, cap, m in targets:
             if max_working_set_bytes and m * cap > max_working_set_bytes:
                 continue
-            s = spec_for(family, b, m * cap)
+            s = spec_for(family, b, m * cap, fit)
             if s in seen:
                 continue
             seen.add(s)
-            out.append(FamilyPoint(name, round(working_set_bytes(s) / cap, 3), s))
+            fp = FamilyPoint(name, 0.0, s)
+            fp.capacity_multiple = round(fp.working_set_bytes / cap, 3)
+            out.append(fp)
     return out
 
 
@@ -137,27 +177,16 @@ def time_steps(step: Callable[[], Any], steps: int = STEPS, warmup: int = WARMUP
     return out
 
 
-def breakdown(pred: M.Prediction, measured_s: float | None) -> list[dict[str, Any]]:
-    """Per op: its predicted time (roofline + call), what bounds it, and the fraction of that
-    ceiling achieved when the measured step is shared among the ops in proportion to their
-    predicted times (steps are timed whole, ops are not)."""
-    scale = measured_s / pred.predicted_s if measured_s and pred.predicted_s else None
-    out = []
-    for p in pred.ops:
-        t = p.roofline_s + p.overhead_s
-        out.append({"name": p.name, "time_s": t, "compute_s": p.compute_s, "memory_s": p.memory_s,
-                    "excess_s": p.excess_s, "overhead_s": p.overhead_s, "bound": FM.op_bound(p),
-                    "achieved_fraction": (p.roofline_s / (t * scale)) if scale and t > 0 else None})
-    return out
-
-
 def capture_point(spec: CnnSpec | TransformerSpec) -> C.StepGraph:
     """The point's training step captured under fake tensors (nothing allocated): the network
-    `torch_families.step_parts` builds, with the family's optimizer."""
+    `torch_families.step_parts` builds, with the family's optimizer. Always as the CPU runs it,
+    also for a GPU point: the GPU's inputs are read from its scan's rate table by op class, as
+    `memprobe predict --on` reads a GPU scan for a step captured here."""
     from memprobe.train import torch_families as TF
 
-    return C.capture_step(lambda: TF.step_parts(spec), optimizer=TF.optimizer_name(spec), name=spec.model,
-                          batch=spec.batch)
+    with TF.on_device("cpu"):
+        return C.capture_step(lambda: TF.step_parts(spec), optimizer=TF.optimizer_name(spec), name=spec.model,
+                              batch=spec.batch)
 
 
 @dataclass
@@ -168,6 +197,7 @@ class CapturedPrediction:
     graph: C.StepGraph
     inputs: Any  # predict.StepInputs
     call_scale: float | None = None  # inputs.in_step_call_scale, applied to `inputs`' calls
+    missing: list[str] | None = None  # what the scan's rate table lacked (inputs from a scan)
 
     @property
     def predicted_s(self) -> float:
@@ -184,52 +214,87 @@ class CapturedPrediction:
         from memprobe.train.op_rates import distinct_kernels
 
         i, m = self.inputs, self.inputs.machine
-        return {"method": "captured", "kernels": len(self.graph.kernels),
+        return {"method": "captured" if self.missing is None else "captured, rates from the scan",
+                "kernels": len(self.graph.kernels),
                 "distinct_ops": len(distinct_kernels(self.graph)), "capture_s": self.graph.capture_s,
                 "fault_s_per_byte": m.fault_s_per_byte, "backward_call_s": m.backward_call_s,
                 "cross_core_s_per_byte": m.cross_core_s_per_byte,
                 "update_call_s": list(m.update_call_s) if m.update_call_s else None,
                 "fault_bytes": sum((i.fault_bytes or {}).values()), "in_step_call_scale": self.call_scale,
                 "coverage": self.pred.coverage,
-                "unmodelled": [asdict(u) for u in self.pred.unmodelled]}
+                "unmodelled": [asdict(u) for u in self.pred.unmodelled],
+                **({"missing": self.missing} if self.missing else {})}
+
+
+def step_inputs(graph: C.StepGraph, device_result: Any, tkey: str, nthr: int, cache: Any = None,
+                device: str = "cpu") -> tuple[Any, list[str] | None]:
+    """The predictor's inputs for `graph` and what they lack: on the CPU measured now
+    (`inputs.measure_step_inputs`; the caller holds the thread count; nothing lacks: None); on a
+    GPU read from the GPU scan's rate table (`rates_from_scan.step_inputs_from_scan`), since the
+    replays run on the CPU, with the table's gaps listed."""
+    if device == "gpu":
+        from memprobe.train.rates_from_scan import step_inputs_from_scan
+
+        return step_inputs_from_scan(graph, device_result, tkey)
+    from memprobe.train.inputs import measure_step_inputs
+
+    return measure_step_inputs(graph, nthr, cache=cache), None
 
 
 def predict_captured(spec: CnnSpec | TransformerSpec, device_result: Any, tkey: str, nthr: int,
                      cache: Any = None, graph: C.StepGraph | None = None,
-                     call_scale: bool = True) -> CapturedPrediction:
-    """One point's step predicted from its capture (the caller holds the thread count): the
-    inputs measured now (`inputs.measure_step_inputs`; `cache` an op_rates.RateCache shared by
-    the sweep's points), with `call_scale` their calls scaled to what they cost in the step's
-    own sequence (`inputs.in_step_call_scale` on a real step of the network at its least
-    sizes, `family_model.tiny_like`), the scan's levels as the ceilings, `predict.predict`."""
+                     call_scale: bool = True, device: str = "cpu") -> CapturedPrediction:
+    """One point's step predicted from its capture (the caller holds the thread count or the
+    GPU): its inputs (`step_inputs`; `cache` an op_rates.RateCache shared by the sweep's
+    points), with `call_scale` their calls scaled to what they cost in the step's own sequence
+    (`inputs.in_step_call_scale` on a real step of the network at its least sizes,
+    `tiny_like`), the scan's levels as the ceilings, `predict.predict`."""
     from memprobe.train import predict as P
-    from memprobe.train.inputs import measure_step_inputs
+    from memprobe.train.inputs import with_call_scale
 
     graph = graph if graph is not None else capture_point(spec)
     ceilings = M.ceilings_from_device(device_result, tkey, nthr, {})
-    inputs = measure_step_inputs(graph, nthr, cache=cache)
-    scale = tiny_call_scale(spec, inputs, ceilings, nthr, cache) if call_scale else None
+    inputs, missing = step_inputs(graph, device_result, tkey, nthr, cache, device)
+    scale = tiny_call_scale(spec, inputs, ceilings, device_result, tkey, nthr, cache, device) if call_scale else None
     if scale is not None:
-        from memprobe.train.inputs import with_call_scale
-
         inputs = with_call_scale(inputs, scale)
-    return CapturedPrediction(P.predict(graph, ceilings, inputs), graph, inputs, scale)
+    return CapturedPrediction(P.predict(graph, ceilings, inputs), graph, inputs, scale, missing)
 
 
-def tiny_call_scale(spec: CnnSpec | TransformerSpec, inputs: Any, ceilings: M.Ceilings, nthr: int,
-                    cache: Any = None) -> float:
-    """`inputs.in_step_call_scale` from a real step of `spec`'s network at its least sizes
-    (`family_model.tiny_like`): its kernels' rates measured as the point's (through `cache`),
-    its per-step terms those of `inputs`; the caller holds the thread count."""
+def tiny_like(spec: CnnSpec | TransformerSpec) -> CnnSpec | TransformerSpec:
+    """The same network (its layers, blocks and ops) with every size at its least: a step of it
+    is its calls and almost none of the work."""
     import dataclasses
 
-    from memprobe.train import op_rates as R
+    if isinstance(spec, TransformerSpec):
+        # two sequences where the network has several: attention then copies as it does at size
+        return dataclasses.replace(spec, batch=min(spec.batch, 2), seq=2, width=spec.heads,
+                                   vocab=min(spec.vocab, 16), context=2 if spec.context else 0)
+    if isinstance(spec, ResNetSpec):  # 64 px: the last stage keeps 2x2 (batch norm needs > 1 value)
+        # widths 4x the stem, as ResNet-50's 256 over 64, so every stage keeps its projection
+        return dataclasses.replace(spec, batch=1, resolution=64, stem_channels=4, widths=(16, 32, 64, 128),
+                                   channels=128, classes=10)
+    return dataclasses.replace(spec, batch=1, channels=4, resolution=4)
+
+
+def tiny_call_scale(spec: CnnSpec | TransformerSpec, inputs: Any, ceilings: M.Ceilings, device_result: Any,
+                    tkey: str, nthr: int, cache: Any = None, device: str = "cpu") -> float:
+    """`inputs.in_step_call_scale` from a real step of `spec`'s network at its least sizes
+    (`tiny_like`): its kernels' rates found as the point's (`step_inputs`), its per-step terms
+    those of `inputs`; the caller holds the thread count or the GPU."""
+    import dataclasses
+
     from memprobe.train.inputs import in_step_call_scale
 
-    tiny = FM.tiny_like(spec)
+    tiny = tiny_like(spec)
     g_tiny = capture_point(tiny)
-    t_inputs = dataclasses.replace(inputs, rates=R.measure_graph_rates(g_tiny, nthr, cache, inputs.machine.fault_s_per_byte),
-                                   fault_bytes=None)
+    if device == "gpu":
+        t_rates = step_inputs(g_tiny, device_result, tkey, nthr, device=device)[0].rates
+    else:
+        from memprobe.train import op_rates as R
+
+        t_rates = R.measure_graph_rates(g_tiny, nthr, cache, inputs.machine.fault_s_per_byte)
+    t_inputs = dataclasses.replace(inputs, rates=t_rates, fault_bytes=None)
     tiny_s = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP))
     return in_step_call_scale(g_tiny, t_inputs, ceilings, tiny_s)
 
@@ -281,27 +346,6 @@ def _spec_dict(spec: CnnSpec | TransformerSpec) -> dict[str, int]:
     return {k: v for k, v in asdict(spec).items() if isinstance(v, int)}
 
 
-def _record(fp: FamilyPoint, tkey: str, nthr: int, pred: M.Prediction, samples: list[float],
-            device: str = "cpu") -> dict[str, Any]:
-    s = fp.spec
-    meas = statistics.median(samples)
-    cnn = isinstance(s, CnnSpec)
-    return {
-        "device": device, "model": s.model, "level": fp.level, "capacity_multiple": fp.capacity_multiple,
-        "width": s.channels if cnn else s.width, "layers": s.blocks if cnn else s.layers, "batch": s.batch,
-        "spec": _spec_dict(s), "threads": tkey, "n_threads": nthr, "working_set_bytes": fp.working_set_bytes,
-        "flops": pred.flops, "bytes": pred.bytes, "measured_s": meas,
-        "measured_spread": (max(samples) - min(samples)) / meas if len(samples) > 1 else 0.0,
-        "samples_s": samples, "predicted_s": pred.predicted_s, "predicted_max_s": pred.predicted_max_s,
-        "predicted_sum_s": pred.predicted_sum_s, "error": (pred.predicted_s - meas) / meas,
-        "error_max": (pred.predicted_max_s - meas) / meas, "error_sum": (pred.predicted_sum_s - meas) / meas,
-        "achieved_fraction": pred.roofline_s / meas, "bound": pred.bound, "compute_s": pred.compute_s,
-        "memory_s": pred.memory_s, "overhead_s": pred.overhead_s,
-        "levels_used": sorted({lv for op in pred.ops for lv in op.levels.values()}),
-        "ops": breakdown(pred, meas),
-    }
-
-
 def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = None,
              device: str = "cpu") -> dict[str, Any]:
     s = fp.spec
@@ -310,49 +354,6 @@ def _skipped(fp: FamilyPoint, tkey: str, why: str, predicted_s: float | None = N
             "layers": s.blocks if cnn else s.layers, "batch": s.batch, "threads": tkey,
             "working_set_bytes": fp.working_set_bytes, "capacity_multiple": fp.capacity_multiple,
             "predicted_s": predicted_s, "why": why}
-
-
-def measure_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str, nthr: int,
-                   fault_s_per_byte: float, timings: dict[str, Any] | None = None
-                   ) -> tuple[M.Ceilings, ModelInputs, list[dict[str, Any]], dict[str, Any]]:
-    """The model's inputs for `specs` (one family) at one thread count, measured now through
-    PyTorch (the caller holds the thread count): each op kind's call overhead, autograd's start,
-    the optimizer's fixed and per-tensor costs and its rate, scaled by how much more the calls
-    cost in a step's own sequence; then every lone op's rate. Returns (ceilings, step
-    overheads, the lone ops' raw timings, the record kept in the study's inputs)."""
-    from memprobe.train import torch_rates as TR
-
-    kinds = {lo.kind for s in specs for lo in FM.lone_ops(s)}
-    opt = FM.optimizer_of(specs[0])
-    over = TR.measure_overheads(kinds)
-    fixed, per_tensor, urate = TR.measure_update(opt)
-    over[f"update|{opt}"] = per_tensor
-    backward_s = TR.measure_backward_call_s()
-    # the calls cost more in the step's own sequence (autograd's nodes between them, code and
-    # objects cold again) than each kind repeated alone: a step of the same network at its
-    # least sizes, against those overheads summed, scales them (1.7-2.7x on the Xeon guest)
-    tiny = FM.tiny_like(specs[0])
-    factor = statistics.median(time_family_steps(tiny, TINY_STEPS, WARMUP)) / \
-        FM.step_overhead_s(tiny, over, ModelInputs(nthr, backward_call_s=backward_s, update_call_s=(fixed, per_tensor)))
-    over = {k: v * factor for k, v in over.items()}
-    so = ModelInputs(nthr, over, backward_call_s=backward_s * factor, fault_s_per_byte=fault_s_per_byte,
-                     update_call_s=(fixed * factor, per_tensor * factor))
-    base = M.ceilings_from_device(device_result, tkey, nthr, {}, ModelInputs(nthr, over))
-    # a lone op's operands fit in half of the level after L1 (all threads: its pooled size)
-    cache_bytes = (base.levels[1] if len(base.levels) > 2 else base.levels[0]).capacity_bytes or 0
-    rates: dict[str, dict[tuple[int, int], float]] = {}
-    raw_all: list[dict[str, Any]] = []
-    timings = {} if timings is None else timings
-    for s in specs:
-        r, raw = TR.measure_rates(FM.lone_ops(s), cache_bytes * TR.CACHE_FRACTION, timings, over,
-                                  fault_s_per_byte=fault_s_per_byte)
-        rates.update(r)
-        raw_all += raw
-    rates[f"update|{opt}()"] = {(1, 0): urate}
-    record = {"overhead_s": over, "backward_call_s": so.backward_call_s, "update_fixed_s": FM.update_fixed_s(so),
-              "update_gflops": urate / 1e9, "fault_s_per_byte": fault_s_per_byte,
-              "in_step_overhead_factor": factor}
-    return M.ceilings_from_device(device_result, tkey, nthr, rates, so), so, raw_all, record
 
 
 def _rate_cache(use_cache: bool) -> Any:
@@ -371,19 +372,18 @@ def _rate_cache(use_cache: bool) -> Any:
 def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _noop,
                      budget_s: float | None = None, batches: tuple[int, ...] = BATCHES,
                      points: list[FamilyPoint] | None = None, steps: int = STEPS,
-                     free_bytes: float | None = None, device: str = "cpu", use_cache: bool = False,
-                     method: str | None = None) -> dict[str, Any]:
+                     free_bytes: float | None = None, device: str = "cpu", use_cache: bool = False
+                     ) -> dict[str, Any]:
     """Measure, time and predict one family on `device` ("cpu": one thread and all threads;
-    "gpu": PyTorch on CUDA against the scan's GPU levels); returns {"points", "skipped", "inputs"}.
+    "gpu": PyTorch on CUDA against the scan's GPU levels and rate table); returns {"points",
+    "skipped", "inputs"}.
 
-    Per point: its step captured, its inputs measured (`predict_captured`: the rates of its
+    Per point: its step captured, its inputs found (`step_inputs`: on the CPU the rates of its
     distinct kernels measured now and shared by the sweep's points, or read from the machine's
-    cache with `use_cache`), then its steps. Points run smallest first; one whose steps the budget has
-    no room for (from its prediction) is skipped. `budget_s` None: the default profile's family
-    budget (memprobe/profile.py). `method`: "captured" (the above) or "hand", the hand-written
-    op list (`family_model.predict_family_step`, the GPU's path); None: DEFAULT_METHOD."""
+    cache with `use_cache`), then its steps. Points run smallest first; one whose steps the
+    budget has no room for (from its prediction) is skipped. `budget_s` None: the default
+    profile's family budget (memprobe/profile.py)."""
     from memprobe.train import torch_families as TF
-    from memprobe.train import torch_rates as TR
 
     if budget_s is None:
         budget_s = PROFILES["default"].training.family_budget_s
@@ -399,6 +399,7 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     caps = [(lv.name, int(lv.size_bytes)) for lv in device_result.levels if lv.size_bytes]
     if not caps:
         raise M.MissingCeiling(f"{device}: no level with a capacity in the scan")
+    t_start = time.perf_counter()
     plan = points if points is not None else plan_family(family, caps, batches, free_bytes / 8)
     plan = sorted(plan, key=lambda p: p.working_set_bytes)
     if device == "gpu":
@@ -406,21 +407,14 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     else:
         n_all = N.max_threads()
         runs = [("threads_1", 1)] + ([("threads_all", n_all)] if n_all > 1 else [])
-    hand = device == "gpu" or (method or DEFAULT_METHOD) == "hand"
     out: dict[str, Any] = {"points": [], "skipped": [], "inputs": {}}
-    t_start = time.perf_counter()
     total = len(plan) * len(runs)
     done = 0
     for tkey, nthr in runs:
         with TF.on_device(TF.GPU_DEVICE) if device == "gpu" else N.cpu_threads(nthr):
-            timings: dict[str, Any] = {}
-            raw_all: list[dict[str, Any]] = []
             inputs: list[dict[str, Any]] = []
-            # the hand-written path's fresh-page cost, once per thread count (a GPU's allocator
-            # keeps its blocks; a captured point measures its own, with its inputs)
-            fault = TR.measure_fault_s_per_byte() if plan and hand and device == "cpu" else 0.0
-            cache = None if hand else _rate_cache(use_cache)
-            used: dict[str, Any] = {}  # the rates the captured points read, by op key
+            cache = _rate_cache(use_cache) if device == "cpu" else None
+            used: dict[str, Any] = {}  # the rates the points read, by op key
             for fp in plan:
                 done += 1
                 progress("training", done, total, f"{family} {device} {tkey} B={fp.spec.batch} "
@@ -432,27 +426,17 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                 # every point, so that the inputs and the steps are sampled in the same seconds:
                 # on a shared guest a busy neighbour stalls every parallel region for
                 # milliseconds while it runs (the ops' rates are shared through `cache`)
-                if hand:
-                    ceil, so, raw, record = measure_inputs([fp.spec], device_result, tkey, nthr, fault, timings)
-                    raw_all += raw
-                    inputs.append(record)
-                    pred = FM.predict_family_step(fp.spec, ceil, so)
-                    predicted_s = pred.predicted_s
-                else:
-                    cp = predict_captured(fp.spec, device_result, tkey, nthr, cache)
-                    inputs.append({"spec": _spec_dict(fp.spec), **cp.record()})
-                    used.update(cp.inputs.rates)
-                    predicted_s = cp.predicted_s
-                cost = (steps + WARMUP + 1) * predicted_s
+                cp = predict_captured(fp.spec, device_result, tkey, nthr, cache, fp.captured(), device=device)
+                inputs.append({"spec": _spec_dict(fp.spec), **cp.record()})
+                used.update(cp.inputs.rates)
+                cost = (steps + WARMUP + 1) * cp.predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",
-                                                   predicted_s, device))
+                                                   cp.predicted_s, device))
                     continue
                 samples = time_family_steps(fp.spec, steps)
-                out["points"].append(_record(fp, tkey, nthr, pred, samples, device) if hand
-                                     else _captured_record(fp, tkey, nthr, cp, samples, device))
-            out["inputs"][tkey] = {"per_point": inputs, "lone_ops": raw_all} if hand else {
-                "per_point": inputs, "op_rates": [asdict(r) for r in used.values()]}
+                out["points"].append(_captured_record(fp, tkey, nthr, cp, samples, device))
+            out["inputs"][tkey] = {"per_point": inputs, "op_rates": [asdict(r) for r in used.values()]}
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out
 

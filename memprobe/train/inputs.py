@@ -45,7 +45,7 @@ def measure_step_inputs(graph: C.StepGraph, threads: int, optimizer: str | None 
     cross = measure_cross_core_s_per_byte(threads) if threads > 1 else 0.0
     rates = R.measure_graph_rates(graph, threads, cache, fault, progress)
     fault_bytes = R.measure_step_faults(graph) if step_faults else None
-    fixed, per_tensor, _ = TR.measure_update(optimizer or graph.optimizer)
+    fixed, per_tensor = TR.measure_update(optimizer or graph.optimizer)
     machine = ModelInputs(threads, cross_core_s_per_byte=cross, backward_call_s=backward, fault_s_per_byte=fault,
                           update_call_s=(fixed, per_tensor))
     return P.StepInputs(rates, machine, fault_bytes)

@@ -303,7 +303,7 @@ class OpPrediction:
     levels: dict[str, str]
     stream_kernel: str
     # the operands' time beyond what the op's measured rate already paid for them: the rate was
-    # measured with them in a nearer level (family_model.excess_memory_s), or, for the MLP's
+    # measured with them in a nearer level (predict.excess_memory_s), or, for the MLP's
     # GEMMs on several threads, in each thread's own cache where one core has just written them
     excess_s: float = 0.0
 
@@ -312,6 +312,20 @@ class OpPrediction:
         """The op's work: its FLOPs at the measured rate plus the farther operands' extra time,
         or its whole traffic at the levels' bandwidths, whichever is longer."""
         return max(self.compute_s + self.excess_s, self.memory_s)
+
+
+def work_bound(p: OpPrediction) -> str:
+    """What bounds one op's work: "compute" (its rate, more than any level's stream) or the
+    name of the level its traffic mostly comes from."""
+    if p.compute_s >= max(p.memory_s, p.excess_s):
+        return "compute"
+    names = list(p.levels.values())
+    return max(set(names), key=names.count) if names else "memory"
+
+
+def op_bound(p: OpPrediction) -> str:
+    """What bounds one op: its work's bound, or "overhead" when the call costs more than the work."""
+    return "overhead" if p.overhead_s >= p.roofline_s else work_bound(p)
 
 
 @dataclass

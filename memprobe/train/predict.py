@@ -1,7 +1,7 @@
 """One predictor over a captured step (stage 4: result -> **train** -> report): graph + ceilings
 + inputs -> per op the time, what bounds it and the level each operand comes from.
 
-The same op model as the built-in networks' (`model.py`, `family_model.py`), on the ops PyTorch
+The same op model as the NumPy MLP's (`model.py`), on the ops PyTorch
 dispatched for one step (`capture.StepGraph`):
 
     time(op) = max(work / rate + excess + cross_core, memory) + fresh-page faults + call overhead
@@ -15,12 +15,12 @@ dispatched for one step (`capture.StepGraph`):
 * work / rate: the op replayed alone at its shape (`op_rates.OpRate`: FLOPs for a GEMM,
   elements for the rest, its call overhead taken out). excess: what its operands from memory
   add (`cold_s`: its cold call's extra over the warm one, by their share of its bytes; where no
-  cold call was measured, the formula below), plus `family_model.excess_memory_s` for its
+  cold call was measured, the formula below), plus `excess_memory_s` for its
   inputs from a nearer level farther than the one that held them while the op was replayed
   (the level of its own footprint).
 * fresh-page faults: the pages the op's new tensors fault in every step, as this machine's
   allocator does it (`op_rates.measure_step_faults` replays the step's allocations and frees
-  alone); without that replay, `family_model.fresh_bytes`' rule on captured storages (a tensor
+  alone); without that replay, the mmap-threshold rule on captured storages (a tensor
   over glibc's mmap threshold is mapped fresh every step: `fresh_output_bytes`). A fault is
   time the core spends in the kernel, so it adds to the op rather than overlapping its work:
   on an MLP's AdamW step a 4 MiB temporary, under the threshold, faulted in every step (glibc
@@ -42,7 +42,6 @@ from typing import Any, Callable
 
 from memprobe.result import ModelInputs
 from memprobe.train import capture as C
-from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train.op_rates import OpRate, op_key, work_of
 
@@ -61,7 +60,7 @@ class StepInputs:
     rates: dict[str, OpRate]
     machine: ModelInputs = field(default_factory=ModelInputs)
     # bytes of fresh pages each op faults in per step (by op index), as this machine's
-    # allocator does it (op_rates.measure_step_faults); None: family_model's mmap-threshold rule
+    # allocator does it (op_rates.measure_step_faults); None: the mmap-threshold rule
     fault_bytes: dict[int, int] | None = None
 
 
@@ -146,16 +145,40 @@ def from_memory(mop: M.Op, where: dict[str, str], ceilings: M.Ceilings) -> set[s
     return {o.buffer for o in mop.operands if where.get(o.buffer) == far}
 
 
+# glibc's largest dynamic mmap threshold (64-bit): a tensor above it is mapped fresh when
+# allocated and unmapped when freed, so a step faults its pages in again every time
+MMAP_THRESHOLD_BYTES = 32 << 20
+
+
+def excess_memory_s(op: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, at: M.LevelCeiling | None) -> float:
+    """The inputs' time beyond what the op's rate already paid: its rate was measured with its
+    operands in level `at`, so each input that the step brings from a farther level costs its
+    bytes at that level's bandwidth less at `at`'s, on top of the op's compute (a kernel that
+    ran at its rate from `at` waits for the farther level's reads). Outputs add nothing: stores
+    retire into the caches, which write back behind the work (their bytes stay in the op's
+    memory time, the roofline's other side)."""
+    if at is None:
+        return 0.0
+    kern = op.stream_kernel
+    extra = 0.0
+    for o in op.operands:
+        if o.write:
+            continue
+        lv = ceilings.levels[-1] if o.fresh else ceilings.level_for(footprint[o.buffer])
+        extra += o.bytes * max(0.0, 1 / lv.bandwidth_bps[kern] - 1 / at.bandwidth_bps[kern])
+    return extra
+
+
 def excess_s(mop: M.Op, footprint: dict[str, int], ceilings: M.Ceilings, rate: OpRate | None,
              leave_out: set[str] = frozenset()) -> float:
-    """family_model.excess_memory_s against the level that held the op's tensors while it was
+    """excess_memory_s against the level that held the op's tensors while it was
     replayed alone (the level of its own footprint), over its operands but `leave_out` (those
     `cold_s` already prices)."""
     if rate is None or rate.call_s is None or rate.work <= 0:
         return 0.0
     if leave_out:
         mop = dataclasses.replace(mop, operands=tuple(o for o in mop.operands if o.buffer not in leave_out))
-    return FM.excess_memory_s(mop, footprint, ceilings, ceilings.level_for(rate.bytes))
+    return excess_memory_s(mop, footprint, ceilings, ceilings.level_for(rate.bytes))
 
 
 def cold_s(mop: M.Op, far: set[str], rate: OpRate | None) -> float | None:
@@ -189,10 +212,10 @@ def born_storages(graph: C.StepGraph) -> dict[int, set[int]]:
 
 
 def fresh_output_bytes(op: C.CapturedOp, graph: C.StepGraph, born: dict[int, set[int]]) -> int:
-    """family_model.fresh_bytes' rule on a captured op: the bytes of the storages it allocates
+    """The mmap-threshold rule on a captured op: the bytes of the storages it allocates
     that are over glibc's mmap threshold (mapped fresh, so faulted in, every step)."""
     return sum(graph.storages[s].nbytes for s in born.get(op.index, ())
-               if graph.storages[s].nbytes > FM.MMAP_THRESHOLD_BYTES)
+               if graph.storages[s].nbytes > MMAP_THRESHOLD_BYTES)
 
 
 def fault_s(op: C.CapturedOp, graph: C.StepGraph, born: dict[int, set[int]], inputs: StepInputs) -> float:
@@ -268,7 +291,7 @@ def predict(graph: C.StepGraph, ceilings: M.Ceilings, inputs: StepInputs) -> Pre
                            exc + cc)
         t = op_time(comp, exc, cc, mem, fault, over)
         ops.append(OpTime(op.index, op.name, op.phase, op.category, mop.flops, float(mop.bytes), comp, exc, cc,
-                          mem, fault, over, where, FM.op_bound(p), t))
+                          mem, fault, over, where, M.op_bound(p), t))
     modelled_s = sum(o.time_s for o in ops) + inputs.machine.backward_call_s
     unmod_s = sum(u[1] for u in unknown.values() if u[1] is not None)
     total = modelled_s + unmod_s

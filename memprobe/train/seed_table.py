@@ -21,9 +21,8 @@ Nothing prints.
 
 The GPU half (the claims' RTX 4090 column): on a scan with GPU levels and a CUDA build of
 PyTorch, the same rows on the GPU (the MNIST row from the study's GPU epoch, the PyTorch rows
-through `torch_families.on_device` against the GPU's levels); without them, rows that
-say why. (The GPU rows still read the hand-written op list, `family_model`: `op_rates`
-replays its ops on the CPU.)
+through `torch_families.on_device` against the GPU's levels, their rates read from the GPU
+scan's rate table); without them, rows that say why.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ import statistics
 import time
 from typing import Any, Callable
 
-from memprobe.result import ModelInputs
-from memprobe.train import family_model as FM
 from memprobe.train import model as M
 from memprobe.train.families import CnnSpec, TransformerSpec, gpt2_small, resnet50
 
@@ -76,7 +73,7 @@ def bound_of(pred: M.Prediction) -> tuple[str, dict[str, float]]:
     the largest share, and all shares (fractions of the predicted step)."""
     shares: dict[str, float] = {"overhead": pred.overhead_s}
     for p in pred.ops:
-        k = FM.work_bound(p)
+        k = M.work_bound(p)
         shares[k] = shares.get(k, 0.0) + p.roofline_s
     total = sum(shares.values()) or 1.0
     shares = {k: v / total for k, v in shares.items() if v > 0}
@@ -92,57 +89,11 @@ def bound_sentence(task: str, bound: str, shares: dict[str, float]) -> str:
             + (f" ({rest})." if rest else "."))
 
 
-def family_inputs(specs: list[CnnSpec | TransformerSpec], device_result: Any, tkey: str,
-                  nthr: int, device: str = "cpu") -> tuple[M.Ceilings, ModelInputs, list[dict[str, Any]]]:
-    """The model's inputs for `specs` (one family) at one thread count, measured now (the
-    caller holds the thread count, or the GPU), as `family_sweep` measures them per point."""
-    from memprobe.train import torch_rates as TR
-    from memprobe.train.family_sweep import measure_inputs
-
-    fault = TR.measure_fault_s_per_byte() if device == "cpu" else 0.0  # (a GPU's allocator keeps its blocks)
-    ceil, so, raw, _record = measure_inputs(specs, device_result, tkey, nthr, fault)
-    return ceil, so, raw
-
-
 def time_check(spec: CnnSpec | TransformerSpec, steps: int = CHECK_STEPS,
                warmup: int = CHECK_WARMUP) -> list[float]:
     from memprobe.train.family_sweep import time_family_steps
 
     return time_family_steps(spec, steps, warmup)
-
-
-def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
-               device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS,
-               device: str = "cpu", method: str | None = None) -> dict[str, Any]:
-    """One PyTorch task's row on the CPU (all threads) or the GPU: inputs, check steps, predictions.
-    `method` "captured" (`captured_row`) or "hand" (the hand-written op lists; the GPU's);
-    None: family_sweep.DEFAULT_METHOD."""
-    from memprobe.train import network as N
-    from memprobe.train import torch_families as TF
-    from memprobe.train.family_sweep import DEFAULT_METHOD
-
-    nthr = N.max_threads() if device == "cpu" else 1
-    tkey = "threads_all" if nthr > 1 or device == "gpu" else "threads_1"
-    if device == "cpu" and (method or DEFAULT_METHOD) == "captured":
-        return captured_row(task, full, full_steps, check, device_result, workload, check_text, steps, nthr, tkey)
-    with N.cpu_threads(nthr) if device == "cpu" else TF.on_device(TF.GPU_DEVICE):
-        # the check's steps first: measuring the full size's lone ops leaves the allocator with
-        # gigabytes of freed tensors, and GPT-2 small's check steps ran 2x slower after it
-        samples = time_check(check, steps)
-        ceil, so, _ = family_inputs([full, check], device_result, tkey, nthr, device)
-    pred_full = FM.predict_family_step(full, ceil, so)
-    pred_check = FM.predict_family_step(check, ceil, so)
-    meas = statistics.median(samples)
-    bound, shares = bound_of(pred_full)
-    return {"task": task, "device": device, "model": full.model, "workload": workload,
-            "predicted_s": pred_full.predicted_s * full_steps,
-            "check": f"{check_text}, median of {len(samples)} steps",
-            "check_measured_s": meas, "check_predicted_s": pred_check.predicted_s,
-            "check_error": pred_check.predicted_s / meas - 1,
-            "claimed_s": CLAIMS[task][f"{device}_s"], "claimed_hardware": CLAIMED_HARDWARE[device],
-            "bound": bound, "bound_text": bound_sentence(task, bound, shares),
-            "threads": nthr if device == "cpu" else None,
-            "note": f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps"}
 
 
 def captured_bound_of(pred: Any) -> tuple[str, dict[str, float]]:
@@ -163,45 +114,59 @@ def captured_bound_of(pred: Any) -> tuple[str, dict[str, float]]:
     return max(shares, key=shares.get), shares
 
 
-def captured_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
-                 device_result: Any, workload: str, check_text: str, steps: int, nthr: int,
-                 tkey: str) -> dict[str, Any]:
-    """One PyTorch task's CPU row through capture: the check's real steps timed first, then
-    both steps captured under fake tensors (the full size allocates nothing), the check's inputs
-    measured here (`inputs.measure_step_inputs`: its distinct kernels replayed at their shapes),
-    the full size's projected from them (`inputs.projected_inputs`: each full-size kernel at its
-    check counterpart's rate), the calls scaled as in a real step of the network at its least
-    sizes (`family_sweep.tiny_call_scale`), and `predict.predict` on both."""
+def family_row(task: str, full: CnnSpec | TransformerSpec, full_steps: int, check: CnnSpec | TransformerSpec,
+               device_result: Any, workload: str, check_text: str, steps: int = CHECK_STEPS,
+               device: str = "cpu") -> dict[str, Any]:
+    """One PyTorch task's row on the CPU (all threads) or the GPU, through capture: the check's
+    real steps timed first, then both steps captured under fake tensors (the full size allocates
+    nothing). On the CPU the check's inputs are measured here (`inputs.measure_step_inputs`: its
+    distinct kernels replayed at their shapes) and the full size's projected from them
+    (`inputs.projected_inputs`: each full-size kernel at its check counterpart's rate); on a GPU
+    both are read from the GPU scan's rate table (`family_sweep.step_inputs`). The calls are
+    scaled as in a real step of the network at its least sizes (`family_sweep.tiny_call_scale`),
+    and `predict.predict` runs on both."""
     from memprobe.train import network as N
     from memprobe.train import predict as P
-    from memprobe.train.family_sweep import capture_point, tiny_call_scale
-    from memprobe.train.inputs import measure_step_inputs, projected_inputs, with_call_scale
+    from memprobe.train import torch_families as TF
+    from memprobe.train.family_sweep import capture_point, step_inputs, tiny_call_scale
+    from memprobe.train.inputs import projected_inputs, with_call_scale
 
-    with N.cpu_threads(nthr):
+    nthr = N.max_threads() if device == "cpu" else 1
+    tkey = "threads_all" if nthr > 1 or device == "gpu" else "threads_1"
+    with N.cpu_threads(nthr) if device == "cpu" else TF.on_device(TF.GPU_DEVICE):
         # the check's steps first: measuring rates leaves the allocator with freed tensors,
-        # and GPT-2 small's check steps ran 2x slower after the full size's lone ops
+        # and GPT-2 small's check steps ran 2x slower after its kernels were replayed
         samples = time_check(check, steps)
         g_check, g_full = capture_point(check), capture_point(full)
         ceilings = M.ceilings_from_device(device_result, tkey, nthr, {})
-        inputs = measure_step_inputs(g_check, nthr)
-        scale = tiny_call_scale(check, inputs, ceilings, nthr)
+        inputs, missing = step_inputs(g_check, device_result, tkey, nthr, device=device)
+        scale = tiny_call_scale(check, inputs, ceilings, device_result, tkey, nthr, device=device)
         inputs = with_call_scale(inputs, scale)
+        if device == "gpu":
+            full_inputs, missing_full = step_inputs(g_full, device_result, tkey, nthr, device=device)
+            full_inputs = with_call_scale(full_inputs, scale)
+            missing = sorted(set(missing or []) | set(missing_full or []))
+        else:
+            full_inputs = projected_inputs(g_full, g_check, inputs)
     pred_check = P.predict(g_check, ceilings, inputs)
-    pred_full = P.predict(g_full, ceilings, projected_inputs(g_full, g_check, inputs))
+    pred_full = P.predict(g_full, ceilings, full_inputs)
     meas = statistics.median(samples)
     bound, shares = captured_bound_of(pred_full)
     unmod = sum(u.count for u in pred_full.unmodelled)
-    return {"task": task, "device": "cpu", "model": full.model, "workload": workload,
+    source = (f"rates of the check's {len(inputs.rates)} distinct kernels" if device == "cpu"
+              else "rates from the GPU scan's table")
+    return {"task": task, "device": device, "model": full.model, "workload": workload,
             "predicted_s": pred_full.predicted_s * full_steps,
             "check": f"{check_text}, median of {len(samples)} steps",
             "check_measured_s": meas, "check_predicted_s": pred_check.predicted_s,
             "check_error": pred_check.predicted_s / meas - 1,
-            "claimed_s": CLAIMS[task]["cpu_s"], "claimed_hardware": CLAIMED_HARDWARE["cpu"],
-            "bound": bound, "bound_text": bound_sentence(task, bound, shares), "threads": nthr,
+            "claimed_s": CLAIMS[task][f"{device}_s"], "claimed_hardware": CLAIMED_HARDWARE[device],
+            "bound": bound, "bound_text": bound_sentence(task, bound, shares),
+            "threads": nthr if device == "cpu" else None,
             "note": (f"predicted step {pred_full.predicted_s:.3g} s x {full_steps} steps; captured steps "
-                     f"({len(g_full.kernels)} kernels, rates of the check's {len(inputs.rates)} distinct ones; "
-                     f"calls x{scale:.2f} as in a tiny step; coverage {pred_full.coverage:.0%}"
-                     + (f", {unmod} unmodelled" if unmod else "") + ")")}
+                     f"({len(g_full.kernels)} kernels, {source}; calls x{scale:.2f} as in a tiny step; "
+                     f"coverage {pred_full.coverage:.0%}" + (f", {unmod} unmodelled" if unmod else "")
+                     + (f"; partial, the scan lacks: {'; '.join(missing)}" if missing else "") + ")")}
 
 
 def resnet50_row(device_result: Any, steps: int = CHECK_STEPS, check: tuple[int, int] = RESNET_CHECK,

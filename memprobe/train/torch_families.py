@@ -2,10 +2,8 @@
 trained for real: forward, backward and an optimizer step (SGD with momentum for the CNN, AdamW
 for the transformer) on a fixed synthetic batch. Needs the optional extra (`memprobe[torch]`).
 
-Every forward kernel is one the op list names: no bias on the convolutions (batch norm follows),
-positions and the causal mask built once, attention written out (scores, mask, softmax,
-weighted sum), ReLU and additions out of place. `profile_forward` reads what PyTorch's profiler
-records, for the test that holds the op list and the network together.
+What a step runs is captured from the dispatcher (`capture.capture_step`); `profile_step` reads
+what PyTorch's profiler records for a real step, for the test that holds the capture to it.
 """
 
 from __future__ import annotations
@@ -17,12 +15,6 @@ from typing import Any, Iterator
 from memprobe.train.catalog import FAMILY_MODELS, names_text
 from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec, resnet_blocks
 
-# operators that make a view of a tensor: no kernel runs, so no op in the list stands for them
-VIEW_OPS = frozenset({"aten::view", "aten::permute", "aten::transpose", "aten::unbind", "aten::select",
-                      "aten::t", "aten::expand", "aten::slice", "aten::unsqueeze", "aten::detach",
-                      "aten::alias", "aten::as_strided", "aten::_unsafe_view"})
-
-
 def torch_missing() -> str | None:
     """Why the torch families cannot run here, in one line; None when torch imports."""
     try:
@@ -33,7 +25,7 @@ def torch_missing() -> str | None:
 
 
 # where the families' PyTorch work runs: "cpu", or GPU_DEVICE inside on_device(GPU_DEVICE).
-# Networks, batches and lone ops are built there, and every timing waits for the device
+# Networks and batches are built there, and every timing waits for the device
 # (synchronize). The tests run the GPU path on PyTorch's "meta" device (shapes, no data).
 _DEVICE = "cpu"
 GPU_DEVICE = "cuda"
@@ -41,7 +33,7 @@ GPU_DEVICE = "cuda"
 
 @contextlib.contextmanager
 def on_device(device: str) -> Iterator[None]:
-    """Run the families' PyTorch work (build, batch, lone ops, timings) on `device`."""
+    """Run the families' PyTorch work (build, batch, timings) on `device`."""
     global _DEVICE
     before, _DEVICE = _DEVICE, device
     try:
@@ -82,7 +74,7 @@ def cuda_missing() -> str | None:
 
 
 def flush_denormals() -> None:
-    """Denormal floats to zero, for every torch op memprobe times (lone ops and steps alike).
+    """Denormal floats to zero, for every torch op memprobe times (replayed kernels and steps alike).
     A network trained on one fixed synthetic batch soon predicts it almost surely: a softmax
     over GPT-2's 50,257 tokens then yields denormal probabilities, which x86 handles in
     microcode. GPT-2 small's backward at sequence 128 took 3.9 s a step with denormals, 0.8-0.95 s
@@ -263,56 +255,6 @@ def train_steps(spec: CnnSpec | TransformerSpec, steps: int, seed: int = 0) -> l
     return losses
 
 
-# autograd's nodes as the families' op kinds (those that run a kernel, and the pass-throughs the
-# model keeps as call overheads: an addition's, a clone's); the rest are views and leaves
-BACKWARD_NODE_KIND = {
-    "ConvolutionBackward0": "conv", "AddmmBackward0": "linear", "MmBackward0": "linear", "BmmBackward0": "bmm",
-    "NativeBatchNormBackward0": "batch_norm", "NativeLayerNormBackward0": "layer_norm", "ReluBackward0": "relu",
-    "GeluBackward0": "gelu", "SoftmaxBackward0": "softmax", "NllLossBackward0": "cross_entropy",
-    "MeanBackward1": "mean", "EmbeddingBackward0": "embedding", "MaskedFillBackward0": "masked_fill",
-    "MulBackward0": "mul", "AddBackward0": "add", "CloneBackward0": "contiguous",
-    "MaxPool2DWithIndicesBackward0": "maxpool"}
-BACKWARD_NODES_WITHOUT_OP = frozenset({
-    "LogSoftmaxBackward0",  # the cross-entropy's other half: one op in the model
-    "ViewBackward0", "TBackward0", "UnsafeViewBackward0", "TransposeBackward0", "PermuteBackward0",
-    "ExpandBackward0", "UnbindBackward0", "ReshapeAliasBackward0", "torch::autograd::AccumulateGrad"})
-
-
-def profile_backward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
-    """The autograd nodes PyTorch runs for one backward pass, in order (their names)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    model = build(spec, seed)
-    model.train()
-    x, y = batch(spec, seed + 1)
-    model.loss(x, y).backward()  # warm-up
-    loss = model.loss(x, y)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        loss.backward()
-    tag = "autograd::engine::evaluate_function: "
-    return [e.name[len(tag):] for e in prof.events() if e.name.startswith(tag)]
-
-
-def profile_update(spec: CnnSpec | TransformerSpec, seed: int = 0) -> list[str]:
-    """The operators one optimizer step runs (after two steps, so its states exist), in order."""
-    from torch.profiler import ProfilerActivity, profile
-
-    model = build(spec, seed)
-    model.train()
-    x, y = batch(spec, seed + 1)
-    opt = optimizer(spec, model)
-    for _ in range(2):
-        opt.zero_grad()
-        model.loss(x, y).backward()
-        opt.step()
-    opt.zero_grad()
-    model.loss(x, y).backward()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        opt.step()
-    return [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is not None
-            and e.cpu_parent.name.startswith("Optimizer.step#")]
-
-
 def profile_step(spec: CnnSpec | TransformerSpec, seed: int = 0) -> dict[str, int]:
     """How often the profiler records each ATen operator in one steady training step
     (`capture.run_step`, the family's optimizer as `capture.make_optimizer` builds it, after two
@@ -331,22 +273,3 @@ def profile_step(spec: CnnSpec | TransformerSpec, seed: int = 0) -> dict[str, in
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         C.run_step(model, x, loss_fn, opt)
     return dict(Counter(e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::")))
-
-
-def profile_forward(spec: CnnSpec | TransformerSpec, seed: int = 0) -> tuple[list[str], float]:
-    """What PyTorch runs for one forward pass and its loss: the top-level operators in order
-    (views left out) and the FLOPs its profiler counts (GEMMs and convolutions)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    model = build(spec, seed)
-    model.train()
-    x, y = batch(spec, seed + 1)
-    model.loss(x, y)  # warm-up: first-call setup stays out of the trace
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        model.loss(x, y)
-    events = prof.events()
-    top = [e.name for e in events if e.cpu_parent is None and e.name.startswith("aten::")]
-    flops = float(sum(e.flops or 0 for e in events))
-    del torch
-    return [n for n in top if n not in VIEW_OPS], flops
