@@ -572,7 +572,7 @@ def _merge_small_steps(plateaus: list[tuple[int, int, float]], dense: bool) -> l
 def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
                y_raw: np.ndarray) -> list[InferredLevel]:
     """A step between two caches that the same core's huge-page run does not have is a TLB's
-    reach, not a cache (docs/method.md, step 8): across the sizes from the end of the level
+    reach, not a cache (docs/method.md, step 4): across the sizes from the end of the level
     before the step to the end of the level after it, the page pair's 4 KiB-page latency rises
     by R and its huge-page latency by less than TLB_SHARE x R (the rest is the page walk a
     4 KiB page adds where the TLB no longer covers the set). A cache's step does not depend on
