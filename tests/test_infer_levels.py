@@ -462,7 +462,7 @@ def test_m1_pro_l2_from_a_run_that_stops_at_16_mib():
 # ---- a step the same core's huge-page run lacks is a TLB's reach (levels._tlb_steps) ----------
 # tests/data/sbcbench_*_pages.csv: tinymembench's random read on the ramlat table's core, with
 # 4 KiB pages (small_ns) and with huge pages (huge_ns), from the same sbc-bench file:
-# n100: results/4vxM.txt; j4105 (Celeron J4105, Goldmont Plus: L1d 24 KiB, L2 4 MiB) with its
+# n100: results/4vxM.txt; j4125 (Celeron J4125, Goldmont Plus: L1d 24 KiB, L2 4 MiB) with its
 # ramlat curve: results/4hau.txt; zen5 (Ryzen AI Max+ 395: L1d 48 KiB, L2 1 MiB, L3 32 MiB)
 # with its curve: results/8hUb.txt (benchmarks/published_build.py wrote them).
 def _read_paged(curve, pages):
@@ -497,12 +497,13 @@ def test_a_step_of_two_times_the_huge_page_run_lacks_folds_too():
 
 
 def test_a_step_the_huge_page_run_keeps_stays_a_level():
-    """Celeron J4105: the 128-256 KiB step rises as much with huge pages as with 4 KiB pages
+    """Celeron J4125: the 128-256 KiB step rises as much with huge pages as with 4 KiB pages
     (a cache, or a TLB that holds huge pages as 4 KiB entries): it stays, still saying it may be
     either; and with no page pair the N100 keeps its step as well."""
     from memprobe.result import Code
 
-    c = _read_paged("sbcbench_j4105_1xptr.csv", "sbcbench_j4105_pages.csv").caches
+    c = _read_paged("sbcbench_j4125_1xptr.csv", "sbcbench_j4125_pages.csv").caches
     assert len(c) == 3 and [code for code, _ in c[1].notes] == [Code.CACHE_OR_TLB]
+    assert "huge-page run keeps the step" in c[1].notes[0][1]
     assert all(code != Code.TLB_STEP for lv in c for code, _ in lv.notes)
     assert len(_read("sbcbench_n100_1xptr.csv").caches) == 4

@@ -335,9 +335,10 @@ def infer_levels(size_bytes, latency, unit: str = "ns", samples=None, pages=None
         levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
     else:
         levels.append(_level("memory", None, x_raw, y_raw, x_raw[-1], x_raw[-1], None, None))
+    kept: dict[int, str] = {}
     if pages is not None:
-        levels = _tlb_steps(levels, pages, unit, x_raw, y_raw)
-    _note_small_steps(levels, unit)
+        levels = _tlb_steps(levels, pages, unit, x_raw, y_raw, kept)
+    _note_small_steps(levels, unit, kept)
     return Hierarchy(unit=unit, levels=levels, memory_reached=memory_reached, noise=noise,
                      warnings=warnings)
 
@@ -570,7 +571,7 @@ def _merge_small_steps(plateaus: list[tuple[int, int, float]], dense: bool) -> l
 
 
 def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
-               y_raw: np.ndarray) -> list[InferredLevel]:
+               y_raw: np.ndarray, kept: dict[int, str]) -> list[InferredLevel]:
     """A step between two caches that the same core's huge-page run does not have is a TLB's
     reach, not a cache (docs/method.md, step 4): across the sizes from the end of the level
     before the step to the end of the level after it, the page pair's 4 KiB-page latency rises
@@ -579,7 +580,8 @@ def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
     the page size, so it stays on both curves. The two levels are then one cache: its capacity
     is the later edge's, its latency the level before the step (a hit without a page walk), and
     it says where the page walk starts. Steps outside the pair's sizes, and steps into memory,
-    are left as they are."""
+    are left as they are. `kept` gets, by id of the level before it, what the pair says of a
+    step it keeps (for `_note_small_steps`)."""
     xs = np.log2(np.asarray(pages.size_bytes, dtype=float))
     small, huge = np.asarray(pages.small, dtype=float), np.asarray(pages.huge, dtype=float)
     out = list(levels)
@@ -593,6 +595,9 @@ def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
         rise_small = float(np.interp(hi, xs, small) - np.interp(lo, xs, small))
         rise_huge = float(np.interp(hi, xs, huge) - np.interp(lo, xs, huge))
         if rise_small - rise_huge <= PAGES_RESOLUTION_NS or rise_huge >= TLB_SHARE * rise_small:
+            kept[id(here)] = (f"the same core's huge-page run keeps the step ({rise_huge:.2g} of "
+                              f"{rise_small:.2g} ns): a cache's capacity, or the reach of a TLB that "
+                              "holds a huge page as 4 KiB entries; the pair cannot tell which")
             k += 1
             continue
         merged = _level(here.name, nxt.size_bytes, x_raw, y_raw, math.log2(here.plateau_bytes[0]),
@@ -609,18 +614,19 @@ def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
     return out
 
 
-def _note_small_steps(levels: list[InferredLevel], unit: str) -> None:
+def _note_small_steps(levels: list[InferredLevel], unit: str, kept: dict[int, str] | None = None) -> None:
     """A cache whose next level is under SMALL_STEP_MAX_RATIO slower: its edge may be the reach
     of a TLB (on a 4 KiB-page curve the next plateau is then the same cache plus a page walk)
     as well as a cache's capacity, and one curve cannot tell them apart (a huge-page curve
-    beside it can: a TLB's step is not on it)."""
+    beside it can: a TLB's step is not on it, `_tlb_steps`; where a huge-page run keeps the step,
+    `kept` says so in place of this curve's "cannot tell")."""
     for here, nxt in zip(levels, levels[1:]):
         if here.size_bytes is None or nxt.latency / here.latency >= SMALL_STEP_MAX_RATIO:
             continue
         here.notes.append((Code.CACHE_OR_TLB,
                            f"the next level is only {nxt.latency / here.latency:.2f}x slower ({nxt.latency:.3g} {unit}): "
                            f"{_fmt(here.size_bytes)} is a cache's capacity or a TLB's reach (on a 4 KiB-page curve); "
-                           "this curve cannot tell which"))
+                           + ((kept or {}).get(id(here)) or "this curve cannot tell which")))
 
 
 def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:
