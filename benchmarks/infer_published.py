@@ -29,7 +29,7 @@ import numpy as np
 from _common import table
 from infer_accuracy import declared_sizes, fmt, pair_found
 
-from memprobe.infer import infer_levels
+from memprobe.infer import infer_levels, sbcbench
 from memprobe.infer.curves import read_curve_file
 from memprobe.result import Code
 
@@ -47,7 +47,9 @@ def main(argv: list[str]) -> int:
     widths_1ppo: list[float] = []
     for key, info in sorted(sources.items()):
         curve = read_curve_file(folder / info["csv"])
-        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples)
+        # the same core's 4 KiB- and huge-page run, where the file has one (published_build.py)
+        pages = sbcbench.read_page_pair(folder / info["pages_csv"]) if "pages_csv" in info else None
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples, pages=pages)
         caches = h.caches
         largest = max(curve.size_bytes)
         ppo = 1.0 / statistics.median(np.diff(np.log2(sorted(set(curve.size_bytes)))))
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
         itext = " ".join(f"{fmt(c.size_bytes)} [{fmt(c.size_range_bytes[0])}-{fmt(c.size_range_bytes[1])}]"
                          + ("" if i in used else " (extra)")
                          + (" tlb?" if any(code == Code.CACHE_OR_TLB for code, _ in c.notes) else "")
+                         + (" +tlb" if any(code == Code.TLB_STEP for code, _ in c.notes) else "")
                          for i, c in enumerate(caches))
         rows.append([key, info.get("core", "")[:22], dtext, itext, f"{len(pairs)}/{len(decl)}"])
         missed += [f"{key} ({info.get('core', '')[:22]}) {k} {fmt(s)}" for d, (k, s) in enumerate(decl) if d not in pairs]

@@ -10,7 +10,10 @@ result file. Its declared caches are those of the core that ran it:
   the total over its instances (sbcbench.declared_caches);
 - "vendor": machines with two core types, where lscpu's totals mix them: the vendor's per-core
   figures, cited in `declared_source`.
-Files whose caches cannot be attributed to the core that ran ramlat are not chosen.
+Files whose caches cannot be attributed to the core that ran ramlat are not chosen. Where the
+file also holds tinymembench's latency test run on that core with 4 KiB and with huge pages
+(sbcbench.page_pair), the pair is written beside the curve (`pages_csv`: size_bytes, small_ns,
+huge_ns), which inference reads to tell a TLB's reach from a cache.
 
 With a clone of github.com/RRZE-HPC/gpu-benches, its gpu-latency curves of the GPUs not already
 in ../shared/curves are added: one pointer chase of one thread block, size in KiB (column 3,
@@ -128,6 +131,11 @@ def main(argv: list[str]) -> int:
                       "column": sbcbench.DEFAULT_COLUMN,
                       "source": {"repo": "ThomasKaiser/sbc-bench", "path": path, "commit": commit},
                       "declared_caches": declared, "declared_source": source, "csv": f"{key}.csv"}
+        pair = sbcbench.page_pair(text, t.cpu)
+        if pair is not None:
+            (OUT / f"{key}_pages.csv").write_text("size_bytes,small_ns,huge_ns\n" + "".join(
+                f"{int(s)},{a:g},{b:g}\n" for s, a, b in zip(pair.size_bytes, pair.small, pair.huge)))
+            index[key]["pages_csv"] = f"{key}_pages.csv"
     if len(argv) == 2:
         gpu_curves(argv[1], index)
     (OUT / "sources.json").write_text(json.dumps({"note": __doc__.strip().splitlines()[0], "curves": index},

@@ -310,7 +310,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     else:
         curve = read_curve_file(args.curve, column=args.column, table=args.table)
     try:
-        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples)
+        h = infer_levels(curve.size_bytes, curve.latency, curve.unit, samples=curve.samples,
+                         pages=getattr(curve, "pages", None))
     except InferenceError as exc:
         raise InputError(f"{args.curve}: {exc}") from None
     if args.json:

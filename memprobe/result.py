@@ -64,6 +64,7 @@ class Code(str, enum.Enum):
     NOT_A_CACHE = "not_a_cache"  # the page-local chase merged it into memory
     MIXTURE_TAIL = "mixture_tail"  # a shelf between a cache and the next level read as part of the transition
     CACHE_OR_TLB = "cache_or_tlb"  # a step the curve cannot tell a cache from a TLB's reach
+    TLB_STEP = "tlb_step"  # a step the huge-page run lacks: a TLB's reach, folded into the cache
     PAGE_LOCAL_MEMORY = "page_local_memory"
     DEVICE_MEMORY = "device_memory"
     L1_BYPASS_EDGE = "l1_bypass_edge"

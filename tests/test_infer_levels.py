@@ -457,3 +457,53 @@ def test_m1_pro_l2_from_a_run_that_stops_at_16_mib():
     assert len(c) == 2 and _holds(c[0], 128 * KiB)
     lo, hi = c[1].size_range_bytes
     assert lo <= 12 * MiB <= hi and c[1].size_bytes == pytest.approx(12 * MiB, rel=0.25)
+
+
+# ---- a step the same core's huge-page run lacks is a TLB's reach (levels._tlb_steps) ----------
+# tests/data/sbcbench_*_pages.csv: tinymembench's random read on the ramlat table's core, with
+# 4 KiB pages (small_ns) and with huge pages (huge_ns), from the same sbc-bench file:
+# n100: results/4vxM.txt; j4125 (Celeron J4125, Goldmont Plus: L1d 24 KiB, L2 4 MiB) with its
+# ramlat curve: results/4hau.txt; zen5 (Ryzen AI Max+ 395: L1d 48 KiB, L2 1 MiB, L3 32 MiB)
+# with its curve: results/8hUb.txt (benchmarks/published_build.py wrote them).
+def _read_paged(curve, pages):
+    from pathlib import Path
+
+    from memprobe.infer import sbcbench
+    from memprobe.infer.curves import read_curve_file
+
+    data = Path(__file__).parent / "data"
+    c = read_curve_file(data / curve)
+    return infer_levels(c.size_bytes, c.latency, c.unit, pages=sbcbench.read_page_pair(data / pages))
+
+
+def test_a_step_the_huge_page_run_lacks_folds_into_the_cache():
+    """N100: the 5.9 -> 8.6 ns step at 128-256 KiB rises 3.4 ns to 1 MiB with 4 KiB pages and
+    1.2 ns with huge pages: a TLB's reach. One 2 MiB L2, at the latency before the step."""
+    from memprobe.result import Code
+
+    c = _read_paged("sbcbench_n100_1xptr.csv", "sbcbench_n100_pages.csv").caches
+    assert len(c) == 3 and [lv.name for lv in c] == ["L1", "L2", "L3"]
+    assert _holds(c[0], 32 * KiB) and _holds(c[1], 2 * MiB) and _holds(c[2], 6 * MiB)
+    assert [code for code, _ in c[1].notes] == [Code.TLB_STEP] and c[1].latency == pytest.approx(5.9, abs=0.1)
+    assert c[1].plateau_bytes == (64 * KiB, 1 * MiB)
+
+
+def test_a_step_of_two_times_the_huge_page_run_lacks_folds_too():
+    """Zen 5: the 2.8 -> 5.6 ns step at 256-512 KiB (2x, no small step) is 2.2 ns with 4 KiB
+    pages and 0.5 ns with huge pages; the 1 MiB L2 and 32 MiB L3 stay."""
+    c = _read_paged("sbcbench_zen5_1xptr.csv", "sbcbench_zen5_pages.csv").caches
+    assert len(c) == 3
+    assert c[1].size_range_bytes[0] <= 1 * MiB <= c[1].size_range_bytes[1] and _holds(c[2], 32 * MiB)
+
+
+def test_a_step_the_huge_page_run_keeps_stays_a_level():
+    """Celeron J4125: the 128-256 KiB step rises as much with huge pages as with 4 KiB pages
+    (a cache, or a TLB that holds huge pages as 4 KiB entries): it stays, still saying it may be
+    either; and with no page pair the N100 keeps its step as well."""
+    from memprobe.result import Code
+
+    c = _read_paged("sbcbench_j4125_1xptr.csv", "sbcbench_j4125_pages.csv").caches
+    assert len(c) == 3 and [code for code, _ in c[1].notes] == [Code.CACHE_OR_TLB]
+    assert "huge-page run keeps the step" in c[1].notes[0][1]
+    assert all(code != Code.TLB_STEP for lv in c for code, _ in lv.notes)
+    assert len(_read("sbcbench_n100_1xptr.csv").caches) == 4

@@ -100,3 +100,26 @@ def test_cli_infer_bad_column_is_one_line(capsys):
     assert main(["infer", str(SBC), "--column", "nope"]) != 0
     err = capsys.readouterr().err
     assert "no column 'nope'" in err and "Traceback" not in err
+
+
+def _tmb(kind, rows):
+    return (f"block size : single random read / dual random read, [{kind}]\n"
+            + "".join(f"{s:>10} : {v:6.1f} ns          / {v:6.1f} ns \n" for s, v in rows) + "\n")
+
+
+def test_page_pair_is_read_for_the_ramlat_core_only():
+    """sbc-bench's tinymembench runs per cluster ("Executing benchmark on cpuN"): the 4 KiB- and
+    huge-page tables of the core that ran ramlat are the pair; a file with tables of no core
+    named has one cluster; an old tinymembench (no [MADV_...] tag) gives none."""
+    rows_a = [(1 << k, float(k)) for k in range(10, 20)]
+    rows_b = [(1 << k, 2.0 * k) for k in range(10, 20)]
+    text = ("Executing benchmark on cpu0 (Cortex-A55):\n" + _tmb("MADV_NOHUGEPAGE", rows_a)
+            + _tmb("MADV_HUGEPAGE", rows_a)
+            + "Executing benchmark on cpu4 (Cortex-A76):\n" + _tmb("MADV_NOHUGEPAGE", rows_b)
+            + _tmb("MADV_HUGEPAGE", [(s, v - 1) for s, v in rows_b]))
+    p = sbcbench.page_pair(text, "cpu4")
+    assert p.small[:2] == [20.0, 22.0] and p.huge[:2] == [19.0, 21.0] and p.size_bytes[0] == 1024
+    assert sbcbench.page_pair(text, "cpu0").small[0] == 10.0
+    one = _tmb("MADV_NOHUGEPAGE", rows_a) + _tmb("MADV_HUGEPAGE", rows_a)
+    assert sbcbench.page_pair(one, "cpu0") is not None
+    assert sbcbench.page_pair(SBC.read_text(), "cpu0") is None

@@ -32,6 +32,9 @@ class LatencyCurve:
     # each size's repetitions, where the file keeps them (memprobe's curves.csv): `latency` is a
     # statistic of them; inference reads them for one rule only (levels.infer_levels)
     samples: list[list[float]] | None = None
+    # the same core's latency with 4 KiB and with huge pages (sbcbench.PagePair, where the file
+    # has it): read only to tell a TLB's reach from a cache (levels.infer_levels)
+    pages: object | None = None
 
 
 # the curve a scan infers its levels from, per device, and the statistic it reads of each

@@ -52,6 +52,12 @@ POINT_SCATTER = BAND_MIN / NOISE_SIGMAS
 BIN_OCT = 1 / 16
 # a flag, not inference: points on one plateau agree within 15 % unless the run was disturbed
 UNSTABLE_SPREAD = 0.15
+# a step is a TLB's reach when huge pages take away more than this share of it: the page walk
+# is then most of the step (a cache's step stays whole on huge pages, whatever the TLB does)
+TLB_SHARE = 1 / 2
+# ns: a page pair's values are printed to 0.1 ns (tinymembench), so a difference of two rises
+# (four printed values) is known to 2 x 0.1 ns
+PAGES_RESOLUTION_NS = 0.2
 
 
 class InferenceError(ValueError):
@@ -215,14 +221,18 @@ def _bin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.array([np.median(g) for g in np.split(y, cut)]))
 
 
-def infer_levels(size_bytes, latency, unit: str = "ns", samples=None) -> Hierarchy:
+def infer_levels(size_bytes, latency, unit: str = "ns", samples=None, pages=None) -> Hierarchy:
     """Levels of a latency curve (sizes in bytes, latency in `unit`), nearest first.
 
     `samples`, where the curve has them, are each size's repetitions (one list per size; the
     latency is a statistic of them, the lower quartile on memprobe's CPU curve). Only the
     mixture-tail rule reads them (docs/method.md, step 6): whether a shelf next to memory was
     served at its points both faster than itself and by memory. Without them that rule reads
-    the curve alone."""
+    the curve alone.
+
+    `pages`, where the curve's file has them (sbcbench.PagePair: the same core's latency with
+    4 KiB and with huge pages), tell a TLB's reach from a cache (`_tlb_steps`); without them a
+    small step says it may be either (`_note_small_steps`)."""
     s_raw, v_raw, samples = _prepare(size_bytes, latency, samples)
     x_raw, y_raw = np.log2(s_raw), np.log(v_raw)
     x, y = _bin(x_raw, y_raw)
@@ -325,7 +335,10 @@ def infer_levels(size_bytes, latency, unit: str = "ns", samples=None) -> Hierarc
         levels.append(_level("memory", None, x_raw, y_raw, x[a], x[b], None, None))
     else:
         levels.append(_level("memory", None, x_raw, y_raw, x_raw[-1], x_raw[-1], None, None))
-    _note_small_steps(levels, unit)
+    kept: dict[int, str] = {}
+    if pages is not None:
+        levels = _tlb_steps(levels, pages, unit, x_raw, y_raw, kept)
+    _note_small_steps(levels, unit, kept)
     return Hierarchy(unit=unit, levels=levels, memory_reached=memory_reached, noise=noise,
                      warnings=warnings)
 
@@ -557,18 +570,63 @@ def _merge_small_steps(plateaus: list[tuple[int, int, float]], dense: bool) -> l
     return out
 
 
-def _note_small_steps(levels: list[InferredLevel], unit: str) -> None:
+def _tlb_steps(levels: list[InferredLevel], pages, unit: str, x_raw: np.ndarray,
+               y_raw: np.ndarray, kept: dict[int, str]) -> list[InferredLevel]:
+    """A step between two caches that the same core's huge-page run does not have is a TLB's
+    reach, not a cache (docs/method.md, step 4): across the sizes from the end of the level
+    before the step to the end of the level after it, the page pair's 4 KiB-page latency rises
+    by R and its huge-page latency by less than TLB_SHARE x R (the rest is the page walk a
+    4 KiB page adds where the TLB no longer covers the set). A cache's step does not depend on
+    the page size, so it stays on both curves. The two levels are then one cache: its capacity
+    is the later edge's, its latency the level before the step (a hit without a page walk), and
+    it says where the page walk starts. Steps outside the pair's sizes, and steps into memory,
+    are left as they are. `kept` gets, by id of the level before it, what the pair says of a
+    step it keeps (for `_note_small_steps`)."""
+    xs = np.log2(np.asarray(pages.size_bytes, dtype=float))
+    small, huge = np.asarray(pages.small, dtype=float), np.asarray(pages.huge, dtype=float)
+    out = list(levels)
+    k = 0
+    while k + 2 < len(out):  # out[k + 1] a cache, not memory
+        here, nxt = out[k], out[k + 1]
+        lo, hi = math.log2(here.plateau_bytes[1]), math.log2(nxt.plateau_bytes[1])
+        if not (xs[0] - 1e-9 <= lo < hi <= xs[-1] + 1e-9):
+            k += 1
+            continue
+        rise_small = float(np.interp(hi, xs, small) - np.interp(lo, xs, small))
+        rise_huge = float(np.interp(hi, xs, huge) - np.interp(lo, xs, huge))
+        if rise_small - rise_huge <= PAGES_RESOLUTION_NS or rise_huge >= TLB_SHARE * rise_small:
+            kept[id(here)] = (f"the same core's huge-page run keeps the step ({rise_huge:.2g} of "
+                              f"{rise_small:.2g} ns): a cache's capacity, or the reach of a TLB that "
+                              "holds a huge page as 4 KiB entries; the pair cannot tell which")
+            k += 1
+            continue
+        merged = _level(here.name, nxt.size_bytes, x_raw, y_raw, math.log2(here.plateau_bytes[0]),
+                        math.log2(here.plateau_bytes[1]), nxt.size_range_bytes, nxt.edge)
+        merged.plateau_bytes = (here.plateau_bytes[0], nxt.plateau_bytes[1])
+        merged.notes = here.notes + nxt.notes + [(
+            Code.TLB_STEP,
+            f"the step to {nxt.latency:.3g} {unit} past {_fmt(here.plateau_bytes[1])} is a TLB's reach, not a "
+            f"cache: the same core's huge-page run rises {rise_huge:.2g} ns across it where the 4 KiB-page "
+            f"run rises {rise_small:.2g} ns")]
+        out[k:k + 2] = [merged]
+    for i, lv in enumerate(out[:-1]):
+        lv.name = f"L{i + 1}"
+    return out
+
+
+def _note_small_steps(levels: list[InferredLevel], unit: str, kept: dict[int, str] | None = None) -> None:
     """A cache whose next level is under SMALL_STEP_MAX_RATIO slower: its edge may be the reach
     of a TLB (on a 4 KiB-page curve the next plateau is then the same cache plus a page walk)
     as well as a cache's capacity, and one curve cannot tell them apart (a huge-page curve
-    beside it can: a TLB's step is not on it)."""
+    beside it can: a TLB's step is not on it, `_tlb_steps`; where a huge-page run keeps the step,
+    `kept` says so in place of this curve's "cannot tell")."""
     for here, nxt in zip(levels, levels[1:]):
         if here.size_bytes is None or nxt.latency / here.latency >= SMALL_STEP_MAX_RATIO:
             continue
         here.notes.append((Code.CACHE_OR_TLB,
                            f"the next level is only {nxt.latency / here.latency:.2f}x slower ({nxt.latency:.3g} {unit}): "
                            f"{_fmt(here.size_bytes)} is a cache's capacity or a TLB's reach (on a 4 KiB-page curve); "
-                           "this curve cannot tell which"))
+                           + ((kept or {}).get(id(here)) or "this curve cannot tell which")))
 
 
 def _level(name, size, x_raw, y_raw, x_from, x_to, rng, edge) -> InferredLevel:

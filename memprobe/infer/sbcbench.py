@@ -12,6 +12,11 @@ The file's lscpu section declares the caches (`L1d cache: 6 MiB (96 instances)`,
 lscpu's `L2 cache: 512K`, per core). They are carried as declared caches, per instance,
 beside the curve and never fed to inference. lscpu sums each cache over every core, so on a
 machine with two kinds of cores the per-instance figure mixes them: `declared_note` says so.
+
+Newer sbc-bench files also hold tinymembench's latency test run twice on the same core, with
+4 KiB pages (`[MADV_NOHUGEPAGE]`) and with huge pages (`[MADV_HUGEPAGE]`): `page_pair` reads the
+pair run on the ramlat table's core, which inference reads to tell a TLB's reach from a cache
+(levels.py, `_tlb_steps`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from memprobe.errors import InputError
 from memprobe.result import DeclaredCache
 
 DEFAULT_COLUMN = "1xPTR"
+TMB_HEADER = re.compile(r"^block size\s*:\s*single random read\s*/\s*dual random read,\s*"
+                        r"\[(?P<kind>MADV_NOHUGEPAGE|MADV_HUGEPAGE)\]", re.M)
+TMB_ROW = re.compile(r"^\s*(?P<size>\d+)\s*:\s*(?P<single>[\d.]+)\s*ns")
+BENCH_ON = re.compile(r"^Executing benchmark on (?P<cpu>cpu\d+)", re.M)
 TABLE_START = re.compile(r"^Executing ramlat on (?P<cpu>cpu\d+)(?: \((?P<core>[^)]*)\))?", re.M)
 HEADER = re.compile(r"^\s*size:\s+(?P<cols>\S.*)$")
 ROW = re.compile(r"^\s*(?P<n>\d+)(?P<unit>[kKmMgG])\s*:\s*(?P<vals>.*)$")
@@ -45,6 +54,53 @@ class RamlatTable:
     @property
     def label(self) -> str:
         return f"{self.cpu} ({self.core})" if self.core else self.cpu
+
+
+@dataclass
+class PagePair:
+    """One core's random-read latency at each size with 4 KiB pages and with huge pages (ns over
+    an L1 hit, as tinymembench prints it: only differences are read)."""
+    size_bytes: list[float]
+    small: list[float]
+    huge: list[float]
+
+
+def page_pair(text: str, cpu: str) -> PagePair | None:
+    """The tinymembench 4 KiB- and huge-page latency tables run on `cpu` (the `Executing
+    benchmark on cpuN` line before them; a file with one such pair and no core named runs it on
+    the only cluster), or None where the file has no such pair for that core."""
+    runs: dict[str | None, dict[str, dict[float, float]]] = {}
+    for h in TMB_HEADER.finditer(text):
+        on = [m.group("cpu") for m in BENCH_ON.finditer(text, 0, h.start())]
+        rows: dict[float, float] = {}
+        for line in text[h.end():].splitlines()[1:]:
+            m = TMB_ROW.match(line)
+            if not m:
+                if rows:
+                    break
+                continue
+            rows[float(m.group("size"))] = float(m.group("single"))
+        runs.setdefault(on[-1] if on else None, {}).setdefault(h.group("kind"), rows)
+    pair = runs.get(cpu) or (runs.get(None) if len(runs) == 1 else None)
+    if not pair or len(pair) != 2:
+        return None
+    small, huge = pair["MADV_NOHUGEPAGE"], pair["MADV_HUGEPAGE"]
+    sizes = sorted(set(small) & set(huge))
+    if len(sizes) < 4:
+        return None
+    return PagePair(sizes, [small[s] for s in sizes], [huge[s] for s in sizes])
+
+
+def read_page_pair(path) -> PagePair:
+    """A page pair kept as CSV (size_bytes, small_ns, huge_ns), as benchmarks/published_build.py
+    writes it beside a curve."""
+    import csv
+    from pathlib import Path
+
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return PagePair([float(r["size_bytes"]) for r in rows], [float(r["small_ns"]) for r in rows],
+                    [float(r["huge_ns"]) for r in rows])
 
 
 def is_sbcbench(text: str) -> bool:
@@ -132,4 +188,5 @@ def parse(text: str, name: str = "input", column: str | None = None, table: int 
     if len(found) > 1:
         note += f"; ramlat ran on {len(found)} cores ({', '.join(x.label for x in found)}): lscpu does not say which core has which cache"
     return LatencyCurve([float(s) for s, _ in pairs], [v for _, v in pairs], "ns",
-                        f"sbc-bench ramlat on {t.label}, {col}", declared=declared, declared_note=note)
+                        f"sbc-bench ramlat on {t.label}, {col}", declared=declared, declared_note=note,
+                        pages=page_pair(text, t.cpu))
