@@ -34,7 +34,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from memprobe.probes.kernels import CACHED_KERNEL_NAMES, STREAM_KERNELS
 
@@ -884,9 +884,84 @@ class SkippedPoint:
 
 
 @dataclass
+class MlpRates:
+    """The MLP sweep's measured rates at one thread count."""
+
+    # rate class ("fwd", "bwd_data", "serial:softmax_xent"...) -> batch -> width -> GFLOP/s
+    rates_gflops: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # each timed call: its class, shape, seconds per call and GFLOP/s (as the sweep wrote them)
+    raw: list[dict[str, Union[str, int, float, None]]] = field(default_factory=list)
+
+
+@dataclass
+class MlpInputs:
+    """The MLP sweep's measured inputs on one device, by thread key ("threads_1", "threads_all"),
+    in the stored form the sweep has always written: the call overheads (with the cross-core
+    figure beside them: `ModelInputs.from_overhead_dict` reads them) and the GEMM rates."""
+
+    # threads key -> call overheads by dispatch class, seconds per call (and "cross_core_s_per_byte")
+    overhead_s: Optional[dict[str, dict[str, float]]] = None
+    # threads key -> the rates, each kernel measured alone at the sweep's sizes
+    gemm_rates: Optional[dict[str, MlpRates]] = None
+
+
+@dataclass
+class UnmodelledOps:
+    """Ops of a captured step the predictor could not model (train/predict.Unmodelled)."""
+
+    name: str
+    count: int
+    time_s: Optional[float] = None  # their replays' sum; None where an op could not be replayed
+    share: Optional[float] = None
+    why: str = ""
+
+
+@dataclass
+class ReplayedOp:
+    """One distinct kernel's rate as a family point read it (train/op_rates.OpRate's fields)."""
+
+    key: str
+    op: str
+    call_s: Optional[float]  # seconds per call at its captured shape, page faults out; None: not replayed
+    overhead_s: float  # the call's overhead, seconds
+    work: float  # FLOPs for a GEMM, elements otherwise
+    bytes: int  # distinct bytes its tensors span: the replay's footprint
+    threads: int
+    why: str = ""
+    cold_call_s: Optional[float] = None  # one call after every cache was flushed, seconds
+
+
+@dataclass
+class PointInputs:
+    """What one family point's prediction read beside the ops' rates: the capture, the per-step
+    terms (`machine`), the calls' in-step scale, the coverage, and what could not be modelled."""
+
+    spec: dict[str, int] = field(default_factory=dict)  # the network's sizes
+    method: str = ""  # "captured", or "captured, rates from the scan" (a GPU point)
+    kernels: Optional[int] = None
+    distinct_ops: Optional[int] = None
+    capture_s: Optional[float] = None
+    machine: Optional[ModelInputs] = None
+    fault_bytes: Optional[int] = None  # bytes the step's allocations fault in, per step (replayed)
+    in_step_call_scale: Optional[float] = None  # train/inputs.in_step_call_scale
+    coverage: Optional[float] = None  # the modelled share of the predicted step
+    unmodelled: list[UnmodelledOps] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # what the scan's rate table lacked (a GPU point)
+
+
+@dataclass
+class FamilyInputs:
+    """A family sweep's inputs at one thread count: per point, and the rates its points read."""
+
+    per_point: list[PointInputs] = field(default_factory=list)
+    op_rates: list[ReplayedOp] = field(default_factory=list)
+
+
+@dataclass
 class TrainingStudy:
-    """The training study. `inputs` holds the model's measured inputs per device (call
-    overheads, GEMM rate tables) as the train package writes them: numbers by shape class."""
+    """The training study: its points, what it left out, the MNIST epochs, the CPU-GPU pairing,
+    the claims, the seed table, and the inputs its predictions read (the MLP's per device, the
+    families' per device and family)."""
 
     points: list[TrainingPoint] = field(default_factory=list)
     skipped: list[SkippedPoint] = field(default_factory=list)
@@ -897,8 +972,9 @@ class TrainingStudy:
     seed_table: list[SeedRow] = field(default_factory=list)
     summary: dict[str, Optional[float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    # device -> {"overhead_s", "gemm_rates"}; "<device>/<family>" -> the family's inputs by thread count
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, MlpInputs] = field(default_factory=dict)  # device -> the MLP sweep's inputs
+    # "<device>/<family>" ("cpu/cnn") -> threads key -> the family sweep's inputs
+    family_inputs: dict[str, dict[str, FamilyInputs]] = field(default_factory=dict)
     method: str = ""
 
     def device_points(self, device: Optional[str] = None) -> list[TrainingPoint]:
@@ -1143,6 +1219,8 @@ class ScanResult:
 
         devices_in = {k: d[k] for k in ("cpu", "gpu") if d.get(k) is not None}
         body = {k: v for k, v in d.items() if k not in ("cpu", "gpu")}
+        if "training" in body:
+            body["training"] = _split_training_inputs(body["training"])
         body["devices"] = devices_in
         body["schema"] = SCHEMA
         try:
@@ -1413,6 +1491,44 @@ def _upgrade_device_v1(dev: dict[str, Any]) -> dict[str, Any]:
             "warnings": _legacy(dev.get("warnings")), "extra": extra}
 
 
+def _point_inputs(p: dict[str, Any]) -> dict[str, Any]:
+    """A family point's stored inputs as PointInputs: the captured path's record as it is, a
+    record of an older memprobe (the op-list path: its call overheads and per-step terms flat,
+    `in_step_overhead_factor`) with its per-step terms as `machine` and nothing else guessed."""
+    if "machine" in p or "method" in p and "overhead_s" not in p:
+        flat = {k: p[k] for k in ("fault_s_per_byte", "backward_call_s", "cross_core_s_per_byte", "update_call_s")
+                if k in p and p[k] is not None}
+        out = _pick(p, _fields(PointInputs))
+        if "machine" not in out and flat:
+            out["machine"] = flat
+        return out
+    machine = {"call_overhead_s": p.get("overhead_s") or {}, **{k: p[k] for k in ("backward_call_s", "fault_s_per_byte")
+                                                                 if p.get(k) is not None}}
+    return {"spec": p.get("spec") or {}, "method": "op list (an older memprobe)", "machine": machine,
+            "in_step_call_scale": p.get("in_step_overhead_factor")}
+
+
+def _family_inputs(v: dict[str, Any]) -> dict[str, Any]:
+    return {"per_point": [_point_inputs(p) for p in v.get("per_point") or [] if isinstance(p, dict)],
+            "op_rates": [_pick(r, _fields(ReplayedOp)) for r in v.get("op_rates") or [] if isinstance(r, dict)]}
+
+
+def _split_training_inputs(training: Any) -> Any:
+    """A stored study as TrainingStudy reads it: the families' inputs, which older scans kept
+    under `inputs` beside the MLP's ("cpu/cnn" keys), moved to `family_inputs` in typed form."""
+    if not isinstance(training, dict) or not isinstance(training.get("inputs"), dict):
+        return training
+    inputs = training["inputs"]
+    fams = {k: v for k, v in inputs.items() if "/" in k and isinstance(v, dict)}
+    if not fams:
+        return training
+    out = dict(training)
+    out["inputs"] = {k: v for k, v in inputs.items() if "/" not in k}
+    out["family_inputs"] = {**{k: {tk: _family_inputs(v) for tk, v in by_t.items() if isinstance(v, dict)}
+                               for k, by_t in fams.items()}, **(training.get("family_inputs") or {})}
+    return out
+
+
 def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
     """The train package's (and memprobe/1's) dict form of the study in TrainingStudy's shape."""
     pts = [_pick(p, _fields(TrainingPoint)) for p in t.get("points") or []]
@@ -1430,8 +1546,9 @@ def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
             "seed_table": [_pick(r, _fields(SeedRow)) for r in t.get("seed_table") or []],
             "summary": {k: v for k, v in (t.get("summary") or {}).items() if isinstance(v, (int, float))},
             "settings": t.get("settings") or {}, "method": t.get("method") or "",
-            "inputs": {**{dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
-                                "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
-                          for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
-                       **(t.get("family_inputs") or {})},
+            "inputs": {dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
+                             "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
+                       for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
+            "family_inputs": {k: {tk: _family_inputs(v) for tk, v in by_t.items() if isinstance(v, dict)}
+                              for k, by_t in (t.get("family_inputs") or {}).items() if isinstance(by_t, dict)},
             "gpu_wins_from_width": t.get("gpu_wins_from_width") or {}}

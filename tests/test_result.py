@@ -149,7 +149,7 @@ def test_model_inputs_read_the_stored_overhead_dicts_of_saved_scans():
     for name in ("scan_small.json", "scan_gpu.json"):
         scan = ScanResult.load(DATA / name)
         for dev, inputs in scan.training.inputs.items():
-            for tkey, stored in (inputs.get("overhead_s") or {}).items():
+            for tkey, stored in (inputs.overhead_s or {}).items():
                 m = ModelInputs.from_overhead_dict(stored, 2)
                 assert "cross_core_s_per_byte" not in m.call_overhead_s
                 assert m.cross_core_s_per_byte == stored["cross_core_s_per_byte"] > 0
@@ -161,3 +161,39 @@ def test_model_inputs_read_the_stored_overhead_dicts_of_saved_scans():
     assert ModelInputs.from_overhead_dict(gpu.overhead_dict(), 1) == gpu
     with pytest.raises(TypeError):
         ModelInputs.from_overhead_dict(None)
+
+
+def test_a_familys_inputs_read_back_typed_from_every_stored_form():
+    """The family sweeps' inputs, kept by older scans under `training.inputs` beside the MLP's
+    ("cpu/cnn"), in the op-list form (flat call overheads) or the captured form (flat per-step
+    terms), read back as typed records under `family_inputs`; the MLP's stay where they were."""
+    import dataclasses
+
+    from memprobe.result import FamilyInputs, ModelInputs, PointInputs, ReplayedOp
+    from memprobe.train.op_rates import OpRate
+
+    scan = json.loads(ScanResult.load(DATA / "scan_small.json").to_json())
+    mlp = scan["training"]["inputs"]
+    op_list = {"spec": {"batch": 16}, "overhead_s": {"fwd|conv": 2e-6}, "backward_call_s": 1e-5,
+               "update_fixed_s": 3e-5, "update_gflops": 4.0, "fault_s_per_byte": 1e-10, "in_step_overhead_factor": 1.7}
+    captured = {"spec": {"batch": 1}, "method": "captured", "kernels": 40, "distinct_ops": 20, "capture_s": 0.2,
+                "fault_s_per_byte": 1e-10, "backward_call_s": 1e-5, "cross_core_s_per_byte": 0.0,
+                "update_call_s": [1e-5, 2e-6], "fault_bytes": 0, "in_step_call_scale": 1.3, "coverage": 1.0,
+                "unmodelled": []}
+    rate = {"key": "k", "op": "aten.mm.default", "call_s": 1e-4, "overhead_s": 2e-6, "work": 1e6, "bytes": 4096,
+            "threads": 1}
+    scan["training"]["inputs"] = {**mlp, "cpu/cnn": {"threads_1": {"per_point": [op_list], "lone_ops": [{}]}},
+                                  "cpu/transformer": {"threads_1": {"per_point": [captured], "op_rates": [rate]}}}
+    back = ScanResult.from_dict(scan)
+    assert set(back.training.inputs) == set(mlp)
+    cnn = back.training.family_inputs["cpu/cnn"]["threads_1"]
+    assert isinstance(cnn, FamilyInputs) and isinstance(cnn.per_point[0], PointInputs)
+    assert cnn.per_point[0].machine.call_overhead_s == {"fwd|conv": 2e-6} and cnn.per_point[0].in_step_call_scale == 1.7
+    tr = back.training.family_inputs["cpu/transformer"]["threads_1"]
+    assert tr.per_point[0].machine == ModelInputs(backward_call_s=1e-5, fault_s_per_byte=1e-10,
+                                                  cross_core_s_per_byte=0.0, update_call_s=(1e-5, 2e-6))
+    assert tr.op_rates == [ReplayedOp(**rate)]
+    again = ScanResult.from_json(back.to_json())
+    assert again.training == back.training
+    # the stored rate is the predictor's record, field for field
+    assert [f.name for f in dataclasses.fields(ReplayedOp)] == [f.name for f in dataclasses.fields(OpRate)]

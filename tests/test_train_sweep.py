@@ -74,7 +74,7 @@ def test_study_end_to_end_tiny_budget():
     assert p.device == "cpu" and p.model == "mlp" and p.layers > 0 and p.measured_s > 0
     assert p.bound in ("compute", "memory", "overhead")
     assert p.error == pytest.approx((p.predicted_s - p.measured_s) / p.measured_s)
-    assert "median_abs_error_all" in tr.summary and set(tr.inputs["cpu"]) == {"gemm_rates", "overhead_s"}
+    assert "median_abs_error_all" in tr.summary and tr.inputs["cpu"].gemm_rates and tr.inputs["cpu"].overhead_s
     # the whole thing round-trips through the scan's JSON
     assert ScanResult.from_json(res.to_json()).training == tr
 
@@ -82,7 +82,7 @@ def test_study_end_to_end_tiny_budget():
 def test_a_gpu_study_keeps_the_cpu_half_of_the_scan(monkeypatch):
     """`memprobe train --device gpu --scan S` keeps S's CPU points, epoch and inputs, and pairs
     the GPU points with CPU partners (the speed-up table)."""
-    from memprobe.result import EpochResult, TrainingPoint, TrainingStudy
+    from memprobe.result import EpochResult, MlpInputs, TrainingPoint, TrainingStudy
     from memprobe.scan import training as T
 
     cpu_point = TrainingPoint(device="cpu", level="L2", width=64, layers=3, batch=16, threads="threads_all",
@@ -92,7 +92,7 @@ def test_a_gpu_study_keeps_the_cpu_half_of_the_scan(monkeypatch):
                         samples=60000, steps=938, samples_done=60000, complete=True, epoch_s=1.0)
     res = ScanResult(host="h", started_at="t", devices={"cpu": _device(), "gpu": _device()},
                      training=TrainingStudy(points=[cpu_point], mnist={"cpu": epoch},
-                                            inputs={"cpu": {"overhead_s": {"gemm": 1e-6}, "gemm_rates": {}}}))
+                                            inputs={"cpu": MlpInputs({"threads_all": {"gemm": 1e-6}}, {})}))
     res.devices["gpu"].kind = "gpu"
     gpu_point = {**cpu_point.__dict__, "device": "gpu", "threads": "threads_all", "measured_s": 1e-4}
     monkeypatch.setattr(T, "_gpu_usable", lambda framework: True)
@@ -101,7 +101,7 @@ def test_a_gpu_study_keeps_the_cpu_half_of_the_scan(monkeypatch):
         "blas_threads_control": "none"})
     tr = T.run_training_study(res, "gpu", plan=QUICK, mnist=False)
     assert [p.device for p in tr.points] == ["cpu", "gpu"]
-    assert tr.mnist["cpu"] == epoch and tr.inputs["cpu"]["overhead_s"] == {"gemm": 1e-6}
+    assert tr.mnist["cpu"] == epoch and tr.inputs["cpu"].overhead_s == {"threads_all": {"gemm": 1e-6}}
     assert len(tr.speedup) == 1 and tr.speedup[0].gpu_over_cpu == pytest.approx(4.0)
 
 

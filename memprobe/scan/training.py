@@ -124,13 +124,14 @@ def run_training_study(result: ScanResult, device: str = "cpu", plan: TrainingPl
                               if p.device not in wanted or p.model not in models] + training["points"]
         for dev, epoch in old.mnist.items():
             training["mnist"].setdefault(dev, asdict(epoch))
+        for key, fam_inputs in old.family_inputs.items():  # ("cpu/cnn"): kept unless that family ran again
+            if key.split("/", 1)[1] not in models:
+                training.setdefault("family_inputs", {})[key] = {tk: asdict(v) for tk, v in fam_inputs.items()}
         for dev, inputs in old.inputs.items():
-            if "/" in dev:  # a family's inputs ("cpu/cnn"): kept unless that family ran again
-                if dev.split("/", 1)[1] not in models:
-                    training.setdefault("family_inputs", {})[dev] = inputs
-            elif dev not in wanted or "mlp" not in models:
-                training["overhead_s"][dev] = inputs.get("overhead_s")
-                training["gemm_rates"][dev] = inputs.get("gemm_rates")
+            if dev not in wanted or "mlp" not in models:
+                training["overhead_s"][dev] = inputs.overhead_s
+                training["gemm_rates"][dev] = ({tk: asdict(r) for tk, r in inputs.gemm_rates.items()}
+                                               if inputs.gemm_rates is not None else None)
         training["skipped"] = [asdict(p) for p in old.skipped
                                if p.device not in wanted or p.model not in models] + training["skipped"]
     mlp_pts = [p for p in training["points"] if p.get("model", "mlp") == "mlp"]
@@ -256,11 +257,12 @@ def _gpu_usable(framework: str) -> bool:
     return framework != "numpy" or N.cuda_arrays_usable()
 
 
-def _rates_back(stored: dict[str, Any]) -> dict[str, dict[tuple[int, int], float]]:
-    """The rates table as the model reads it (FLOP/s, (batch, width) keys) from its JSON form."""
+def _rates_back(stored: Any) -> dict[str, dict[tuple[int, int], float]]:
+    """The rates table as the model reads it (FLOP/s, (batch, width) keys) from its stored form
+    (result.MlpRates, or the sweep's dict)."""
     from memprobe.train.sweep import rates_from_json
 
-    return rates_from_json(stored["rates_gflops"])
+    return rates_from_json(stored["rates_gflops"] if isinstance(stored, dict) else stored.rates_gflops)
 
 
 def seed_table_torch_rows(result: ScanResult, progress: ProgressFn = _noop) -> list[dict[str, Any]] | None:
@@ -299,11 +301,13 @@ def _mlp_ceilings(result: ScanResult, dev: str, epoch: dict[str, Any] | None) ->
     if epoch is None or dres is None:
         return None
     tkey = "threads_all" if dev == "gpu" or epoch["threads"] > 1 else "threads_1"
-    inputs = result.training.inputs.get(dev) or {}
+    inputs = result.training.inputs.get(dev)
+    if inputs is None:
+        return None
     try:
         return M.ceilings_from_device(dres, tkey, max(epoch["threads"], 1),
-                                      _rates_back((inputs.get("gemm_rates") or {})[tkey]),
-                                      ModelInputs.from_overhead_dict((inputs.get("overhead_s") or {})[tkey],
+                                      _rates_back((inputs.gemm_rates or {})[tkey]),
+                                      ModelInputs.from_overhead_dict((inputs.overhead_s or {})[tkey],
                                                                      max(epoch["threads"], 1)))
     except (KeyError, TypeError, M.MissingCeiling):
         return None  # the row keeps its times; its bound stays blank

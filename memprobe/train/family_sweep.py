@@ -209,21 +209,17 @@ class CapturedPrediction:
         return sum(o.time_s - o.overhead_s for o in self.pred.ops)
 
     def record(self) -> dict[str, Any]:
-        """What the point keeps of its inputs: the per-step terms, the coverage and what the
-        predictor could not model."""
+        """What the point keeps of its inputs (result.PointInputs' fields): the capture, the
+        per-step terms, the coverage and what the predictor could not model."""
         from memprobe.train.op_rates import distinct_kernels
 
-        i, m = self.inputs, self.inputs.machine
+        i = self.inputs
         return {"method": "captured" if self.missing is None else "captured, rates from the scan",
-                "kernels": len(self.graph.kernels),
-                "distinct_ops": len(distinct_kernels(self.graph)), "capture_s": self.graph.capture_s,
-                "fault_s_per_byte": m.fault_s_per_byte, "backward_call_s": m.backward_call_s,
-                "cross_core_s_per_byte": m.cross_core_s_per_byte,
-                "update_call_s": list(m.update_call_s) if m.update_call_s else None,
+                "kernels": len(self.graph.kernels), "distinct_ops": len(distinct_kernels(self.graph)),
+                "capture_s": self.graph.capture_s, "machine": asdict(i.machine),
                 "fault_bytes": sum((i.fault_bytes or {}).values()), "in_step_call_scale": self.call_scale,
-                "coverage": self.pred.coverage,
-                "unmodelled": [asdict(u) for u in self.pred.unmodelled],
-                **({"missing": self.missing} if self.missing else {})}
+                "coverage": self.pred.coverage, "unmodelled": [asdict(u) for u in self.pred.unmodelled],
+                "missing": list(self.missing or [])}
 
 
 def step_inputs(graph: C.StepGraph, device_result: Any, tkey: str, nthr: int, cache: Any = None,
