@@ -345,13 +345,14 @@ def replay_sum_s(graph: C.StepGraph, rates: dict[str, OpRate]) -> float:
     return total
 
 
-def measure_step_faults(graph: C.StepGraph, reps: int = 3) -> dict[int, int]:
+def measure_step_faults(graph: C.StepGraph, reps: int = 2) -> dict[int, int]:
     """Bytes of fresh pages each op's allocations fault in, per step, on this machine's
     allocator: the step's allocations and frees replayed alone, in the captured order (an op's
     new storages allocated and their pages written; each freed where the captured step let go
     of it, and what the step kept, its gradients, at the next step's start; parameters,
     buffers, states and inputs allocated first and kept), the minor faults counted around each
-    allocation; the last of `reps` passes (the allocator in its steady state). No kernel runs:
+    allocation (one byte written in each page); the last of `reps` passes (the allocator in its steady state:
+    from the second pass on, a third gave the same totals within their run-to-run spread). No kernel runs:
     this is glibc's heap (its mmap threshold and top trim), which decides whether a step's
     megabyte tensors come back from the system every step, not the ops' work."""
     import torch
@@ -377,7 +378,7 @@ def measure_step_faults(graph: C.StepGraph, reps: int = 3) -> dict[int, int]:
             for sid in born.get(op.index, ()):
                 f0 = TR._faults()
                 t = torch.empty(max(1, graph.storages[sid].nbytes), dtype=torch.uint8)
-                t.fill_(1)
+                t[::TR.PAGE_BYTES].fill_(1)  # a byte in each page faults it in as a whole write would
                 n = TR._faults() - f0
                 if n:
                     per_op[op.index] = per_op.get(op.index, 0) + n * TR.PAGE_BYTES
