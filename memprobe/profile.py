@@ -115,7 +115,9 @@ class TrainingPlan:
     # study's target is <= 30 s (quick: <= 8 s)
     cpu_sweep_budget_s: float = 10.0  # the CPU study within 15 s with its MNIST epoch
     gpu_sweep_budget_s: float = 30.0
-    family_budget_s: float = 60.0  # per CNN/transformer sweep, `memprobe train`
+    # per CNN/transformer sweep, `memprobe train`: each point's distinct kernels are replayed warm
+    # and cold before its steps are timed, so a sweep's two dozen points take minutes
+    family_budget_s: float = 150.0
     scan_family_budget_s: float = 20.0  # per CNN/transformer sweep inside a scan (--train-models)
     mnist_limit_s: float = 10.0  # the MNIST-shaped epoch stops here, its time extrapolated
 

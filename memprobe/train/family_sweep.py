@@ -374,10 +374,11 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     "gpu": PyTorch on CUDA against the scan's GPU levels and rate table); returns {"points",
     "skipped", "inputs"}.
 
-    Per point: its step captured, its inputs found (`step_inputs`: on the CPU the rates of its
-    distinct kernels measured now and shared by the sweep's points, or read from the machine's
-    cache with `use_cache`), then its steps. Points run smallest first; one whose steps the
-    budget has no room for (from its prediction) is skipped. `budget_s` None: the default
+    Per point, on each thread count in turn: its step captured, its inputs found (`step_inputs`:
+    on the CPU the rates of its distinct kernels measured now and shared by the sweep's points
+    at that thread count, or read from the machine's cache with `use_cache`), then its steps.
+    Points run smallest first; one whose steps the budget has no room for (from its
+    prediction) is skipped. `budget_s` None: the default
     profile's family budget (memprobe/profile.py)."""
     from memprobe.train import torch_families as TF
 
@@ -406,33 +407,37 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
     out: dict[str, Any] = {"points": [], "skipped": [], "inputs": {}}
     total = len(plan) * len(runs)
     done = 0
-    for tkey, nthr in runs:
-        with TF.on_device(TF.GPU_DEVICE) if device == "gpu" else N.cpu_threads(nthr):
-            inputs: list[dict[str, Any]] = []
-            cache = _rate_cache(use_cache) if device == "cpu" else None
-            used: dict[str, Any] = {}  # the rates the points read, by op key
-            for fp in plan:
-                done += 1
-                progress("training", done, total, f"{family} {device} {tkey} B={fp.spec.batch} "
-                                                  f"{fp.working_set_bytes / 2**20:.1f} MiB")
-                if time.perf_counter() - t_start > budget_s:
-                    out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent", device=device))
-                    continue
+    caches = {tkey: _rate_cache(use_cache) if device == "cpu" else None for tkey, _ in runs}
+    inputs: dict[str, list[dict[str, Any]]] = {tkey: [] for tkey, _ in runs}
+    used: dict[str, dict[str, Any]] = {tkey: {} for tkey, _ in runs}  # the rates the points read, by op key
+    # each point on every thread count before the next point: where the budget runs out, the
+    # points it kept still compare one thread with all
+    for fp in plan:
+        for tkey, nthr in runs:
+            done += 1
+            progress("training", done, total, f"{family} {device} {tkey} B={fp.spec.batch} "
+                                              f"{fp.working_set_bytes / 2**20:.1f} MiB")
+            if time.perf_counter() - t_start > budget_s:
+                out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s) spent", device=device))
+                continue
+            with TF.on_device(TF.GPU_DEVICE) if device == "gpu" else N.cpu_threads(nthr):
                 # the per-step terms (faults, autograd's start, the optimizer's calls) again for
                 # every point, so that the inputs and the steps are sampled in the same seconds:
                 # on a shared guest a busy neighbour stalls every parallel region for
-                # milliseconds while it runs (the ops' rates are shared through `cache`)
-                cp = predict_captured(fp.spec, device_result, tkey, nthr, cache, fp.captured(), device=device)
-                inputs.append({"spec": _spec_dict(fp.spec), **cp.record()})
-                used.update(cp.inputs.rates)
+                # milliseconds while it runs (the ops' rates are shared through the cache)
+                cp = predict_captured(fp.spec, device_result, tkey, nthr, caches[tkey], fp.captured(), device=device)
+                inputs[tkey].append({"spec": _spec_dict(fp.spec), **cp.record()})
+                used[tkey].update(cp.inputs.rates)
                 cost = (steps + WARMUP + 1) * cp.predicted_s
                 if time.perf_counter() - t_start + cost > budget_s:
                     out["skipped"].append(_skipped(fp, tkey, f"time budget ({budget_s:.0f} s): about {cost:.1f} s more",
                                                    cp.predicted_s, device))
                     continue
                 samples = time_family_steps(fp.spec, steps)
-                out["points"].append(_captured_record(fp, tkey, nthr, cp, samples, device))
-            out["inputs"][tkey] = {"per_point": inputs, "op_rates": [asdict(r) for r in used.values()]}
+            out["points"].append(_captured_record(fp, tkey, nthr, cp, samples, device))
+    for tkey, _ in runs:
+        if inputs[tkey]:
+            out["inputs"][tkey] = {"per_point": inputs[tkey], "op_rates": [asdict(r) for r in used[tkey].values()]}
     out["points"].sort(key=lambda p: (p["threads"], p["batch"], p["working_set_bytes"]))
     return out
 
