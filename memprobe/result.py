@@ -626,6 +626,9 @@ class ThreadRates:
     conv: list[ConvRate] = field(default_factory=list)
     attention: list[AttentionRate] = field(default_factory=list)
     classes: dict[str, list[ClassRate]] = field(default_factory=dict)  # RATE_CLASSES -> nearest level first
+    # transcendental operators measured one by one ("tanh" -> nearest level first): per element
+    # they cost from a multiply's to several times the class's own kernel (a GELU)
+    operators: dict[str, list[ClassRate]] = field(default_factory=dict)
     backward_call_s: Optional[float] = None  # autograd's start, once per backward call
     fault_s_per_byte: Optional[float] = None  # a fresh page's cost beyond writing it
     cross_core_s_per_byte: Optional[float] = None  # several threads: an operand one core just wrote

@@ -125,7 +125,8 @@ def test_the_stage_fills_every_class_at_every_level_through_pytorch(monkeypatch)
                                                                    for c in (True, False)}
         assert all(a.gflops and (a.batch, a.seq, a.head_dim) == (2, 16, 8) for a in tr.attention)
         assert set(tr.classes) == set(RATE_CLASSES)
-        for rows in tr.classes.values():
+        assert set(tr.operators) == set(SR.TRANSCENDENTAL_OPERATORS)
+        for rows in [*tr.classes.values(), *tr.operators.values()]:
             assert [r.level for r in rows] == ["L1", "L2", "memory"]
             assert all(r.elements_per_s and r.gbs for r in rows)
         assert set(tr.update_call_s) == {"sgd"} and tr.backward_call_s is not None

@@ -73,6 +73,28 @@ def test_a_transcendental_activation_and_dropouts_mask_have_classes_of_their_own
     assert any(m.startswith("random: no rate") for m in missing)
 
 
+def test_a_transcendental_operator_measured_on_its_own_reads_its_own_row():
+    """A tanh reads the scan's tanh row where the scan measured one; a GELU (no row of its own)
+    and a tanh from a scan without operator rows read the class's."""
+    def build():
+        m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Tanh())
+        return m, torch.randn(8, 16), (lambda out: out.square().mean())
+    g = C.capture_step(build, optimizer="sgd")
+    tanh = next(o for o in g.kernels if o.packet == "tanh")
+    gelu = next(o for o in g.kernels if o.packet == "gelu")
+    t = hand_table()
+    tr = t.threads["threads_1"]
+    tr.operators = {"tanh": [ClassRate(lv.level, lv.size_bytes, lv.elements_per_s / 10, lv.gbs / 10, 8)
+                             for lv in tr.classes["transcendental"]]}
+    c = M.ceilings_from_device(scan_with(t).devices["cpu"], "threads_1", 1, {})
+    slow, _ = RS.op_rate_from_table(tanh, tr, c)
+    same, _ = RS.op_rate_from_table(gelu, tr, c)
+    tr.operators = {}
+    fast, _ = RS.op_rate_from_table(tanh, tr, c)
+    assert slow.call_s - slow.overhead_s == pytest.approx(10 * (fast.call_s - fast.overhead_s))
+    assert (same.call_s - same.overhead_s) * 1e10 == pytest.approx(work_of(gelu))  # the class's L1 row
+
+
 def test_gemm_dims_read_a_product_and_a_convolution_as_its_gemm():
     addmm = next(o for o in C.capture_step(lambda: tiny_mlp(8), optimizer="sgd").kernels if o.packet == "addmm")
     assert RS.gemm_dims(addmm) == (8, 64, 32)

@@ -726,7 +726,7 @@ def _rates_view(dev: DeviceResult) -> dict[str, Any] | None:
                             f"batch {c.batch}, {c.direction}", {})[tk] = rate(c.gflops)
     classes = {}
     for tk in tks:
-        for klass, rows in rt.threads[tk].classes.items():
+        for klass, rows in [*rt.threads[tk].classes.items(), *rt.threads[tk].operators.items()]:
             for r in rows:
                 classes.setdefault((klass, r.level), {})[tk] = rate(r.gbs)
     over = {}

@@ -10,7 +10,8 @@ What is measured, at one thread and at all threads (each thread count under
   float32): GFLOP/s with the call's overhead taken out; FLOPs as `torch.utils.flop_counter`
   counts them (what `capture` uses).
 * Per element-wise class (CLASS_KERNELS: one representative kernel per class, the table's one
-  entry per class) at each level: its operands sized to the level's bandwidth working set (the
+  entry per class), and each transcendental operator of TRANSCENDENTAL_OPERATORS on its own, at
+  each level: its operands sized to the level's bandwidth working set (the
   bandwidth stage's `BandwidthSetup`, one thread or all), elements/s and GB/s. Memory's working
   set is capped (RatePlan.memory_max_bytes; at least 2x the largest cache, measured or declared).
   Could the scan's STREAM bandwidth stand in for a level's rate? Measured in one quick scan of
@@ -242,6 +243,22 @@ CLASS_KERNELS: tuple[ClassKernel, ...] = (
 )
 assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
 
+# transcendental operators measured one by one beside their class (ThreadRates.operators): the
+# class's GELU stands for none of them (a tanh runs several times slower per element, a SiLU
+# about as fast); a captured op of these names reads its own row
+TRANSCENDENTAL_OPERATORS = ("tanh", "sigmoid", "exp", "log", "erf", "silu")
+
+
+def _b_operator(name: str) -> Callable[[int, Pool], tuple[Callable[[], Any], int]]:
+    def build(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
+        import torch
+
+        n = max(1, n_bytes // 8)
+        a, c = pool.take(n), pool.take(n)
+        fn = getattr(torch.ops.aten, name).out
+        return (lambda: fn(a, out=c)), n
+    return build
+
 
 # ---- sizes ----------------------------------------------------------------------------------------
 def level_working_sets(device: Any, threads_key: str, memory_max_bytes: int = RatePlan.memory_max_bytes
@@ -391,6 +408,30 @@ def _class_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: lis
     return out
 
 
+def _operator_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: list[tuple[str, int]],
+                    over: dict[str, float | None], fault_s_per_byte: float,
+                    errors: list[str] | None = None) -> dict[str, list[ClassRate]]:
+    """Each of TRANSCENDENTAL_OPERATORS at each level, as its class is measured (the class's
+    call overhead taken out); one that fails is named in `errors` and its ops read the class."""
+    out: dict[str, list[ClassRate]] = {}
+    for name in TRANSCENDENTAL_OPERATORS:
+        build = _b_operator(name)
+        rows = []
+        try:
+            for level, size in sets:
+                fn, elements = build(size, pool.reset())
+                s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
+                r = work_rate(float(elements), s, over.get("transcendental") or 0.0)
+                rows.append(ClassRate(level, size, r, r * 8 / 1e9 if r else None, 8, s))
+                del fn
+        except Exception as exc:  # noqa: BLE001 - one operator's failure must not lose the table
+            if errors is not None:
+                errors.append(f"transcendental {name}: its kernel failed ({_why(exc)}); its ops read the class")
+            continue
+        out[name] = rows
+    return out
+
+
 def _why(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
@@ -503,6 +544,7 @@ def measure_torch_threads(plan: RatePlan, device: Any, threads_key: str, n: int,
         errors.append("attention: the GPU path measures no attention kernel yet")
     say("element-wise classes")
     tr.classes = _class_rates(plan, pool, sync, sets, over, fault, errors)
+    tr.operators = _operator_rates(plan, pool, sync, sets, over, fault, errors)
     tr.backward_call_s = _part("autograd's start", lambda: _backward_call_s(plan, dev, sync), None, errors)
     tr.update_call_s = _part("optimizer calls", lambda: _update_call_s(plan, dev, sync), {}, errors)
     if dev == "cpu":

@@ -216,7 +216,8 @@ def op_rate_from_table(op: C.CapturedOp, tr: Any, ceilings: M.Ceilings,
         rate = e.gflops * 1e9
     else:
         level = ceilings.level_for(nbytes).name
-        row = class_rate(tr.classes[klass], level)
+        own = (getattr(tr, "operators", None) or {}).get(op.packet) if klass == "transcendental" else None
+        row = class_rate(own or tr.classes[klass], level)
         if row is None:
             return None, f"{klass} at {level}: no rate in the scan's table"
         if klass in STREAMING:
