@@ -210,13 +210,16 @@ def _b_gather(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
     return (lambda: torch.index_select(w, 0, idx, out=o)), r * d
 
 
-def _b_transcendental(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
-    import torch
+def _b_operator(name: str) -> Callable[[int, Pool], tuple[Callable[[], Any], int]]:
+    """Builder of a one-operand transcendental kernel (c = op(a)) over 8 bytes an element."""
+    def build(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
+        import torch
 
-    n = max(1, n_bytes // 8)
-    a, c = pool.take(n), pool.take(n)
-    gelu = torch.ops.aten.gelu.out
-    return (lambda: gelu(a, out=c)), n
+        n = max(1, n_bytes // 8)
+        a, c = pool.take(n), pool.take(n)
+        fn = getattr(torch.ops.aten, name).out
+        return (lambda: fn(a, out=c)), n
+    return build
 
 
 def _b_random(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
@@ -238,7 +241,7 @@ CLASS_KERNELS: tuple[ClassKernel, ...] = (
     ClassKernel("gather", "index_select of rows of 1024", 8, _b_gather, _tiny(_b_gather)),
     ClassKernel("copy", "c.copy_(a)", 8, _b_copy, _tiny(_b_copy)),
     ClassKernel("update", "p.addcmul_(a, b) in place", 16, _b_update, _tiny(_b_update)),
-    ClassKernel("transcendental", "c = gelu(a) (erf)", 8, _b_transcendental, _tiny(_b_transcendental)),
+    ClassKernel("transcendental", "c = gelu(a) (erf)", 8, _b_operator("gelu"), _tiny(_b_operator("gelu"))),
     ClassKernel("random", "a.bernoulli_(0.9) in place (a dropout mask)", 4, _b_random, _tiny(_b_random)),
 )
 assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
@@ -248,16 +251,6 @@ assert tuple(k.klass for k in CLASS_KERNELS) == RATE_CLASSES
 # about as fast); a captured op of these names reads its own row
 TRANSCENDENTAL_OPERATORS = ("tanh", "sigmoid", "exp", "log", "erf", "silu")
 
-
-def _b_operator(name: str) -> Callable[[int, Pool], tuple[Callable[[], Any], int]]:
-    def build(n_bytes: int, pool: Pool) -> tuple[Callable[[], Any], int]:
-        import torch
-
-        n = max(1, n_bytes // 8)
-        a, c = pool.take(n), pool.take(n)
-        fn = getattr(torch.ops.aten, name).out
-        return (lambda: fn(a, out=c)), n
-    return build
 
 
 # ---- sizes ----------------------------------------------------------------------------------------
@@ -384,6 +377,20 @@ def _overheads(plan: RatePlan, dev: str, sync: Callable[[], None], pool: Pool) -
     return out
 
 
+def _level_rows(build: Callable[[int, Pool], tuple[Callable[[], Any], int]], bytes_per_element: float,
+                overhead_s: float, plan: RatePlan, pool: Pool, sync: Callable[[], None],
+                sets: list[tuple[str, int]], fault_s_per_byte: float) -> list[ClassRate]:
+    """One kernel at each level's working set: elements/s and GB/s, its call overhead out."""
+    rows = []
+    for level, size in sets:
+        fn, elements = build(size, pool.reset())
+        s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
+        r = work_rate(float(elements), s, overhead_s)
+        rows.append(ClassRate(level, size, r, r * bytes_per_element / 1e9 if r else None, bytes_per_element, s))
+        del fn
+    return rows
+
+
 def _class_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: list[tuple[str, int]],
                  over: dict[str, float | None], fault_s_per_byte: float,
                  errors: list[str] | None = None) -> dict[str, list[ClassRate]]:
@@ -391,20 +398,12 @@ def _class_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: lis
     left out and named in `errors`, the others still measured."""
     out: dict[str, list[ClassRate]] = {}
     for kern in CLASS_KERNELS:
-        rows = []
         try:
-            for level, size in sets:
-                fn, elements = kern.build(size, pool.reset())
-                s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
-                r = work_rate(float(elements), s, over.get(kern.klass) or 0.0)
-                rows.append(ClassRate(level, size, r, r * kern.bytes_per_element / 1e9 if r else None,
-                                      kern.bytes_per_element, s))
-                del fn
+            out[kern.klass] = _level_rows(kern.build, kern.bytes_per_element, over.get(kern.klass) or 0.0, plan,
+                                          pool, sync, sets, fault_s_per_byte)
         except Exception as exc:  # noqa: BLE001 - one class's failure must not lose the table
             if errors is not None:
                 errors.append(f"{kern.klass}: its kernel ({kern.what}) failed: {_why(exc)}")
-            continue
-        out[kern.klass] = rows
     return out
 
 
@@ -415,20 +414,12 @@ def _operator_rates(plan: RatePlan, pool: Pool, sync: Callable[[], None], sets: 
     call overhead taken out); one that fails is named in `errors` and its ops read the class."""
     out: dict[str, list[ClassRate]] = {}
     for name in TRANSCENDENTAL_OPERATORS:
-        build = _b_operator(name)
-        rows = []
         try:
-            for level, size in sets:
-                fn, elements = build(size, pool.reset())
-                s = time_call(fn, plan.reps, plan.batch_s, sync, fault_s_per_byte)
-                r = work_rate(float(elements), s, over.get("transcendental") or 0.0)
-                rows.append(ClassRate(level, size, r, r * 8 / 1e9 if r else None, 8, s))
-                del fn
+            out[name] = _level_rows(_b_operator(name), 8, over.get("transcendental") or 0.0, plan, pool, sync,
+                                    sets, fault_s_per_byte)
         except Exception as exc:  # noqa: BLE001 - one operator's failure must not lose the table
             if errors is not None:
                 errors.append(f"transcendental {name}: its kernel failed ({_why(exc)}); its ops read the class")
-            continue
-        out[name] = rows
     return out
 
 
