@@ -32,7 +32,7 @@ def test_the_profiles_hold_todays_numbers():
     assert (d.sweep_budget_s("cpu"), d.sweep_budget_s("gpu"), q.sweep_budget_s("cpu"), q.sweep_budget_s("gpu")) == \
         (10.0, 30.0, 1.5, 6.0)
     assert (d.mnist_limit_s, q.mnist_limit_s) == (10.0, 3.0)
-    assert d.family_budget_s == q.family_budget_s == 60.0
+    assert d.family_budget_s == q.family_budget_s == 150.0
     assert d.scan_family_budget_s == q.scan_family_budget_s == 20.0
     assert (PROFILES["default"].gpu.gemm_n, PROFILES["quick"].gpu.gemm_n) == (8192, 4096)
     assert PROFILES["quick"].cpu.latency_top_bytes == 128 << 20
