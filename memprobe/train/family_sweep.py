@@ -300,7 +300,7 @@ def op_label(o: Any) -> str:
     return f"{o.name.split('.')[1]} {o.phase}"
 
 
-def captured_breakdown(cp: CapturedPrediction, measured_s: float | None) -> list[dict[str, Any]]:
+def breakdown(cp: CapturedPrediction, measured_s: float | None) -> list[dict[str, Any]]:
     """Per captured kernel: its predicted time (work, faults and call), what bounds it, and the
     fraction of that ceiling achieved when the measured step is shared among the ops in
     proportion to their predicted times. excess_s holds the farther operands' and the
@@ -316,7 +316,7 @@ def captured_breakdown(cp: CapturedPrediction, measured_s: float | None) -> list
     return out
 
 
-def _captured_record(fp: FamilyPoint, tkey: str, nthr: int, cp: CapturedPrediction, samples: list[float],
+def _record(fp: FamilyPoint, tkey: str, nthr: int, cp: CapturedPrediction, samples: list[float],
                      device: str = "cpu") -> dict[str, Any]:
     s, pred = fp.spec, cp.pred
     meas = statistics.median(samples)
@@ -334,7 +334,7 @@ def _captured_record(fp: FamilyPoint, tkey: str, nthr: int, cp: CapturedPredicti
         "achieved_fraction": cp.roofline_s / meas, "bound": pred.bound, "compute_s": pred.compute_s,
         "memory_s": pred.memory_s, "overhead_s": pred.overhead_s,
         "levels_used": sorted({lv for op in pred.ops for lv in op.levels.values()}),
-        "ops": captured_breakdown(cp, meas),
+        "ops": breakdown(cp, meas),
     }
 
 
@@ -434,7 +434,7 @@ def run_family_sweep(device_result: Any, family: str, progress: ProgressFn = _no
                                                    cp.predicted_s, device))
                     continue
                 samples = time_family_steps(fp.spec, steps)
-            out["points"].append(_captured_record(fp, tkey, nthr, cp, samples, device))
+            out["points"].append(_record(fp, tkey, nthr, cp, samples, device))
     for tkey, _ in runs:
         if inputs[tkey]:
             out["inputs"][tkey] = {"per_point": inputs[tkey], "op_rates": [asdict(r) for r in used[tkey].values()]}

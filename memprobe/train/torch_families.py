@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from memprobe.train.catalog import FAMILY_MODELS, names_text
 from memprobe.train.families import CnnSpec, ResNetSpec, TransformerSpec, resnet_blocks
 
+
 def torch_missing() -> str | None:
     """Why the torch families cannot run here, in one line; None when torch imports."""
     try:
