@@ -1498,7 +1498,7 @@ def _point_inputs(p: dict[str, Any]) -> dict[str, Any]:
     """A family point's stored inputs as PointInputs: the captured path's record as it is, a
     record of an older memprobe (the op-list path: its call overheads and per-step terms flat,
     `in_step_overhead_factor`) with its per-step terms as `machine` and nothing else guessed."""
-    if "machine" in p or "method" in p and "overhead_s" not in p:
+    if "machine" in p or ("method" in p and "overhead_s" not in p):
         flat = {k: p[k] for k in ("fault_s_per_byte", "backward_call_s", "cross_core_s_per_byte", "update_call_s")
                 if k in p and p[k] is not None}
         out = _pick(p, _fields(PointInputs))
@@ -1552,6 +1552,5 @@ def _training_dict(t: dict[str, Any]) -> dict[str, Any]:
             "inputs": {dev: {"overhead_s": (t.get("overhead_s") or {}).get(dev),
                              "gemm_rates": (t.get("gemm_rates") or {}).get(dev)}
                        for dev in set(t.get("overhead_s") or {}) | set(t.get("gemm_rates") or {})},
-            "family_inputs": {k: {tk: _family_inputs(v) for tk, v in by_t.items() if isinstance(v, dict)}
-                              for k, by_t in (t.get("family_inputs") or {}).items() if isinstance(by_t, dict)},
+            "family_inputs": t.get("family_inputs") or {},  # (the sweep writes FamilyInputs' shape)
             "gpu_wins_from_width": t.get("gpu_wins_from_width") or {}}

@@ -17,6 +17,7 @@ why. Nothing prints.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -57,9 +58,9 @@ class FamilyPoint:
             self.graph = capture_point(self.spec)
         return self.graph
 
-    @property
+    @functools.cached_property
     def working_set_bytes(self) -> int:
-        """The most bytes the captured step holds at once (`spec.peak_live_bytes`)."""
+        """The most bytes the captured step holds at once (`spec.peak_live_bytes`), once."""
         from memprobe.train.spec import peak_live_bytes
 
         return peak_live_bytes(self.captured())
